@@ -1,0 +1,141 @@
+//! How commands and events cross the boundary: a name and a MessagePack payload.
+//!
+//! A serde enum value `Deposited { amount: 5 }` travels as the name
+//! `"Deposited"` and the payload `{"amount": 5}` (MessagePack, field names
+//! kept), so the host can route and convert to JSON without knowing Rust
+//! types. A unit variant's payload is `nil`.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// MessagePack `nil`, the payload of a unit variant.
+pub const NIL: &[u8] = &[0xc0];
+
+/// Serialises a value as MessagePack with field names (maps, not arrays).
+pub fn encode_named<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    // Serialising plain data into a Vec cannot fail; a custom `Serialize` that
+    // errors is a bug in the domain, reported as a trap with this message.
+    rmp_serde::to_vec_named(value).expect("aether-guest: value does not serialise as MessagePack")
+}
+
+/// Splits an enum value into its variant name and payload.
+///
+/// # Errors
+///
+/// If the value does not serialise as an externally tagged enum variant.
+pub fn split<T: Serialize>(value: &T) -> Result<(String, Vec<u8>), String> {
+    let bytes = encode_named(value);
+    let mut rd = bytes.as_slice();
+    let marker = rmp::decode::read_marker(&mut &bytes[..]).map_err(|_| "empty value".to_string())?;
+    match marker {
+        rmp::Marker::FixStr(_) | rmp::Marker::Str8 | rmp::Marker::Str16 | rmp::Marker::Str32 => {
+            let name = read_str(&mut rd)?;
+            Ok((name, NIL.to_vec()))
+        }
+        rmp::Marker::FixMap(_) | rmp::Marker::Map16 | rmp::Marker::Map32 => {
+            let len = rmp::decode::read_map_len(&mut rd).map_err(|e| e.to_string())?;
+            if len != 1 {
+                return Err(format!("expected an enum variant (a map of one entry), found a map of {len}"));
+            }
+            let name = read_str(&mut rd)?;
+            Ok((name, rd.to_vec()))
+        }
+        other => Err(format!("expected an enum variant, found MessagePack {other:?}")),
+    }
+}
+
+/// Rebuilds an enum value from a variant name and payload.
+///
+/// # Errors
+///
+/// A message naming the variant and why its payload does not decode.
+pub fn join<T: DeserializeOwned>(name: &str, payload: &[u8]) -> Result<T, String> {
+    let unit = payload.is_empty() || payload == NIL;
+    let mut buf = Vec::with_capacity(payload.len() + name.len() + 8);
+    if unit {
+        rmp::encode::write_str(&mut buf, name).map_err(|e| e.to_string())?;
+    } else {
+        rmp::encode::write_map_len(&mut buf, 1).map_err(|e| e.to_string())?;
+        rmp::encode::write_str(&mut buf, name).map_err(|e| e.to_string())?;
+        buf.extend_from_slice(payload);
+    }
+    match rmp_serde::from_slice(&buf) {
+        Ok(value) => Ok(value),
+        // `{}` for a unit variant, as a JSON client may send it.
+        Err(_) if is_empty_map(payload) => {
+            let mut buf = Vec::new();
+            rmp::encode::write_str(&mut buf, name).map_err(|e| e.to_string())?;
+            rmp_serde::from_slice(&buf).map_err(|e| format!("`{name}`: {e}"))
+        }
+        Err(e) => Err(format!("`{name}`: {e}")),
+    }
+}
+
+fn is_empty_map(payload: &[u8]) -> bool {
+    payload == [0x80]
+}
+
+fn read_str(rd: &mut &[u8]) -> Result<String, String> {
+    let len = rmp::decode::read_str_len(rd).map_err(|e| e.to_string())? as usize;
+    if rd.len() < len {
+        return Err("truncated variant name".into());
+    }
+    let (name, rest) = rd.split_at(len);
+    *rd = rest;
+    String::from_utf8(name.to_vec()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum E {
+        Unit,
+        Struct { a: u64, b: String },
+        Newtype(u32),
+    }
+
+    #[test]
+    fn variants_round_trip() {
+        for value in [E::Unit, E::Struct { a: 7, b: "x".into() }, E::Newtype(3)] {
+            let (name, payload) = split(&value).unwrap();
+            assert_eq!(join::<E>(&name, &payload).unwrap(), value);
+        }
+    }
+
+    #[test]
+    fn payload_is_the_variant_content_with_field_names() {
+        let (name, payload) = split(&E::Struct { a: 1, b: "y".into() }).unwrap();
+        assert_eq!(name, "Struct");
+        let map: std::collections::BTreeMap<String, rmpv_like::Any> = rmp_serde::from_slice(&payload).unwrap();
+        assert!(map.contains_key("a") && map.contains_key("b"));
+        assert_eq!(split(&E::Unit).unwrap().1, NIL);
+    }
+
+    #[test]
+    fn unit_variant_accepts_nil_empty_and_empty_map() {
+        assert_eq!(join::<E>("Unit", NIL).unwrap(), E::Unit);
+        assert_eq!(join::<E>("Unit", &[]).unwrap(), E::Unit);
+        assert_eq!(join::<E>("Unit", &[0x80]).unwrap(), E::Unit);
+    }
+
+    #[test]
+    fn bad_payload_names_the_variant() {
+        let err = join::<E>("Struct", &[0xc1]).unwrap_err();
+        assert!(err.starts_with("`Struct`"), "{err}");
+        assert!(join::<E>("Nope", NIL).is_err());
+    }
+
+    mod rmpv_like {
+        /// Accepts any MessagePack value.
+        #[derive(Debug)]
+        pub struct Any;
+        impl<'de> serde::Deserialize<'de> for Any {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                serde::de::IgnoredAny::deserialize(d).map(|_| Any)
+            }
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The guest side of the contract: one actor per instance, dispatched to the
+//! domain's aggregates. [`domain!`](crate::domain) wires these functions to
+//! the bindings generated from `wit/`.
+
+use crate::bindings::aether::domain::types as wit;
+use crate::codec;
+use crate::model::{AggregateModel, DomainModel, variant_names};
+use crate::{Aggregate, Context};
+use std::cell::RefCell;
+
+/// How one aggregate type is registered in a domain.
+#[derive(Debug, Clone, Copy)]
+pub struct Registration {
+    name: &'static str,
+    create: fn() -> Box<dyn Actor>,
+    model: fn() -> AggregateModel,
+}
+
+impl Registration {
+    pub fn of<A: Aggregate>() -> Self {
+        Self { name: A::NAME, create: || Box::new(Slot::<A>(A::default())), model: AggregateModel::of::<A> }
+    }
+}
+
+/// The model of a domain made of registered aggregates.
+pub fn model(name: &str, registry: &[Registration]) -> DomainModel {
+    DomainModel {
+        name: name.to_string(),
+        sdk_version: crate::SDK_VERSION.to_string(),
+        aggregates: registry.iter().map(|r| (r.model)()).collect(),
+    }
+}
+
+/// An aggregate with its types erased, as the exports drive it.
+pub trait Actor {
+    fn apply(&mut self, events: Vec<wit::Message>) -> Result<(), wit::GuestError>;
+    fn handle(&self, ctx: wit::CommandContext, command: wit::Message) -> Result<wit::HandleOutcome, wit::GuestError>;
+    fn snapshot(&self) -> Vec<u8>;
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), wit::GuestError>;
+    fn state(&self) -> Vec<u8>;
+}
+
+struct Slot<A>(A);
+
+impl<A: Aggregate> Actor for Slot<A> {
+    fn apply(&mut self, events: Vec<wit::Message>) -> Result<(), wit::GuestError> {
+        for (i, event) in events.iter().enumerate() {
+            let decoded: A::Event = codec::join(&event.name, &event.payload).map_err(|cause| {
+                wit::GuestError::Undecodable(format!("event {i} of the batch ({}): {cause}", event.name))
+            })?;
+            self.0.apply(&decoded);
+        }
+        Ok(())
+    }
+
+    fn handle(&self, ctx: wit::CommandContext, command: wit::Message) -> Result<wit::HandleOutcome, wit::GuestError> {
+        if !variant_names::<A::Command>().contains(&command.name.as_str()) {
+            return Err(wit::GuestError::UnknownCommand(command.name));
+        }
+        let decoded: A::Command =
+            codec::join(&command.name, &command.payload).map_err(wit::GuestError::Undecodable)?;
+        let ctx = Context {
+            actor_id: ctx.actor_id,
+            command_id: ctx.command_id,
+            correlation_id: ctx.correlation_id,
+            causation_id: ctx.causation_id,
+            timestamp_ms: ctx.timestamp_ms,
+            version: ctx.version,
+        };
+        match self.0.handle(&ctx, decoded) {
+            Ok(events) => {
+                let mut out = Vec::with_capacity(events.len());
+                for event in &events {
+                    let (name, payload) = codec::split(event).map_err(wit::GuestError::Undecodable)?;
+                    out.push(wit::Message { name, payload });
+                }
+                Ok(wit::HandleOutcome::Accepted(out))
+            }
+            Err(r) => Ok(wit::HandleOutcome::Rejected(wit::Rejection { code: r.code, message: r.message })),
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.0.snapshot()
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), wit::GuestError> {
+        self.0 = A::restore(bytes).map_err(|e| wit::GuestError::Undecodable(format!("snapshot: {e}")))?;
+        Ok(())
+    }
+
+    fn state(&self) -> Vec<u8> {
+        codec::encode_named(&self.0)
+    }
+}
+
+thread_local! {
+    /// The one actor this instance serves; set by `init`.
+    static ACTOR: RefCell<Option<Box<dyn Actor>>> = const { RefCell::new(None) };
+}
+
+pub fn init(registry: &[Registration], aggregate: &str, _actor_id: &str) -> Result<(), wit::GuestError> {
+    let reg = registry
+        .iter()
+        .find(|r| r.name == aggregate)
+        .ok_or_else(|| wit::GuestError::UnknownAggregate(aggregate.to_string()))?;
+    ACTOR.with(|a| *a.borrow_mut() = Some((reg.create)()));
+    Ok(())
+}
+
+fn with_actor<R>(f: impl FnOnce(&mut dyn Actor) -> Result<R, wit::GuestError>) -> Result<R, wit::GuestError> {
+    ACTOR.with(|a| match a.borrow_mut().as_mut() {
+        Some(actor) => f(actor.as_mut()),
+        None => Err(wit::GuestError::NotInitialised),
+    })
+}
+
+pub fn apply(events: Vec<wit::Message>) -> Result<(), wit::GuestError> {
+    with_actor(|a| a.apply(events))
+}
+
+pub fn handle(ctx: wit::CommandContext, command: wit::Message) -> Result<wit::HandleOutcome, wit::GuestError> {
+    with_actor(|a| a.handle(ctx, command))
+}
+
+pub fn snapshot() -> Result<Vec<u8>, wit::GuestError> {
+    with_actor(|a| Ok(a.snapshot()))
+}
+
+pub fn restore(bytes: Vec<u8>) -> Result<(), wit::GuestError> {
+    with_actor(|a| a.restore(&bytes))
+}
+
+pub fn state() -> Result<Vec<u8>, wit::GuestError> {
+    with_actor(|a| Ok(a.state()))
+}
+
+/// The model in the bindings' types.
+pub fn wit_model(model: &DomainModel) -> wit::DomainModel {
+    let messages = |ms: &[crate::MessageModel]| {
+        ms.iter().map(|m| wit::MessageType { name: m.name.clone(), schema: m.schema.clone() }).collect()
+    };
+    wit::DomainModel {
+        name: model.name.clone(),
+        sdk_version: model.sdk_version.clone(),
+        aggregates: model
+            .aggregates
+            .iter()
+            .map(|a| wit::AggregateType {
+                name: a.name.clone(),
+                commands: messages(&a.commands),
+                events: messages(&a.events),
+                state_schema: a.state_schema.clone(),
+            })
+            .collect(),
+        policies: Vec::new(),
+        read_models: Vec::new(),
+    }
+}
+
+/// Exports a domain's aggregates as a component.
+///
+/// ```ignore
+/// aether_guest::domain!(name: "bank", aggregates: [Account]);
+/// ```
+///
+/// Defines `pub fn describe() -> aether_guest::DomainModel` in the calling
+/// module (natively too, for tests) and, on `wasm32`, the component's exports.
+/// Use it once per component, at the crate root.
+#[macro_export]
+macro_rules! domain {
+    (name: $name:expr, aggregates: [$($agg:ty),+ $(,)?] $(,)?) => {
+        /// The component's EventStorming model.
+        pub fn describe() -> $crate::DomainModel {
+            $crate::__private::model($name, &__aether_registry())
+        }
+
+        fn __aether_registry() -> ::std::vec::Vec<$crate::__private::Registration> {
+            ::std::vec![$($crate::__private::Registration::of::<$agg>()),+]
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use $crate::bindings::aether::domain::types as __wit;
+            struct __AetherExports;
+            impl $crate::bindings::exports::aether::domain::aggregate::Guest for __AetherExports {
+                fn describe() -> __wit::DomainModel {
+                    $crate::__private::wit_model(&describe())
+                }
+                fn init(aggregate: ::std::string::String, actor_id: ::std::string::String) -> ::std::result::Result<(), __wit::GuestError> {
+                    $crate::__private::init(&__aether_registry(), &aggregate, &actor_id)
+                }
+                fn apply(events: ::std::vec::Vec<__wit::Message>) -> ::std::result::Result<(), __wit::GuestError> {
+                    $crate::__private::apply(events)
+                }
+                fn handle(ctx: __wit::CommandContext, command: __wit::Message) -> ::std::result::Result<__wit::HandleOutcome, __wit::GuestError> {
+                    $crate::__private::handle(ctx, command)
+                }
+                fn snapshot() -> ::std::result::Result<::std::vec::Vec<u8>, __wit::GuestError> {
+                    $crate::__private::snapshot()
+                }
+                fn restore(snapshot: ::std::vec::Vec<u8>) -> ::std::result::Result<(), __wit::GuestError> {
+                    $crate::__private::restore(snapshot)
+                }
+                fn state() -> ::std::result::Result<::std::vec::Vec<u8>, __wit::GuestError> {
+                    $crate::__private::state()
+                }
+            }
+            $crate::bindings::__export_domain_world!(__AetherExports with_types_in $crate::bindings);
+        };
+    };
+}
