@@ -1,0 +1,129 @@
+//! The behaviour every [`EventStore`] must show, as reusable checks.
+//!
+//! Each store's tests call [`check_all`] on a fresh, empty store, so the
+//! in-memory, embedded and JetStream stores are held to one contract.
+
+use super::{ActorId, AppendRequest, EventStore, NewEvent, Provenance, Snapshot, StoreError};
+
+/// Runs every check on an empty store.
+///
+/// # Panics
+///
+/// On the first behaviour that breaks the contract, naming it.
+pub async fn check_all(store: &dyn EventStore) {
+    appends_in_order_and_reads_from_a_version(store).await;
+    rejects_a_stale_expected_version(store).await;
+    answers_a_repeated_command_id_with_the_original(store).await;
+    keeps_streams_apart_whatever_their_ids(store).await;
+    keeps_the_latest_snapshot(store).await;
+    refuses_an_empty_append(store).await;
+}
+
+fn provenance(command_id: &str) -> Provenance {
+    Provenance {
+        command_id: command_id.into(),
+        correlation_id: format!("corr-{command_id}"),
+        causation_id: format!("cause-{command_id}"),
+        timestamp_ms: 1_700_000_000_000,
+        component_hash: "ab".repeat(32),
+    }
+}
+
+fn request(expected_version: u64, command_id: &str, names: &[&str]) -> AppendRequest {
+    AppendRequest {
+        expected_version,
+        provenance: provenance(command_id),
+        events: names.iter().map(|n| NewEvent { name: n.to_string(), payload: vec![0x81, 0xa1, b'n', 0x01] }).collect(),
+    }
+}
+
+async fn appends_in_order_and_reads_from_a_version(store: &dyn EventStore) {
+    let actor = ActorId::new("Account", "order");
+    let a = store.append(&actor, request(0, "c1", &["Opened"])).await.expect("first append");
+    assert_eq!((a.first_version, a.last_version, a.duplicate), (1, 1, false));
+    let b = store.append(&actor, request(1, "c2", &["Deposited", "Deposited", "Withdrawn"])).await.expect("append");
+    assert_eq!((b.first_version, b.last_version), (2, 4));
+    assert_eq!(store.version(&actor).await.unwrap(), 4);
+
+    let all = store.read(&actor, 0, 100).await.unwrap();
+    let versions: Vec<_> = all.iter().map(|e| e.version).collect();
+    assert_eq!(versions, [1, 2, 3, 4], "events come back in version order");
+    assert_eq!(all[1].name, "Deposited");
+    assert_eq!(all[1].payload, vec![0x81, 0xa1, b'n', 0x01], "payload round-trips");
+    assert_eq!(*all[3].provenance, provenance("c2"), "provenance is kept per event");
+    assert_eq!(*all[0].provenance, provenance("c1"));
+
+    let tail = store.read(&actor, 2, 100).await.unwrap();
+    assert_eq!(tail.iter().map(|e| e.version).collect::<Vec<_>>(), [3, 4], "reads start after the given version");
+    assert!(store.read(&actor, 4, 100).await.unwrap().is_empty(), "nothing after the last version");
+    let mut from = 0;
+    let mut seen = Vec::new();
+    loop {
+        let batch = store.read(&actor, from, 1).await.unwrap();
+        let Some(last) = batch.last() else { break };
+        from = last.version;
+        seen.extend(batch.iter().map(|e| e.version));
+    }
+    assert_eq!(seen, [1, 2, 3, 4], "small batches page through the whole stream");
+    assert!(store.find_command(&actor, "c2").await.unwrap().is_some_and(|a| (a.first_version, a.last_version) == (2, 4)));
+    assert!(store.find_command(&actor, "nope").await.unwrap().is_none());
+}
+
+async fn rejects_a_stale_expected_version(store: &dyn EventStore) {
+    let actor = ActorId::new("Account", "conflict");
+    store.append(&actor, request(0, "k1", &["Opened"])).await.unwrap();
+    match store.append(&actor, request(0, "k2", &["Deposited"])).await {
+        Err(StoreError::Conflict { expected: 0, actual: 1, .. }) => {}
+        other => panic!("a stale expected version must conflict with the actual version, got {other:?}"),
+    }
+    match store.append(&actor, request(5, "k3", &["Deposited"])).await {
+        Err(StoreError::Conflict { expected: 5, actual: 1, .. }) => {}
+        other => panic!("an expected version ahead of the stream must conflict, got {other:?}"),
+    }
+    assert_eq!(store.version(&actor).await.unwrap(), 1, "a conflicting append writes nothing");
+}
+
+async fn answers_a_repeated_command_id_with_the_original(store: &dyn EventStore) {
+    let actor = ActorId::new("Account", "dedup");
+    store.append(&actor, request(0, "open", &["Opened"])).await.unwrap();
+    let first = store.append(&actor, request(1, "dep", &["Deposited", "Deposited"])).await.unwrap();
+    // The same command retried, at the old and at a new expected version.
+    for expected in [1, 3] {
+        let again = store.append(&actor, request(expected, "dep", &["Deposited", "Deposited"])).await.unwrap();
+        assert!(again.duplicate, "a repeated command id is reported as a duplicate");
+        assert_eq!((again.first_version, again.last_version), (first.first_version, first.last_version));
+    }
+    assert_eq!(store.version(&actor).await.unwrap(), 3, "a repeated command id appends nothing");
+}
+
+async fn keeps_streams_apart_whatever_their_ids(store: &dyn EventStore) {
+    let ids = ["a.b", "a b", "*", ">", "a.>", "ünï/cødé", "", "x".repeat(300).leak(), "a\nb", "%2E"];
+    for (i, id) in ids.iter().enumerate() {
+        let actor = ActorId::new("Account", *id);
+        store.append(&actor, request(0, &format!("awkward-{i}"), &["Opened"])).await.unwrap_or_else(|e| panic!("{id:?}: {e}"));
+    }
+    for id in ids {
+        let actor = ActorId::new("Account", id);
+        let events = store.read(&actor, 0, 10).await.unwrap();
+        assert_eq!(events.len(), 1, "stream {id:?} holds exactly its own event");
+    }
+    let other = ActorId::new("Cart", "a.b");
+    assert_eq!(store.version(&other).await.unwrap(), 0, "aggregates do not share streams");
+}
+
+async fn keeps_the_latest_snapshot(store: &dyn EventStore) {
+    let actor = ActorId::new("Account", "snap");
+    assert!(store.load_snapshot(&actor).await.unwrap().is_none());
+    let snap = |version| Snapshot { version, component_hash: "cd".repeat(32), state: vec![version as u8; 1024] };
+    store.save_snapshot(&actor, snap(10)).await.unwrap();
+    store.save_snapshot(&actor, snap(20)).await.unwrap();
+    assert_eq!(store.load_snapshot(&actor).await.unwrap(), Some(snap(20)));
+    store.save_snapshot(&actor, snap(15)).await.unwrap();
+    assert_eq!(store.load_snapshot(&actor).await.unwrap(), Some(snap(20)), "an older snapshot never replaces a newer one");
+}
+
+async fn refuses_an_empty_append(store: &dyn EventStore) {
+    let actor = ActorId::new("Account", "empty");
+    assert!(matches!(store.append(&actor, request(0, "e", &[])).await, Err(StoreError::Invalid { .. })));
+    assert_eq!(store.version(&actor).await.unwrap(), 0);
+}

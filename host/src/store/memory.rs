@@ -1,0 +1,112 @@
+//! The in-memory event store: for tests and benchmarks, gone with the process.
+//!
+//! Streams are spread over a fixed number of shards, each behind its own
+//! mutex, so commands to different actors rarely contend. The lock is a
+//! `std` mutex held only for map operations, never across an `.await`.
+
+use super::{ActorId, AppendRequest, Appended, EventStore, RecordedEvent, Snapshot, StoreError};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex};
+
+const SHARDS: usize = 64;
+
+/// An event store in memory.
+#[derive(Debug)]
+pub struct MemoryStore {
+    shards: Vec<Mutex<HashMap<ActorId, Stream>>>,
+    hasher: RandomState,
+}
+
+#[derive(Debug, Default)]
+struct Stream {
+    events: Vec<RecordedEvent>,
+    commands: HashMap<String, Appended>,
+    snapshot: Option<Snapshot>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), hasher: RandomState::new() }
+    }
+
+    fn with_stream<R>(&self, actor: &ActorId, f: impl FnOnce(&mut Stream) -> R) -> R {
+        let shard = &self.shards[self.hasher.hash_one(actor) as usize % SHARDS];
+        // A panic while holding the lock cannot leave a stream half-written
+        // (every mutation is a single push/insert), so a poisoned lock is safe
+        // to keep using.
+        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(stream) = map.get_mut(actor) {
+            return f(stream);
+        }
+        f(map.entry(actor.clone()).or_default())
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn append(&self, actor: &ActorId, request: AppendRequest) -> Result<Appended, StoreError> {
+        if request.events.is_empty() {
+            return Err(StoreError::Invalid { actor: actor.clone(), reason: "no events".into() });
+        }
+        self.with_stream(actor, |stream| {
+            if let Some(original) = stream.commands.get(&request.provenance.command_id) {
+                return Ok(Appended { duplicate: true, ..*original });
+            }
+            let actual = stream.events.len() as u64;
+            if actual != request.expected_version {
+                return Err(StoreError::Conflict { actor: actor.clone(), expected: request.expected_version, actual });
+            }
+            let provenance = Arc::new(request.provenance);
+            let first_version = actual + 1;
+            for (i, event) in request.events.into_iter().enumerate() {
+                stream.events.push(RecordedEvent {
+                    version: first_version + i as u64,
+                    name: event.name,
+                    payload: event.payload,
+                    provenance: provenance.clone(),
+                });
+            }
+            let appended =
+                Appended { first_version, last_version: stream.events.len() as u64, duplicate: false };
+            stream.commands.insert(provenance.command_id.clone(), appended);
+            Ok(appended)
+        })
+    }
+
+    async fn read(&self, actor: &ActorId, after: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        Ok(self.with_stream(actor, |stream| {
+            let start = (after as usize).min(stream.events.len());
+            let end = start.saturating_add(max.max(1)).min(stream.events.len());
+            stream.events[start..end].to_vec()
+        }))
+    }
+
+    async fn version(&self, actor: &ActorId) -> Result<u64, StoreError> {
+        Ok(self.with_stream(actor, |s| s.events.len() as u64))
+    }
+
+    async fn find_command(&self, actor: &ActorId, command_id: &str) -> Result<Option<Appended>, StoreError> {
+        Ok(self.with_stream(actor, |s| s.commands.get(command_id).map(|a| Appended { duplicate: true, ..*a })))
+    }
+
+    async fn load_snapshot(&self, actor: &ActorId) -> Result<Option<Snapshot>, StoreError> {
+        Ok(self.with_stream(actor, |s| s.snapshot.clone()))
+    }
+
+    async fn save_snapshot(&self, actor: &ActorId, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.with_stream(actor, |s| {
+            if s.snapshot.as_ref().is_none_or(|old| old.version < snapshot.version) {
+                s.snapshot = Some(snapshot);
+            }
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,180 @@
+//! Where events live: the [`EventStore`] trait and its implementations.
+//!
+//! An actor's events form one stream, numbered from version 1. A command's
+//! events are appended together, atomically, with the version the actor had
+//! when it decided them (optimistic concurrency) and the command id
+//! (idempotency). The shape follows JetStream: one message per command on a
+//! per-actor subject, `Nats-Expected-Last-Subject-Sequence` for the expected
+//! version and `Nats-Msg-Id` for the command id; a file store keeps the same
+//! contract with a table per concern.
+//!
+//! Layout:
+//! - [`memory`]: the in-memory store for tests and benchmarks.
+//! - [`embedded`]: the crash-safe file store (redb) for one machine.
+//! - [`contract`]: the behaviour every store must show, as reusable checks.
+
+pub mod contract;
+pub mod embedded;
+pub mod memory;
+
+pub use embedded::EmbeddedStore;
+pub use memory::MemoryStore;
+
+use async_trait::async_trait;
+use std::fmt;
+use std::sync::Arc;
+
+/// An actor's identity: aggregate type and id. One event stream each.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ActorId {
+    pub aggregate: String,
+    pub id: String,
+}
+
+impl ActorId {
+    pub fn new(aggregate: impl Into<String>, id: impl Into<String>) -> Self {
+        Self { aggregate: aggregate.into(), id: id.into() }
+    }
+}
+
+impl fmt::Display for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.aggregate, self.id)
+    }
+}
+
+/// Where an event came from (invariant 7). Shared by all events of a command.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Provenance {
+    /// The command that produced the event; also the de-duplication key.
+    pub command_id: String,
+    /// The id shared by everything one request caused.
+    pub correlation_id: String,
+    /// The id of the message that caused the command.
+    pub causation_id: String,
+    /// When the command was accepted, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// SHA-256 (hex) of the component that decided the event.
+    pub component_hash: String,
+}
+
+/// A new event, as `handle` produced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub name: String,
+    /// MessagePack.
+    pub payload: Vec<u8>,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    /// 1 for the actor's first event.
+    pub version: u64,
+    pub name: String,
+    /// MessagePack.
+    pub payload: Vec<u8>,
+    pub provenance: Arc<Provenance>,
+}
+
+/// One command's events, to append atomically.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    /// The actor's version when the command was decided; the append fails
+    /// with [`StoreError::Conflict`] if the stream has moved on.
+    pub expected_version: u64,
+    pub provenance: Provenance,
+    /// At least one event.
+    pub events: Vec<NewEvent>,
+}
+
+/// The versions a command's events occupy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub first_version: u64,
+    pub last_version: u64,
+    /// True if the command id had been appended before: nothing was written
+    /// and the versions are those of the original append.
+    pub duplicate: bool,
+}
+
+/// A serialised actor state at a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub version: u64,
+    /// SHA-256 (hex) of the component that wrote it; a snapshot from another
+    /// component is ignored and the actor replays from the start.
+    pub component_hash: String,
+    pub state: Vec<u8>,
+}
+
+/// What a store operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The stream is not at the expected version: another writer got there
+    /// first. Reload and decide again.
+    #[error("version conflict on {actor}: expected version {expected}, the stream is at {actual}")]
+    Conflict { actor: ActorId, expected: u64, actual: u64 },
+    /// Stored data that cannot be read back. Never skipped (invariant 6).
+    #[error("corrupt event in {actor} at version {version}: {cause}")]
+    Corrupt { actor: ActorId, version: u64, cause: String },
+    /// The request itself is invalid, e.g. an empty append.
+    #[error("invalid append to {actor}: {reason}")]
+    Invalid { actor: ActorId, reason: String },
+    /// The store could not be reached or failed underneath.
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// True for errors a retry with fresh state may resolve.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Conflict { .. })
+    }
+}
+
+/// An event store: append-only streams with optimistic concurrency,
+/// idempotent appends and snapshots.
+///
+/// Implementations must make [`append`](EventStore::append) atomic per call,
+/// check the command id before the expected version (so a retry of a command
+/// that was stored answers `duplicate` rather than a conflict), and return
+/// events in version order.
+#[async_trait]
+pub trait EventStore: Send + Sync + fmt::Debug + 'static {
+    /// Appends one command's events.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] if the stream is not at `expected_version`;
+    /// [`StoreError::Invalid`] for an empty request.
+    async fn append(&self, actor: &ActorId, request: AppendRequest) -> Result<Appended, StoreError>;
+
+    /// Reads events with a version greater than `after`, in order, at most
+    /// about `max` of them (a store may return a command's events whole).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] for an event that cannot be read back.
+    async fn read(&self, actor: &ActorId, after: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The stream's current version (0 if it has no events).
+    async fn version(&self, actor: &ActorId) -> Result<u64, StoreError>;
+
+    /// Where a command's events were stored, if that command id was appended.
+    async fn find_command(&self, actor: &ActorId, command_id: &str) -> Result<Option<Appended>, StoreError>;
+
+    /// The latest snapshot, if any.
+    async fn load_snapshot(&self, actor: &ActorId) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Stores a snapshot, replacing an older one.
+    async fn save_snapshot(&self, actor: &ActorId, snapshot: Snapshot) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn memory_store_keeps_the_contract() {
+        super::contract::check_all(&super::MemoryStore::new()).await;
+    }
+}

@@ -1,0 +1,11 @@
+//! Bindings generated from `wit/`, the one contract. Nothing outside
+//! [`crate::wasm`] sees these types; they are converted at the boundary.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "aether:domain/domain-host",
+    imports: {
+        "wasi:cli/exit": trappable,
+        default: tracing,
+    },
+});

@@ -1,0 +1,175 @@
+//! A domain component: loaded, checked against the contract and its own
+//! model, and ready to create one VM per actor.
+
+use super::bindings::aether::domain::types as wit;
+use super::bindings::{DomainHost, DomainHostPre};
+use super::engine::AetherEngine;
+use super::instance::{GuestFault, GuestInstance};
+use super::sandbox::Sandbox;
+use crate::model::{AggregateModel, DomainModel, MessageModel, ModelError, PolicyModel, ReadModelModel};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+use wasmtime::Store;
+use wasmtime::component::{Component, HasSelf, Linker};
+
+/// Why a component cannot be loaded. Each message names the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
+    #[error("not a WebAssembly file: it does not start with the `\\0asm` magic bytes")]
+    NotWasm,
+    #[error(
+        "this is a core WebAssembly module, not a component; build the domain for `wasm32-wasip2` \
+         (cargo build --target wasm32-wasip2), which produces a component"
+    )]
+    CoreModule,
+    #[error("the component does not compile: {0}")]
+    Compile(String),
+    #[error("the component does not fit the aether:domain contract: {0}")]
+    Contract(String),
+    #[error("the component's describe() failed: {0}")]
+    Describe(GuestFault),
+    #[error(transparent)]
+    InvalidModel(#[from] ModelError),
+}
+
+/// A loaded domain component.
+pub struct DomainComponent {
+    engine: Arc<AetherEngine>,
+    pre: DomainHostPre<Sandbox>,
+    model: DomainModel,
+    hash: String,
+}
+
+impl std::fmt::Debug for DomainComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DomainComponent").field("domain", &self.model.name).field("hash", &self.hash).finish()
+    }
+}
+
+impl DomainComponent {
+    /// Loads a component from a `.wasm` file.
+    ///
+    /// # Errors
+    ///
+    /// See [`from_bytes`](Self::from_bytes); also if the file cannot be read.
+    pub fn from_file(engine: &Arc<AetherEngine>, path: &Path) -> Result<Self, LoadError> {
+        let bytes =
+            std::fs::read(path).map_err(|cause| LoadError::Read { path: path.display().to_string(), cause })?;
+        Self::from_bytes(engine, &bytes)
+    }
+
+    /// Loads a component: checks it is a component, compiles it, links it
+    /// against the host's imports, checks its exports against the contract,
+    /// and reads and validates its model.
+    ///
+    /// # Errors
+    ///
+    /// A [`LoadError`] naming the problem.
+    pub fn from_bytes(engine: &Arc<AetherEngine>, bytes: &[u8]) -> Result<Self, LoadError> {
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(LoadError::CoreModule),
+            Some([0, b'a', b's', b'm', ..]) => {}
+            _ => return Err(LoadError::NotWasm),
+        }
+        let component = Component::new(engine.engine(), bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let mut linker = Linker::<Sandbox>::new(engine.engine());
+        DomainHost::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s)
+            .map_err(|e| LoadError::Contract(format!("{e:#}")))?;
+        // Files, sockets and anything else not granted: linked to traps that
+        // name the import, so a guest that reaches for them fails loudly.
+        linker.define_unknown_imports_as_traps(&component).map_err(|e| LoadError::Contract(format!("{e:#}")))?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::Contract(format!("{e:#}")))?;
+        let pre = DomainHostPre::new(pre).map_err(|e| LoadError::Contract(format!("{e:#}")))?;
+        let hash = hex::encode(Sha256::digest(bytes));
+        let mut loaded = Self {
+            engine: engine.clone(),
+            pre,
+            model: DomainModel {
+                name: String::new(),
+                sdk_version: String::new(),
+                aggregates: vec![],
+                policies: vec![],
+                read_models: vec![],
+            },
+            hash,
+        };
+        let mut scratch = loaded.instantiate().map_err(LoadError::Describe)?;
+        let described = scratch.describe().map_err(LoadError::Describe)?;
+        loaded.model = convert_model(described)?;
+        loaded.model.validate()?;
+        Ok(loaded)
+    }
+
+    /// The component's EventStorming model.
+    pub fn model(&self) -> &DomainModel {
+        &self.model
+    }
+
+    /// SHA-256 of the component's bytes, hex: recorded in every event's provenance.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    pub fn engine(&self) -> &Arc<AetherEngine> {
+        &self.engine
+    }
+
+    /// Creates a fresh VM (not yet bound to an actor).
+    ///
+    /// # Errors
+    ///
+    /// [`GuestFault::Instantiate`] if the pool is exhausted or the guest's
+    /// start-up fails.
+    pub fn instantiate(&self) -> Result<GuestInstance, GuestFault> {
+        let config = self.engine.config();
+        let mut store = Store::new(self.engine.engine(), Sandbox::new(config.max_memory_bytes));
+        store.limiter(|s| s.limiter());
+        store.set_epoch_deadline(self.engine.deadline_ticks());
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| GuestFault::Instantiate(format!("{e:#}")))?;
+        Ok(GuestInstance::new(
+            store,
+            bindings,
+            self.engine.deadline_ticks(),
+            config.call_timeout,
+            config.max_memory_bytes,
+        ))
+    }
+}
+
+fn convert_model(m: wit::DomainModel) -> Result<DomainModel, ModelError> {
+    let domain = m.name.clone();
+    let schema = |owner: &str, text: &str| {
+        serde_json::from_str::<serde_json::Value>(text).map_err(|e| ModelError {
+            domain: domain.clone(),
+            problem: format!("the schema of `{owner}` is not JSON: {e}"),
+        })
+    };
+    let mut aggregates = Vec::new();
+    for a in m.aggregates {
+        let messages = |list: Vec<wit::MessageType>| -> Result<Vec<MessageModel>, ModelError> {
+            list.into_iter()
+                .map(|t| Ok(MessageModel { schema: schema(&format!("{}.{}", a.name, t.name), &t.schema)?, name: t.name }))
+                .collect()
+        };
+        aggregates.push(AggregateModel {
+            commands: messages(a.commands)?,
+            events: messages(a.events)?,
+            state_schema: schema(&a.name, &a.state_schema)?,
+            name: a.name,
+        });
+    }
+    Ok(DomainModel {
+        name: m.name,
+        sdk_version: m.sdk_version,
+        aggregates,
+        policies: m
+            .policies
+            .into_iter()
+            .map(|p| PolicyModel { name: p.name, reacts_to: p.reacts_to, sends: p.sends })
+            .collect(),
+        read_models: m.read_models.into_iter().map(|r| ReadModelModel { name: r.name, consumes: r.consumes }).collect(),
+    })
+}

@@ -1,0 +1,201 @@
+//! One actor's VM: a wasmtime store and instance, and the calls into it.
+//!
+//! Every call is bounded by the epoch deadline and the memory cap. A fault
+//! (trap, timeout, memory, a guest-reported error) leaves the instance in an
+//! unknown state: callers must discard it and rebuild from the store.
+
+use super::bindings::DomainHost;
+use super::bindings::aether::domain::types as wit;
+use super::sandbox::{Sandbox, seed};
+use crate::store::{NewEvent, RecordedEvent};
+use std::time::Duration;
+use wasmtime::Store;
+
+/// A guest fault: the call failed in a way that is not a business decision.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuestFault {
+    /// The guest trapped (a panic, `unreachable`, an out-of-bounds access).
+    #[error("guest trapped in `{call}`: {message}")]
+    Trap { call: &'static str, message: String },
+    /// The call ran past the deadline and was interrupted.
+    #[error("guest ran past its {limit:?} deadline in `{call}` and was interrupted")]
+    Timeout { call: &'static str, limit: Duration },
+    /// The guest grew its memory past the cap.
+    #[error("guest exceeded its memory cap of {limit} bytes in `{call}` (asked for {asked})")]
+    OutOfMemory { call: &'static str, limit: usize, asked: usize },
+    /// The guest reported bad input: an unknown aggregate or command, or a
+    /// payload it could not decode.
+    #[error("guest refused `{call}`: {reason}")]
+    Refused { call: &'static str, kind: RefusalKind, reason: String },
+    /// The guest returned something the host cannot accept.
+    #[error("guest returned invalid output from `{call}`: {reason}")]
+    InvalidOutput { call: &'static str, reason: String },
+    /// No VM could be created (the pool is exhausted or instantiation failed).
+    #[error("cannot create a VM: {0}")]
+    Instantiate(String),
+}
+
+/// Why a guest refused a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    UnknownAggregate,
+    UnknownCommand,
+    Undecodable,
+    NotInitialised,
+}
+
+/// What `handle` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandleResult {
+    Accepted(Vec<NewEvent>),
+    Rejected { code: String, message: String },
+}
+
+/// What `handle` is told about the command.
+#[derive(Debug, Clone, Default)]
+pub struct CommandContext {
+    pub actor_id: String,
+    pub command_id: String,
+    pub correlation_id: String,
+    pub causation_id: String,
+    pub timestamp_ms: u64,
+    pub version: u64,
+}
+
+/// One actor's VM.
+pub struct GuestInstance {
+    store: Store<Sandbox>,
+    bindings: DomainHost,
+    deadline_ticks: u64,
+    call_timeout: Duration,
+    max_memory: usize,
+    /// `aggregate/id`, for seeding randomness.
+    seed_key: String,
+}
+
+impl std::fmt::Debug for GuestInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestInstance").field("actor", &self.seed_key).finish_non_exhaustive()
+    }
+}
+
+impl GuestInstance {
+    pub(super) fn new(
+        store: Store<Sandbox>,
+        bindings: DomainHost,
+        deadline_ticks: u64,
+        call_timeout: Duration,
+        max_memory: usize,
+    ) -> Self {
+        Self { store, bindings, deadline_ticks, call_timeout, max_memory, seed_key: String::new() }
+    }
+
+    /// Sets the span guest logs and output are recorded under.
+    pub fn set_span(&mut self, span: tracing::Span) {
+        self.store.data_mut().span = span;
+    }
+
+    /// Runs one bounded call with the clocks at `now_ms` and randomness
+    /// seeded from the actor and `version`.
+    fn call<R>(
+        &mut self,
+        name: &'static str,
+        now_ms: u64,
+        version: u64,
+        f: impl FnOnce(&DomainHost, &mut Store<Sandbox>) -> wasmtime::Result<R>,
+    ) -> Result<R, GuestFault> {
+        self.store.data_mut().prepare(now_ms, seed(&self.seed_key, version));
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        match f(&self.bindings, &mut self.store) {
+            Ok(value) => Ok(value),
+            Err(err) => Err(self.classify(name, err)),
+        }
+    }
+
+    fn classify(&mut self, call: &'static str, err: wasmtime::Error) -> GuestFault {
+        if let Some(asked) = self.store.data_mut().take_refused_memory() {
+            return GuestFault::OutOfMemory { call, limit: self.max_memory, asked };
+        }
+        if let Some(wasmtime::Trap::Interrupt) = err.downcast_ref::<wasmtime::Trap>() {
+            return GuestFault::Timeout { call, limit: self.call_timeout };
+        }
+        let stderr = self.store.data_mut().recent_stderr();
+        let mut message = format!("{err:#}");
+        if !stderr.is_empty() {
+            message = format!("{stderr} ({message})");
+        }
+        GuestFault::Trap { call, message }
+    }
+
+    /// Binds the VM to one actor.
+    pub fn init(&mut self, aggregate: &str, actor_id: &str) -> Result<(), GuestFault> {
+        self.seed_key = format!("{aggregate}/{actor_id}");
+        let out = self.call("init", 0, 0, |b, s| b.aether_domain_aggregate().call_init(s, aggregate, actor_id))?;
+        out.map_err(|e| refused("init", e))
+    }
+
+    /// Folds stored events into the state, in one call.
+    pub fn apply(&mut self, events: &[RecordedEvent]) -> Result<(), GuestFault> {
+        let Some(first) = events.first() else { return Ok(()) };
+        let messages: Vec<wit::Message> =
+            events.iter().map(|e| wit::Message { name: e.name.clone(), payload: e.payload.clone() }).collect();
+        let (now, version) = (first.provenance.timestamp_ms, first.version - 1);
+        let out = self.call("apply", now, version, |b, s| b.aether_domain_aggregate().call_apply(s, &messages))?;
+        out.map_err(|e| refused("apply", e))
+    }
+
+    /// Decides a command.
+    pub fn handle(&mut self, ctx: &CommandContext, name: &str, payload: &[u8]) -> Result<HandleResult, GuestFault> {
+        let wit_ctx = wit::CommandContext {
+            actor_id: ctx.actor_id.clone(),
+            command_id: ctx.command_id.clone(),
+            correlation_id: ctx.correlation_id.clone(),
+            causation_id: ctx.causation_id.clone(),
+            timestamp_ms: ctx.timestamp_ms,
+            version: ctx.version,
+        };
+        let command = wit::Message { name: name.to_string(), payload: payload.to_vec() };
+        let out = self.call("handle", ctx.timestamp_ms, ctx.version, |b, s| {
+            b.aether_domain_aggregate().call_handle(s, &wit_ctx, &command)
+        })?;
+        match out.map_err(|e| refused("handle", e))? {
+            wit::HandleOutcome::Accepted(events) => Ok(HandleResult::Accepted(
+                events.into_iter().map(|m| NewEvent { name: m.name, payload: m.payload }).collect(),
+            )),
+            wit::HandleOutcome::Rejected(r) => Ok(HandleResult::Rejected { code: r.code, message: r.message }),
+        }
+    }
+
+    /// The state as snapshot bytes.
+    pub fn snapshot(&mut self) -> Result<Vec<u8>, GuestFault> {
+        let out = self.call("snapshot", 0, 0, |b, s| b.aether_domain_aggregate().call_snapshot(s))?;
+        out.map_err(|e| refused("snapshot", e))
+    }
+
+    /// Replaces the state with a snapshot.
+    pub fn restore(&mut self, snapshot: &[u8]) -> Result<(), GuestFault> {
+        let out = self.call("restore", 0, 0, |b, s| b.aether_domain_aggregate().call_restore(s, snapshot))?;
+        out.map_err(|e| refused("restore", e))
+    }
+
+    /// The state as a MessagePack map.
+    pub fn state(&mut self) -> Result<Vec<u8>, GuestFault> {
+        let out = self.call("state", 0, 0, |b, s| b.aether_domain_aggregate().call_state(s))?;
+        out.map_err(|e| refused("state", e))
+    }
+
+    /// The component's model, as the guest describes it.
+    pub(super) fn describe(&mut self) -> Result<wit::DomainModel, GuestFault> {
+        self.call("describe", 0, 0, |b, s| b.aether_domain_aggregate().call_describe(s))
+    }
+}
+
+fn refused(call: &'static str, err: wit::GuestError) -> GuestFault {
+    let (kind, reason) = match err {
+        wit::GuestError::UnknownAggregate(a) => (RefusalKind::UnknownAggregate, format!("unknown aggregate `{a}`")),
+        wit::GuestError::UnknownCommand(c) => (RefusalKind::UnknownCommand, format!("unknown command `{c}`")),
+        wit::GuestError::Undecodable(why) => (RefusalKind::Undecodable, format!("undecodable payload: {why}")),
+        wit::GuestError::NotInitialised => (RefusalKind::NotInitialised, "called before init".to_string()),
+    };
+    GuestFault::Refused { call, kind, reason }
+}

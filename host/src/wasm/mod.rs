@@ -1,0 +1,19 @@
+//! Everything wasmtime: the engine, loading and validating components, the
+//! deterministic sandbox each actor runs in, and calls into a guest.
+//!
+//! Layout:
+//! - `bindings`: generated from `wit/` (private).
+//! - [`engine`]: one wasmtime engine for many small instances.
+//! - [`sandbox`]: the imports an instance gets (deterministic WASI, logging).
+//! - [`component`]: a loaded, validated domain component.
+//! - [`instance`]: one actor's VM and the calls into it.
+
+mod bindings;
+pub mod component;
+pub mod engine;
+pub mod instance;
+pub mod sandbox;
+
+pub use component::{DomainComponent, LoadError};
+pub use engine::{AetherEngine, EngineConfig};
+pub use instance::{CommandContext, GuestFault, GuestInstance, HandleResult, RefusalKind};
