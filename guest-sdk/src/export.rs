@@ -33,7 +33,7 @@ pub fn model(name: &str, registry: &[Registration]) -> DomainModel {
 
 /// An aggregate with its types erased, as the exports drive it.
 pub trait Actor {
-    fn apply(&mut self, events: Vec<wit::Message>) -> Result<(), wit::GuestError>;
+    fn apply(&mut self, events: Vec<wit::Message>) -> Result<(), wit::ApplyError>;
     fn handle(&self, ctx: wit::CommandContext, command: wit::Message) -> Result<wit::HandleOutcome, wit::GuestError>;
     fn snapshot(&self) -> Vec<u8>;
     fn restore(&mut self, bytes: &[u8]) -> Result<(), wit::GuestError>;
@@ -43,11 +43,10 @@ pub trait Actor {
 struct Slot<A>(A);
 
 impl<A: Aggregate> Actor for Slot<A> {
-    fn apply(&mut self, events: Vec<wit::Message>) -> Result<(), wit::GuestError> {
+    fn apply(&mut self, events: Vec<wit::Message>) -> Result<(), wit::ApplyError> {
         for (i, event) in events.iter().enumerate() {
-            let decoded: A::Event = codec::join(&event.name, &event.payload).map_err(|cause| {
-                wit::GuestError::Undecodable(format!("event {i} of the batch ({}): {cause}", event.name))
-            })?;
+            let decoded: A::Event = codec::join(&event.name, &event.payload)
+                .map_err(|cause| wit::ApplyError { index: i as u32, error: wit::GuestError::Undecodable(cause) })?;
             self.0.apply(&decoded);
         }
         Ok(())
@@ -57,8 +56,7 @@ impl<A: Aggregate> Actor for Slot<A> {
         if !variant_names::<A::Command>().contains(&command.name.as_str()) {
             return Err(wit::GuestError::UnknownCommand(command.name));
         }
-        let decoded: A::Command =
-            codec::join(&command.name, &command.payload).map_err(wit::GuestError::Undecodable)?;
+        let decoded: A::Command = codec::join(&command.name, &command.payload).map_err(wit::GuestError::Undecodable)?;
         let ctx = Context {
             actor_id: ctx.actor_id,
             command_id: ctx.command_id,
@@ -115,8 +113,11 @@ fn with_actor<R>(f: impl FnOnce(&mut dyn Actor) -> Result<R, wit::GuestError>) -
     })
 }
 
-pub fn apply(events: Vec<wit::Message>) -> Result<(), wit::GuestError> {
-    with_actor(|a| a.apply(events))
+pub fn apply(events: Vec<wit::Message>) -> Result<(), wit::ApplyError> {
+    ACTOR.with(|a| match a.borrow_mut().as_mut() {
+        Some(actor) => actor.apply(events),
+        None => Err(wit::ApplyError { index: 0, error: wit::GuestError::NotInitialised }),
+    })
 }
 
 pub fn handle(ctx: wit::CommandContext, command: wit::Message) -> Result<wit::HandleOutcome, wit::GuestError> {
@@ -190,7 +191,7 @@ macro_rules! domain {
                 fn init(aggregate: ::std::string::String, actor_id: ::std::string::String) -> ::std::result::Result<(), __wit::GuestError> {
                     $crate::__private::init(&__aether_registry(), &aggregate, &actor_id)
                 }
-                fn apply(events: ::std::vec::Vec<__wit::Message>) -> ::std::result::Result<(), __wit::GuestError> {
+                fn apply(events: ::std::vec::Vec<__wit::Message>) -> ::std::result::Result<(), __wit::ApplyError> {
                     $crate::__private::apply(events)
                 }
                 fn handle(ctx: __wit::CommandContext, command: __wit::Message) -> ::std::result::Result<__wit::HandleOutcome, __wit::GuestError> {

@@ -157,7 +157,9 @@ mod tests {
     #[allow(dead_code)]
     enum Cmd {
         /// Opens it.
-        Open { owner: String },
+        Open {
+            owner: String,
+        },
         Close,
         Touch,
         Move(Target),

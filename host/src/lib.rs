@@ -13,6 +13,15 @@
 //!
 //! - `testkit` (default): the [`testkit`] module for domain authors' tests.
 
+pub mod actor;
 pub mod model;
+pub mod runtime;
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod wasm;
+
+pub use actor::{ActorConfig, ActorError, CommandOutcome};
+pub use runtime::{CommandRequest, Runtime, RuntimeConfig};
+pub use store::{ActorId, EventStore, MemoryStore};
+pub use wasm::{AetherEngine, DomainComponent, EngineConfig, LoadError};

@@ -163,7 +163,11 @@ mod tests {
             (Box::new(|m| m.aggregates[0].name = "a.b".into()), "is not a name"),
             (
                 Box::new(|m| {
-                    m.policies.push(PolicyModel { name: "p".into(), reacts_to: vec!["Account.Nope".into()], sends: vec![] })
+                    m.policies.push(PolicyModel {
+                        name: "p".into(),
+                        reacts_to: vec!["Account.Nope".into()],
+                        sends: vec![],
+                    })
                 }),
                 "unknown event `Account.Nope`",
             ),

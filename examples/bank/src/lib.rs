@@ -57,10 +57,9 @@ impl Aggregate for Account {
             return Err(Rejection::new(codes::NOT_OPEN, format!("account {} is not open", ctx.actor_id)));
         }
         match command {
-            Open { .. } if self.open || ctx.version > 0 => Err(Rejection::new(
-                codes::ALREADY_OPEN,
-                format!("account {} was already opened", ctx.actor_id),
-            )),
+            Open { .. } if self.open || ctx.version > 0 => {
+                Err(Rejection::new(codes::ALREADY_OPEN, format!("account {} was already opened", ctx.actor_id)))
+            }
             Open { owner } => Ok(vec![AccountEvent::Opened { owner }]),
             Deposit { amount: 0 } | Withdraw { amount: 0 } => {
                 Err(Rejection::new(codes::INVALID_AMOUNT, "the amount must be at least 1"))
@@ -116,7 +115,9 @@ mod tests {
 
     #[test]
     fn closed_accounts_cannot_be_reopened() {
-        given::<Account>([opened(), Closed]).when(Open { owner: "bob".into() }).then_expect_rejection(codes::ALREADY_OPEN);
+        given::<Account>([opened(), Closed])
+            .when(Open { owner: "bob".into() })
+            .then_expect_rejection(codes::ALREADY_OPEN);
     }
 
     #[test]

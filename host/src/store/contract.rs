@@ -65,7 +65,9 @@ async fn appends_in_order_and_reads_from_a_version(store: &dyn EventStore) {
         seen.extend(batch.iter().map(|e| e.version));
     }
     assert_eq!(seen, [1, 2, 3, 4], "small batches page through the whole stream");
-    assert!(store.find_command(&actor, "c2").await.unwrap().is_some_and(|a| (a.first_version, a.last_version) == (2, 4)));
+    assert!(
+        store.find_command(&actor, "c2").await.unwrap().is_some_and(|a| (a.first_version, a.last_version) == (2, 4))
+    );
     assert!(store.find_command(&actor, "nope").await.unwrap().is_none());
 }
 
@@ -100,7 +102,10 @@ async fn keeps_streams_apart_whatever_their_ids(store: &dyn EventStore) {
     let ids = ["a.b", "a b", "*", ">", "a.>", "ünï/cødé", "", "x".repeat(300).leak(), "a\nb", "%2E"];
     for (i, id) in ids.iter().enumerate() {
         let actor = ActorId::new("Account", *id);
-        store.append(&actor, request(0, &format!("awkward-{i}"), &["Opened"])).await.unwrap_or_else(|e| panic!("{id:?}: {e}"));
+        store
+            .append(&actor, request(0, &format!("awkward-{i}"), &["Opened"]))
+            .await
+            .unwrap_or_else(|e| panic!("{id:?}: {e}"));
     }
     for id in ids {
         let actor = ActorId::new("Account", id);
@@ -119,7 +124,11 @@ async fn keeps_the_latest_snapshot(store: &dyn EventStore) {
     store.save_snapshot(&actor, snap(20)).await.unwrap();
     assert_eq!(store.load_snapshot(&actor).await.unwrap(), Some(snap(20)));
     store.save_snapshot(&actor, snap(15)).await.unwrap();
-    assert_eq!(store.load_snapshot(&actor).await.unwrap(), Some(snap(20)), "an older snapshot never replaces a newer one");
+    assert_eq!(
+        store.load_snapshot(&actor).await.unwrap(),
+        Some(snap(20)),
+        "an older snapshot never replaces a newer one"
+    );
 }
 
 async fn refuses_an_empty_append(store: &dyn EventStore) {

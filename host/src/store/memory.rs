@@ -74,8 +74,7 @@ impl EventStore for MemoryStore {
                     provenance: provenance.clone(),
                 });
             }
-            let appended =
-                Appended { first_version, last_version: stream.events.len() as u64, duplicate: false };
+            let appended = Appended { first_version, last_version: stream.events.len() as u64, duplicate: false };
             stream.commands.insert(provenance.command_id.clone(), appended);
             Ok(appended)
         })

@@ -56,8 +56,7 @@ impl DomainComponent {
     ///
     /// See [`from_bytes`](Self::from_bytes); also if the file cannot be read.
     pub fn from_file(engine: &Arc<AetherEngine>, path: &Path) -> Result<Self, LoadError> {
-        let bytes =
-            std::fs::read(path).map_err(|cause| LoadError::Read { path: path.display().to_string(), cause })?;
+        let bytes = std::fs::read(path).map_err(|cause| LoadError::Read { path: path.display().to_string(), cause })?;
         Self::from_bytes(engine, &bytes)
     }
 
@@ -78,9 +77,7 @@ impl DomainComponent {
         let mut linker = Linker::<Sandbox>::new(engine.engine());
         DomainHost::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s)
             .map_err(|e| LoadError::Contract(format!("{e:#}")))?;
-        // Files, sockets and anything else not granted: linked to traps that
-        // name the import, so a guest that reaches for them fails loudly.
-        linker.define_unknown_imports_as_traps(&component).map_err(|e| LoadError::Contract(format!("{e:#}")))?;
+        deny_other_imports(engine, &component, &mut linker).map_err(|e| LoadError::Contract(format!("{e:#}")))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::Contract(format!("{e:#}")))?;
         let pre = DomainHostPre::new(pre).map_err(|e| LoadError::Contract(format!("{e:#}")))?;
         let hash = hex::encode(Sha256::digest(bytes));
@@ -139,6 +136,71 @@ impl DomainComponent {
     }
 }
 
+/// Links every import the host does not grant (files, sockets, anything
+/// else) to a trap that names it, so a guest that reaches for it fails loudly
+/// instead of failing to load.
+///
+/// Wasmtime's `define_unknown_imports_as_traps` would also stub granted
+/// interfaces imported at another semver-compatible version (a guest built
+/// against `wasi:io@0.2.6` when the host has 0.2.12), shadowing the real
+/// definitions; so granted interfaces are matched here by name without version.
+fn deny_other_imports(
+    engine: &AetherEngine,
+    component: &Component,
+    linker: &mut Linker<Sandbox>,
+) -> wasmtime::Result<()> {
+    use wasmtime::component::types::ComponentItem;
+    const GRANTED: &[&str] = &[
+        "aether:domain/",
+        "wasi:io/",
+        "wasi:cli/",
+        "wasi:clocks/wall-clock",
+        "wasi:clocks/monotonic-clock",
+        "wasi:random/",
+    ];
+    let ty = component.component_type();
+    for (name, item) in ty.imports(engine.engine()) {
+        if GRANTED.iter().any(|g| name.starts_with(g)) {
+            continue;
+        }
+        let ComponentItem::ComponentInstance(instance) = item.ty else {
+            let denied = name.to_string();
+            linker.root().func_new(name, move |_, _, _, _| {
+                Err(wasmtime::format_err!("denied import: `{denied}` is not available to guests"))
+            })?;
+            continue;
+        };
+        let mut linked = linker.instance(name)?;
+        for (export, item) in instance.exports(engine.engine()) {
+            match item.ty {
+                ComponentItem::ComponentFunc(_) => {
+                    let denied = format!("{name}#{export}");
+                    linked.func_new(export, move |_, _, _, _| {
+                        Err(wasmtime::format_err!("denied import: `{denied}` is not available to guests"))
+                    })?;
+                }
+                ComponentItem::Resource(_) => {
+                    // Resources a denied interface shares with granted ones
+                    // (`use wasi:io/streams.{input-stream}`) must be the very
+                    // same types; its own resources can never be created.
+                    use super::bindings::wasi::io::{error, poll, streams};
+                    use wasmtime::component::ResourceType;
+                    let ty = match export {
+                        "input-stream" => ResourceType::host::<streams::InputStream>(),
+                        "output-stream" => ResourceType::host::<streams::OutputStream>(),
+                        "pollable" => ResourceType::host::<poll::Pollable>(),
+                        "error" => ResourceType::host::<error::Error>(),
+                        _ => ResourceType::host::<()>(),
+                    };
+                    linked.resource(export, ty, |_, _| Ok(()))?;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 fn convert_model(m: wit::DomainModel) -> Result<DomainModel, ModelError> {
     let domain = m.name.clone();
     let schema = |owner: &str, text: &str| {
@@ -151,7 +213,9 @@ fn convert_model(m: wit::DomainModel) -> Result<DomainModel, ModelError> {
     for a in m.aggregates {
         let messages = |list: Vec<wit::MessageType>| -> Result<Vec<MessageModel>, ModelError> {
             list.into_iter()
-                .map(|t| Ok(MessageModel { schema: schema(&format!("{}.{}", a.name, t.name), &t.schema)?, name: t.name }))
+                .map(|t| {
+                    Ok(MessageModel { schema: schema(&format!("{}.{}", a.name, t.name), &t.schema)?, name: t.name })
+                })
                 .collect()
         };
         aggregates.push(AggregateModel {

@@ -135,13 +135,20 @@ impl GuestInstance {
     }
 
     /// Folds stored events into the state, in one call.
-    pub fn apply(&mut self, events: &[RecordedEvent]) -> Result<(), GuestFault> {
+    ///
+    /// # Errors
+    ///
+    /// The fault, and the index in `events` of the event that caused it when
+    /// the guest could tell (a trap can only be placed in the batch).
+    pub fn apply(&mut self, events: &[RecordedEvent]) -> Result<(), (Option<usize>, GuestFault)> {
         let Some(first) = events.first() else { return Ok(()) };
         let messages: Vec<wit::Message> =
             events.iter().map(|e| wit::Message { name: e.name.clone(), payload: e.payload.clone() }).collect();
         let (now, version) = (first.provenance.timestamp_ms, first.version - 1);
-        let out = self.call("apply", now, version, |b, s| b.aether_domain_aggregate().call_apply(s, &messages))?;
-        out.map_err(|e| refused("apply", e))
+        let out = self
+            .call("apply", now, version, |b, s| b.aether_domain_aggregate().call_apply(s, &messages))
+            .map_err(|fault| (None, fault))?;
+        out.map_err(|e| (Some(e.index as usize), refused("apply", e.error)))
     }
 
     /// Decides a command.

@@ -11,8 +11,8 @@
 
 use super::bindings::aether::domain::log;
 use super::bindings::wasi;
-use wasmtime::component::Resource;
 use wasmtime::ResourceLimiter;
+use wasmtime::component::Resource;
 
 /// Per-store host state.
 pub struct Sandbox {

@@ -1,0 +1,62 @@
+//! The shop component as the host runs it: several aggregates in one
+//! component, each actor in its own VM.
+
+use aether_host::testkit::TestKit;
+
+async fn kit() -> TestKit {
+    TestKit::for_crate(env!("CARGO_MANIFEST_DIR")).await
+}
+
+#[tokio::test]
+async fn the_model_lists_every_aggregate() {
+    let kit = kit().await;
+    let names: Vec<_> = kit.runtime().model().aggregates.iter().map(|a| a.name.clone()).collect();
+    assert_eq!(names, ["Cart", "Inventory", "Order"]);
+}
+
+#[tokio::test]
+async fn a_cart_checks_out_at_the_recorded_time() {
+    use shop::{CartCommand::*, CartEvent::*};
+    let kit = kit().await;
+    kit.given::<shop::CartEvent>("Cart", "c-1", [])
+        .await
+        .when(CheckOut)
+        .await
+        .then_expect_rejection(shop::codes::EMPTY_CART);
+    let then = kit
+        .given("Cart", "c-2", [ItemAdded { sku: "tea".into(), quantity: 2, unit_price_cents: 350 }])
+        .await
+        .when(CheckOut)
+        .await;
+    let Ok(aether_host::CommandOutcome::Accepted { events, .. }) = then.outcome() else {
+        panic!("{:?}", then.outcome())
+    };
+    let decoded: Vec<shop::CartEvent> = aether_host::testkit::decode_events(events);
+    let CheckedOut { total_cents, at_ms } = decoded[0] else { panic!("{decoded:?}") };
+    assert_eq!(total_cents, 700);
+    assert_eq!(at_ms, events[0].provenance.timestamp_ms, "the guest's clock is the command's recorded time");
+}
+
+#[tokio::test]
+async fn inventory_reserves_only_what_is_on_hand() {
+    use shop::{InventoryCommand::*, InventoryEvent::*};
+    let kit = kit().await;
+    kit.given("Inventory", "tea", [Restocked { quantity: 3 }])
+        .await
+        .when(Reserve { quantity: 4, order_id: "o-1".into() })
+        .await
+        .then_expect_rejection(shop::codes::INSUFFICIENT_STOCK);
+    let then = kit
+        .given::<shop::InventoryEvent>("Inventory", "tea", [])
+        .await
+        .when(Reserve { quantity: 2, order_id: "o-1".into() })
+        .await;
+    assert!(matches!(then.outcome(), Ok(aether_host::CommandOutcome::Accepted { .. })), "{:?}", then.outcome());
+    let state: shop::Inventory = then.state().await;
+    assert_eq!(state.reservations["o-1"].quantity, 2);
+    kit.given::<shop::InventoryEvent>("Inventory", "tea", [])
+        .await
+        .when(Release { order_id: "o-1".into() })
+        .await
+        .then_expect_events([Released { quantity: 2, order_id: "o-1".into() }]);
+}

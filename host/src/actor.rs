@@ -1,0 +1,450 @@
+//! One actor: a VM bound to one aggregate instance, rebuilt from its events.
+//!
+//! The command path keeps invariants 1–3:
+//! 1. `handle` decides against the current state; the events are appended
+//!    with the version the state had; only after the append succeeds are
+//!    they applied. A failed append leaves the state as the store says.
+//! 2. On a version conflict (another writer) the actor catches up from the
+//!    store and decides again, a bounded number of times.
+//! 3. A command id seen before returns the original events and appends
+//!    nothing: recent ids are remembered, and the store is the final guard.
+//!
+//! A guest fault discards the VM; the next use rebuilds it from the store
+//! (invariant 5). An event that cannot be applied stops the actor with an
+//! error naming its version (invariant 6).
+
+use crate::model::AggregateModel;
+use crate::store::StoreError;
+use crate::store::{ActorId, AppendRequest, Appended, EventStore, NewEvent, Provenance, RecordedEvent, Snapshot};
+use crate::wasm::{CommandContext, DomainComponent, GuestFault, GuestInstance, HandleResult, RefusalKind};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// How actors replay, snapshot and retry.
+#[derive(Debug, Clone)]
+pub struct ActorConfig {
+    /// Take a snapshot after this many events since the last one (0: never).
+    pub snapshot_every: u64,
+    /// Events read from the store and applied per call during replay.
+    pub replay_batch: usize,
+    /// Times a command is decided again after a version conflict.
+    pub conflict_retries: u32,
+    /// Command ids remembered per actor to answer repeats without the store.
+    pub remembered_commands: usize,
+}
+
+impl Default for ActorConfig {
+    fn default() -> Self {
+        Self { snapshot_every: 100, replay_batch: 512, conflict_retries: 5, remembered_commands: 32 }
+    }
+}
+
+/// A command for one actor.
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub actor: ActorId,
+    pub name: String,
+    /// MessagePack.
+    pub payload: Vec<u8>,
+    pub command_id: String,
+    pub correlation_id: String,
+    pub causation_id: String,
+    pub timestamp_ms: u64,
+}
+
+/// What became of a command that was not an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandOutcome {
+    /// The events are durable. `duplicate` if the command id had been seen:
+    /// the events are the original ones and nothing was appended.
+    Accepted { version: u64, events: Vec<RecordedEvent>, duplicate: bool },
+    /// A business rejection: nothing was appended.
+    Rejected { code: String, message: String },
+}
+
+/// Why a command or a read failed. Distinct from a rejection.
+#[derive(Debug, thiserror::Error)]
+pub enum ActorError {
+    #[error("unknown aggregate `{name}`; the model has: {}", known.join(", "))]
+    UnknownAggregate { name: String, known: Vec<String> },
+    #[error("unknown command `{aggregate}.{name}`; `{aggregate}` accepts: {}", known.join(", "))]
+    UnknownCommand { aggregate: String, name: String, known: Vec<String> },
+    #[error("the payload of `{command}` does not decode: {reason}")]
+    BadPayload { command: String, reason: String },
+    /// Retries did not resolve a version conflict. Retryable by the caller.
+    #[error("{actor}: still conflicting after {retries} retries (expected version {expected}, store at {actual})")]
+    Conflict { actor: ActorId, retries: u32, expected: u64, actual: u64 },
+    /// The guest misbehaved; its VM was discarded and will be rebuilt.
+    #[error("{actor}: {fault}")]
+    Fault { actor: ActorId, fault: GuestFault },
+    /// The actor cannot be rebuilt from its events (invariant 6).
+    #[error("{actor} cannot be rebuilt: event at version {version}: {cause}")]
+    Replay { actor: ActorId, version: u64, cause: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One live actor.
+#[derive(Debug)]
+pub(crate) struct Actor {
+    id: ActorId,
+    /// `None` after a fault: rebuilt on next use.
+    vm: Option<GuestInstance>,
+    version: u64,
+    since_snapshot: u64,
+    recent: VecDeque<(String, Appended)>,
+    remember_cap: usize,
+}
+
+/// What an actor needs from its runtime.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Env<'a> {
+    pub component: &'a DomainComponent,
+    pub store: &'a Arc<dyn EventStore>,
+    pub config: &'a ActorConfig,
+    pub stats: &'a crate::runtime::Stats,
+}
+
+impl Actor {
+    pub(crate) fn new(id: ActorId, config: &ActorConfig) -> Self {
+        let remember_cap = config.remembered_commands.max(1);
+        Self { id, vm: None, version: 0, since_snapshot: 0, recent: VecDeque::new(), remember_cap }
+    }
+
+    /// The state (MessagePack) at an earlier version, rebuilt in a scratch VM
+    /// by replaying to that version: time travel.
+    pub(crate) async fn state_at(env: Env<'_>, id: ActorId, version: u64) -> Result<(u64, Vec<u8>), ActorError> {
+        let mut scratch = Actor::new(id, env.config);
+        scratch.vm = Some(new_vm(env, &scratch.id)?);
+        scratch.restore_and_replay(env, version).await?;
+        let vm = scratch.vm.as_mut().expect("active");
+        let state = vm.state().map_err(|fault| ActorError::Fault { actor: scratch.id.clone(), fault })?;
+        Ok((scratch.version, state))
+    }
+
+    /// Builds the VM if there is none: latest snapshot, then the remaining
+    /// events in batches.
+    pub(crate) async fn ensure_active(&mut self, env: Env<'_>) -> Result<&mut GuestInstance, ActorError> {
+        if self.vm.is_none() {
+            tracing::debug!(actor = %self.id, "activating");
+            self.vm = Some(new_vm(env, &self.id)?);
+            self.version = 0;
+            self.since_snapshot = 0;
+            self.recent.clear();
+            env.stats.activations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Err(e) = self.restore_and_replay(env, u64::MAX).await {
+                self.vm = None;
+                return Err(e);
+            }
+        }
+        Ok(self.vm.as_mut().expect("vm was just built"))
+    }
+
+    async fn restore_and_replay(&mut self, env: Env<'_>, up_to: u64) -> Result<(), ActorError> {
+        let snapshot = match env.store.load_snapshot(&self.id).await {
+            Ok(snapshot) => snapshot,
+            // A snapshot is an optimisation: an unreadable one costs a full replay.
+            Err(StoreError::Corrupt { cause, .. }) => {
+                tracing::warn!(actor = %self.id, cause = %cause, "corrupt snapshot ignored; replaying from the start");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(snapshot) = snapshot {
+            if snapshot.component_hash == env.component.hash() && snapshot.version <= up_to {
+                let vm = self.vm.as_mut().expect("active");
+                match vm.restore(&snapshot.state) {
+                    Ok(()) => self.version = snapshot.version,
+                    Err(fault) => {
+                        // A snapshot is an optimisation: fall back to a full replay.
+                        tracing::warn!(actor = %self.id, version = snapshot.version, cause = %fault, "snapshot ignored");
+                        *self.vm.as_mut().expect("active") = new_vm(env, &self.id)?;
+                    }
+                }
+            }
+        }
+        self.catch_up(env, up_to).await
+    }
+
+    /// Applies the events the store has beyond the actor's version.
+    async fn catch_up(&mut self, env: Env<'_>, up_to: u64) -> Result<(), ActorError> {
+        loop {
+            let max = env.config.replay_batch.min(up_to.saturating_sub(self.version) as usize);
+            if max == 0 {
+                return Ok(());
+            }
+            let mut batch = env.store.read(&self.id, self.version, max).await?;
+            batch.retain(|e| e.version <= up_to);
+            let Some(last) = batch.last() else { return Ok(()) };
+            let last_version = last.version;
+            if let Some(gap) = batch.iter().enumerate().find(|(i, e)| e.version != self.version + 1 + *i as u64) {
+                return Err(ActorError::Replay {
+                    actor: self.id.clone(),
+                    version: gap.1.version,
+                    cause: format!(
+                        "the store returned version {} where {} was due",
+                        gap.1.version,
+                        self.version + 1 + gap.0 as u64
+                    ),
+                });
+            }
+            let vm = self.vm.as_mut().expect("active");
+            if let Err((index, fault)) = vm.apply(&batch) {
+                let version = match index {
+                    Some(i) => batch[i].version,
+                    // A trap cannot say which event of the batch caused it.
+                    None if batch.len() > 1 => return Err(self.pinpoint(env, last_version).await),
+                    None => batch[0].version,
+                };
+                tracing::error!(actor = %self.id, version, cause = %fault, "replay failed");
+                return Err(ActorError::Replay { actor: self.id.clone(), version, cause: fault.to_string() });
+            }
+            env.stats.replayed.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            for e in &batch {
+                self.remember_event(e);
+            }
+            self.since_snapshot += batch.len() as u64;
+            self.version = last_version;
+        }
+    }
+
+    /// Replays from the start one event at a time in a fresh VM, to name the
+    /// event that a batch trapped on. Only on the failure path.
+    async fn pinpoint(&mut self, env: Env<'_>, up_to: u64) -> ActorError {
+        let mut vm = match new_vm(env, &self.id) {
+            Ok(vm) => vm,
+            Err(e) => return e,
+        };
+        let mut version = 0;
+        while version < up_to {
+            let events = match env.store.read(&self.id, version, 1).await {
+                Ok(events) => events,
+                Err(e) => return e.into(),
+            };
+            let Some(event) = events.into_iter().next() else { break };
+            if let Err((_, fault)) = vm.apply(std::slice::from_ref(&event)) {
+                tracing::error!(actor = %self.id, version = event.version, cause = %fault, "replay failed");
+                return ActorError::Replay { actor: self.id.clone(), version: event.version, cause: fault.to_string() };
+            }
+            version = event.version;
+        }
+        ActorError::Replay {
+            actor: self.id.clone(),
+            version: up_to,
+            cause: "a batch trapped but no single event does (is `apply` non-deterministic?)".into(),
+        }
+    }
+
+    fn remember_event(&mut self, event: &RecordedEvent) {
+        let id = &event.provenance.command_id;
+        match self.recent.back_mut() {
+            Some((last, range)) if last == id => range.last_version = event.version,
+            _ => self.remember(
+                id.clone(),
+                Appended { first_version: event.version, last_version: event.version, duplicate: true },
+            ),
+        }
+    }
+
+    fn remember(&mut self, command_id: String, appended: Appended) {
+        if self.recent.len() >= self.remember_cap {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((command_id, appended));
+    }
+
+    /// The current state (MessagePack) and version.
+    pub(crate) async fn state(&mut self, env: Env<'_>) -> Result<(u64, Vec<u8>), ActorError> {
+        let vm = self.ensure_active(env).await?;
+        match vm.state() {
+            Ok(state) => Ok((self.version, state)),
+            Err(fault) => Err(self.fault(fault)),
+        }
+    }
+
+    fn fault(&mut self, fault: GuestFault) -> ActorError {
+        tracing::warn!(actor = %self.id, cause = %fault, "guest fault; the VM is discarded");
+        self.vm = None;
+        ActorError::Fault { actor: self.id.clone(), fault }
+    }
+
+    /// Decides, appends and applies one command.
+    pub(crate) async fn execute(
+        &mut self,
+        env: Env<'_>,
+        model: &AggregateModel,
+        command: &Command,
+    ) -> Result<CommandOutcome, ActorError> {
+        self.ensure_active(env).await?;
+        if let Some(original) = self.recent_command(&command.command_id) {
+            return self.original_outcome(env, original).await;
+        }
+        let mut retries = 0;
+        loop {
+            let ctx = CommandContext {
+                actor_id: self.id.id.clone(),
+                command_id: command.command_id.clone(),
+                correlation_id: command.correlation_id.clone(),
+                causation_id: command.causation_id.clone(),
+                timestamp_ms: command.timestamp_ms,
+                version: self.version,
+            };
+            let vm = self.vm.as_mut().expect("active");
+            let events = match vm.handle(&ctx, &command.name, &command.payload) {
+                Ok(HandleResult::Accepted(events)) => events,
+                Ok(HandleResult::Rejected { code, message }) => {
+                    // A repeat whose original fell out of the remembered ids
+                    // may be rejected by the new state; the store knows.
+                    if let Some(original) = env.store.find_command(&self.id, &command.command_id).await? {
+                        return self.original_outcome(env, original).await;
+                    }
+                    // A rejection appends nothing, so no version check guards
+                    // it: make sure it was decided on the latest state (another
+                    // writer may have moved the stream on).
+                    if retries < env.config.conflict_retries && env.store.version(&self.id).await? > self.version {
+                        retries += 1;
+                        if let Err(e) = self.catch_up(env, u64::MAX).await {
+                            self.vm = None;
+                            return Err(e);
+                        }
+                        continue;
+                    }
+                    return Ok(CommandOutcome::Rejected { code, message });
+                }
+                Err(GuestFault::Refused { kind: RefusalKind::Undecodable, reason, .. }) => {
+                    return Err(ActorError::BadPayload { command: command.name.clone(), reason });
+                }
+                Err(fault) => return Err(self.fault(fault)),
+            };
+            if let Err(reason) = check_events(model, &events) {
+                return Err(self.fault(GuestFault::InvalidOutput { call: "handle", reason }));
+            }
+            if events.is_empty() {
+                return Ok(CommandOutcome::Accepted { version: self.version, events: vec![], duplicate: false });
+            }
+            let provenance = Provenance {
+                command_id: command.command_id.clone(),
+                correlation_id: command.correlation_id.clone(),
+                causation_id: command.causation_id.clone(),
+                timestamp_ms: command.timestamp_ms,
+                component_hash: env.component.hash().to_string(),
+            };
+            let request = AppendRequest { expected_version: self.version, provenance: provenance.clone(), events };
+            let events = request.events.clone();
+            match env.store.append(&self.id, request).await {
+                Ok(appended) if appended.duplicate => return self.original_outcome(env, appended).await,
+                Ok(appended) => return Ok(self.applied(env, appended, provenance, events).await),
+                Err(StoreError::Conflict { expected, actual, .. }) => {
+                    env.stats.conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if retries >= env.config.conflict_retries {
+                        return Err(ActorError::Conflict { actor: self.id.clone(), retries, expected, actual });
+                    }
+                    retries += 1;
+                    tracing::debug!(actor = %self.id, expected, actual, retries, "version conflict; catching up");
+                    if let Err(e) = self.catch_up(env, u64::MAX).await {
+                        self.vm = None;
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Applies appended events, remembers the command, snapshots if due.
+    async fn applied(
+        &mut self,
+        env: Env<'_>,
+        appended: Appended,
+        provenance: Provenance,
+        events: Vec<NewEvent>,
+    ) -> CommandOutcome {
+        let provenance = Arc::new(provenance);
+        let recorded: Vec<RecordedEvent> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| RecordedEvent {
+                version: appended.first_version + i as u64,
+                name: e.name,
+                payload: e.payload,
+                provenance: provenance.clone(),
+            })
+            .collect();
+        let vm = self.vm.as_mut().expect("active");
+        match vm.apply(&recorded) {
+            Ok(()) => {
+                self.version = appended.last_version;
+                self.since_snapshot += recorded.len() as u64;
+                self.remember(provenance.command_id.clone(), Appended { duplicate: true, ..appended });
+                self.maybe_snapshot(env).await;
+            }
+            Err((_, fault)) => {
+                // The events are durable; the VM is not trustworthy. The
+                // command succeeded; the next use rebuilds (and reports the
+                // event if it really cannot be applied).
+                tracing::error!(actor = %self.id, version = appended.first_version, cause = %fault, "apply after append failed; the VM is discarded");
+                self.vm = None;
+            }
+        }
+        CommandOutcome::Accepted { version: appended.last_version, events: recorded, duplicate: false }
+    }
+
+    async fn maybe_snapshot(&mut self, env: Env<'_>) {
+        let every = env.config.snapshot_every;
+        if every == 0 || self.since_snapshot < every {
+            return;
+        }
+        let vm = self.vm.as_mut().expect("active");
+        match vm.snapshot() {
+            Ok(state) => {
+                let snapshot =
+                    Snapshot { version: self.version, component_hash: env.component.hash().to_string(), state };
+                match env.store.save_snapshot(&self.id, snapshot).await {
+                    Ok(()) => self.since_snapshot = 0,
+                    Err(e) => tracing::warn!(actor = %self.id, cause = %e, "snapshot not saved"),
+                }
+            }
+            Err(fault) => {
+                let _ = self.fault(fault);
+            }
+        }
+    }
+
+    fn recent_command(&self, command_id: &str) -> Option<Appended> {
+        self.recent.iter().rev().find(|(id, _)| id == command_id).map(|(_, a)| *a)
+    }
+
+    async fn original_outcome(&mut self, env: Env<'_>, original: Appended) -> Result<CommandOutcome, ActorError> {
+        let count = (original.last_version + 1 - original.first_version) as usize;
+        let events = env.store.read(&self.id, original.first_version - 1, count).await?;
+        let events: Vec<_> = events.into_iter().filter(|e| e.version <= original.last_version).collect();
+        Ok(CommandOutcome::Accepted { version: original.last_version, events, duplicate: true })
+    }
+}
+
+/// Creates and binds a VM for an actor.
+pub(crate) fn new_vm(env: Env<'_>, id: &ActorId) -> Result<GuestInstance, ActorError> {
+    let fault = |fault| ActorError::Fault { actor: id.clone(), fault };
+    let mut vm = env.component.instantiate().map_err(fault)?;
+    vm.set_span(tracing::info_span!("actor", aggregate = %id.aggregate, id = %id.id));
+    vm.init(&id.aggregate, &id.id).map_err(fault)?;
+    Ok(vm)
+}
+
+/// Events must be declared by the model and be well-formed MessagePack.
+fn check_events(model: &AggregateModel, events: &[NewEvent]) -> Result<(), String> {
+    for e in events {
+        if !model.events.iter().any(|m| m.name == e.name) {
+            return Err(format!("event `{}` is not an event of `{}`", e.name, model.name));
+        }
+        let mut bytes = e.payload.as_slice();
+        let mut de = rmp_serde::Deserializer::new(&mut bytes);
+        if let Err(err) = <serde::de::IgnoredAny as serde::Deserialize>::deserialize(&mut de) {
+            return Err(format!("the payload of `{}` is not MessagePack: {err}", e.name));
+        }
+        if !bytes.is_empty() {
+            return Err(format!("the payload of `{}` has {} trailing bytes", e.name, bytes.len()));
+        }
+    }
+    Ok(())
+}

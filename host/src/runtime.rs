@@ -1,0 +1,336 @@
+//! The registry of live actors: routes commands to them, one at a time per
+//! actor and concurrently across actors, and passivates idle and least
+//! recently used actors.
+//!
+//! Each live actor sits in a cell behind an async mutex: a command holds its
+//! actor's lock from decide to apply, so commands to one actor serialise
+//! while different actors run in parallel. The registry itself is a `std`
+//! mutex around an LRU map, held only to look up, insert and evict.
+//! Passivation drops an actor's VM; its next command rebuilds it from the
+//! latest snapshot and the events after it, transparently.
+
+use crate::actor::{Actor, ActorConfig, ActorError, Command, CommandOutcome, Env};
+use crate::model::DomainModel;
+use crate::store::{ActorId, EventStore, RecordedEvent};
+use crate::wasm::DomainComponent;
+use lru::LruCache;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How the runtime holds actors.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub actor: ActorConfig,
+    /// Live actors kept at most; beyond it the least recently used is passivated.
+    /// Keep it below the engine's `max_instances`.
+    pub max_live_actors: usize,
+    /// An actor unused this long is passivated.
+    pub idle_timeout: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self { actor: ActorConfig::default(), max_live_actors: 8_000, idle_timeout: Duration::from_secs(300) }
+    }
+}
+
+/// Counters, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub commands: AtomicU64,
+    pub rejections: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub faults: AtomicU64,
+    pub activations: AtomicU64,
+    pub replayed: AtomicU64,
+    pub passivations: AtomicU64,
+}
+
+/// A command as a caller sends it: ids are optional and filled in.
+#[derive(Debug, Clone, Default)]
+pub struct CommandRequest {
+    pub aggregate: String,
+    pub id: String,
+    pub command: String,
+    /// MessagePack.
+    pub payload: Vec<u8>,
+    /// Idempotency key; a fresh one if `None`.
+    pub command_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+}
+
+/// Hosts one domain component's actors on one event store.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    component: DomainComponent,
+    store: Arc<dyn EventStore>,
+    config: RuntimeConfig,
+    actors: Mutex<LruCache<ActorId, Arc<Cell>>>,
+    stats: Stats,
+}
+
+type Cell = tokio::sync::Mutex<Slot>;
+
+#[derive(Debug)]
+struct Slot {
+    actor: Actor,
+    /// Set when the registry dropped this cell; a command that raced the
+    /// eviction looks the actor up again.
+    evicted: bool,
+    last_used: Instant,
+}
+
+impl Runtime {
+    /// Hosts `component`'s actors on `store`. Must be called within a Tokio
+    /// runtime: it starts the passivation sweeper.
+    pub fn new(component: DomainComponent, store: Arc<dyn EventStore>, config: RuntimeConfig) -> Self {
+        let inner = Arc::new(Inner {
+            component,
+            store,
+            actors: Mutex::new(LruCache::unbounded()),
+            config,
+            stats: Stats::default(),
+        });
+        let weak = Arc::downgrade(&inner);
+        let period = (inner.config.idle_timeout / 4).max(Duration::from_millis(10));
+        tokio::spawn(sweep_idle(weak, period));
+        Self { inner }
+    }
+
+    pub fn model(&self) -> &DomainModel {
+        self.inner.component.model()
+    }
+
+    pub fn component(&self) -> &DomainComponent {
+        &self.inner.component
+    }
+
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.inner.store
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// Actors with a live VM or waiting for one.
+    pub fn live_actors(&self) -> usize {
+        self.inner.lock_actors().len()
+    }
+
+    fn env(&self) -> Env<'_> {
+        Env {
+            component: &self.inner.component,
+            store: &self.inner.store,
+            config: &self.inner.config.actor,
+            stats: &self.inner.stats,
+        }
+    }
+
+    /// Routes a command to its actor and returns what became of it.
+    ///
+    /// # Errors
+    ///
+    /// [`ActorError`]: an unknown aggregate or command, a payload the guest
+    /// cannot decode, an unresolved conflict, a guest fault, a store failure.
+    #[tracing::instrument(
+        name = "command",
+        skip_all,
+        fields(aggregate = %request.aggregate, id = %request.id, command = %request.command, command_id, version)
+    )]
+    pub async fn execute(&self, request: CommandRequest) -> Result<CommandOutcome, ActorError> {
+        let model = self.aggregate_model(&request.aggregate)?;
+        if !model.commands.iter().any(|c| c.name == request.command) {
+            return Err(ActorError::UnknownCommand {
+                aggregate: model.name.clone(),
+                name: request.command,
+                known: model.commands.iter().map(|c| c.name.clone()).collect(),
+            });
+        }
+        let command_id = request.command_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let span = tracing::Span::current();
+        span.record("command_id", command_id.as_str());
+        let command = Command {
+            actor: ActorId::new(request.aggregate, request.id),
+            name: request.command,
+            payload: request.payload,
+            correlation_id: request.correlation_id.unwrap_or_else(|| command_id.clone()),
+            causation_id: request.causation_id.unwrap_or_else(|| command_id.clone()),
+            command_id,
+            timestamp_ms: now_ms(),
+        };
+        self.inner.stats.commands.fetch_add(1, Ordering::Relaxed);
+        let outcome = {
+            let mut slot = self.lock(&command.actor).await;
+            slot.actor.execute(self.env(), model, &command).await
+        };
+        match &outcome {
+            Ok(CommandOutcome::Accepted { version, .. }) => {
+                span.record("version", version);
+            }
+            Ok(CommandOutcome::Rejected { code, .. }) => {
+                self.inner.stats.rejections.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(code = %code, "rejected");
+            }
+            Err(ActorError::Fault { .. } | ActorError::Replay { .. }) => {
+                self.inner.stats.faults.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {}
+        }
+        outcome
+    }
+
+    /// An actor's current version and state (MessagePack).
+    ///
+    /// # Errors
+    ///
+    /// As for [`execute`](Self::execute), minus command errors.
+    pub async fn state(&self, aggregate: &str, id: &str) -> Result<(u64, Vec<u8>), ActorError> {
+        self.aggregate_model(aggregate)?;
+        let mut slot = self.lock(&ActorId::new(aggregate, id)).await;
+        slot.actor.state(self.env()).await
+    }
+
+    /// An actor's state at an earlier version (time travel), rebuilt in a
+    /// scratch VM; the live actor is not touched.
+    ///
+    /// # Errors
+    ///
+    /// As for [`state`](Self::state).
+    pub async fn state_at(&self, aggregate: &str, id: &str, version: u64) -> Result<(u64, Vec<u8>), ActorError> {
+        self.aggregate_model(aggregate)?;
+        Actor::state_at(self.env(), ActorId::new(aggregate, id), version).await
+    }
+
+    /// An actor's stored events after `after`, at most `max`.
+    ///
+    /// # Errors
+    ///
+    /// An unknown aggregate or a store failure.
+    pub async fn events(
+        &self,
+        aggregate: &str,
+        id: &str,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, ActorError> {
+        self.aggregate_model(aggregate)?;
+        Ok(self.inner.store.read(&ActorId::new(aggregate, id), after, max).await?)
+    }
+
+    /// Passivates every live actor (drops their VMs). Their next use rebuilds them.
+    pub async fn passivate_all(&self) {
+        let cells: Vec<_> = self.inner.lock_actors().iter().map(|(_, c)| c.clone()).collect();
+        for cell in cells {
+            cell.lock().await.evicted = true;
+        }
+        let n = {
+            let mut actors = self.inner.lock_actors();
+            let n = actors.len();
+            actors.clear();
+            n
+        };
+        self.inner.stats.passivations.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn aggregate_model(&self, aggregate: &str) -> Result<&crate::model::AggregateModel, ActorError> {
+        let model = self.inner.component.model();
+        model.aggregate(aggregate).ok_or_else(|| ActorError::UnknownAggregate {
+            name: aggregate.to_string(),
+            known: model.aggregates.iter().map(|a| a.name.clone()).collect(),
+        })
+    }
+
+    /// The actor's slot, locked: commands to one actor run one at a time.
+    async fn lock(&self, id: &ActorId) -> tokio::sync::OwnedMutexGuard<Slot> {
+        loop {
+            let mut slot = self.inner.cell(id).lock_owned().await;
+            if !slot.evicted {
+                slot.last_used = Instant::now();
+                return slot;
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn lock_actors(&self) -> std::sync::MutexGuard<'_, LruCache<ActorId, Arc<Cell>>> {
+        self.actors.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The actor's cell, created if absent; evicts least recently used
+    /// actors beyond the cap.
+    fn cell(&self, id: &ActorId) -> Arc<Cell> {
+        let mut actors = self.lock_actors();
+        if let Some(cell) = actors.get(id) {
+            return cell.clone();
+        }
+        let cell = Arc::new(Cell::new(Slot {
+            actor: Actor::new(id.clone(), &self.config.actor),
+            evicted: false,
+            last_used: Instant::now(),
+        }));
+        actors.put(id.clone(), cell.clone());
+        let mut busy = Vec::new();
+        while actors.len() > self.config.max_live_actors {
+            let Some((victim_id, victim)) = actors.pop_lru() else { break };
+            // Only an idle actor is passivated; a busy one goes back to the
+            // front and the cap is exceeded briefly.
+            let passivated = match victim.try_lock() {
+                Ok(mut slot) => {
+                    slot.evicted = true;
+                    true
+                }
+                Err(_) => false,
+            };
+            if passivated {
+                self.stats.passivations.fetch_add(1, Ordering::Relaxed);
+            } else {
+                busy.push((victim_id, victim));
+            }
+            if busy.len() >= actors.len() + busy.len() {
+                break;
+            }
+        }
+        for (id, cell) in busy {
+            actors.put(id, cell);
+        }
+        cell
+    }
+}
+
+/// Passivates actors idle longer than the timeout, until the runtime is dropped.
+async fn sweep_idle(inner: Weak<Inner>, period: Duration) {
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let timeout = inner.config.idle_timeout;
+        let now = Instant::now();
+        let mut actors = inner.lock_actors();
+        let mut idle = Vec::new();
+        for (id, cell) in actors.iter() {
+            // A locked actor is busy, hence not idle.
+            if let Ok(mut slot) = cell.try_lock() {
+                if now.duration_since(slot.last_used) >= timeout {
+                    slot.evicted = true;
+                    idle.push(id.clone());
+                }
+            }
+        }
+        for id in &idle {
+            actors.pop(id);
+        }
+        inner.stats.passivations.fetch_add(idle.len() as u64, Ordering::Relaxed);
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

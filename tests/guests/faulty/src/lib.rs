@@ -1,0 +1,165 @@
+//! A guest that misbehaves on purpose, to prove one faulty actor never hurts
+//! the host (invariant 5) and that a guest gets no ambient authority
+//! (invariant 4).
+//!
+//! It implements the contract directly on the generated bindings, bypassing
+//! the SDK's safety, so it can return what no SDK guest could. Every
+//! aggregate accepts `Ping` (event `Pinged`, state = the number of pings);
+//! the other commands misbehave:
+//!
+//! | aggregate | command | does |
+//! |---|---|---|
+//! | `Trapper` | `Panic` | panics |
+//! | `Looper` | `Spin` | loops forever |
+//! | `Hog` | `Gobble` | allocates until memory runs out |
+//! | `Garbler` | `Garble` / `Stray` | returns an event whose payload is not MessagePack / an event the model does not declare |
+//! | `Prober` | `Probe` | reads environment, arguments, clock and randomness into an event |
+//! | `Prober` | `ReadFile` | opens `/etc/passwd` |
+//! | `Prober` | `PoisonNext` | returns `Poisoned`, an event its own `apply` traps on |
+
+#[cfg(target_arch = "wasm32")]
+mod guest {
+    use super::{Probe, State};
+    use aether_guest::bindings::aether::domain::types::*;
+    use aether_guest::bindings::exports::aether::domain::aggregate::Guest;
+    use std::cell::RefCell;
+
+    thread_local! {
+        static PINGS: RefCell<u64> = const { RefCell::new(0) };
+        static AGGREGATE: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+
+    struct Faulty;
+
+    fn msg(name: &str) -> MessageType {
+        MessageType { name: name.into(), schema: "{}".into() }
+    }
+
+    fn nil() -> Vec<u8> {
+        vec![0xc0]
+    }
+
+    impl Guest for Faulty {
+        fn describe() -> DomainModel {
+            let agg = |name: &str, commands: &[&str], events: &[&str]| AggregateType {
+                name: name.into(),
+                commands: commands.iter().map(|c| msg(c)).collect(),
+                events: events.iter().map(|e| msg(e)).collect(),
+                state_schema: "{}".into(),
+            };
+            DomainModel {
+                name: "faulty".into(),
+                sdk_version: aether_guest::SDK_VERSION.into(),
+                aggregates: vec![
+                    agg("Trapper", &["Ping", "Panic"], &["Pinged"]),
+                    agg("Looper", &["Ping", "Spin"], &["Pinged"]),
+                    agg("Hog", &["Ping", "Gobble"], &["Pinged"]),
+                    agg("Garbler", &["Ping", "Garble", "Stray"], &["Pinged", "Garbled"]),
+                    agg("Prober", &["Ping", "Probe", "ReadFile", "PoisonNext"], &["Pinged", "Probed", "Poisoned"]),
+                ],
+                policies: vec![],
+                read_models: vec![],
+            }
+        }
+
+        fn init(aggregate: String, _actor_id: String) -> Result<(), GuestError> {
+            AGGREGATE.with(|a| *a.borrow_mut() = aggregate);
+            Ok(())
+        }
+
+        fn apply(events: Vec<Message>) -> Result<(), ApplyError> {
+            for e in &events {
+                match e.name.as_str() {
+                    "Pinged" => PINGS.with(|p| *p.borrow_mut() += 1),
+                    "Poisoned" => panic!("this event cannot be applied"),
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+
+        fn handle(ctx: CommandContext, command: Message) -> Result<HandleOutcome, GuestError> {
+            let event = |name: &str, payload: Vec<u8>| {
+                Ok(HandleOutcome::Accepted(vec![Message { name: name.into(), payload }]))
+            };
+            match command.name.as_str() {
+                "Ping" => event("Pinged", nil()),
+                "Panic" => panic!("boom on purpose in actor {}", ctx.actor_id),
+                "Spin" => loop {
+                    std::hint::black_box(());
+                },
+                "Gobble" => {
+                    let mut hoard: Vec<Vec<u8>> = Vec::new();
+                    loop {
+                        hoard.push(vec![1; 1 << 20]);
+                        std::hint::black_box(&hoard);
+                    }
+                }
+                // 0xc1 is the one byte MessagePack never uses.
+                "Garble" => event("Garbled", vec![0xc1, 0xff, 0x00]),
+                "Stray" => event("NotInTheModel", nil()),
+                "Probe" => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0);
+                    let mut random = [0u8; 8];
+                    // std's HashMap seeds come from wasi:random too.
+                    let seed = std::collections::hash_map::RandomState::new();
+                    use std::hash::BuildHasher;
+                    let hashed = seed.hash_one(42u8);
+                    random.copy_from_slice(&hashed.to_le_bytes());
+                    let probe = Probe {
+                        env: std::env::vars().count() as u64,
+                        args: std::env::args().count() as u64,
+                        cwd: std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
+                        now_ms: now,
+                        command_ms: ctx.timestamp_ms,
+                        random: u64::from_le_bytes(random),
+                    };
+                    event("Probed", rmp_serde::to_vec_named(&probe).expect("encode"))
+                }
+                "ReadFile" => {
+                    let text = std::fs::read_to_string("/etc/passwd").unwrap_or_else(|e| format!("error: {e}"));
+                    event("Probed", rmp_serde::to_vec_named(&text).expect("encode"))
+                }
+                "PoisonNext" => event("Poisoned", nil()),
+                other => Err(GuestError::UnknownCommand(other.into())),
+            }
+        }
+
+        fn snapshot() -> Result<Vec<u8>, GuestError> {
+            Ok(PINGS.with(|p| *p.borrow()).to_le_bytes().to_vec())
+        }
+
+        fn restore(snapshot: Vec<u8>) -> Result<(), GuestError> {
+            let bytes: [u8; 8] = snapshot.try_into().map_err(|_| GuestError::Undecodable("snapshot".into()))?;
+            PINGS.with(|p| *p.borrow_mut() = u64::from_le_bytes(bytes));
+            Ok(())
+        }
+
+        fn state() -> Result<Vec<u8>, GuestError> {
+            let pings = PINGS.with(|p| *p.borrow());
+            Ok(rmp_serde::to_vec_named(&State { pings }).expect("encode"))
+        }
+    }
+
+    aether_guest::bindings::__export_domain_world!(Faulty with_types_in aether_guest::bindings);
+}
+
+/// What `Prober.Probe` saw of the world.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Probe {
+    pub env: u64,
+    pub args: u64,
+    pub cwd: String,
+    pub now_ms: u64,
+    pub command_ms: u64,
+    pub random: u64,
+}
+
+/// Every faulty aggregate's state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct State {
+    pub pings: u64,
+}
