@@ -1,1 +1,155 @@
-fn main() {}
+//! `cargo xtask <chore>`: Aether's chores in Rust rather than shell.
+//!
+//! - `ci`: installs the wasm target, runs every test in the workspace.
+//! - `demo [--data DIR]`: builds the bank example and hosts it in-process on
+//!   the embedded store, sending a few commands; run it twice to see the
+//!   account's history survive the restart.
+//! - `build-guests`: builds every example component and prints its path.
+
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    if let Err(err) = run() {
+        eprintln!("xtask: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("demo") => demo(&args[1..]),
+        Some("build-guests") => build_guests(),
+        _ => bail!("usage: cargo xtask <ci | demo [--data DIR] | build-guests>"),
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn status(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Guests compile to `wasm32-wasip2`; a fresh machine does not have it.
+fn ensure_wasm_target() -> anyhow::Result<()> {
+    status(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]))
+        .context("installing the wasm32-wasip2 target (is rustup on PATH?)")
+}
+
+fn ci() -> anyhow::Result<()> {
+    ensure_wasm_target()?;
+    status(cargo().current_dir(root()).args(["test", "--workspace", "--all-targets"]))?;
+    status(cargo().current_dir(root()).args(["test", "--workspace", "--doc"]))?;
+    eprintln!("xtask: all tests passed");
+    Ok(())
+}
+
+const GUESTS: &[&str] = &["examples/bank", "examples/shop"];
+
+fn build_guests() -> anyhow::Result<()> {
+    ensure_wasm_target()?;
+    for guest in GUESTS {
+        let path = aether_host::testkit::build_component(root().join(guest)).map_err(anyhow::Error::msg)?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+fn demo(args: &[String]) -> anyhow::Result<()> {
+    let data = match args {
+        [] => root().join("target/demo-data"),
+        [flag, dir] if flag == "--data" => PathBuf::from(dir),
+        _ => bail!("usage: cargo xtask demo [--data DIR]"),
+    };
+    ensure_wasm_target()?;
+    let wasm = aether_host::testkit::build_component(root().join("examples/bank")).map_err(anyhow::Error::msg)?;
+    tokio::runtime::Runtime::new()?.block_on(demo::run(&wasm, &data))
+}
+
+mod demo {
+    use aether_host::store::EmbeddedStore;
+    use aether_host::{AetherEngine, CommandOutcome, CommandRequest, DomainComponent, EngineConfig, Runtime};
+    use aether_host::{RuntimeConfig, model::DomainModel};
+    use serde_json::{Value, json};
+    use std::path::Path;
+    use std::sync::Arc;
+
+    pub async fn run(wasm: &Path, data: &Path) -> anyhow::Result<()> {
+        let engine = AetherEngine::new(EngineConfig::default())?;
+        let component = DomainComponent::from_file(&engine, wasm)?;
+        print_model(component.model());
+        println!("component sha-256 {}", component.hash());
+        let store = Arc::new(EmbeddedStore::open(data)?);
+        println!("event store: embedded, at {}\n", data.display());
+        let runtime = Runtime::new(component, store.clone(), RuntimeConfig::default());
+
+        let send = |command: &'static str, payload: Value| {
+            let runtime = runtime.clone();
+            async move {
+                let outcome = runtime
+                    .execute(CommandRequest {
+                        aggregate: "Account".into(),
+                        id: "demo".into(),
+                        command: command.into(),
+                        payload: rmp_serde::to_vec_named(&payload)?,
+                        ..CommandRequest::default()
+                    })
+                    .await;
+                match outcome {
+                    Ok(CommandOutcome::Accepted { version, events, .. }) => {
+                        let names: Vec<_> = events.iter().map(|e| e.name.as_str()).collect();
+                        println!("  {command} {payload} -> accepted at version {version}: {names:?}");
+                    }
+                    Ok(CommandOutcome::Rejected { code, message }) => {
+                        println!("  {command} {payload} -> rejected ({code}): {message}");
+                    }
+                    Err(e) => println!("  {command} {payload} -> error: {e}"),
+                }
+                anyhow::Ok(())
+            }
+        };
+        println!("Account/demo:");
+        send("Open", json!({ "owner": "ada" })).await?;
+        send("Deposit", json!({ "amount": 100 })).await?;
+        send("Withdraw", json!({ "amount": 30 })).await?;
+        send("Withdraw", json!({ "amount": 1_000 })).await?;
+
+        runtime.passivate_all().await;
+        let (version, state) = runtime.state("Account", "demo").await?;
+        let state: Value = rmp_serde::from_slice(&state)?;
+        println!("\nafter passivation and replay: version {version}, state {state}");
+        let events = runtime.events("Account", "demo", 0, 1_000).await?;
+        println!("{} events stored; run `cargo xtask demo` again: the history carries on.", events.len());
+        drop(runtime);
+        if let Ok(store) = Arc::try_unwrap(store) {
+            store.close().await?;
+        }
+        Ok(())
+    }
+
+    fn print_model(model: &DomainModel) {
+        println!("domain `{}` (aether-guest {})", model.name, model.sdk_version);
+        for a in &model.aggregates {
+            let names = |ms: &[aether_host::model::MessageModel]| {
+                ms.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+            };
+            println!("  aggregate {}", a.name);
+            println!("    commands: {}", names(&a.commands));
+            println!("    events:   {}", names(&a.events));
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! `aether-host check <model.wasm>`: load a component the way the host
+//! would, and print its EventStorming model.
+
+use aether_host::{AetherEngine, DomainComponent, EngineConfig};
+use std::path::PathBuf;
+
+/// Validates a component against the contract and prints its model.
+///
+/// Refuses files that are not wasm, core modules, components with missing
+/// or mistyped exports, and invalid models, with a message naming the
+/// problem and a non-zero exit.
+#[derive(Debug, clap::Args)]
+pub struct CheckCommand {
+    /// The component, e.g. target/wasm32-wasip2/release/bank.wasm.
+    model: PathBuf,
+    /// Print the model as JSON (with payload schemas) instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+impl CheckCommand {
+    pub fn execute(self) -> anyhow::Result<()> {
+        let engine = AetherEngine::new(EngineConfig { max_instances: 4, ..EngineConfig::default() })?;
+        let component = DomainComponent::from_file(&engine, &self.model)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.model.display()))?;
+        let model = component.model();
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(model)?);
+            return Ok(());
+        }
+        println!("{}: domain `{}` (aether-guest {})", self.model.display(), model.name, model.sdk_version);
+        println!("sha-256 {}", component.hash());
+        for a in &model.aggregates {
+            let names = |ms: &[aether_host::model::MessageModel]| {
+                ms.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+            };
+            println!("aggregate {}", a.name);
+            println!("  commands: {}", names(&a.commands));
+            println!("  events:   {}", names(&a.events));
+        }
+        Ok(())
+    }
+}

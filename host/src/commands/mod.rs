@@ -1,0 +1,3 @@
+//! One file per subcommand, each with an `execute`.
+
+pub mod check;
