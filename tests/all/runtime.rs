@@ -213,3 +213,71 @@ async fn the_shop_example_runs_on_the_same_host() {
     assert!(names.len() >= 2, "several aggregates: {names:?}");
     assert_eq!(kit.runtime().model().name, "shop");
 }
+
+#[tokio::test]
+async fn two_hosts_on_one_store_resolve_conflicts_without_losing_a_deposit() {
+    use aether_host::{AetherEngine, DomainComponent, EngineConfig, MemoryStore, Runtime};
+    use std::sync::Arc;
+    let engine = AetherEngine::new(EngineConfig { max_instances: 64, ..EngineConfig::default() }).unwrap();
+    let wasm = support::component("examples/bank");
+    let store: Arc<dyn aether_host::EventStore> = Arc::new(MemoryStore::new());
+    let hosts: Vec<Runtime> = (0..2)
+        .map(|_| {
+            let component = DomainComponent::from_file(&engine, &wasm).unwrap();
+            Runtime::new(component, store.clone(), RuntimeConfig::default())
+        })
+        .collect();
+    let send = |host: &Runtime, command: AccountCommandJson| {
+        let host = host.clone();
+        async move {
+            host.execute(aether_host::CommandRequest {
+                aggregate: "Account".into(),
+                id: "shared".into(),
+                command: command.0.into(),
+                payload: rmp_serde::to_vec_named(&command.1).unwrap(),
+                ..Default::default()
+            })
+            .await
+        }
+    };
+    send(&hosts[0], AccountCommandJson("Open", serde_json::json!({ "owner": "ada" }))).await.unwrap();
+    // Both hosts hold a live actor for the same account, each a VM of its own.
+    send(&hosts[1], AccountCommandJson("Deposit", serde_json::json!({ "amount": 1 }))).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..60u64 {
+        let host = hosts[(i % 2) as usize].clone();
+        let fut = send(&host, AccountCommandJson("Deposit", serde_json::json!({ "amount": 1 })));
+        tasks.push(tokio::spawn(fut));
+    }
+    for t in tasks {
+        let outcome = t.await.unwrap();
+        assert!(matches!(outcome, Ok(CommandOutcome::Accepted { .. })), "{outcome:?}");
+    }
+    let conflicts: u64 = hosts.iter().map(|h| h.stats().conflicts.load(std::sync::atomic::Ordering::Relaxed)).sum();
+    assert!(conflicts > 0, "the hosts really did race");
+    for host in &hosts {
+        let (version, bytes) = host.state("Account", "shared").await.unwrap();
+        // A host's live actor is as new as its last command (reads do not
+        // consult the store), and consistent at that version.
+        let state: Account = rmp_serde::from_slice(&bytes).unwrap();
+        assert!(version <= 62 && state.balance == version - 1, "version {version}, balance {}", state.balance);
+    }
+    assert_eq!(
+        store.version(&aether_host::ActorId::new("Account", "shared")).await.unwrap(),
+        62,
+        "every deposit stored once"
+    );
+    // A rejection is decided on the latest state, whichever host takes it.
+    for host in &hosts {
+        let outcome = send(host, AccountCommandJson("Withdraw", serde_json::json!({ "amount": 61 }))).await.unwrap();
+        assert!(matches!(outcome, CommandOutcome::Rejected { .. } | CommandOutcome::Accepted { .. }), "{outcome:?}");
+    }
+    let events = store.read(&aether_host::ActorId::new("Account", "shared"), 62, 10).await.unwrap();
+    assert_eq!(
+        events.len(),
+        1,
+        "the first withdrawal of the full balance succeeded on either host, the second was rejected"
+    );
+}
+
+struct AccountCommandJson(&'static str, serde_json::Value);
