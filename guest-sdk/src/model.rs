@@ -90,15 +90,15 @@ fn variant_schemas(root: &Value) -> Vec<(String, Value)> {
             }
         }
         // Data variants: {"type": "object", "properties": {Name: schema}, "required": [Name]}.
-        if let Some(props) = alt.get("properties").and_then(Value::as_object) {
-            if props.len() == 1 {
-                let (name, schema) = props.iter().next().expect("one property");
-                let mut schema = schema.clone();
-                if let (Some(desc), Value::Object(obj)) = (alt.get("description"), &mut schema) {
-                    obj.entry("description").or_insert(desc.clone());
-                }
-                out.push((name.clone(), schema));
+        if let Some(props) = alt.get("properties").and_then(Value::as_object)
+            && props.len() == 1
+        {
+            let (name, schema) = props.iter().next().expect("one property");
+            let mut schema = schema.clone();
+            if let (Some(desc), Value::Object(obj)) = (alt.get("description"), &mut schema) {
+                obj.entry("description").or_insert(desc.clone());
             }
+            out.push((name.clone(), schema));
         }
     }
     out

@@ -150,16 +150,17 @@ impl Actor {
             }
             Err(e) => return Err(e.into()),
         };
-        if let Some(snapshot) = snapshot {
-            if snapshot.component_hash == env.component.hash() && snapshot.version <= up_to {
-                let vm = self.vm.as_mut().expect("active");
-                match vm.restore(&snapshot.state) {
-                    Ok(()) => self.version = snapshot.version,
-                    Err(fault) => {
-                        // A snapshot is an optimisation: fall back to a full replay.
-                        tracing::warn!(actor = %self.id, version = snapshot.version, cause = %fault, "snapshot ignored");
-                        *self.vm.as_mut().expect("active") = new_vm(env, &self.id)?;
-                    }
+        if let Some(snapshot) = snapshot
+            && snapshot.component_hash == env.component.hash()
+            && snapshot.version <= up_to
+        {
+            let vm = self.vm.as_mut().expect("active");
+            match vm.restore(&snapshot.state) {
+                Ok(()) => self.version = snapshot.version,
+                Err(fault) => {
+                    // A snapshot is an optimisation: fall back to a full replay.
+                    tracing::warn!(actor = %self.id, version = snapshot.version, cause = %fault, "snapshot ignored");
+                    *self.vm.as_mut().expect("active") = new_vm(env, &self.id)?;
                 }
             }
         }

@@ -155,7 +155,8 @@ mod tests {
 
     #[test]
     fn each_problem_is_named() {
-        let cases: Vec<(Box<dyn Fn(&mut DomainModel)>, &str)> = vec![
+        type Breakage = Box<dyn Fn(&mut DomainModel)>;
+        let cases: Vec<(Breakage, &str)> = vec![
             (Box::new(|m| m.aggregates.clear()), "no aggregates"),
             (Box::new(|m| m.aggregates.push(m.aggregates[0].clone())), "declared twice"),
             (Box::new(|m| m.aggregates[0].events.clear()), "has no events"),

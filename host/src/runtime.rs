@@ -317,11 +317,11 @@ async fn sweep_idle(inner: Weak<Inner>, period: Duration) {
         let mut idle = Vec::new();
         for (id, cell) in actors.iter() {
             // A locked actor is busy, hence not idle.
-            if let Ok(mut slot) = cell.try_lock() {
-                if now.duration_since(slot.last_used) >= timeout {
-                    slot.evicted = true;
-                    idle.push(id.clone());
-                }
+            if let Ok(mut slot) = cell.try_lock()
+                && now.duration_since(slot.last_used) >= timeout
+            {
+                slot.evicted = true;
+                idle.push(id.clone());
             }
         }
         for id in &idle {

@@ -89,11 +89,9 @@ fn package_name(manifest: &str) -> Option<String> {
     for line in manifest.lines().map(str::trim) {
         if line.starts_with('[') {
             in_package = line == "[package]";
-        } else if in_package {
-            if let Some(rest) = line.strip_prefix("name") {
-                let value = rest.trim_start().strip_prefix('=')?.trim().trim_matches('"');
-                return Some(value.to_string());
-            }
+        } else if in_package && let Some(rest) = line.strip_prefix("name") {
+            let value = rest.trim_start().strip_prefix('=')?.trim().trim_matches('"');
+            return Some(value.to_string());
         }
     }
     None
@@ -221,7 +219,8 @@ impl TestKit {
 /// One engine per process and configuration: engines are heavy (the pool
 /// reserves address space) and tests create many kits.
 fn shared_engine(config: EngineConfig) -> Arc<AetherEngine> {
-    static ENGINES: OnceLock<Mutex<Vec<(String, Arc<AetherEngine>)>>> = OnceLock::new();
+    type Engines = Mutex<Vec<(String, Arc<AetherEngine>)>>;
+    static ENGINES: OnceLock<Engines> = OnceLock::new();
     let key = format!("{config:?}");
     let mut engines = ENGINES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, engine)) = engines.iter().find(|(k, _)| *k == key) {
