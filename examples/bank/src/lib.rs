@@ -60,7 +60,10 @@ impl Aggregate for Account {
             Open { .. } if self.open || ctx.version > 0 => {
                 Err(Rejection::new(codes::ALREADY_OPEN, format!("account {} was already opened", ctx.actor_id)))
             }
-            Open { owner } => Ok(vec![AccountEvent::Opened { owner }]),
+            Open { owner } => {
+                aether_guest::info!("opening account {} for {owner}", ctx.actor_id);
+                Ok(vec![AccountEvent::Opened { owner }])
+            }
             Deposit { amount: 0 } | Withdraw { amount: 0 } => {
                 Err(Rejection::new(codes::INVALID_AMOUNT, "the amount must be at least 1"))
             }
