@@ -121,6 +121,20 @@ impl DomainModel {
     }
 }
 
+/// A summary for people: the domain, then each aggregate's commands and events.
+impl std::fmt::Display for DomainModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = |ms: &[MessageModel]| ms.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ");
+        writeln!(f, "domain `{}` (aether-guest {})", self.name, self.sdk_version)?;
+        for a in &self.aggregates {
+            writeln!(f, "  aggregate {}", a.name)?;
+            writeln!(f, "    commands: {}", names(&a.commands))?;
+            writeln!(f, "    events:   {}", names(&a.events))?;
+        }
+        Ok(())
+    }
+}
+
 fn is_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }

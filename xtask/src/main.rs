@@ -81,9 +81,9 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
 }
 
 mod demo {
+    use aether_host::RuntimeConfig;
     use aether_host::store::EmbeddedStore;
     use aether_host::{AetherEngine, CommandOutcome, CommandRequest, DomainComponent, EngineConfig, Runtime};
-    use aether_host::{RuntimeConfig, model::DomainModel};
     use serde_json::{Value, json};
     use std::path::Path;
     use std::sync::Arc;
@@ -91,7 +91,7 @@ mod demo {
     pub async fn run(wasm: &Path, data: &Path) -> anyhow::Result<()> {
         let engine = AetherEngine::new(EngineConfig::default())?;
         let component = DomainComponent::from_file(&engine, wasm)?;
-        print_model(component.model());
+        print!("{}", component.model());
         println!("component sha-256 {}", component.hash());
         let store = Arc::new(EmbeddedStore::open(data)?);
         println!("event store: embedded, at {}\n", data.display());
@@ -139,17 +139,5 @@ mod demo {
             store.close().await?;
         }
         Ok(())
-    }
-
-    fn print_model(model: &DomainModel) {
-        println!("domain `{}` (aether-guest {})", model.name, model.sdk_version);
-        for a in &model.aggregates {
-            let names = |ms: &[aether_host::model::MessageModel]| {
-                ms.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
-            };
-            println!("  aggregate {}", a.name);
-            println!("    commands: {}", names(&a.commands));
-            println!("    events:   {}", names(&a.events));
-        }
     }
 }

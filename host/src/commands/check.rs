@@ -28,16 +28,8 @@ impl CheckCommand {
             println!("{}", serde_json::to_string_pretty(model)?);
             return Ok(());
         }
-        println!("{}: domain `{}` (aether-guest {})", self.model.display(), model.name, model.sdk_version);
-        println!("sha-256 {}", component.hash());
-        for a in &model.aggregates {
-            let names = |ms: &[aether_host::model::MessageModel]| {
-                ms.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
-            };
-            println!("aggregate {}", a.name);
-            println!("  commands: {}", names(&a.commands));
-            println!("  events:   {}", names(&a.events));
-        }
+        println!("{}\nsha-256 {}", self.model.display(), component.hash());
+        print!("{model}");
         Ok(())
     }
 }
