@@ -280,16 +280,24 @@ impl Actor {
         if let Some(original) = self.recent_command(&command.command_id) {
             return self.original_outcome(env, original).await;
         }
+        let mut ctx = CommandContext {
+            actor_id: self.id.id.clone(),
+            command_id: command.command_id.clone(),
+            correlation_id: command.correlation_id.clone(),
+            causation_id: command.causation_id.clone(),
+            timestamp_ms: command.timestamp_ms,
+            version: self.version,
+        };
+        let provenance = Provenance {
+            command_id: command.command_id.clone(),
+            correlation_id: command.correlation_id.clone(),
+            causation_id: command.causation_id.clone(),
+            timestamp_ms: command.timestamp_ms,
+            component_hash: env.component.hash().to_string(),
+        };
         let mut retries = 0;
         loop {
-            let ctx = CommandContext {
-                actor_id: self.id.id.clone(),
-                command_id: command.command_id.clone(),
-                correlation_id: command.correlation_id.clone(),
-                causation_id: command.causation_id.clone(),
-                timestamp_ms: command.timestamp_ms,
-                version: self.version,
-            };
+            ctx.version = self.version;
             let vm = self.vm.as_mut().expect("active");
             let events = match vm.handle(&ctx, &command.name, &command.payload) {
                 Ok(HandleResult::Accepted(events)) => events,
@@ -304,10 +312,7 @@ impl Actor {
                     // writer may have moved the stream on).
                     if retries < env.config.conflict_retries && env.store.version(&self.id).await? > self.version {
                         retries += 1;
-                        if let Err(e) = self.catch_up(env, u64::MAX).await {
-                            self.vm = None;
-                            return Err(e);
-                        }
+                        self.catch_up_or_discard(env).await?;
                         continue;
                     }
                     return Ok(CommandOutcome::Rejected { code, message });
@@ -323,13 +328,6 @@ impl Actor {
             if events.is_empty() {
                 return Ok(CommandOutcome::Accepted { version: self.version, events: vec![], duplicate: false });
             }
-            let provenance = Provenance {
-                command_id: command.command_id.clone(),
-                correlation_id: command.correlation_id.clone(),
-                causation_id: command.causation_id.clone(),
-                timestamp_ms: command.timestamp_ms,
-                component_hash: env.component.hash().to_string(),
-            };
             let request = AppendRequest { expected_version: self.version, provenance: provenance.clone(), events };
             let events = request.events.clone();
             match env.store.append(&self.id, request).await {
@@ -342,14 +340,21 @@ impl Actor {
                     }
                     retries += 1;
                     tracing::debug!(actor = %self.id, expected, actual, retries, "version conflict; catching up");
-                    if let Err(e) = self.catch_up(env, u64::MAX).await {
-                        self.vm = None;
-                        return Err(e);
-                    }
+                    self.catch_up_or_discard(env).await?;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Catches up with the store; on failure the VM is discarded, so the next
+    /// use rebuilds it rather than deciding on a half-replayed state.
+    async fn catch_up_or_discard(&mut self, env: Env<'_>) -> Result<(), ActorError> {
+        let caught_up = self.catch_up(env, u64::MAX).await;
+        if caught_up.is_err() {
+            self.vm = None;
+        }
+        caught_up
     }
 
     /// Applies appended events, remembers the command, snapshots if due.

@@ -227,16 +227,17 @@ impl Runtime {
 
     /// Passivates every live actor (drops their VMs). Their next use rebuilds them.
     pub async fn passivate_all(&self) {
-        let cells: Vec<_> = self.inner.lock_actors().iter().map(|(_, c)| c.clone()).collect();
+        // Out of the registry first, so a command arriving meanwhile builds a
+        // fresh cell; then each old cell is marked once its current command
+        // is done, so a command waiting on it looks the actor up again.
+        let cells: Vec<Arc<Cell>> = {
+            let mut actors = self.inner.lock_actors();
+            std::iter::from_fn(|| actors.pop_lru().map(|(_, cell)| cell)).collect()
+        };
+        let n = cells.len();
         for cell in cells {
             cell.lock().await.evicted = true;
         }
-        let n = {
-            let mut actors = self.inner.lock_actors();
-            let n = actors.len();
-            actors.clear();
-            n
-        };
         self.inner.stats.passivations.fetch_add(n as u64, Ordering::Relaxed);
     }
 
@@ -278,31 +279,32 @@ impl Inner {
             last_used: Instant::now(),
         }));
         actors.put(id.clone(), cell.clone());
+        // Only idle actors are passivated; busy ones (and the one just
+        // created) go back, most recent last, and the cap is exceeded briefly.
         let mut busy = Vec::new();
         while actors.len() > self.config.max_live_actors {
             let Some((victim_id, victim)) = actors.pop_lru() else { break };
-            // Only an idle actor is passivated; a busy one goes back to the
-            // front and the cap is exceeded briefly.
-            let passivated = match victim.try_lock() {
-                Ok(mut slot) => {
-                    slot.evicted = true;
-                    true
-                }
-                Err(_) => false,
-            };
-            if passivated {
+            if victim_id != *id && try_passivate(&victim) {
                 self.stats.passivations.fetch_add(1, Ordering::Relaxed);
             } else {
                 busy.push((victim_id, victim));
-            }
-            if busy.len() >= actors.len() + busy.len() {
-                break;
             }
         }
         for (id, cell) in busy {
             actors.put(id, cell);
         }
         cell
+    }
+}
+
+/// Marks an actor passivated unless a command holds it.
+fn try_passivate(cell: &Cell) -> bool {
+    match cell.try_lock() {
+        Ok(mut slot) => {
+            slot.evicted = true;
+            true
+        }
+        Err(_) => false,
     }
 }
 
@@ -317,10 +319,8 @@ async fn sweep_idle(inner: Weak<Inner>, period: Duration) {
         let mut idle = Vec::new();
         for (id, cell) in actors.iter() {
             // A locked actor is busy, hence not idle.
-            if let Ok(mut slot) = cell.try_lock()
-                && now.duration_since(slot.last_used) >= timeout
-            {
-                slot.evicted = true;
+            let idle_since = cell.try_lock().map(|slot| now.duration_since(slot.last_used));
+            if idle_since.is_ok_and(|d| d >= timeout) && try_passivate(cell) {
                 idle.push(id.clone());
             }
         }

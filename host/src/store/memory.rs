@@ -37,16 +37,26 @@ impl MemoryStore {
         Self { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), hasher: RandomState::new() }
     }
 
-    fn with_stream<R>(&self, actor: &ActorId, f: impl FnOnce(&mut Stream) -> R) -> R {
-        let shard = &self.shards[self.hasher.hash_one(actor) as usize % SHARDS];
+    fn shard(&self, actor: &ActorId) -> std::sync::MutexGuard<'_, HashMap<ActorId, Stream>> {
         // A panic while holding the lock cannot leave a stream half-written
         // (every mutation is a single push/insert), so a poisoned lock is safe
         // to keep using.
-        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+        self.shards[self.hasher.hash_one(actor) as usize % SHARDS].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the actor's stream, creating it: for writes.
+    fn with_stream<R>(&self, actor: &ActorId, f: impl FnOnce(&mut Stream) -> R) -> R {
+        let mut map = self.shard(actor);
         if let Some(stream) = map.get_mut(actor) {
             return f(stream);
         }
         f(map.entry(actor.clone()).or_default())
+    }
+
+    /// Runs `f` on the actor's stream if it exists: for reads, which must not
+    /// leave an empty stream behind for every id ever asked about.
+    fn read_stream<R>(&self, actor: &ActorId, f: impl FnOnce(&Stream) -> R) -> Option<R> {
+        self.shard(actor).get(actor).map(f)
     }
 }
 
@@ -81,23 +91,27 @@ impl EventStore for MemoryStore {
     }
 
     async fn read(&self, actor: &ActorId, after: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        Ok(self.with_stream(actor, |stream| {
-            let start = (after as usize).min(stream.events.len());
-            let end = start.saturating_add(max.max(1)).min(stream.events.len());
-            stream.events[start..end].to_vec()
-        }))
+        Ok(self
+            .read_stream(actor, |stream| {
+                let start = (after as usize).min(stream.events.len());
+                let end = start.saturating_add(max.max(1)).min(stream.events.len());
+                stream.events[start..end].to_vec()
+            })
+            .unwrap_or_default())
     }
 
     async fn version(&self, actor: &ActorId) -> Result<u64, StoreError> {
-        Ok(self.with_stream(actor, |s| s.events.len() as u64))
+        Ok(self.read_stream(actor, |s| s.events.len() as u64).unwrap_or(0))
     }
 
     async fn find_command(&self, actor: &ActorId, command_id: &str) -> Result<Option<Appended>, StoreError> {
-        Ok(self.with_stream(actor, |s| s.commands.get(command_id).map(|a| Appended { duplicate: true, ..*a })))
+        Ok(self
+            .read_stream(actor, |s| s.commands.get(command_id).map(|a| Appended { duplicate: true, ..*a }))
+            .flatten())
     }
 
     async fn load_snapshot(&self, actor: &ActorId) -> Result<Option<Snapshot>, StoreError> {
-        Ok(self.with_stream(actor, |s| s.snapshot.clone()))
+        Ok(self.read_stream(actor, |s| s.snapshot.clone()).flatten())
     }
 
     async fn save_snapshot(&self, actor: &ActorId, snapshot: Snapshot) -> Result<(), StoreError> {

@@ -44,7 +44,7 @@ impl Sandbox {
             now_ms: 0,
             rng: SplitMix64(0),
             stdout: LineBuffer::default(),
-            stderr: LineBuffer::default(),
+            stderr: LineBuffer { recent: Some(Vec::new()), ..LineBuffer::default() },
             span: tracing::Span::none(),
         }
     }
@@ -53,13 +53,15 @@ impl Sandbox {
     pub fn prepare(&mut self, now_ms: u64, seed: u64) {
         self.now_ms = now_ms;
         self.rng = SplitMix64(seed);
-        self.stderr.recent.clear();
+        if let Some(recent) = &mut self.stderr.recent {
+            recent.clear();
+        }
     }
 
     /// What the guest wrote to stderr during the last call (e.g. a panic message).
     pub fn recent_stderr(&mut self) -> String {
         self.stderr.flush(&self.span, tracing::Level::WARN);
-        String::from_utf8_lossy(&self.stderr.recent).trim().to_string()
+        String::from_utf8_lossy(self.stderr.recent.as_deref().unwrap_or_default()).trim().to_string()
     }
 
     fn write(&mut self, stream: u32, bytes: &[u8]) {
@@ -103,18 +105,20 @@ impl ResourceLimiter for Limits {
     }
 }
 
-/// Splits guest output into log lines; keeps recent stderr for fault messages.
+/// Splits guest output into log lines; stderr also keeps what the current
+/// call wrote, for fault messages.
 #[derive(Default)]
 struct LineBuffer {
     line: Vec<u8>,
-    recent: Vec<u8>,
+    /// What the current call wrote, kept for stderr only.
+    recent: Option<Vec<u8>>,
 }
 
 impl LineBuffer {
     fn write(&mut self, bytes: &[u8], span: &tracing::Span, level: tracing::Level) {
-        if self.recent.len() < STDERR_KEEP {
-            let room = STDERR_KEEP - self.recent.len();
-            self.recent.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        if let Some(recent) = &mut self.recent {
+            let room = STDERR_KEEP.saturating_sub(recent.len());
+            recent.extend_from_slice(&bytes[..bytes.len().min(room)]);
         }
         for &b in bytes {
             if b == b'\n' {
