@@ -102,7 +102,7 @@ pub(crate) struct Env<'a> {
     pub component: &'a DomainComponent,
     pub store: &'a Arc<dyn EventStore>,
     pub config: &'a ActorConfig,
-    pub stats: &'a crate::runtime::Stats,
+    pub stats: &'a crate::metrics::Stats,
 }
 
 impl Actor {
@@ -132,10 +132,12 @@ impl Actor {
             self.since_snapshot = 0;
             self.recent.clear();
             env.stats.activations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let started = std::time::Instant::now();
             if let Err(e) = self.restore_and_replay(env, u64::MAX).await {
                 self.vm = None;
                 return Err(e);
             }
+            env.stats.activation_latency.observe(started.elapsed());
         }
         Ok(self.vm.as_mut().expect("vm was just built"))
     }
@@ -169,14 +171,20 @@ impl Actor {
 
     /// Applies the events the store has beyond the actor's version.
     async fn catch_up(&mut self, env: Env<'_>, up_to: u64) -> Result<(), ActorError> {
+        let mut progress = ReplayProgress::new(self.version);
         loop {
+            progress.report(&self.id, self.version);
             let max = env.config.replay_batch.min(up_to.saturating_sub(self.version) as usize);
             if max == 0 {
+                progress.finish(&self.id, self.version);
                 return Ok(());
             }
             let mut batch = env.store.read(&self.id, self.version, max).await?;
             batch.retain(|e| e.version <= up_to);
-            let Some(last) = batch.last() else { return Ok(()) };
+            let Some(last) = batch.last() else {
+                progress.finish(&self.id, self.version);
+                return Ok(());
+            };
             let last_version = last.version;
             if let Some(gap) = batch.iter().enumerate().find(|(i, e)| e.version != self.version + 1 + *i as u64) {
                 return Err(ActorError::Replay {
@@ -425,6 +433,44 @@ impl Actor {
         let events = env.store.read(&self.id, original.first_version - 1, count).await?;
         let events: Vec<_> = events.into_iter().filter(|e| e.version <= original.last_version).collect();
         Ok(CommandOutcome::Accepted { version: original.last_version, events, duplicate: true })
+    }
+}
+
+/// Reports a replay that takes more than a moment: every few seconds while
+/// it runs, and once when it ends, so a long activation is never silent.
+struct ReplayProgress {
+    started: std::time::Instant,
+    last_report: std::time::Instant,
+    from: u64,
+    reported: bool,
+}
+
+impl ReplayProgress {
+    const FIRST_REPORT: std::time::Duration = std::time::Duration::from_secs(1);
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+    fn new(from: u64) -> Self {
+        let now = std::time::Instant::now();
+        Self { started: now, last_report: now, from, reported: false }
+    }
+
+    fn report(&mut self, actor: &ActorId, version: u64) {
+        let due = if self.reported { Self::EVERY } else { Self::FIRST_REPORT };
+        if self.last_report.elapsed() < due {
+            return;
+        }
+        let elapsed = self.started.elapsed();
+        let rate = (version - self.from) as f64 / elapsed.as_secs_f64().max(1e-9);
+        tracing::info!(actor = %actor, version, events_per_s = rate as u64, "replaying");
+        self.last_report = std::time::Instant::now();
+        self.reported = true;
+    }
+
+    fn finish(&self, actor: &ActorId, version: u64) {
+        if self.reported {
+            let elapsed = self.started.elapsed();
+            tracing::info!(actor = %actor, version, events = version - self.from, ?elapsed, "replay done");
+        }
     }
 }
 

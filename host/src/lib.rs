@@ -7,6 +7,8 @@
 //! - [`store`]: the [`EventStore`](store::EventStore) trait, in-memory and embedded stores.
 //! - [`actor`]: one actor: activation (snapshot + replay), commands, snapshots.
 //! - [`runtime`]: the registry of live actors, routing, passivation.
+//! - [`metrics`]: counters and latency histograms, rendered for Prometheus.
+//! - [`api`]: the HTTP front door (JSON in and out) and its client.
 //! - [`testkit`]: given/when/then against a real `.wasm` (feature `testkit`, on by default).
 //!
 //! # Cargo features
@@ -14,6 +16,8 @@
 //! - `testkit` (default): the [`testkit`] module for domain authors' tests.
 
 pub mod actor;
+pub mod api;
+pub mod metrics;
 pub mod model;
 pub mod runtime;
 pub mod store;

@@ -5,8 +5,12 @@ use clap::{Parser, Subcommand};
 mod commands;
 
 /// Hosts event-sourced actors written as WebAssembly components.
+///
+/// Start a host with `aether-host load model.wasm`, then talk to it with
+/// `send`, `state`, `events` and `model` (they find it at --url, by default
+/// the address `load` listens on).
 #[derive(Debug, Parser)]
-#[command(name = "aether-host", version, about, long_about = None)]
+#[command(name = "aether-host", version)]
 struct Cli {
     /// Log filter, e.g. `info` or `aether_host=debug` (also `RUST_LOG`).
     #[arg(long, global = true, env = "RUST_LOG", default_value = "warn")]
@@ -17,6 +21,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Load(commands::load::LoadCommand),
+    Send(commands::send::SendCommand),
+    State(commands::state::StateCommand),
+    Events(commands::events::EventsCommand),
+    Model(commands::model::ModelCommand),
     Check(commands::check::CheckCommand),
 }
 
@@ -27,6 +36,11 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        Command::Load(cmd) => cmd.execute(),
+        Command::Send(cmd) => cmd.execute(),
+        Command::State(cmd) => cmd.execute(),
+        Command::Events(cmd) => cmd.execute(),
+        Command::Model(cmd) => cmd.execute(),
         Command::Check(cmd) => cmd.execute(),
     };
     if let Err(err) = result {

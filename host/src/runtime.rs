@@ -10,11 +10,12 @@
 //! latest snapshot and the events after it, transparently.
 
 use crate::actor::{Actor, ActorConfig, ActorError, Command, CommandOutcome, Env};
+pub use crate::metrics::Stats;
 use crate::model::DomainModel;
 use crate::store::{ActorId, EventStore, RecordedEvent};
 use crate::wasm::DomainComponent;
 use lru::LruCache;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -33,18 +34,6 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         Self { actor: ActorConfig::default(), max_live_actors: 8_000, idle_timeout: Duration::from_secs(300) }
     }
-}
-
-/// Counters, for metrics and tests.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub commands: AtomicU64,
-    pub rejections: AtomicU64,
-    pub conflicts: AtomicU64,
-    pub faults: AtomicU64,
-    pub activations: AtomicU64,
-    pub replayed: AtomicU64,
-    pub passivations: AtomicU64,
 }
 
 /// A command as a caller sends it: ids are optional and filled in.
@@ -167,6 +156,7 @@ impl Runtime {
             timestamp_ms: now_ms(),
         };
         self.inner.stats.commands.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let outcome = {
             let mut slot = self.lock(&command.actor).await;
             slot.actor.execute(self.env(), model, &command).await
@@ -184,6 +174,7 @@ impl Runtime {
             }
             Err(_) => {}
         }
+        self.inner.stats.command_latency.observe(started.elapsed());
         outcome
     }
 

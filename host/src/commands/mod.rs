@@ -1,3 +1,9 @@
-//! One file per subcommand, each with an `execute`.
+//! One module per subcommand, each with an `execute`.
 
 pub mod check;
+pub mod events;
+pub mod load;
+pub mod model;
+pub mod remote;
+pub mod send;
+pub mod state;

@@ -1,0 +1,187 @@
+//! [`HttpClient`]: a typed client of a running host's HTTP API, used by the
+//! `send`, `state`, `events` and `model` subcommands.
+
+use reqwest::Url;
+use serde_json::Value;
+
+/// Talks to a host at a base URL such as `http://127.0.0.1:7070`.
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    base: Url,
+    http: reqwest::Client,
+}
+
+/// Why a request did not get a successful answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("`{0}` is not an http:// URL")]
+    BadUrl(String),
+    /// No answer: the host is not running there, or the connection broke.
+    #[error("cannot reach the host at {url}: {cause} (is `aether-host load` running there?)")]
+    Unreachable { url: String, cause: String },
+    /// The host answered with an error (see [`crate::api::error`] for the kinds).
+    #[error("{message}")]
+    Api { status: u16, kind: String, message: String, body: Value },
+    #[error("{url} answered {status} with a body that is not JSON: {cause}")]
+    Protocol { url: String, status: u16, cause: String },
+}
+
+impl ClientError {
+    /// The error kind the host named (`rejected`, `conflict`, …), if it answered.
+    pub fn kind(&self) -> Option<&str> {
+        match self {
+            Self::Api { kind, .. } => Some(kind),
+            _ => None,
+        }
+    }
+}
+
+/// Optional ids sent with a command.
+#[derive(Debug, Clone, Default)]
+pub struct CommandIds<'a> {
+    /// The command id: a retry with the same key appends nothing new.
+    pub idempotency_key: Option<&'a str>,
+    pub correlation_id: Option<&'a str>,
+    pub causation_id: Option<&'a str>,
+}
+
+impl HttpClient {
+    /// A client of the host at `url`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::BadUrl`] if `url` is not an `http://` URL.
+    pub fn new(url: &str) -> Result<Self, ClientError> {
+        let base = Url::parse(url).map_err(|_| ClientError::BadUrl(url.to_owned()))?;
+        if base.scheme() != "http" || base.cannot_be_a_base() {
+            return Err(ClientError::BadUrl(url.to_owned()));
+        }
+        Ok(Self { base, http: reqwest::Client::new() })
+    }
+
+    /// Sends a command with a JSON payload (`None` for a command without fields).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Api`] with kind `rejected` for a business rejection,
+    /// and the other kinds of [`crate::api::error`].
+    pub async fn send(
+        &self,
+        aggregate: &str,
+        id: &str,
+        command: &str,
+        payload: Option<&Value>,
+        ids: CommandIds<'_>,
+    ) -> Result<Value, ClientError> {
+        let url = self.url(&["actors", aggregate, id, "commands", command], &[]);
+        let mut request = self.http.post(url.clone());
+        if let Some(payload) = payload {
+            request = request.json(payload);
+        }
+        for (header, value) in [
+            ("idempotency-key", ids.idempotency_key),
+            ("correlation-id", ids.correlation_id),
+            ("causation-id", ids.causation_id),
+        ] {
+            if let Some(value) = value {
+                request = request.header(header, value);
+            }
+        }
+        self.answer(url, request).await
+    }
+
+    /// An actor's state and version, or its state at an earlier version.
+    ///
+    /// # Errors
+    ///
+    /// As the host answers, e.g. `unknown-aggregate`.
+    pub async fn state(&self, aggregate: &str, id: &str, at_version: Option<u64>) -> Result<Value, ClientError> {
+        let query: Vec<(&str, String)> = at_version.map(|v| ("at_version", v.to_string())).into_iter().collect();
+        let url = self.url(&["actors", aggregate, id], &query);
+        self.answer(url.clone(), self.http.get(url)).await
+    }
+
+    /// An actor's events from version `from` (1 if `None`), at most `limit`.
+    ///
+    /// # Errors
+    ///
+    /// As the host answers.
+    pub async fn events(
+        &self,
+        aggregate: &str,
+        id: &str,
+        from: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<Value, ClientError> {
+        let mut query = Vec::new();
+        if let Some(from) = from {
+            query.push(("from", from.to_string()));
+        }
+        if let Some(limit) = limit {
+            query.push(("limit", limit.to_string()));
+        }
+        let url = self.url(&["actors", aggregate, id, "events"], &query);
+        self.answer(url.clone(), self.http.get(url)).await
+    }
+
+    /// The hosted model.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Unreachable`] if no host answers.
+    pub async fn model(&self) -> Result<Value, ClientError> {
+        let url = self.url(&["model"], &[]);
+        self.answer(url.clone(), self.http.get(url)).await
+    }
+
+    /// The host's health.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Unreachable`] if no host answers.
+    pub async fn health(&self) -> Result<Value, ClientError> {
+        let url = self.url(&["healthz"], &[]);
+        self.answer(url.clone(), self.http.get(url)).await
+    }
+
+    /// The base URL with path segments appended, each percent-encoded, so
+    /// ids with `/`, spaces or unicode travel intact.
+    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut().expect("checked in new").pop_if_empty().extend(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    async fn answer(&self, url: Url, request: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+        let unreachable = |e: reqwest::Error| ClientError::Unreachable { url: url.to_string(), cause: cause(&e) };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(unreachable)?;
+        let body: Value = serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+            url: url.to_string(),
+            status,
+            cause: e.to_string(),
+        })?;
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let kind = body["error"].as_str().unwrap_or("unknown").to_owned();
+        let message = body["message"].as_str().unwrap_or("the host gave no reason").to_owned();
+        Err(ClientError::Api { status, kind, message, body })
+    }
+}
+
+/// reqwest's error with its sources, which say what actually went wrong.
+fn cause(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

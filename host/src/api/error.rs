@@ -1,0 +1,91 @@
+//! How failures reach HTTP clients: a status and a JSON body
+//! `{"error": kind, "message": text, ...}` whose `kind` is stable for
+//! programs and whose message is written for people.
+//!
+//! | status | kinds |
+//! |---|---|
+//! | 400 | `bad-json`, `bad-payload`, `bad-request` |
+//! | 404 | `unknown-aggregate`, `unknown-command` (with `known`), `not-found` |
+//! | 409 | `conflict`: retries did not resolve a concurrent writer; retry |
+//! | 413 | `too-large` (with `limit`) |
+//! | 422 | `rejected` (with `code`): the domain said no |
+//! | 500 | `fault` (the guest misbehaved), `replay` / `corrupt` (stored events cannot be used) |
+//! | 503 | `unavailable`: the event store cannot be reached |
+
+use crate::actor::ActorError;
+use crate::store::StoreError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// A failed request, ready to be sent.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &str, message: impl Into<String>) -> Self {
+        Self { status, body: json!({ "error": kind, "message": message.into() }) }
+    }
+
+    /// Adds a field to the body.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.body[key] = value.into();
+        self
+    }
+
+    pub fn rejected(code: String, message: String) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", message).with("code", code)
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", format!("the body exceeds the limit of {limit} bytes"))
+            .with("limit", limit)
+    }
+
+    pub fn bad_json(message: String) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-json", message)
+    }
+}
+
+impl From<ActorError> for ApiError {
+    fn from(err: ActorError) -> Self {
+        let message = err.to_string();
+        match err {
+            ActorError::UnknownAggregate { known, .. } => {
+                Self::new(StatusCode::NOT_FOUND, "unknown-aggregate", message).with("known", known)
+            }
+            ActorError::UnknownCommand { known, .. } => {
+                Self::new(StatusCode::NOT_FOUND, "unknown-command", message).with("known", known)
+            }
+            ActorError::BadPayload { .. } => Self::new(StatusCode::BAD_REQUEST, "bad-payload", message),
+            ActorError::Conflict { .. } => Self::new(StatusCode::CONFLICT, "conflict", message),
+            ActorError::Fault { .. } => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "fault", message),
+            ActorError::Replay { .. } => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "replay", message),
+            ActorError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        let message = err.to_string();
+        match err {
+            StoreError::Conflict { .. } => Self::new(StatusCode::CONFLICT, "conflict", message),
+            StoreError::Corrupt { .. } => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", message),
+            StoreError::Invalid { .. } => Self::new(StatusCode::BAD_REQUEST, "bad-request", message),
+            StoreError::Unavailable(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = self.status.as_u16(), body = %self.body, "request failed");
+        }
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}

@@ -1,0 +1,85 @@
+//! The HTTP front door: JSON in, JSON out, MessagePack for the guest.
+//!
+//! | route | answers |
+//! |---|---|
+//! | `POST /actors/{aggregate}/{id}/commands/{command}` | `{"version", "events", "duplicate", "command_id"}`; body = the command's JSON payload (empty for none); `Idempotency-Key`, `Correlation-Id`, `Causation-Id` headers |
+//! | `GET /actors/{aggregate}/{id}[?at_version=N]` | `{"version", "state"}`, at version N if asked (time travel) |
+//! | `GET /actors/{aggregate}/{id}/events[?from=N&limit=M]` | `{"events": [{version, name, payload, provenance}], "next"}` |
+//! | `GET /model` | the EventStorming model with payload schemas |
+//! | `GET /healthz` | `{"status": "ok", ...}` |
+//! | `GET /metrics` | Prometheus text |
+//!
+//! Failures are JSON with a stable `error` kind: see [`error`].
+//!
+//! Layout:
+//! - [`routes`](self): the handlers.
+//! - [`error`]: statuses and error bodies.
+//! - [`json`]: JSON ↔ MessagePack.
+//! - [`client`]: [`HttpClient`], what the CLI uses to talk to a host.
+
+pub mod client;
+pub mod error;
+pub mod json;
+mod routes;
+
+pub use client::{ClientError, HttpClient};
+pub use error::ApiError;
+
+use crate::runtime::Runtime;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use std::future::Future;
+use std::time::Instant;
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+/// Limits of the HTTP API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Command bodies above this many bytes are refused with `413`.
+    pub max_body_bytes: usize,
+    /// The most events one `GET …/events` returns.
+    pub max_events_per_page: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: 1024 * 1024, max_events_per_page: 1000 }
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then stops
+/// accepting, lets requests in flight finish and waits for every command
+/// they started, including those whose client hung up.
+///
+/// # Errors
+///
+/// An I/O error of the listener.
+pub async fn serve(
+    listener: TcpListener,
+    runtime: Runtime,
+    config: ApiConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let commands = TaskTracker::new();
+    let app = routes::App { runtime, config, commands: commands.clone(), started: Instant::now() };
+    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await?;
+    commands.close();
+    commands.wait().await;
+    Ok(())
+}
+
+fn router(app: routes::App) -> Router {
+    let limit = app.config.max_body_bytes;
+    Router::new()
+        .route("/actors/{aggregate}/{id}/commands/{command}", post(routes::send_command))
+        .route("/actors/{aggregate}/{id}", get(routes::actor_state))
+        .route("/actors/{aggregate}/{id}/events", get(routes::actor_events))
+        .route("/model", get(routes::model))
+        .route("/healthz", get(routes::health))
+        .route("/metrics", get(routes::metrics))
+        .fallback(routes::not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(app)
+}

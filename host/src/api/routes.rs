@@ -1,0 +1,190 @@
+//! The HTTP routes: one handler per route, JSON in and out.
+
+use super::error::ApiError;
+use super::json;
+use crate::actor::CommandOutcome;
+use crate::runtime::{CommandRequest, Runtime};
+use crate::store::RecordedEvent;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::time::Instant;
+use tokio_util::task::TaskTracker;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub(super) struct App {
+    pub runtime: Runtime,
+    pub config: super::ApiConfig,
+    /// Commands run as tasks tracked here, so a client that hangs up does not
+    /// cut a command in half and shutdown waits for every one of them.
+    pub commands: TaskTracker,
+    pub started: Instant,
+}
+
+/// Headers a command may carry; each at most [`MAX_ID_LEN`] bytes.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const CORRELATION_ID: &str = "correlation-id";
+const CAUSATION_ID: &str = "causation-id";
+const MAX_ID_LEN: usize = 256;
+
+type ApiResult<T = Json<Value>> = Result<T, ApiError>;
+
+/// `POST /actors/{aggregate}/{id}/commands/{command}`.
+pub(super) async fn send_command(
+    State(app): State<App>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let Path((aggregate, id, command)) = path.map_err(bad_path)?;
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(app.config.max_body_bytes),
+        status => ApiError::new(status, "bad-request", rejection.body_text()),
+    })?;
+    let payload = json::body_to_msgpack(&body).map_err(ApiError::bad_json)?;
+    let request = CommandRequest {
+        aggregate,
+        id,
+        command,
+        payload,
+        command_id: id_header(&headers, IDEMPOTENCY_KEY)?,
+        correlation_id: id_header(&headers, CORRELATION_ID)?,
+        causation_id: id_header(&headers, CAUSATION_ID)?,
+    };
+    let runtime = app.runtime.clone();
+    let outcome = app.commands.spawn(async move { runtime.execute(request).await }).await.map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "fault", format!("the command task failed: {e}"))
+    })??;
+    match outcome {
+        CommandOutcome::Accepted { version, events, duplicate } => {
+            let command_id = events.first().map(|e| e.provenance.command_id.clone());
+            let events: Vec<Value> = events.iter().map(|e| event_json(e, false)).collect::<Result<_, _>>()?;
+            Ok(Json(json!({ "version": version, "events": events, "duplicate": duplicate, "command_id": command_id })))
+        }
+        CommandOutcome::Rejected { code, message } => Err(ApiError::rejected(code, message)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct StateQuery {
+    at_version: Option<u64>,
+}
+
+/// `GET /actors/{aggregate}/{id}`, `?at_version=N` for the state at version N.
+pub(super) async fn actor_state(
+    State(app): State<App>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<StateQuery>, QueryRejection>,
+) -> ApiResult {
+    let Path((aggregate, id)) = path.map_err(bad_path)?;
+    let Query(query) = query.map_err(bad_query)?;
+    let (version, state) = match query.at_version {
+        Some(at) => app.runtime.state_at(&aggregate, &id, at).await?,
+        None => app.runtime.state(&aggregate, &id).await?,
+    };
+    let state = json::from_msgpack(&state).map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "fault", format!("the state of {aggregate}/{id} is {e}"))
+    })?;
+    Ok(Json(json!({ "aggregate": aggregate, "id": id, "version": version, "state": state })))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct EventsQuery {
+    /// The first version to return; 1 if absent.
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /actors/{aggregate}/{id}/events?from=N&limit=M`: events with their provenance.
+pub(super) async fn actor_events(
+    State(app): State<App>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> ApiResult {
+    let Path((aggregate, id)) = path.map_err(bad_path)?;
+    let Query(query) = query.map_err(bad_query)?;
+    let max = app.config.max_events_per_page;
+    let limit = query.limit.unwrap_or(max).clamp(1, max);
+    let after = query.from.unwrap_or(1).saturating_sub(1);
+    let events = app.runtime.events(&aggregate, &id, after, limit).await?;
+    // A store may return a command's events whole, past the limit.
+    let next = events.last().filter(|_| events.len() >= limit).map(|e| e.version + 1);
+    let events: Vec<Value> = events.iter().map(|e| event_json(e, true)).collect::<Result<_, _>>()?;
+    Ok(Json(json!({ "aggregate": aggregate, "id": id, "events": events, "next": next })))
+}
+
+/// `GET /model`: the EventStorming model with payload schemas.
+pub(super) async fn model(State(app): State<App>) -> Json<crate::model::DomainModel> {
+    Json(app.runtime.model().clone())
+}
+
+/// `GET /healthz`.
+pub(super) async fn health(State(app): State<App>) -> Json<Value> {
+    Json(json!({
+        "status": "ok",
+        "domain": app.runtime.model().name,
+        "component_hash": app.runtime.component().hash(),
+        "live_actors": app.runtime.live_actors(),
+        "uptime_s": app.started.elapsed().as_secs(),
+    }))
+}
+
+/// `GET /metrics`: Prometheus text.
+pub(super) async fn metrics(State(app): State<App>) -> impl IntoResponse {
+    let body = app.runtime.stats().render_prometheus(app.runtime.live_actors());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+}
+
+/// Any other path.
+pub(super) async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "no such route; the API has POST /actors/{aggregate}/{id}/commands/{command}, GET /actors/{aggregate}/{id}, \
+         GET /actors/{aggregate}/{id}/events, GET /model, GET /healthz, GET /metrics",
+    )
+}
+
+fn event_json(event: &RecordedEvent, with_provenance: bool) -> Result<Value, ApiError> {
+    let payload = json::from_msgpack(&event.payload).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "corrupt",
+            format!("the payload of event {} (`{}`) is {e}", event.version, event.name),
+        )
+    })?;
+    let mut value = json!({ "version": event.version, "name": event.name, "payload": payload });
+    if with_provenance {
+        value["provenance"] = serde_json::to_value(&*event.provenance).expect("provenance serialises");
+    }
+    Ok(value)
+}
+
+fn id_header(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(name) else { return Ok(None) };
+    let value = value.to_str().map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad-request", format!("`{name}` must be visible ASCII"))
+    })?;
+    if value.is_empty() || value.len() > MAX_ID_LEN {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("`{name}` must be 1 to {MAX_ID_LEN} characters, not {}", value.len()),
+        ));
+    }
+    Ok(Some(value.to_owned()))
+}
+
+fn bad_path(rejection: PathRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad-request", rejection.body_text())
+}
+
+fn bad_query(rejection: QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad-request", rejection.body_text())
+}

@@ -1,0 +1,162 @@
+//! `aether-host load <model.wasm>`: host a model on one machine until Ctrl-C.
+
+use aether_host::api::{self, ApiConfig};
+use aether_host::store::{EmbeddedStore, MemoryStore};
+use aether_host::{ActorConfig, AetherEngine, DomainComponent, EngineConfig, EventStore, Runtime, RuntimeConfig};
+use anyhow::Context;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Hosts a model: validates the component, prints its EventStorming model,
+/// and serves the HTTP API until Ctrl-C (or SIGTERM).
+///
+/// Events go to an embedded, crash-safe file store under `--data`; an
+/// answered command is on disk. On Ctrl-C the host stops accepting requests,
+/// lets commands in flight finish, flushes the store and exits.
+///
+/// Talk to it with `aether-host send|state|events|model`, or with curl:
+///
+///   curl -X POST localhost:7070/actors/Account/alice/commands/Open -d '{"owner":"Alice"}'
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct LoadCommand {
+    /// The component, e.g. target/wasm32-wasip2/release/bank.wasm.
+    model: PathBuf,
+    /// Directory of the embedded event store (created if missing).
+    #[arg(long, env = "AETHER_DATA", default_value = "aether-data")]
+    data: PathBuf,
+    /// Keep events in memory only; they are gone when the host stops.
+    #[arg(long, conflicts_with = "data")]
+    memory: bool,
+    /// Address to serve the HTTP API on; port 0 picks a free one.
+    #[arg(long, env = "AETHER_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: String,
+    /// Largest command body accepted, in bytes; larger ones get `413`.
+    #[arg(long, default_value_t = ApiConfig::default().max_body_bytes)]
+    max_body_bytes: usize,
+    /// Live actors kept in memory; the least recently used beyond it are passivated.
+    #[arg(long, default_value_t = RuntimeConfig::default().max_live_actors)]
+    max_live_actors: usize,
+    /// Seconds an actor may stay unused before it is passivated.
+    #[arg(long, default_value_t = RuntimeConfig::default().idle_timeout.as_secs())]
+    idle_timeout_s: u64,
+    /// Snapshot an actor every this many events (0: never).
+    #[arg(long, default_value_t = ActorConfig::default().snapshot_every)]
+    snapshot_every: u64,
+    /// Memory one actor's VM may use, in MiB.
+    #[arg(long, default_value_t = EngineConfig::default().max_memory_bytes >> 20)]
+    guest_memory_mib: usize,
+    /// The longest one guest call may run, in milliseconds.
+    #[arg(long, default_value_t = EngineConfig::default().call_timeout.as_millis() as u64)]
+    guest_timeout_ms: u64,
+}
+
+impl LoadCommand {
+    pub fn execute(self) -> anyhow::Result<()> {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(self.run())
+    }
+
+    async fn run(self) -> anyhow::Result<()> {
+        let max_live_actors = self.max_live_actors.max(1);
+        let engine = AetherEngine::new(EngineConfig {
+            max_memory_bytes: self.guest_memory_mib << 20,
+            // Room for every live actor plus scratch VMs (time travel, fault isolation).
+            max_instances: u32::try_from(max_live_actors + 256).context("--max-live-actors is too large")?,
+            call_timeout: Duration::from_millis(self.guest_timeout_ms.max(1)),
+            ..EngineConfig::default()
+        })?;
+        let component = compile(&engine, &self.model).await?;
+        println!("{}\nsha-256 {}", self.model.display(), component.hash());
+        print!("{}", component.model());
+
+        // The embedded store is kept by type too, to be closed (flushed) on exit.
+        let (store, embedded): (Arc<dyn EventStore>, _) = if self.memory {
+            println!("event store: in memory (lost on exit)");
+            (Arc::new(MemoryStore::new()), None)
+        } else {
+            let store = Arc::new(EmbeddedStore::open(&self.data).context("cannot open the event store")?);
+            println!("event store: embedded, at {}", self.data.display());
+            (store.clone(), Some(store))
+        };
+        let config = RuntimeConfig {
+            actor: ActorConfig { snapshot_every: self.snapshot_every, ..ActorConfig::default() },
+            max_live_actors,
+            idle_timeout: Duration::from_secs(self.idle_timeout_s.max(1)),
+        };
+        let runtime = Runtime::new(component, store.clone(), config);
+
+        let listener = tokio::net::TcpListener::bind(&self.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", self.listen))?;
+        println!("listening on http://{}", listener.local_addr()?);
+        let api = ApiConfig { max_body_bytes: self.max_body_bytes, ..ApiConfig::default() };
+        api::serve(listener, runtime.clone(), api, shutdown_signal()).await.context("the HTTP server failed")?;
+
+        eprintln!("aether-host: commands finished; flushing the event store");
+        drop((runtime, store));
+        if let Some(store) = embedded {
+            close(store).await?;
+        }
+        eprintln!("aether-host: stopped");
+        Ok(())
+    }
+}
+
+/// Compiles the component off the async threads, saying so when it takes
+/// more than a moment (Cranelift compiles the whole component up front).
+async fn compile(engine: &Arc<AetherEngine>, path: &std::path::Path) -> anyhow::Result<DomainComponent> {
+    let started = Instant::now();
+    let task = tokio::task::spawn_blocking({
+        let (engine, path) = (engine.clone(), path.to_owned());
+        move || DomainComponent::from_file(&engine, &path)
+    });
+    tokio::pin!(task);
+    let compiled = tokio::select! {
+        compiled = &mut task => compiled,
+        () = tokio::time::sleep(Duration::from_millis(500)) => {
+            eprintln!("aether-host: compiling {} …", path.display());
+            let compiled = task.await;
+            eprintln!("aether-host: compiled in {:.1} s", started.elapsed().as_secs_f64());
+            compiled
+        }
+    };
+    compiled.context("the compile task failed")?.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM. A second one exits at once.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        // No signal handling (should not happen on Unix): run until killed.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    eprintln!("aether-host: shutting down; finishing commands in flight (Ctrl-C again to quit at once)");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        eprintln!("aether-host: stopped without waiting; answered commands are on disk");
+        std::process::exit(130);
+    });
+}
+
+/// Flushes and closes the embedded store once the runtime has let go of it.
+async fn close(mut store: Arc<EmbeddedStore>) -> anyhow::Result<()> {
+    // The idle sweeper may hold the runtime for a moment after it is dropped.
+    for _ in 0..200 {
+        match Arc::try_unwrap(store) {
+            Ok(store) => return store.close().await.context("cannot close the event store"),
+            Err(shared) => store = shared,
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Still shared: the last holder's drop flushes it.
+    Ok(())
+}
