@@ -344,6 +344,8 @@ impl Actor {
                 Err(StoreError::Conflict { expected, actual, .. }) => {
                     env.stats.conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if retries >= env.config.conflict_retries {
+                        // Catch up now, so the caller's retry decides on the latest state.
+                        let _ = self.catch_up_or_discard(env).await;
                         return Err(ActorError::Conflict { actor: self.id.clone(), retries, expected, actual });
                     }
                     retries += 1;

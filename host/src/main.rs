@@ -13,7 +13,7 @@ mod commands;
 #[command(name = "aether-host", version)]
 struct Cli {
     /// Log filter, e.g. `info` or `aether_host=debug` (also `RUST_LOG`).
-    #[arg(long, global = true, env = "RUST_LOG", default_value = "warn")]
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
     log: String,
     #[command(subcommand)]
     command: Command,
@@ -34,6 +34,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Load(cmd) => cmd.execute(),
