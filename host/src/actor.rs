@@ -27,7 +27,9 @@ pub struct ActorConfig {
     pub snapshot_every: u64,
     /// Events read from the store and applied per call during replay.
     pub replay_batch: usize,
-    /// Times a command is decided again after a version conflict.
+    /// Times a command is decided again after a version conflict, each after
+    /// a short random pause (so two writers racing for one actor take turns
+    /// rather than colliding in lockstep).
     pub conflict_retries: u32,
     /// Command ids remembered per actor to answer repeats without the store.
     pub remembered_commands: usize,
@@ -35,7 +37,7 @@ pub struct ActorConfig {
 
 impl Default for ActorConfig {
     fn default() -> Self {
-        Self { snapshot_every: 100, replay_batch: 512, conflict_retries: 5, remembered_commands: 32 }
+        Self { snapshot_every: 100, replay_batch: 512, conflict_retries: 20, remembered_commands: 32 }
     }
 }
 
@@ -262,8 +264,12 @@ impl Actor {
         self.recent.push_back((command_id, appended));
     }
 
-    /// The current state (MessagePack) and version.
+    /// The current state (MessagePack) and version. A live actor first
+    /// catches up with the store: another host may have appended since.
     pub(crate) async fn state(&mut self, env: Env<'_>) -> Result<(u64, Vec<u8>), ActorError> {
+        if self.vm.is_some() {
+            self.catch_up_or_discard(env).await?;
+        }
         let vm = self.ensure_active(env).await?;
         match vm.state() {
             Ok(state) => Ok((self.version, state)),
@@ -350,6 +356,7 @@ impl Actor {
                     }
                     retries += 1;
                     tracing::debug!(actor = %self.id, expected, actual, retries, "version conflict; catching up");
+                    tokio::time::sleep(conflict_backoff(retries)).await;
                     self.catch_up_or_discard(env).await?;
                 }
                 Err(e) => return Err(e.into()),
@@ -436,6 +443,16 @@ impl Actor {
         let events: Vec<_> = events.into_iter().filter(|e| e.version <= original.last_version).collect();
         Ok(CommandOutcome::Accepted { version: original.last_version, events, duplicate: true })
     }
+}
+
+/// A random pause before the `retry`th attempt after a conflict: up to
+/// 0.25 ms doubling per retry, capped at 16 ms.
+fn conflict_backoff(retry: u32) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let max_us = 250u64 << retry.saturating_sub(1).min(6);
+    // A randomly keyed hasher is a random source without a dependency.
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    std::time::Duration::from_micros(random % (max_us + 1))
 }
 
 /// Reports a replay that takes more than a moment: every few seconds while

@@ -7,6 +7,7 @@
 //! - [`store`]: the [`EventStore`](store::EventStore) trait, in-memory and embedded stores.
 //! - [`actor`]: one actor: activation (snapshot + replay), commands, snapshots.
 //! - [`runtime`]: the registry of live actors, routing, passivation.
+//! - [`bus`]: stored events published in process and on NATS.
 //! - [`metrics`]: counters and latency histograms, rendered for Prometheus.
 //! - [`api`]: the HTTP front door (JSON in and out) and its client.
 //! - [`testkit`]: given/when/then against a real `.wasm` (feature `testkit`, on by default).
@@ -17,6 +18,7 @@
 
 pub mod actor;
 pub mod api;
+pub mod bus;
 pub mod metrics;
 pub mod model;
 pub mod runtime;

@@ -89,9 +89,9 @@ pub struct Stats {
 
 impl Stats {
     /// The figures in the Prometheus text format, with `live_actors` as a gauge.
-    pub fn render_prometheus(&self, live_actors: usize) -> String {
+    pub fn render_prometheus(&self, live_actors: usize, bus: &crate::bus::BusStats) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 7] = [
+        let counters: [(&str, &str, &AtomicU64); 10] = [
             ("aether_commands_total", "Commands routed to an actor.", &self.commands),
             ("aether_rejections_total", "Commands rejected by the domain.", &self.rejections),
             ("aether_conflicts_total", "Appends that met a concurrent writer.", &self.conflicts),
@@ -99,6 +99,9 @@ impl Stats {
             ("aether_activations_total", "Actor VMs built.", &self.activations),
             ("aether_replayed_events_total", "Events applied to rebuild or catch up actors.", &self.replayed),
             ("aether_passivations_total", "Actor VMs dropped when idle or over the cap.", &self.passivations),
+            ("aether_bus_published_total", "Events published on the bus.", &bus.published),
+            ("aether_bus_dropped_total", "Bus events the NATS publisher could not send.", &bus.dropped),
+            ("aether_bus_lagged_total", "Bus events in-process subscribers missed by falling behind.", &bus.lagged),
         ];
         for (name, help, value) in counters {
             let _ =
@@ -147,9 +150,9 @@ mod tests {
     fn stats_render_every_figure_once() {
         let stats = Stats::default();
         stats.commands.fetch_add(3, Ordering::Relaxed);
-        let out = stats.render_prometheus(2);
+        let out = stats.render_prometheus(2, &crate::bus::BusStats::default());
         assert!(out.contains("\naether_commands_total 3\n"), "{out}");
         assert!(out.contains("\naether_live_actors 2\n"), "{out}");
-        assert_eq!(out.matches("# TYPE").count(), 10, "{out}");
+        assert_eq!(out.matches("# TYPE").count(), 13, "{out}");
     }
 }

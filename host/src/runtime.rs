@@ -10,6 +10,7 @@
 //! latest snapshot and the events after it, transparently.
 
 use crate::actor::{Actor, ActorConfig, ActorError, Command, CommandOutcome, Env};
+use crate::bus::{Bus, BusConfig};
 pub use crate::metrics::Stats;
 use crate::model::DomainModel;
 use crate::store::{ActorId, EventStore, RecordedEvent};
@@ -59,6 +60,7 @@ pub struct Runtime {
 #[derive(Debug)]
 struct Inner {
     component: DomainComponent,
+    bus: Bus,
     store: Arc<dyn EventStore>,
     config: RuntimeConfig,
     actors: Mutex<LruCache<ActorId, Arc<Cell>>>,
@@ -80,8 +82,16 @@ impl Runtime {
     /// Hosts `component`'s actors on `store`. Must be called within a Tokio
     /// runtime: it starts the passivation sweeper.
     pub fn new(component: DomainComponent, store: Arc<dyn EventStore>, config: RuntimeConfig) -> Self {
+        let bus = Bus::local(&component.model().name, &BusConfig::default());
+        Self::with_bus(component, store, config, bus)
+    }
+
+    /// As [`new`](Self::new), publishing stored events on `bus` (e.g. one
+    /// that reaches NATS).
+    pub fn with_bus(component: DomainComponent, store: Arc<dyn EventStore>, config: RuntimeConfig, bus: Bus) -> Self {
         let inner = Arc::new(Inner {
             component,
+            bus,
             store,
             actors: Mutex::new(LruCache::unbounded()),
             config,
@@ -107,6 +117,16 @@ impl Runtime {
 
     pub fn stats(&self) -> &Stats {
         &self.inner.stats
+    }
+
+    /// Where stored events are published; subscribe here in process.
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
+    }
+
+    /// Every figure in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        self.inner.stats.render_prometheus(self.live_actors(), self.inner.bus.stats())
     }
 
     /// Actors with a live VM or waiting for one.
@@ -159,7 +179,12 @@ impl Runtime {
         let started = Instant::now();
         let outcome = {
             let mut slot = self.lock(&command.actor).await;
-            slot.actor.execute(self.env(), model, &command).await
+            let outcome = slot.actor.execute(self.env(), model, &command).await;
+            // Under the actor's lock, so an actor's events reach the bus in order.
+            if let Ok(CommandOutcome::Accepted { events, duplicate: false, .. }) = &outcome {
+                self.inner.bus.publish(&command.actor, events);
+            }
+            outcome
         };
         match &outcome {
             Ok(CommandOutcome::Accepted { version, .. }) => {

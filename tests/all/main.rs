@@ -4,7 +4,9 @@
 
 mod api;
 mod faults;
+mod jetstream;
 mod loading;
+mod nats_api;
 mod runtime;
 mod sandbox;
 mod support;

@@ -16,10 +16,13 @@
 //! - [`error`]: statuses and error bodies.
 //! - [`json`]: JSON ↔ MessagePack.
 //! - [`client`]: [`HttpClient`], what the CLI uses to talk to a host.
+//! - [`nats`]: the same commands as NATS request/reply, and [`NatsClient`](nats::NatsClient).
 
 pub mod client;
+mod command;
 pub mod error;
 pub mod json;
+pub mod nats;
 mod routes;
 
 pub use client::{ClientError, HttpClient};

@@ -2,7 +2,6 @@
 
 use super::error::ApiError;
 use super::json;
-use crate::actor::CommandOutcome;
 use crate::runtime::{CommandRequest, Runtime};
 use crate::store::RecordedEvent;
 use axum::Json;
@@ -57,18 +56,7 @@ pub(super) async fn send_command(
         correlation_id: id_header(&headers, CORRELATION_ID)?,
         causation_id: id_header(&headers, CAUSATION_ID)?,
     };
-    let runtime = app.runtime.clone();
-    let outcome = app.commands.spawn(async move { runtime.execute(request).await }).await.map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "fault", format!("the command task failed: {e}"))
-    })??;
-    match outcome {
-        CommandOutcome::Accepted { version, events, duplicate } => {
-            let command_id = events.first().map(|e| e.provenance.command_id.clone());
-            let events: Vec<Value> = events.iter().map(|e| event_json(e, false)).collect::<Result<_, _>>()?;
-            Ok(Json(json!({ "version": version, "events": events, "duplicate": duplicate, "command_id": command_id })))
-        }
-        CommandOutcome::Rejected { code, message } => Err(ApiError::rejected(code, message)),
-    }
+    super::command::execute(&app.runtime, &app.commands, request).await.map(Json)
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,7 +125,7 @@ pub(super) async fn health(State(app): State<App>) -> Json<Value> {
 
 /// `GET /metrics`: Prometheus text.
 pub(super) async fn metrics(State(app): State<App>) -> impl IntoResponse {
-    let body = app.runtime.stats().render_prometheus(app.runtime.live_actors());
+    let body = app.runtime.render_metrics();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 
@@ -151,7 +139,7 @@ pub(super) async fn not_found() -> ApiError {
     )
 }
 
-fn event_json(event: &RecordedEvent, with_provenance: bool) -> Result<Value, ApiError> {
+pub(super) fn event_json(event: &RecordedEvent, with_provenance: bool) -> Result<Value, ApiError> {
     let payload = json::from_msgpack(&event.payload).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

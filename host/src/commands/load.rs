@@ -1,19 +1,27 @@
 //! `aether-host load <model.wasm>`: host a model on one machine until Ctrl-C.
 
+use super::nats_args::NatsArgs;
+use aether_host::api::nats::NatsApiConfig;
 use aether_host::api::{self, ApiConfig};
-use aether_host::store::{EmbeddedStore, MemoryStore};
+use aether_host::bus::nats::Subjects;
+use aether_host::bus::{Bus, BusConfig};
+use aether_host::store::{EmbeddedStore, JetStreamEventStore, MemoryStore};
 use aether_host::{ActorConfig, AetherEngine, DomainComponent, EngineConfig, EventStore, Runtime, RuntimeConfig};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// Hosts a model: validates the component, prints its EventStorming model,
 /// and serves the HTTP API until Ctrl-C (or SIGTERM).
 ///
 /// Events go to an embedded, crash-safe file store under `--data`; an
-/// answered command is on disk. On Ctrl-C the host stops accepting requests,
-/// lets commands in flight finish, flushes the store and exits.
+/// answered command is on disk. With `--nats URL` they go to NATS JetStream
+/// instead, every stored event is published on the NATS bus, and commands
+/// are served over NATS request/reply too (several hosts may share one
+/// JetStream). On Ctrl-C the host stops accepting requests, lets commands in
+/// flight finish, flushes the store and exits.
 ///
 /// Talk to it with `aether-host send|state|events|model`, or with curl:
 ///
@@ -27,8 +35,10 @@ pub struct LoadCommand {
     #[arg(long, env = "AETHER_DATA", default_value = "aether-data")]
     data: PathBuf,
     /// Keep events in memory only; they are gone when the host stops.
-    #[arg(long, conflicts_with = "data")]
+    #[arg(long, conflicts_with_all = ["data", "nats"])]
     memory: bool,
+    #[command(flatten)]
+    nats: NatsArgs,
     /// Address to serve the HTTP API on; port 0 picks a free one.
     #[arg(long, env = "AETHER_LISTEN", default_value = "127.0.0.1:7070")]
     listen: String,
@@ -41,6 +51,10 @@ pub struct LoadCommand {
     /// Seconds an actor may stay unused before it is passivated.
     #[arg(long, default_value_t = RuntimeConfig::default().idle_timeout.as_secs())]
     idle_timeout_s: u64,
+    /// Times a command is decided again after meeting another writer's events
+    /// before it is answered `409`.
+    #[arg(long, default_value_t = ActorConfig::default().conflict_retries)]
+    conflict_retries: u32,
     /// Snapshot an actor every this many events (0: never).
     #[arg(long, default_value_t = ActorConfig::default().snapshot_every)]
     snapshot_every: u64,
@@ -70,8 +84,19 @@ impl LoadCommand {
         println!("{}\nsha-256 {}", self.model.display(), component.hash());
         print!("{}", component.model());
 
+        let domain = component.model().name.clone();
+        let mut nats = None;
         // The embedded store is kept by type too, to be closed (flushed) on exit.
-        let (store, embedded): (Arc<dyn EventStore>, _) = if self.memory {
+        let (store, embedded): (Arc<dyn EventStore>, _) = if let Some(url) = &self.nats.nats {
+            let client = self.nats.connect(url).await?;
+            let store = JetStreamEventStore::connect(client.clone(), &domain, self.nats.store_config())
+                .await
+                .context("cannot open the JetStream event store")?;
+            let ns = self.nats.namespace.as_deref().map(|ns| format!(", namespace {ns}")).unwrap_or_default();
+            println!("event store: JetStream at {url}{ns}");
+            nats = Some(client);
+            (Arc::new(store), None)
+        } else if self.memory {
             println!("event store: in memory (lost on exit)");
             (Arc::new(MemoryStore::new()), None)
         } else {
@@ -79,19 +104,49 @@ impl LoadCommand {
             println!("event store: embedded, at {}", self.data.display());
             (store.clone(), Some(store))
         };
+        let subjects = Subjects::new(self.nats.namespace.as_deref());
+        let bus = match &nats {
+            Some(client) => Bus::with_nats(&domain, &BusConfig::default(), client.clone(), subjects.clone()),
+            None => Bus::local(&domain, &BusConfig::default()),
+        };
         let config = RuntimeConfig {
-            actor: ActorConfig { snapshot_every: self.snapshot_every, ..ActorConfig::default() },
+            actor: ActorConfig {
+                snapshot_every: self.snapshot_every,
+                conflict_retries: self.conflict_retries,
+                ..ActorConfig::default()
+            },
             max_live_actors,
             idle_timeout: Duration::from_secs(self.idle_timeout_s.max(1)),
         };
-        let runtime = Runtime::new(component, store.clone(), config);
+        let runtime = Runtime::with_bus(component, store.clone(), config, bus);
 
         let listener = tokio::net::TcpListener::bind(&self.listen)
             .await
             .with_context(|| format!("cannot listen on {}", self.listen))?;
+        let stop = CancellationToken::new();
+        tokio::spawn(shutdown_signal(stop.clone()));
+        let nats_api = nats.clone().map(|client| {
+            let (runtime, stop, subjects) = (runtime.clone(), stop.clone(), subjects.clone());
+            let config = NatsApiConfig { max_body_bytes: self.max_body_bytes, ..NatsApiConfig::default() };
+            tokio::spawn(
+                async move { api::nats::serve(client, subjects, runtime, config, stop.cancelled_owned()).await },
+            )
+        });
         println!("listening on http://{}", listener.local_addr()?);
+        if nats.is_some() {
+            println!("commands over NATS on {}", subjects.commands(&domain, "<aggregate>"));
+        }
         let api = ApiConfig { max_body_bytes: self.max_body_bytes, ..ApiConfig::default() };
-        api::serve(listener, runtime.clone(), api, shutdown_signal()).await.context("the HTTP server failed")?;
+        let http = api::serve(listener, runtime.clone(), api, stop.clone().cancelled_owned()).await;
+        stop.cancel();
+        if let Some(nats_api) = nats_api {
+            nats_api.await.context("the NATS command API failed")?.context("the NATS command API failed")?;
+        }
+        http.context("the HTTP server failed")?;
+        if let Some(client) = nats {
+            // Publishes and replies still buffered go out before the exit.
+            let _ = client.flush().await;
+        }
 
         eprintln!("aether-host: commands finished; flushing the event store");
         drop((runtime, store));
@@ -124,27 +179,26 @@ async fn compile(engine: &Arc<AetherEngine>, path: &std::path::Path) -> anyhow::
     compiled.context("the compile task failed")?.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-/// Completes on Ctrl-C (SIGINT) or SIGTERM. A second one exits at once.
-async fn shutdown_signal() {
+/// Cancels `stop` on Ctrl-C (SIGINT) or SIGTERM. A second one exits at once.
+async fn shutdown_signal(stop: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
     else {
-        // No signal handling (should not happen on Unix): run until killed.
-        return std::future::pending().await;
+        tracing::warn!("cannot handle signals; the host stops only when killed");
+        return;
     };
     tokio::select! {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
     eprintln!("aether-host: shutting down; finishing commands in flight (Ctrl-C again to quit at once)");
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-        eprintln!("aether-host: stopped without waiting; answered commands are on disk");
-        std::process::exit(130);
-    });
+    stop.cancel();
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    eprintln!("aether-host: stopped without waiting; answered commands are durable");
+    std::process::exit(130);
 }
 
 /// Flushes and closes the embedded store once the runtime has let go of it.

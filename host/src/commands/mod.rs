@@ -4,6 +4,7 @@ pub mod check;
 pub mod events;
 pub mod load;
 pub mod model;
+pub mod nats_args;
 pub mod remote;
 pub mod send;
 pub mod state;

@@ -11,13 +11,16 @@
 //! Layout:
 //! - [`memory`]: the in-memory store for tests and benchmarks.
 //! - [`embedded`]: the crash-safe file store (redb) for one machine.
+//! - [`jetstream`]: NATS JetStream, for hosts that share actors over a cluster.
 //! - [`contract`]: the behaviour every store must show, as reusable checks.
 
 pub mod contract;
 pub mod embedded;
+pub mod jetstream;
 pub mod memory;
 
 pub use embedded::EmbeddedStore;
+pub use jetstream::{JetStreamConfig, JetStreamEventStore};
 pub use memory::MemoryStore;
 
 use async_trait::async_trait;

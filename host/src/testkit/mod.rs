@@ -20,6 +20,8 @@
 //! directory of its own (next to the test binary's), so it never waits on
 //! the lock of the `cargo test` that runs it; Cargo decides what is stale.
 
+pub mod nats;
+
 use crate::actor::{ActorError, CommandOutcome};
 use crate::runtime::{CommandRequest, Runtime, RuntimeConfig};
 use crate::store::{ActorId, AppendRequest, EventStore, MemoryStore, NewEvent, Provenance, RecordedEvent};

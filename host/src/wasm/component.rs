@@ -35,7 +35,8 @@ pub enum LoadError {
     InvalidModel(#[from] ModelError),
 }
 
-/// A loaded domain component.
+/// A loaded domain component. Cloning is cheap and shares the compiled code.
+#[derive(Clone)]
 pub struct DomainComponent {
     engine: Arc<AetherEngine>,
     pre: DomainHostPre<Sandbox>,

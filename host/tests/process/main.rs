@@ -8,4 +8,5 @@
 mod cli;
 mod http;
 mod lifecycle;
+mod nats;
 mod support;

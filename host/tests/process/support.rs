@@ -31,13 +31,18 @@ pub struct Host {
 impl Host {
     /// `aether-host load <bank.wasm> --data <data> --listen 127.0.0.1:0 <extra>`.
     pub fn start(data: &Path, extra: &[&str]) -> Host {
+        let mut args = vec!["--data", data.to_str().expect("a UTF-8 temp path")];
+        args.extend_from_slice(extra);
+        Self::load(&args)
+    }
+
+    /// `aether-host load <bank.wasm> --listen 127.0.0.1:0 <args>`.
+    pub fn load(args: &[&str]) -> Host {
         let mut child = aether_host()
             .arg("load")
             .arg(bank())
-            .arg("--data")
-            .arg(data)
             .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

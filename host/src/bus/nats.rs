@@ -1,0 +1,149 @@
+//! The bus on NATS: subjects, the publisher task, and subscriptions that
+//! count what they missed.
+//!
+//! Every stored event is published (core NATS, no acknowledgement) on
+//! `<root>.bus.<domain>.<aggregate>.<id>` with the [`BusEvent`] envelope as
+//! payload and headers `Aether-Event` (name) and `Aether-Version`.
+//! `<root>` is `aether`, or `aether.ns.<namespace>` for a namespace (tenant),
+//! as for the event store's stream, so tenants never share a subject. Ids are encoded as one subject token
+//! (see [`crate::store::jetstream`]), so filter by domain (`aether.bus.bank.>`),
+//! aggregate (`aether.bus.bank.Account.*`) or actor with [`Subjects::bus_filter`].
+
+use super::{BusEvent, BusStats, Filter};
+use async_nats::HeaderMap;
+use futures_util::StreamExt;
+use lru::LruCache;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::sync::mpsc;
+
+/// The subjects of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    root: String,
+}
+
+impl Subjects {
+    /// `None`: the default namespace, root `aether`.
+    pub fn new(namespace: Option<&str>) -> Self {
+        let root = match namespace {
+            None => "aether".to_owned(),
+            Some(ns) => format!("aether.ns.{}", token(ns)),
+        };
+        Self { root }
+    }
+
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// Where an actor's events are published on the bus.
+    pub fn bus(&self, domain: &str, aggregate: &str, id: &str) -> String {
+        format!("{}.bus.{}.{}.{}", self.root, token(domain), token(aggregate), token(id))
+    }
+
+    /// The subscription subject for a filter (wildcards where it is open).
+    pub fn bus_filter(&self, domain: &str, filter: &Filter) -> String {
+        let aggregate = filter.aggregate.as_deref().map_or("*".to_owned(), token);
+        let id = filter.id.as_deref().map_or("*".to_owned(), token);
+        format!("{}.bus.{}.{aggregate}.{id}", self.root, token(domain))
+    }
+
+    /// Where an aggregate's commands are requested (`*` for all aggregates).
+    pub fn commands(&self, domain: &str, aggregate: &str) -> String {
+        let aggregate = if aggregate == "*" { "*".to_owned() } else { token(aggregate) };
+        format!("{}.cmd.{}.{aggregate}", self.root, token(domain))
+    }
+}
+
+fn token(text: &str) -> String {
+    crate::store::jetstream::subject::encode_token(text)
+}
+
+/// Publishes queued events until the bus is dropped.
+pub(super) async fn publish_all(
+    client: async_nats::Client,
+    subjects: Subjects,
+    mut events: mpsc::Receiver<Arc<BusEvent>>,
+    stats: Arc<BusStats>,
+) {
+    while let Some(event) = events.recv().await {
+        let subject = subjects.bus(&event.domain, &event.aggregate, &event.id);
+        let mut headers = HeaderMap::new();
+        headers.insert("Aether-Event", event.name.as_str());
+        headers.insert("Aether-Version", event.version.to_string().as_str());
+        if let Err(e) = client.publish_with_headers(subject, headers, event.encode().into()).await {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(actor = %event.actor(), version = event.version, cause = %e, "bus event not published");
+        }
+    }
+}
+
+/// A subscription to the bus over NATS.
+///
+/// Core NATS drops messages for a subscriber that cannot keep up rather than
+/// slow the publisher. This subscription notices: it tracks each actor's
+/// last version and counts a jump as dropped events, and counts messages
+/// that are not bus events as undecodable. Nothing is lost silently.
+#[derive(Debug)]
+pub struct NatsSubscription {
+    messages: async_nats::Subscriber,
+    last_versions: LruCache<(String, String), u64>,
+    dropped: u64,
+    undecodable: u64,
+}
+
+impl NatsSubscription {
+    /// Subscribes to `domain`'s events matching `filter`, from now on.
+    ///
+    /// # Errors
+    ///
+    /// If NATS refuses the subscription.
+    pub async fn subscribe(
+        client: &async_nats::Client,
+        subjects: &Subjects,
+        domain: &str,
+        filter: &Filter,
+    ) -> Result<Self, async_nats::SubscribeError> {
+        let messages = client.subscribe(subjects.bus_filter(domain, filter)).await?;
+        let actors = NonZeroUsize::new(100_000).expect("non-zero");
+        Ok(Self { messages, last_versions: LruCache::new(actors), dropped: 0, undecodable: 0 })
+    }
+
+    /// The next event; `None` when the subscription ends.
+    pub async fn recv(&mut self) -> Option<BusEvent> {
+        loop {
+            let message = self.messages.next().await?;
+            let event = match BusEvent::decode(&message.payload) {
+                Ok(event) => event,
+                Err(e) => {
+                    self.undecodable += 1;
+                    tracing::warn!(subject = %message.subject, cause = %e, "undecodable bus message");
+                    continue;
+                }
+            };
+            let key = (event.aggregate.clone(), event.id.clone());
+            match self.last_versions.get_mut(&key) {
+                Some(last) if event.version > *last => {
+                    self.dropped += event.version - *last - 1;
+                    *last = event.version;
+                }
+                // Two hosts' publications may interleave: an older version is no gap.
+                Some(_) => {}
+                None => _ = self.last_versions.put(key, event.version),
+            }
+            return Some(event);
+        }
+    }
+
+    /// Events missed, as counted from version gaps of actors seen before.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Messages on the subjects that were not bus events.
+    pub fn undecodable(&self) -> u64 {
+        self.undecodable
+    }
+}

@@ -1,0 +1,285 @@
+//! The stored format: one message per command, one key-value entry per
+//! actor's snapshot.
+//!
+//! A command's message carries its versions and command id in headers, so
+//! a reader can place a message (or skip it, or find a command) without
+//! decoding the payload:
+//!
+//! | header | value |
+//! |---|---|
+//! | `Aether-First-Version`, `Aether-Last-Version` | the versions the command's events occupy, decimal |
+//! | `Aether-Command-Id` | the command id, as a [subject token](super::subject) (header values cannot hold every string) |
+//! | `Aether-Component-Hash` | the component that decided the events, as a token |
+//! | `Nats-Msg-Id`, `Nats-Expected-Last-Subject-Sequence` | set by the store for de-duplication and concurrency |
+//!
+//! The payload is binary: a format byte (1), the provenance (command id,
+//! correlation id, causation id, timestamp, component hash), the number of
+//! events, then each event's name and MessagePack payload. Strings and blobs
+//! are a `u32` length and the bytes; integers are little-endian. Rather than
+//! MessagePack for the envelope: rmp-serde writes a `Vec<u8>` as an array of
+//! integers, and the payloads already are MessagePack.
+//!
+//! A snapshot entry is a format byte (1), the snapshot's version, the stream
+//! position replay may start from (see [`Mark`]), the component hash, and the
+//! state to the end.
+//!
+//! Decoders return a message for `StoreError::Corrupt`; they never panic on
+//! malformed bytes.
+
+use super::cache::Mark;
+use super::subject;
+use crate::store::{NewEvent, Provenance, RecordedEvent, Snapshot};
+use async_nats::HeaderMap;
+use std::sync::Arc;
+
+const FORMAT: u8 = 1;
+
+pub(super) const FIRST_VERSION: &str = "Aether-First-Version";
+pub(super) const LAST_VERSION: &str = "Aether-Last-Version";
+pub(super) const COMMAND_ID: &str = "Aether-Command-Id";
+pub(super) const COMPONENT_HASH: &str = "Aether-Component-Hash";
+
+/// What the headers of a command's message say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct CommandHeaders {
+    pub first_version: u64,
+    pub last_version: u64,
+    pub command_id: String,
+}
+
+/// The Aether headers of a command's message.
+pub(super) fn headers(first_version: u64, last_version: u64, provenance: &Provenance) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(FIRST_VERSION, first_version.to_string().as_str());
+    headers.insert(LAST_VERSION, last_version.to_string().as_str());
+    headers.insert(COMMAND_ID, subject::encode_token(&provenance.command_id).as_str());
+    headers.insert(COMPONENT_HASH, subject::encode_token(&provenance.component_hash).as_str());
+    headers
+}
+
+/// Reads the headers of a command's message.
+pub(super) fn command_headers(headers: Option<&HeaderMap>) -> Result<CommandHeaders, String> {
+    let headers = headers.ok_or("the message has no headers; it was not written by Aether")?;
+    let get =
+        |name: &str| headers.get(name).map(|v| v.as_str()).ok_or_else(|| format!("the message has no {name} header"));
+    let version = |name: &str| {
+        let value = get(name)?;
+        value.parse::<u64>().map_err(|_| format!("{name} header {value:?} is not a version"))
+    };
+    let (first_version, last_version) = (version(FIRST_VERSION)?, version(LAST_VERSION)?);
+    if first_version == 0 || last_version < first_version {
+        return Err(format!("versions {first_version}..={last_version} in the headers are not a range"));
+    }
+    let token = get(COMMAND_ID)?;
+    let command_id =
+        subject::decode_token(token).ok_or_else(|| format!("{COMMAND_ID} header {token:?} does not decode"))?;
+    Ok(CommandHeaders { first_version, last_version, command_id })
+}
+
+/// The payload of a command's message.
+pub(super) fn encode_events(provenance: &Provenance, events: &[NewEvent]) -> Vec<u8> {
+    let size: usize = events.iter().map(|e| 8 + e.name.len() + e.payload.len()).sum();
+    let mut e = Encoder::new(64 + provenance.command_id.len() * 3 + size);
+    e.provenance(provenance);
+    e.u32(events.len() as u32);
+    for event in events {
+        e.bytes(event.name.as_bytes());
+        e.bytes(&event.payload);
+    }
+    e.0
+}
+
+/// Decodes a command's message whose headers said `headers`.
+pub(super) fn decode_events(headers: &CommandHeaders, payload: &[u8]) -> Result<Vec<RecordedEvent>, String> {
+    let mut d = Decoder::new(payload)?;
+    let provenance = d.provenance()?;
+    if provenance.command_id != headers.command_id {
+        return Err(format!(
+            "the payload is of command {:?} but the headers say {:?}",
+            provenance.command_id, headers.command_id
+        ));
+    }
+    let count = u64::from(d.u32("event count")?);
+    if count != headers.last_version - headers.first_version + 1 {
+        return Err(format!(
+            "{count} events in the payload, versions {}..={} in the headers",
+            headers.first_version, headers.last_version
+        ));
+    }
+    let provenance = Arc::new(provenance);
+    let mut events = Vec::with_capacity(count as usize);
+    for version in headers.first_version..=headers.last_version {
+        let name = d.string("event name")?;
+        let payload = d.bytes("event payload")?.to_vec();
+        events.push(RecordedEvent { version, name, payload, provenance: provenance.clone() });
+    }
+    d.end()?;
+    Ok(events)
+}
+
+/// A snapshot entry. `start` is where replay after it may begin.
+pub(super) fn encode_snapshot(snapshot: &Snapshot, start: Mark) -> Vec<u8> {
+    let mut e = Encoder::new(40 + snapshot.component_hash.len() + snapshot.state.len());
+    e.u64(snapshot.version);
+    e.u64(start.version);
+    e.u64(start.seq);
+    e.bytes(snapshot.component_hash.as_bytes());
+    e.0.extend_from_slice(&snapshot.state);
+    e.0
+}
+
+/// The snapshot's version alone, to compare without copying the state.
+pub(super) fn snapshot_version(bytes: &[u8]) -> Result<u64, String> {
+    Decoder::new(bytes)?.u64("snapshot version")
+}
+
+pub(super) fn decode_snapshot(bytes: &[u8]) -> Result<(Snapshot, Mark), String> {
+    let mut d = Decoder::new(bytes)?;
+    let version = d.u64("snapshot version")?;
+    let start = Mark { version: d.u64("replay start version")?, seq: d.u64("replay start sequence")? };
+    if start.version > version {
+        return Err(format!("replay start at version {} is past the snapshot's {version}", start.version));
+    }
+    let component_hash = d.string("component hash")?;
+    Ok((Snapshot { version, component_hash, state: d.0.to_vec() }, start))
+}
+
+struct Encoder(Vec<u8>);
+
+impl Encoder {
+    fn new(capacity: usize) -> Self {
+        let mut bytes = Vec::with_capacity(capacity + 1);
+        bytes.push(FORMAT);
+        Self(bytes)
+    }
+    fn u32(&mut self, n: u32) {
+        self.0.extend_from_slice(&n.to_le_bytes());
+    }
+    fn u64(&mut self, n: u64) {
+        self.0.extend_from_slice(&n.to_le_bytes());
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        // Messages are far below 4 GiB: the server caps them at `max_payload`.
+        self.u32(b.len() as u32);
+        self.0.extend_from_slice(b);
+    }
+    fn provenance(&mut self, p: &Provenance) {
+        self.bytes(p.command_id.as_bytes());
+        self.bytes(p.correlation_id.as_bytes());
+        self.bytes(p.causation_id.as_bytes());
+        self.u64(p.timestamp_ms);
+        self.bytes(p.component_hash.as_bytes());
+    }
+}
+
+struct Decoder<'a>(&'a [u8]);
+
+impl<'a> Decoder<'a> {
+    fn new(bytes: &'a [u8]) -> Result<Self, String> {
+        match bytes.split_first() {
+            Some((&FORMAT, rest)) => Ok(Self(rest)),
+            Some((format, _)) => Err(format!("unknown format {format:#04x}")),
+            None => Err("empty payload".into()),
+        }
+    }
+    fn array<const N: usize>(&mut self, field: &str) -> Result<[u8; N], String> {
+        let (head, rest) = self.0.split_first_chunk::<N>().ok_or_else(|| format!("payload ends inside {field}"))?;
+        self.0 = rest;
+        Ok(*head)
+    }
+    fn u32(&mut self, field: &str) -> Result<u32, String> {
+        self.array(field).map(u32::from_le_bytes)
+    }
+    fn u64(&mut self, field: &str) -> Result<u64, String> {
+        self.array(field).map(u64::from_le_bytes)
+    }
+    fn bytes(&mut self, field: &str) -> Result<&'a [u8], String> {
+        let len = self.u32(field)? as usize;
+        if self.0.len() < len {
+            return Err(format!("payload ends inside {field}"));
+        }
+        let (head, rest) = self.0.split_at(len);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn string(&mut self, field: &str) -> Result<String, String> {
+        String::from_utf8(self.bytes(field)?.to_vec()).map_err(|_| format!("{field} is not UTF-8"))
+    }
+    fn provenance(&mut self) -> Result<Provenance, String> {
+        Ok(Provenance {
+            command_id: self.string("command id")?,
+            correlation_id: self.string("correlation id")?,
+            causation_id: self.string("causation id")?,
+            timestamp_ms: self.u64("timestamp")?,
+            component_hash: self.string("component hash")?,
+        })
+    }
+    fn end(self) -> Result<(), String> {
+        if self.0.is_empty() { Ok(()) } else { Err(format!("{} unexpected trailing bytes", self.0.len())) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provenance() -> Provenance {
+        Provenance {
+            command_id: "cmd.1 ü\r\n".into(),
+            correlation_id: "corr".into(),
+            causation_id: "cause".into(),
+            timestamp_ms: 1_700_000_000_000,
+            component_hash: "ab".repeat(32),
+        }
+    }
+
+    #[test]
+    fn a_command_round_trips_through_headers_and_payload() {
+        let events = vec![
+            NewEvent { name: "Opened".into(), payload: vec![0x81, 0xa1, b'n', 1] },
+            NewEvent { name: "Deposited".into(), payload: vec![] },
+        ];
+        let headers = command_headers(Some(&headers(4, 5, &provenance()))).unwrap();
+        assert_eq!(headers, CommandHeaders { first_version: 4, last_version: 5, command_id: "cmd.1 ü\r\n".into() });
+        let decoded = decode_events(&headers, &encode_events(&provenance(), &events)).unwrap();
+        assert_eq!(decoded.iter().map(|e| e.version).collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(decoded[0].payload, events[0].payload);
+        assert_eq!(decoded[1].name, "Deposited");
+        assert_eq!(*decoded[1].provenance, provenance());
+    }
+
+    #[test]
+    fn malformed_messages_are_errors_not_panics() {
+        let events = [NewEvent { name: "E".into(), payload: vec![1, 2, 3] }];
+        let good = encode_events(&provenance(), &events);
+        let headers = command_headers(Some(&headers(1, 1, &provenance()))).unwrap();
+        for cut in 0..good.len() {
+            assert!(decode_events(&headers, &good[..cut]).is_err(), "a payload cut at {cut} must not decode");
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(decode_events(&headers, &trailing).is_err());
+        let two = CommandHeaders { last_version: 2, ..headers.clone() };
+        assert!(decode_events(&two, &good).unwrap_err().contains("1 events"));
+        let other = CommandHeaders { command_id: "other".into(), ..headers };
+        assert!(decode_events(&other, &good).is_err());
+
+        assert!(command_headers(None).is_err());
+        let mut bad = HeaderMap::new();
+        bad.insert(FIRST_VERSION, "2");
+        bad.insert(LAST_VERSION, "1");
+        bad.insert(COMMAND_ID, "c");
+        assert!(command_headers(Some(&bad)).unwrap_err().contains("not a range"));
+    }
+
+    #[test]
+    fn a_snapshot_keeps_its_replay_start() {
+        let snapshot = Snapshot { version: 9, component_hash: "cd".into(), state: vec![7; 100] };
+        let start = Mark { version: 8, seq: 1234 };
+        let bytes = encode_snapshot(&snapshot, start);
+        assert_eq!(snapshot_version(&bytes).unwrap(), 9);
+        assert_eq!(decode_snapshot(&bytes).unwrap(), (snapshot, start));
+        assert!(decode_snapshot(&bytes[..20]).is_err());
+        assert!(decode_snapshot(b"garbage").is_err());
+    }
+}

@@ -1,0 +1,155 @@
+//! `aether-host load --nats`: hosts on one JetStream, as separate processes.
+
+use super::support::{Host, Http};
+use aether_host::testkit::nats::NatsServer;
+use serde_json::json;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_on_one_jetstream_append_to_one_actor_without_losing_or_doubling_a_version() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let hosts = [Host::load(&["--nats", &url]), Host::load(&["--nats", &url])];
+    let http: Vec<Http> = hosts.iter().map(Http::new).collect();
+    assert!(hosts[0].stdout().contains("event store: JetStream at"), "{}", hosts[0].stdout());
+    assert_eq!(http[0].post("/actors/Account/shared/commands/Open", r#"{"owner": "both"}"#, &[]).await.status, 200);
+
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let (base, key) = (hosts[i % 2].url.clone(), format!("dep-{i}"));
+        tasks.push(tokio::spawn(async move {
+            let response = reqwest::Client::new()
+                .post(format!("{base}/actors/Account/shared/commands/Deposit"))
+                .header("Idempotency-Key", key)
+                .body(r#"{"amount": 1}"#)
+                .send()
+                .await
+                .unwrap();
+            response.status().as_u16()
+        }));
+    }
+    let mut accepted = HashSet::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            200 => _ = accepted.insert(format!("dep-{i}")),
+            // Retries exhausted under contention: not stored, safe to retry.
+            409 => {}
+            status => panic!("deposit {i} answered {status}"),
+        }
+    }
+    assert!(accepted.len() >= 55, "conflicts are resolved by retries almost always ({} of 60)", accepted.len());
+    let n = accepted.len() as u64;
+    // Both hosts see the final state.
+    for http in &http {
+        let state = http.get("/actors/Account/shared").await;
+        assert_eq!((state.body["version"].clone(), state.body["state"]["balance"].clone()), (json!(n + 1), json!(n)));
+    }
+    let events = http[1].get("/actors/Account/shared/events?from=2").await;
+    let events = events.body["events"].as_array().unwrap();
+    let versions: Vec<u64> = events.iter().map(|e| e["version"].as_u64().unwrap()).collect();
+    assert_eq!(versions, (2..=n + 1).collect::<Vec<_>>(), "no version lost or written twice");
+    let keys: HashSet<String> =
+        events.iter().map(|e| e["provenance"]["command_id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(keys, accepted, "exactly the accepted commands are stored, each once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_retries_cannot_resolve_answers_409() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let a = Host::load(&["--nats", &url, "--conflict-retries", "0"]);
+    let b = Host::load(&["--nats", &url]);
+    let (a, b) = (Http::new(&a), Http::new(&b));
+    assert_eq!(a.post("/actors/Account/c/commands/Open", r#"{"owner": "c"}"#, &[]).await.status, 200);
+    // `b` appends behind the back of `a`'s live actor, which still holds version 1.
+    assert_eq!(b.post("/actors/Account/c/commands/Deposit", r#"{"amount": 2}"#, &[]).await.status, 200);
+    let conflict = a.post("/actors/Account/c/commands/Deposit", r#"{"amount": 1}"#, &[]).await;
+    assert_eq!((conflict.status, conflict.body["error"].clone()), (409, json!("conflict")));
+    assert!(conflict.body["message"].as_str().unwrap().contains("expected version 1, store at 2"), "{}", conflict.body);
+    // The actor caught up: the caller's retry goes through.
+    let retry = a.post("/actors/Account/c/commands/Deposit", r#"{"amount": 1}"#, &[]).await;
+    assert_eq!((retry.status, retry.body["version"].clone()), (200, json!(3)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_fail_clearly_while_nats_is_down_and_work_again_after() {
+    let mut server = NatsServer::start();
+    let host = Host::load(&["--nats", &server.url()]);
+    let http = Http::new(&host);
+    assert_eq!(http.post("/actors/Account/o/commands/Open", r#"{"owner": "o"}"#, &[]).await.status, 200);
+
+    server.stop();
+    let started = Instant::now();
+    let down =
+        http.post("/actors/Account/o/commands/Deposit", r#"{"amount": 1}"#, &[("Idempotency-Key", "during")]).await;
+    assert_eq!((down.status, down.body["error"].clone()), (503, json!("unavailable")), "{}", down.body);
+    assert!(started.elapsed() < Duration::from_secs(20), "failed fast enough: {:?}", started.elapsed());
+
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let up = loop {
+        let answer =
+            http.post("/actors/Account/o/commands/Deposit", r#"{"amount": 1}"#, &[("Idempotency-Key", "after")]).await;
+        if answer.status == 200 || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(up.status, 200, "the host reconnected: {}", up.body);
+    let state = http.get("/actors/Account/o").await;
+    let balance = state.body["state"]["balance"].as_u64().unwrap();
+    // The command during the outage may or may not have landed; never twice.
+    assert!(balance == 1 || balance == 2, "{}", state.body);
+}
+
+#[test]
+fn credentials_are_passed_to_nats_and_a_refusal_is_explained() {
+    // A server that demands a user and password.
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = std::process::Command::new(aether_host::testkit::nats::find_binary())
+        .args([
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "--user",
+            "aether",
+            "--pass",
+            "s3cret",
+            "--store_dir",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("nats://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let refused = super::support::aether_host()
+        .args(["load"])
+        .arg(super::support::bank())
+        .args(["--listen", "127.0.0.1:0", "--nats", &url])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains(&format!("aether-host: cannot connect to NATS at {url}")), "{stderr}");
+    assert!(stderr.to_lowercase().contains("authorization"), "{stderr}");
+
+    let host = Host::load(&["--nats", &url, "--nats-user", "aether", "--nats-password", "s3cret"]);
+    let opened = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        Http::new(&host).post("/actors/Account/cred/commands/Open", r#"{"owner": "c"}"#, &[]).await
+    });
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    drop(host);
+    let _ = server.kill();
+    let _ = server.wait();
+}
