@@ -27,6 +27,13 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// An error answer: its body names the kind and the reason.
+    pub(crate) fn from_answer(status: u16, body: Value) -> Self {
+        let kind = body["error"].as_str().unwrap_or("unknown").to_owned();
+        let message = body["message"].as_str().unwrap_or("the host gave no reason").to_owned();
+        Self::Api { status, kind, message, body }
+    }
+
     /// The error kind the host named (`rejected`, `conflict`, …), if it answered.
     pub fn kind(&self) -> Option<&str> {
         match self {
@@ -168,9 +175,7 @@ impl HttpClient {
         if (200..300).contains(&status) {
             return Ok(body);
         }
-        let kind = body["error"].as_str().unwrap_or("unknown").to_owned();
-        let message = body["message"].as_str().unwrap_or("the host gave no reason").to_owned();
-        Err(ClientError::Api { status, kind, message, body })
+        Err(ClientError::from_answer(status, body))
     }
 }
 

@@ -210,8 +210,6 @@ impl NatsClient {
         if status == StatusCode::OK.as_u16() {
             return Ok(body);
         }
-        let kind = body["error"].as_str().unwrap_or("unknown").to_owned();
-        let message = body["message"].as_str().unwrap_or("the host gave no reason").to_owned();
-        Err(ClientError::Api { status, kind, message, body })
+        Err(ClientError::from_answer(status, body))
     }
 }
