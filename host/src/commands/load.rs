@@ -85,25 +85,7 @@ impl LoadCommand {
         print!("{}", component.model());
 
         let domain = component.model().name.clone();
-        let mut nats = None;
-        // The embedded store is kept by type too, to be closed (flushed) on exit.
-        let (store, embedded): (Arc<dyn EventStore>, _) = if let Some(url) = &self.nats.nats {
-            let client = self.nats.connect(url).await?;
-            let store = JetStreamEventStore::connect(client.clone(), &domain, self.nats.store_config())
-                .await
-                .context("cannot open the JetStream event store")?;
-            let ns = self.nats.namespace.as_deref().map(|ns| format!(", namespace {ns}")).unwrap_or_default();
-            println!("event store: JetStream at {url}{ns}");
-            nats = Some(client);
-            (Arc::new(store), None)
-        } else if self.memory {
-            println!("event store: in memory (lost on exit)");
-            (Arc::new(MemoryStore::new()), None)
-        } else {
-            let store = Arc::new(EmbeddedStore::open(&self.data).context("cannot open the event store")?);
-            println!("event store: embedded, at {}", self.data.display());
-            (store.clone(), Some(store))
-        };
+        let Backend { store, embedded, nats } = self.open_store(&domain).await?;
         let subjects = Subjects::new(self.nats.namespace.as_deref());
         let bus = match &nats {
             Some(client) => Bus::with_nats(&domain, &BusConfig::default(), client.clone(), subjects.clone()),
@@ -155,6 +137,36 @@ impl LoadCommand {
         }
         eprintln!("aether-host: stopped");
         Ok(())
+    }
+}
+
+/// Where events go, and the handles shutdown needs.
+struct Backend {
+    store: Arc<dyn EventStore>,
+    /// The embedded store by type too, to be closed (flushed) on exit.
+    embedded: Option<Arc<EmbeddedStore>>,
+    /// The NATS connection, with `--nats`.
+    nats: Option<async_nats::Client>,
+}
+
+impl LoadCommand {
+    async fn open_store(&self, domain: &str) -> anyhow::Result<Backend> {
+        if let Some(url) = &self.nats.nats {
+            let client = self.nats.connect(url).await?;
+            let store = JetStreamEventStore::connect(client.clone(), domain, self.nats.store_config())
+                .await
+                .context("cannot open the JetStream event store")?;
+            let ns = self.nats.namespace.as_deref().map(|ns| format!(", namespace {ns}")).unwrap_or_default();
+            println!("event store: JetStream at {url}{ns}");
+            return Ok(Backend { store: Arc::new(store), embedded: None, nats: Some(client) });
+        }
+        if self.memory {
+            println!("event store: in memory (lost on exit)");
+            return Ok(Backend { store: Arc::new(MemoryStore::new()), embedded: None, nats: None });
+        }
+        let store = Arc::new(EmbeddedStore::open(&self.data).context("cannot open the event store")?);
+        println!("event store: embedded, at {}", self.data.display());
+        Ok(Backend { store: store.clone(), embedded: Some(store), nats: None })
     }
 }
 
