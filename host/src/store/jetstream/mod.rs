@@ -113,7 +113,7 @@ use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv;
 use async_nats::jetstream::publish::PublishAck;
-use async_nats::jetstream::stream::{self, LastRawMessageErrorKind, StorageType};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::{Client, HeaderMap, HeaderValue};
 use async_trait::async_trait;
 use cache::{Head, Mark, Positions};
