@@ -67,7 +67,27 @@ pub fn join<T: DeserializeOwned>(name: &str, payload: &[u8]) -> Result<T, String
             rmp::encode::write_str(&mut buf, name).map_err(|e| e.to_string())?;
             rmp_serde::from_slice(&buf).map_err(|e| format!("`{name}`: {e}"))
         }
-        Err(e) => Err(format!("`{name}`: {e}")),
+        Err(e) => Err(format!("`{name}`: {}", explain::<T>(name, payload).unwrap_or_else(|| e.to_string()))),
+    }
+}
+
+/// Why a payload does not fit, in the terms of its fields, e.g.
+/// `amount: invalid type: string "lots", expected u64`. MessagePack's own
+/// error names only the wire marker it did not expect. Only on the failure
+/// path: the payload is decoded again through JSON values for serde's words
+/// and the field's path. `None` if the payload is not plain data.
+fn explain<T: DeserializeOwned>(name: &str, payload: &[u8]) -> Option<String> {
+    let value: serde_json::Value = rmp_serde::from_slice(payload).ok()?;
+    let tagged = serde_json::Value::Object([(name.to_owned(), value)].into_iter().collect());
+    match serde_path_to_error::deserialize::<_, T>(tagged) {
+        Ok(_) => None,
+        Err(e) => {
+            // The path starts with the variant: the caller names it already.
+            let path = e.path().to_string();
+            let field = path.strip_prefix(name).unwrap_or(&path).trim_matches('.');
+            let cause = e.into_inner();
+            Some(if field.is_empty() || field == "?" { cause.to_string() } else { format!("{field}: {cause}") })
+        }
     }
 }
 
@@ -112,6 +132,17 @@ mod tests {
         let map: std::collections::BTreeMap<String, rmpv_like::Any> = rmp_serde::from_slice(&payload).unwrap();
         assert!(map.contains_key("a") && map.contains_key("b"));
         assert_eq!(split(&E::Unit).unwrap().1, NIL);
+    }
+
+    #[test]
+    fn a_payload_that_does_not_fit_is_explained_by_field() {
+        let payload = rmp_serde::to_vec_named(&serde_json::json!({"a": "lots", "b": "x"})).unwrap();
+        let err = join::<E>("Struct", &payload).unwrap_err();
+        assert_eq!(err, r#"`Struct`: a: invalid type: string "lots", expected u64"#);
+        let payload = rmp_serde::to_vec_named(&serde_json::json!({"a": 1})).unwrap();
+        assert_eq!(join::<E>("Struct", &payload).unwrap_err(), "`Struct`: missing field `b`");
+        let err = join::<E>("Nope", NIL).unwrap_err();
+        assert!(err.starts_with("`Nope`: unknown variant `Nope`"), "{err}");
     }
 
     #[test]
