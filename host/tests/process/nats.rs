@@ -153,3 +153,62 @@ fn credentials_are_passed_to_nats_and_a_refusal_is_explained() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[test]
+fn tls_options_are_passed_to_nats() {
+    // A CA and a server certificate for 127.0.0.1, made for this test.
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    let path = |name: &str| dir.path().join(name);
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(path("server.pem"), server_cert.pem()).unwrap();
+    std::fs::write(path("server.key"), server_key.serialize_pem()).unwrap();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = std::process::Command::new(aether_host::testkit::nats::find_binary())
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "--tls", "--tlscert"])
+        .arg(path("server.pem"))
+        .arg("--tlskey")
+        .arg(path("server.key"))
+        .arg("--store_dir")
+        .arg(path("store"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("tls://127.0.0.1:{port}");
+
+    // Without the CA the server's certificate is not trusted.
+    let refused = super::support::aether_host()
+        .arg("load")
+        .arg(super::support::bank())
+        .args(["--listen", "127.0.0.1:0", "--nats", &url])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains(&format!("aether-host: cannot connect to NATS at {url}")), "{stderr}");
+
+    let ca_path = path("ca.pem");
+    let host = Host::load(&["--nats", &url, "--nats-tls-ca", ca_path.to_str().unwrap(), "--nats-require-tls"]);
+    let opened = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async { Http::new(&host).post("/actors/Account/tls/commands/Open", r#"{"owner": "t"}"#, &[]).await });
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    drop(host);
+    let _ = server.kill();
+    let _ = server.wait();
+}
