@@ -270,7 +270,9 @@ async fn corrupt_data_is_reported_with_its_version_never_skipped() {
     headers.insert("Aether-Command-Id", "bad");
     publish_raw(&server, &broken, headers, b"\x01\x00\x00").await;
     match store.read(&broken, 1, 100).await {
-        Err(StoreError::Corrupt { version: 2, cause, .. }) => assert!(cause.contains("payload"), "{cause}"),
+        Err(StoreError::Corrupt { version: 2, cause, .. }) => {
+            assert!(cause.contains("ends inside command id"), "{cause}")
+        }
         other => panic!("expected corruption at version 2, got {other:?}"),
     }
 

@@ -18,6 +18,7 @@ pub mod contract;
 pub mod embedded;
 pub mod jetstream;
 pub mod memory;
+mod wire;
 
 pub use embedded::EmbeddedStore;
 pub use jetstream::{JetStreamConfig, JetStreamEventStore};

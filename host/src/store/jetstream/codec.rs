@@ -12,12 +12,9 @@
 //! | `Aether-Component-Hash` | the component that decided the events, as a token |
 //! | `Nats-Msg-Id`, `Nats-Expected-Last-Subject-Sequence` | set by the store for de-duplication and concurrency |
 //!
-//! The payload is binary: a format byte (1), the provenance (command id,
-//! correlation id, causation id, timestamp, component hash), the number of
-//! events, then each event's name and MessagePack payload. Strings and blobs
-//! are a `u32` length and the bytes; integers are little-endian. Rather than
-//! MessagePack for the envelope: rmp-serde writes a `Vec<u8>` as an array of
-//! integers, and the payloads already are MessagePack.
+//! The payload is in the [wire](crate::store::wire) layout: the provenance
+//! (command id, correlation id, causation id, timestamp, component hash), the
+//! number of events, then each event's name and MessagePack payload.
 //!
 //! A snapshot entry is a format byte (1), the snapshot's version, the stream
 //! position replay may start from (see [`Mark`]), the component hash, and the
@@ -28,11 +25,10 @@
 
 use super::cache::Mark;
 use super::subject;
+use crate::store::wire::{Decoder, Encoder};
 use crate::store::{NewEvent, Provenance, RecordedEvent, Snapshot};
 use async_nats::HeaderMap;
 use std::sync::Arc;
-
-const FORMAT: u8 = 1;
 
 pub(super) const FIRST_VERSION: &str = "Aether-First-Version";
 pub(super) const LAST_VERSION: &str = "Aether-Last-Version";
@@ -83,10 +79,10 @@ pub(super) fn encode_events(provenance: &Provenance, events: &[NewEvent]) -> Vec
     e.provenance(provenance);
     e.u32(events.len() as u32);
     for event in events {
-        e.bytes(event.name.as_bytes());
+        e.str(&event.name);
         e.bytes(&event.payload);
     }
-    e.0
+    e.finish(&[])
 }
 
 /// Decodes a command's message whose headers said `headers`.
@@ -123,9 +119,8 @@ pub(super) fn encode_snapshot(snapshot: &Snapshot, start: Mark) -> Vec<u8> {
     e.u64(snapshot.version);
     e.u64(start.version);
     e.u64(start.seq);
-    e.bytes(snapshot.component_hash.as_bytes());
-    e.0.extend_from_slice(&snapshot.state);
-    e.0
+    e.str(&snapshot.component_hash);
+    e.finish(&snapshot.state)
 }
 
 /// The snapshot's version alone, to compare without copying the state.
@@ -141,82 +136,7 @@ pub(super) fn decode_snapshot(bytes: &[u8]) -> Result<(Snapshot, Mark), String> 
         return Err(format!("replay start at version {} is past the snapshot's {version}", start.version));
     }
     let component_hash = d.string("component hash")?;
-    Ok((Snapshot { version, component_hash, state: d.0.to_vec() }, start))
-}
-
-struct Encoder(Vec<u8>);
-
-impl Encoder {
-    fn new(capacity: usize) -> Self {
-        let mut bytes = Vec::with_capacity(capacity + 1);
-        bytes.push(FORMAT);
-        Self(bytes)
-    }
-    fn u32(&mut self, n: u32) {
-        self.0.extend_from_slice(&n.to_le_bytes());
-    }
-    fn u64(&mut self, n: u64) {
-        self.0.extend_from_slice(&n.to_le_bytes());
-    }
-    fn bytes(&mut self, b: &[u8]) {
-        // Messages are far below 4 GiB: the server caps them at `max_payload`.
-        self.u32(b.len() as u32);
-        self.0.extend_from_slice(b);
-    }
-    fn provenance(&mut self, p: &Provenance) {
-        self.bytes(p.command_id.as_bytes());
-        self.bytes(p.correlation_id.as_bytes());
-        self.bytes(p.causation_id.as_bytes());
-        self.u64(p.timestamp_ms);
-        self.bytes(p.component_hash.as_bytes());
-    }
-}
-
-struct Decoder<'a>(&'a [u8]);
-
-impl<'a> Decoder<'a> {
-    fn new(bytes: &'a [u8]) -> Result<Self, String> {
-        match bytes.split_first() {
-            Some((&FORMAT, rest)) => Ok(Self(rest)),
-            Some((format, _)) => Err(format!("unknown format {format:#04x}")),
-            None => Err("empty payload".into()),
-        }
-    }
-    fn array<const N: usize>(&mut self, field: &str) -> Result<[u8; N], String> {
-        let (head, rest) = self.0.split_first_chunk::<N>().ok_or_else(|| format!("payload ends inside {field}"))?;
-        self.0 = rest;
-        Ok(*head)
-    }
-    fn u32(&mut self, field: &str) -> Result<u32, String> {
-        self.array(field).map(u32::from_le_bytes)
-    }
-    fn u64(&mut self, field: &str) -> Result<u64, String> {
-        self.array(field).map(u64::from_le_bytes)
-    }
-    fn bytes(&mut self, field: &str) -> Result<&'a [u8], String> {
-        let len = self.u32(field)? as usize;
-        if self.0.len() < len {
-            return Err(format!("payload ends inside {field}"));
-        }
-        let (head, rest) = self.0.split_at(len);
-        self.0 = rest;
-        Ok(head)
-    }
-    fn string(&mut self, field: &str) -> Result<String, String> {
-        String::from_utf8(self.bytes(field)?.to_vec()).map_err(|_| format!("{field} is not UTF-8"))
-    }
-    fn provenance(&mut self) -> Result<Provenance, String> {
-        Ok(Provenance {
-            command_id: self.string("command id")?,
-            correlation_id: self.string("correlation id")?,
-            causation_id: self.string("causation id")?,
-            timestamp_ms: self.u64("timestamp")?,
-            component_hash: self.string("component hash")?,
-        })
-    }
-    fn end(self) -> Result<(), String> {
-        if self.0.is_empty() { Ok(()) } else { Err(format!("{} unexpected trailing bytes", self.0.len())) }
-    }
+    Ok((Snapshot { version, component_hash, state: d.rest().to_vec() }, start))
 }
 
 #[cfg(test)]

@@ -1,0 +1,154 @@
+//! The binary layout the embedded and JetStream stores write: a format byte,
+//! then fields in a fixed order; integers are little-endian, strings and
+//! blobs a `u32` length and the bytes, and a trailing blob (a payload, a
+//! state) may run to the end. Rather than MessagePack for the envelopes:
+//! rmp-serde writes a `Vec<u8>` as an array of integers, and the payloads
+//! inside already are MessagePack.
+//!
+//! Decoders return a message for `StoreError::Corrupt`; they never panic on
+//! malformed bytes.
+
+use super::Provenance;
+
+/// The format byte of every value written today.
+const FORMAT: u8 = 1;
+
+pub(super) struct Encoder(Vec<u8>);
+
+impl Encoder {
+    /// An encoder with room for about `capacity` bytes after the format byte.
+    pub(super) fn new(capacity: usize) -> Self {
+        let mut bytes = Vec::with_capacity(capacity + 1);
+        bytes.push(FORMAT);
+        Self(bytes)
+    }
+
+    pub(super) fn u32(&mut self, n: u32) {
+        self.0.extend_from_slice(&n.to_le_bytes());
+    }
+
+    pub(super) fn u64(&mut self, n: u64) {
+        self.0.extend_from_slice(&n.to_le_bytes());
+    }
+
+    pub(super) fn bytes(&mut self, bytes: &[u8]) {
+        // Values are far below 4 GiB: redb and the NATS server cap them long before.
+        self.u32(bytes.len() as u32);
+        self.0.extend_from_slice(bytes);
+    }
+
+    pub(super) fn str(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+
+    pub(super) fn provenance(&mut self, p: &Provenance) {
+        self.str(&p.command_id);
+        self.str(&p.correlation_id);
+        self.str(&p.causation_id);
+        self.u64(p.timestamp_ms);
+        self.str(&p.component_hash);
+    }
+
+    /// The encoded value, with `rest` appended unprefixed (it runs to the end).
+    pub(super) fn finish(mut self, rest: &[u8]) -> Vec<u8> {
+        self.0.extend_from_slice(rest);
+        self.0
+    }
+}
+
+pub(super) struct Decoder<'a>(&'a [u8]);
+
+impl<'a> Decoder<'a> {
+    /// # Errors
+    ///
+    /// An empty value, or one of an unknown format.
+    pub(super) fn new(bytes: &'a [u8]) -> Result<Self, String> {
+        match bytes.split_first() {
+            Some((&FORMAT, rest)) => Ok(Self(rest)),
+            Some((format, _)) => Err(format!("unknown format {format:#04x}")),
+            None => Err("empty value".into()),
+        }
+    }
+
+    fn array<const N: usize>(&mut self, field: &str) -> Result<[u8; N], String> {
+        let (head, rest) = self.0.split_first_chunk::<N>().ok_or_else(|| format!("value ends inside {field}"))?;
+        self.0 = rest;
+        Ok(*head)
+    }
+
+    pub(super) fn u32(&mut self, field: &str) -> Result<u32, String> {
+        self.array(field).map(u32::from_le_bytes)
+    }
+
+    pub(super) fn u64(&mut self, field: &str) -> Result<u64, String> {
+        self.array(field).map(u64::from_le_bytes)
+    }
+
+    pub(super) fn bytes(&mut self, field: &str) -> Result<&'a [u8], String> {
+        let len = self.u32(field)? as usize;
+        if self.0.len() < len {
+            return Err(format!("value ends inside {field}"));
+        }
+        let (head, rest) = self.0.split_at(len);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    pub(super) fn string(&mut self, field: &str) -> Result<String, String> {
+        String::from_utf8(self.bytes(field)?.to_vec()).map_err(|_| format!("{field} is not UTF-8"))
+    }
+
+    pub(super) fn provenance(&mut self) -> Result<Provenance, String> {
+        Ok(Provenance {
+            command_id: self.string("command id")?,
+            correlation_id: self.string("correlation id")?,
+            causation_id: self.string("causation id")?,
+            timestamp_ms: self.u64("timestamp")?,
+            component_hash: self.string("component hash")?,
+        })
+    }
+
+    /// Whatever is left: the trailing blob.
+    pub(super) fn rest(self) -> &'a [u8] {
+        self.0
+    }
+
+    /// # Errors
+    ///
+    /// If bytes are left over.
+    pub(super) fn end(self) -> Result<(), String> {
+        if self.0.is_empty() { Ok(()) } else { Err(format!("{} unexpected trailing bytes", self.0.len())) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_round_trip_and_every_truncation_is_an_error() {
+        let p = Provenance {
+            command_id: "c ü".into(),
+            correlation_id: "corr".into(),
+            causation_id: "cause".into(),
+            timestamp_ms: 7,
+            component_hash: "ab".into(),
+        };
+        let mut e = Encoder::new(64);
+        e.u64(3);
+        e.provenance(&p);
+        let bytes = e.finish(b"tail");
+        let mut d = Decoder::new(&bytes).unwrap();
+        assert_eq!((d.u64("n").unwrap(), d.provenance().unwrap()), (3, p));
+        assert_eq!(d.rest(), b"tail");
+        for cut in 0..bytes.len() - 4 {
+            let mut d = Decoder::new(&bytes[..cut]).map_err(|_| ());
+            let decoded = d.as_mut().map_err(|_| String::new()).and_then(|d| {
+                d.u64("n")?;
+                d.provenance()
+            });
+            assert!(decoded.is_err(), "cut at {cut}");
+        }
+        assert_eq!(Decoder::new(&[9]).err().unwrap(), "unknown format 0x09");
+    }
+}
