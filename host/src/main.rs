@@ -21,7 +21,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    Load(commands::load::LoadCommand),
+    Load(Box<commands::load::LoadCommand>),
     Send(commands::send::SendCommand),
     State(commands::state::StateCommand),
     Events(commands::events::EventsCommand),
