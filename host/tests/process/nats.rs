@@ -156,22 +156,10 @@ fn credentials_are_passed_to_nats_and_a_refusal_is_explained() {
 
 #[test]
 fn tls_options_are_passed_to_nats() {
-    // A CA and a server certificate for 127.0.0.1, made for this test.
-    let dir = tempfile::tempdir().unwrap();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let server_key = rcgen::KeyPair::generate().unwrap();
-    let server_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .unwrap()
-        .signed_by(&server_key, &ca, &ca_key)
-        .unwrap();
-    let path = |name: &str| dir.path().join(name);
-    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(path("server.pem"), server_cert.pem()).unwrap();
-    std::fs::write(path("server.key"), server_key.serialize_pem()).unwrap();
-
+    // A CA and a server certificate for 127.0.0.1, test-only (see certs/README.md).
+    let certs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/process/certs");
+    let store = tempfile::tempdir().unwrap();
+    let path = |name: &str| certs.join(name);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut server = std::process::Command::new(aether_host::testkit::nats::find_binary())
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "--tls", "--tlscert"])
@@ -179,7 +167,7 @@ fn tls_options_are_passed_to_nats() {
         .arg("--tlskey")
         .arg(path("server.key"))
         .arg("--store_dir")
-        .arg(path("store"))
+        .arg(store.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
