@@ -4,12 +4,12 @@
 //! Layout:
 //! - [`model`]: the EventStorming model a component describes, and its validation.
 //! - [`wasm`]: wasmtime engine, component loading, the deterministic sandbox, guest calls.
-//! - [`store`]: the [`EventStore`](store::EventStore) trait, in-memory and embedded stores.
+//! - [`store`]: the [`EventStore`] trait; in-memory, embedded and JetStream stores.
 //! - [`actor`]: one actor: activation (snapshot + replay), commands, snapshots.
 //! - [`runtime`]: the registry of live actors, routing, passivation.
 //! - [`bus`]: stored events published in process and on NATS.
 //! - [`metrics`]: counters and latency histograms, rendered for Prometheus.
-//! - [`api`]: the HTTP front door (JSON in and out) and its client.
+//! - [`api`]: the front doors, HTTP and NATS (JSON in and out), and their clients.
 //! - [`testkit`]: given/when/then against a real `.wasm` (feature `testkit`, on by default).
 //!
 //! # Cargo features

@@ -3,7 +3,7 @@
 //!
 //! Subject, one per aggregate: `<root>.cmd.<domain>.<aggregate>`, where
 //! `<root>` is `aether` (or the namespace's root, see
-//! [`Subjects`](crate::bus::nats::Subjects)); e.g. `aether.cmd.bank.Account`.
+//! [`Subjects`]); e.g. `aether.cmd.bank.Account`.
 //! Hosts subscribe in the queue group `aether-hosts`, so each request
 //! reaches one host.
 //!
