@@ -11,6 +11,60 @@ use serde::de::DeserializeOwned;
 /// MessagePack `nil`, the payload of a unit variant.
 pub const NIL: &[u8] = &[0xc0];
 
+/// The name of a message whose payload packs a whole batch of events (see
+/// [`pack`]). The host sends `apply` one such message instead of one message
+/// per event to components that declare [`PACKED_EVENTS_CAPABILITY`]: one
+/// copy into the guest and no allocation per event, where a list of messages
+/// costs an allocation and a call into the guest for every name and payload.
+/// It cannot clash with an event: a Rust variant name has no `:`.
+pub const PACKED_EVENTS: &str = "aether:packed-events";
+
+/// How a component declares that it takes [`PACKED_EVENTS`]: listed in the
+/// build metadata of the SDK version its model reports (`0.1.0+packed-events`).
+pub const PACKED_EVENTS_CAPABILITY: &str = "packed-events";
+
+/// Packs events into one payload: for each, the name's length (u32, little
+/// endian), the name, the payload's length (u32, little endian), the payload.
+pub fn pack<'a>(events: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, payload) in events {
+        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// The events of a [`pack`]ed payload, in order: each a name and a payload,
+/// or why the rest cannot be read.
+pub fn unpack(packed: &[u8]) -> impl Iterator<Item = Result<(&str, &[u8]), String>> {
+    let mut rest = packed;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let item = take(&mut rest).and_then(|name| {
+            let name = std::str::from_utf8(name).map_err(|e| format!("packed event name: {e}"))?;
+            Ok((name, take(&mut rest)?))
+        });
+        if item.is_err() {
+            rest = &[];
+        }
+        Some(item)
+    })
+}
+
+/// Takes one length-prefixed field off the front of `rest`.
+fn take<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], String> {
+    let truncated = || "truncated packed events".to_string();
+    let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(truncated)?;
+    let len = u32::from_le_bytes(*len) as usize;
+    let field = tail.get(..len).ok_or_else(truncated)?;
+    *rest = &tail[len..];
+    Ok(field)
+}
+
 /// Serialises a value as MessagePack with field names (maps, not arrays).
 pub fn encode_named<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     // Serialising plain data into a Vec cannot fail; a custom `Serialize` that
@@ -50,16 +104,26 @@ pub fn split<T: Serialize>(value: &T) -> Result<(String, Vec<u8>), String> {
 ///
 /// A message naming the variant and why its payload does not decode.
 pub fn join<T: DeserializeOwned>(name: &str, payload: &[u8]) -> Result<T, String> {
+    join_with(&mut Vec::with_capacity(payload.len() + name.len() + 8), name, payload)
+}
+
+/// [`join`] with a buffer the caller keeps, so decoding many events
+/// allocates nothing for the envelope.
+///
+/// # Errors
+///
+/// As [`join`].
+pub fn join_with<T: DeserializeOwned>(buf: &mut Vec<u8>, name: &str, payload: &[u8]) -> Result<T, String> {
     let unit = payload.is_empty() || payload == NIL;
-    let mut buf = Vec::with_capacity(payload.len() + name.len() + 8);
+    buf.clear();
     if unit {
-        rmp::encode::write_str(&mut buf, name).map_err(|e| e.to_string())?;
+        rmp::encode::write_str(buf, name).map_err(|e| e.to_string())?;
     } else {
-        rmp::encode::write_map_len(&mut buf, 1).map_err(|e| e.to_string())?;
-        rmp::encode::write_str(&mut buf, name).map_err(|e| e.to_string())?;
+        rmp::encode::write_map_len(buf, 1).map_err(|e| e.to_string())?;
+        rmp::encode::write_str(buf, name).map_err(|e| e.to_string())?;
         buf.extend_from_slice(payload);
     }
-    match rmp_serde::from_slice(&buf) {
+    match rmp_serde::from_slice(buf) {
         Ok(value) => Ok(value),
         // `{}` for a unit variant, as a JSON client may send it.
         Err(_) if is_empty_map(payload) => {
@@ -150,6 +214,28 @@ mod tests {
         assert_eq!(join::<E>("Unit", NIL).unwrap(), E::Unit);
         assert_eq!(join::<E>("Unit", &[]).unwrap(), E::Unit);
         assert_eq!(join::<E>("Unit", &[0x80]).unwrap(), E::Unit);
+    }
+
+    #[test]
+    fn packed_events_round_trip() {
+        let events = [E::Unit, E::Struct { a: 7, b: "x".into() }, E::Newtype(3)];
+        let split: Vec<_> = events.iter().map(|e| split(e).unwrap()).collect();
+        let packed = pack(split.iter().map(|(n, p)| (n.as_str(), p.as_slice())));
+        let mut buf = Vec::new();
+        let back: Vec<E> = unpack(&packed)
+            .map(|item| item.and_then(|(n, p)| join_with(&mut buf, n, p)))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(back, events);
+        assert_eq!(unpack(&[]).count(), 0);
+    }
+
+    #[test]
+    fn truncated_packed_events_are_an_error_not_an_end() {
+        let packed = pack([("Unit", NIL)]);
+        let items: Vec<_> = unpack(&packed[..packed.len() - 1]).collect();
+        assert_eq!(items.len(), 1);
+        assert!(items[0].is_err());
     }
 
     #[test]

@@ -26,7 +26,8 @@ impl Registration {
 pub fn model(name: &str, registry: &[Registration]) -> DomainModel {
     DomainModel {
         name: name.to_string(),
-        sdk_version: crate::SDK_VERSION.to_string(),
+        // Capabilities as semver build metadata: the host reads them.
+        sdk_version: format!("{}+{}", crate::SDK_VERSION, codec::PACKED_EVENTS_CAPABILITY),
         aggregates: registry.iter().map(|r| (r.model)()).collect(),
     }
 }
@@ -42,8 +43,27 @@ pub trait Actor {
 
 struct Slot<A>(A);
 
+impl<A: Aggregate> Slot<A> {
+    /// Applies a batch the host packed into one message (see [`codec::pack`]).
+    fn apply_packed(&mut self, packed: &[u8]) -> Result<(), wit::ApplyError> {
+        let mut buf = Vec::new();
+        for (i, item) in codec::unpack(packed).enumerate() {
+            let fail = |cause| wit::ApplyError { index: i as u32, error: wit::GuestError::Undecodable(cause) };
+            let (name, payload) = item.map_err(fail)?;
+            let decoded: A::Event = codec::join_with(&mut buf, name, payload).map_err(fail)?;
+            self.0.apply(&decoded);
+        }
+        Ok(())
+    }
+}
+
 impl<A: Aggregate> Actor for Slot<A> {
     fn apply(&mut self, events: Vec<wit::Message>) -> Result<(), wit::ApplyError> {
+        if let [only] = events.as_slice()
+            && only.name == codec::PACKED_EVENTS
+        {
+            return self.apply_packed(&only.payload);
+        }
         for (i, event) in events.iter().enumerate() {
             let decoded: A::Event = codec::join(&event.name, &event.payload)
                 .map_err(|cause| wit::ApplyError { index: i as u32, error: wit::GuestError::Undecodable(cause) })?;

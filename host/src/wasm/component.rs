@@ -42,6 +42,8 @@ pub struct DomainComponent {
     pre: DomainHostPre<Sandbox>,
     model: DomainModel,
     hash: String,
+    /// The guest applies batches of events packed into one message.
+    packed: bool,
 }
 
 impl std::fmt::Debug for DomainComponent {
@@ -93,11 +95,13 @@ impl DomainComponent {
                 read_models: vec![],
             },
             hash,
+            packed: false,
         };
         let mut scratch = loaded.instantiate().map_err(LoadError::Describe)?;
         let described = scratch.describe().map_err(LoadError::Describe)?;
         loaded.model = convert_model(described)?;
         loaded.model.validate()?;
+        loaded.packed = declares(&loaded.model.sdk_version, PACKED_EVENTS_CAPABILITY);
         Ok(loaded)
     }
 
@@ -127,14 +131,27 @@ impl DomainComponent {
         store.limiter(|s| s.limiter());
         store.set_epoch_deadline(self.engine.deadline_ticks());
         let bindings = self.pre.instantiate(&mut store).map_err(|e| GuestFault::Instantiate(format!("{e:#}")))?;
-        Ok(GuestInstance::new(
+        let mut vm = GuestInstance::new(
             store,
             bindings,
             self.engine.deadline_ticks(),
             config.call_timeout,
             config.max_memory_bytes,
-        ))
+        );
+        vm.packed = self.packed;
+        Ok(vm)
     }
+}
+
+/// The capability an SDK declares when its `apply` takes a batch packed into
+/// one message (see `instance::PACKED_EVENTS`); other guests get one message
+/// per event.
+const PACKED_EVENTS_CAPABILITY: &str = "packed-events";
+
+/// Whether a guest declares a capability: SDKs list theirs as semver build
+/// metadata of the version they report, e.g. `0.1.0+packed-events`.
+fn declares(sdk_version: &str, capability: &str) -> bool {
+    sdk_version.split_once('+').is_some_and(|(_, build)| build.split('.').any(|c| c == capability))
 }
 
 /// Links every import the host does not grant (files, sockets, anything
@@ -237,4 +254,21 @@ fn convert_model(m: wit::DomainModel) -> Result<DomainModel, ModelError> {
             .collect(),
         read_models: m.read_models.into_iter().map(|r| ReadModelModel { name: r.name, consumes: r.consumes }).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn capabilities_are_build_metadata_of_the_sdk_version() {
+        assert!(super::declares("0.1.0+packed-events", "packed-events"));
+        assert!(super::declares("0.2.0+other.packed-events", "packed-events"));
+        assert!(!super::declares("0.1.0", "packed-events"));
+        assert!(!super::declares("0.1.0+packed-eventsx", "packed-events"));
+    }
+
+    #[cfg(feature = "testkit")]
+    #[test]
+    fn the_capability_is_the_one_the_sdk_declares() {
+        assert_eq!(super::PACKED_EVENTS_CAPABILITY, aether_guest::codec::PACKED_EVENTS_CAPABILITY);
+    }
 }

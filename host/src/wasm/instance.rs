@@ -62,6 +62,10 @@ pub struct CommandContext {
     pub version: u64,
 }
 
+/// The name of a message whose payload packs a batch of events; the guest
+/// SDK's `codec::PACKED_EVENTS`, with the same layout as its `codec::pack`.
+pub(super) const PACKED_EVENTS: &str = "aether:packed-events";
+
 /// One actor's VM.
 pub struct GuestInstance {
     store: Store<Sandbox>,
@@ -71,6 +75,8 @@ pub struct GuestInstance {
     max_memory: usize,
     /// `aggregate/id`, for seeding randomness.
     seed_key: String,
+    /// The guest declared that it takes packed batches (see [`PACKED_EVENTS`]).
+    pub(super) packed: bool,
 }
 
 impl std::fmt::Debug for GuestInstance {
@@ -87,7 +93,7 @@ impl GuestInstance {
         call_timeout: Duration,
         max_memory: usize,
     ) -> Self {
-        Self { store, bindings, deadline_ticks, call_timeout, max_memory, seed_key: String::new() }
+        Self { store, bindings, deadline_ticks, call_timeout, max_memory, seed_key: String::new(), packed: false }
     }
 
     /// Sets the span guest logs and output are recorded under.
@@ -142,8 +148,13 @@ impl GuestInstance {
     /// the guest could tell (a trap can only be placed in the batch).
     pub fn apply(&mut self, events: &[RecordedEvent]) -> Result<(), (Option<usize>, GuestFault)> {
         let Some(first) = events.first() else { return Ok(()) };
-        let messages: Vec<wit::Message> =
-            events.iter().map(|e| wit::Message { name: e.name.clone(), payload: e.payload.clone() }).collect();
+        // A list of messages costs a call into the guest's allocator for every
+        // name and payload; a packed batch is one copy for the whole batch.
+        let messages: Vec<wit::Message> = if self.packed {
+            vec![wit::Message { name: PACKED_EVENTS.to_string(), payload: pack(events) }]
+        } else {
+            events.iter().map(|e| wit::Message { name: e.name.clone(), payload: e.payload.clone() }).collect()
+        };
         let (now, version) = (first.provenance.timestamp_ms, first.version - 1);
         let out = self
             .call("apply", now, version, |b, s| b.aether_domain_aggregate().call_apply(s, &messages))
@@ -197,6 +208,20 @@ impl GuestInstance {
     }
 }
 
+/// Packs events as the guest SDK's `codec::unpack` reads them: for each, the
+/// name's length (u32, little endian), the name, the payload's length, the payload.
+fn pack(events: &[RecordedEvent]) -> Vec<u8> {
+    let size = events.iter().map(|e| 8 + e.name.len() + e.payload.len()).sum();
+    let mut out = Vec::with_capacity(size);
+    for e in events {
+        out.extend_from_slice(&(e.name.len() as u32).to_le_bytes());
+        out.extend_from_slice(e.name.as_bytes());
+        out.extend_from_slice(&(e.payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&e.payload);
+    }
+    out
+}
+
 fn refused(call: &'static str, err: wit::GuestError) -> GuestFault {
     let (kind, reason) = match err {
         wit::GuestError::UnknownAggregate(a) => (RefusalKind::UnknownAggregate, format!("unknown aggregate `{a}`")),
@@ -205,4 +230,32 @@ fn refused(call: &'static str, err: wit::GuestError) -> GuestFault {
         wit::GuestError::NotInitialised => (RefusalKind::NotInitialised, "called before init".to_string()),
     };
     GuestFault::Refused { call, kind, reason }
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    use crate::store::{Provenance, RecordedEvent};
+    use std::sync::Arc;
+
+    #[test]
+    fn packing_matches_the_guest_sdk() {
+        assert_eq!(super::PACKED_EVENTS, aether_guest::codec::PACKED_EVENTS);
+        let provenance = Arc::new(Provenance {
+            command_id: "c".into(),
+            correlation_id: "c".into(),
+            causation_id: "c".into(),
+            timestamp_ms: 0,
+            component_hash: String::new(),
+        });
+        let event = |version, name: &str, payload: &[u8]| RecordedEvent {
+            version,
+            name: name.into(),
+            payload: payload.to_vec(),
+            provenance: provenance.clone(),
+        };
+        let events = [event(1, "Opened", &[0x81, 0xa1, b'o', 0xa1, b'x']), event(2, "Closed", &[0xc0])];
+        let packed = super::pack(&events);
+        let expected = aether_guest::codec::pack(events.iter().map(|e| (e.name.as_str(), e.payload.as_slice())));
+        assert_eq!(packed, expected);
+    }
 }
