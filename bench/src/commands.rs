@@ -1,0 +1,127 @@
+//! Commands through the whole host: `Runtime::execute` with the guest
+//! deciding and applying, on a given store, many distinct actors, both cores.
+//! Baseline: the same commands on the same kind of store with the aggregate
+//! called natively (see [`crate::native`]).
+
+use crate::fixtures;
+use crate::load::{self, LoadResult};
+use crate::native::NativeHost;
+use crate::util::median;
+use aether_host::{CommandOutcome, CommandRequest, DomainComponent, EventStore, Runtime, RuntimeConfig};
+use bank::AccountCommand;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How one command benchmark is shaped.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub actors: usize,
+    pub clients: usize,
+    pub window: Duration,
+    pub rounds: usize,
+}
+
+/// The median round of a command benchmark, and how long opening the actors took.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Commands {
+    pub steady: LoadResult,
+    pub open: LoadResult,
+}
+
+fn ids(actors: usize) -> Arc<Vec<String>> {
+    Arc::new((0..actors).map(|i| format!("acc-{i:06}")).collect())
+}
+
+fn outcome(result: Result<CommandOutcome, aether_host::ActorError>) -> anyhow::Result<()> {
+    match result? {
+        CommandOutcome::Accepted { .. } => Ok(()),
+        CommandOutcome::Rejected { code, message } => anyhow::bail!("rejected: {code}: {message}"),
+    }
+}
+
+/// Opens `shape.actors` accounts through the runtime, then deposits into
+/// them for `shape.rounds` windows.
+///
+/// # Errors
+///
+/// The first command that fails.
+pub async fn through_runtime(
+    component: &DomainComponent,
+    store: Arc<dyn EventStore>,
+    shape: Shape,
+) -> anyhow::Result<Commands> {
+    let config = RuntimeConfig {
+        max_live_actors: shape.actors + 1024,
+        idle_timeout: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let runtime = Runtime::new(component.clone(), store, config);
+    let ids = ids(shape.actors);
+    let request = move |id: &str, (name, payload): &(String, Vec<u8>)| CommandRequest {
+        aggregate: "Account".into(),
+        id: id.to_string(),
+        command: name.clone(),
+        payload: payload.clone(),
+        ..Default::default()
+    };
+    let open = fixtures::command(&AccountCommand::Open { owner: "ada lovelace".into() });
+    let send = {
+        let (runtime, ids) = (runtime.clone(), ids.clone());
+        Arc::new(move |actor: usize, _| {
+            let (runtime, req) = (runtime.clone(), request(&ids[actor], &open));
+            async move { outcome(runtime.execute(req).await) }
+        })
+    };
+    let opened = load::each_once(shape.actors, shape.clients, send).await?;
+    let deposit = fixtures::command(&AccountCommand::Deposit { amount: 1 });
+    let send = Arc::new(move |actor: usize, _| {
+        let (runtime, req) = (runtime.clone(), request(&ids[actor], &deposit));
+        async move { outcome(runtime.execute(req).await) }
+    });
+    let steady = rounds(shape, send).await?;
+    Ok(Commands { steady, open: opened })
+}
+
+/// The same as [`through_runtime`] with the aggregate called natively.
+///
+/// # Errors
+///
+/// The first command that fails.
+pub async fn native(store: Arc<dyn EventStore>, shape: Shape) -> anyhow::Result<Commands> {
+    let host = Arc::new(NativeHost::new(store));
+    let ids = ids(shape.actors);
+    let send = {
+        let (host, ids) = (host.clone(), ids.clone());
+        Arc::new(move |actor: usize, _| {
+            let (host, ids) = (host.clone(), ids.clone());
+            async move { host.open(&ids[actor]).await }
+        })
+    };
+    let opened = load::each_once(shape.actors, shape.clients, send).await?;
+    let deposit = fixtures::command(&AccountCommand::Deposit { amount: 1 });
+    let send = Arc::new(move |actor: usize, _| {
+        let (host, ids, deposit) = (host.clone(), ids.clone(), deposit.clone());
+        async move { host.execute(&ids[actor], &deposit.0, &deposit.1).await }
+    });
+    let steady = rounds(shape, send).await?;
+    Ok(Commands { steady, open: opened })
+}
+
+/// Runs the windows and keeps the median of each figure.
+async fn rounds<F, Fut>(shape: Shape, send: Arc<F>) -> anyhow::Result<LoadResult>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let mut results = Vec::new();
+    for _ in 0..shape.rounds.max(1) {
+        results.push(load::window(shape.actors, shape.clients, shape.window, send.clone()).await?);
+    }
+    let pick = |f: fn(&LoadResult) -> f64| median(&results.iter().map(f).collect::<Vec<_>>());
+    Ok(LoadResult {
+        per_s: pick(|r| r.per_s),
+        p50_us: pick(|r| r.p50_us),
+        p99_us: pick(|r| r.p99_us),
+        commands: results.iter().map(|r| r.commands).sum(),
+    })
+}

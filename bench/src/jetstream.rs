@@ -1,0 +1,57 @@
+//! Commands on the JetStream store next to raw JetStream publishes of
+//! messages of the same size at the same concurrency, on one local
+//! `nats-server` (the test kit's: ephemeral port, file storage in a
+//! temporary directory).
+
+use crate::commands::{self, Commands, Shape};
+use crate::load::LoadResult;
+use crate::nats;
+use aether_host::store::{JetStreamConfig, JetStreamEventStore};
+use aether_host::testkit::nats::NatsServer;
+use aether_host::{DomainComponent, EventStore};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JetStream {
+    pub commands: Commands,
+    pub raw: LoadResult,
+    /// Bytes the server stores per command message (payload, headers,
+    /// subject): the size of the raw messages.
+    pub message_bytes: usize,
+}
+
+/// `None` when no `nats-server` is installed.
+///
+/// # Errors
+///
+/// If the server starts but the store or a publish fails.
+pub fn run(
+    tokio: &tokio::runtime::Runtime,
+    component: &DomainComponent,
+    shape: Shape,
+) -> anyhow::Result<Option<JetStream>> {
+    if !nats::server_available() {
+        return Ok(None);
+    }
+    let server = NatsServer::start();
+    tokio.block_on(async {
+        let config = JetStreamConfig::default();
+        let stream = config.stream_name();
+        let store = JetStreamEventStore::connect(server.client().await, &component.model().name, config).await?;
+        let store: Arc<dyn EventStore> = Arc::new(store);
+        let commands = commands::through_runtime(component, store, shape).await?;
+        let js = async_nats::jetstream::new(server.client().await);
+        let info = js.get_stream(&stream).await?.info().await?.state.clone();
+        let message_bytes = (info.bytes / info.messages.max(1)) as usize;
+        let raw = nats::raw_publish(
+            server.client().await,
+            shape.actors,
+            shape.clients,
+            message_bytes,
+            shape.window,
+            shape.rounds,
+        )
+        .await?;
+        Ok(Some(JetStream { commands, raw, message_bytes }))
+    })
+}

@@ -1,0 +1,196 @@
+//! Aether's benchmark suite (`cargo xtask bench`): how fast actors activate,
+//! replay and decide commands, and how many fit in one process, each figure
+//! next to a baseline measured in the same run.
+//!
+//! Layout:
+//! - [`activation`]: create a VM and restore a 1 KiB snapshot;
+//! - [`replay`]: events through the guest's `apply` in batches, and natively;
+//! - [`commands`]: commands through the runtime on a store, 10,000 actors;
+//! - [`native`]: the command path with the aggregate called natively;
+//! - [`nats`]: a throw-away `nats-server` and the raw publish baseline;
+//! - [`resident`]: memory per live actor and the most actors one process holds;
+//! - [`report`]: the table and `summary.json`;
+//! - [`load`], [`fixtures`], [`util`]: the load generator, inputs, measuring tools.
+//!
+//! Every phase reports the median of several rounds; [`Options::smoke`]
+//! runs tiny sizes in a few seconds (CI runs it; it asserts nothing).
+
+pub mod activation;
+pub mod commands;
+pub mod fixtures;
+pub mod jetstream;
+pub mod load;
+pub mod native;
+pub mod nats;
+pub mod replay;
+pub mod report;
+pub mod resident;
+pub mod util;
+
+use aether_host::store::EmbeddedStore;
+use aether_host::{EngineConfig, EventStore, MemoryStore};
+use commands::Shape;
+use fixtures::GuestProfile;
+use report::Report;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What to run and how big.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub smoke: bool,
+    /// The bench binary, to run the resident probe in a process of its own;
+    /// `None` runs it in this process.
+    pub probe_exe: Option<PathBuf>,
+    /// Phases to run (`activation`, `replay`, `memory`, `embedded`,
+    /// `jetstream`, `resident`); empty runs them all.
+    pub only: Vec<String>,
+}
+
+/// Sizes of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    pub activations: usize,
+    pub activation_rounds: usize,
+    pub replay_events: usize,
+    pub replay_batch: usize,
+    pub replay_rounds: usize,
+    pub actors: usize,
+    pub window: Duration,
+    pub rounds: usize,
+    pub memory_clients: usize,
+    pub embedded_clients: usize,
+    pub jetstream_clients: usize,
+    pub resident_sample: usize,
+    pub resident_cap: usize,
+}
+
+impl Sizes {
+    pub fn full() -> Self {
+        Self {
+            activations: 20_000,
+            activation_rounds: 5,
+            replay_events: 500_000,
+            replay_batch: 512,
+            replay_rounds: 5,
+            actors: 10_000,
+            window: Duration::from_secs(3),
+            rounds: 3,
+            memory_clients: 32,
+            embedded_clients: 1024,
+            jetstream_clients: 256,
+            resident_sample: 10_000,
+            resident_cap: 200_000,
+        }
+    }
+
+    pub fn smoke() -> Self {
+        Self {
+            activations: 200,
+            activation_rounds: 1,
+            replay_events: 5_000,
+            replay_batch: 512,
+            replay_rounds: 1,
+            actors: 200,
+            window: Duration::from_millis(200),
+            rounds: 1,
+            memory_clients: 8,
+            embedded_clients: 32,
+            jetstream_clients: 8,
+            resident_sample: 100,
+            resident_cap: 300,
+        }
+    }
+}
+
+impl Options {
+    fn wants(&self, phase: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == phase)
+    }
+}
+
+/// Runs the benchmarks and returns their figures.
+///
+/// # Errors
+///
+/// If the bank component cannot be built or loaded, or a phase fails.
+pub fn run(options: &Options) -> anyhow::Result<Report> {
+    let sizes = if options.smoke { Sizes::smoke() } else { Sizes::full() };
+    let started = Instant::now();
+    let mut report = Report::default();
+    let profile = if options.smoke { GuestProfile::Release } else { GuestProfile::Guest };
+    let wasm = fixtures::bank_wasm(profile)?;
+    let bytes = std::fs::read(&wasm)?;
+    let engine = EngineConfig { max_instances: (sizes.actors + 2048) as u32, ..EngineConfig::default() };
+    let t = Instant::now();
+    let component = fixtures::load(&bytes, engine)?;
+    note(&format!("bank component loaded in {:.1} s ({} KiB)", t.elapsed().as_secs_f64(), bytes.len() / 1024));
+
+    if options.wants("activation") {
+        let a = activation::run(&component, sizes.activations, sizes.activation_rounds)?;
+        note(&format!("activation: p50 {:.1} µs, p99 {:.1} µs", a.p50_us, a.p99_us));
+        report.activation(&a);
+    }
+    if options.wants("replay") {
+        let r = replay::run(&component, sizes.replay_events, sizes.replay_batch, sizes.replay_rounds)?;
+        note(&format!("replay: {:.0} events/s (native {:.0})", r.events_per_s, r.native_events_per_s));
+        report.replay(&r);
+    }
+
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let shape = |clients| Shape { actors: sizes.actors, clients, window: sizes.window, rounds: sizes.rounds };
+    if options.wants("memory") {
+        let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+        let wasm = tokio.block_on(commands::through_runtime(&component, store, shape(sizes.memory_clients)))?;
+        note(&format!("memory store: {:.0} commands/s, p99 {:.0} µs", wasm.steady.per_s, wasm.steady.p99_us));
+        let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+        let native = tokio.block_on(commands::native(store, shape(sizes.memory_clients)))?;
+        note(&format!(
+            "memory store, native: {:.0} commands/s, p99 {:.0} µs",
+            native.steady.per_s, native.steady.p99_us
+        ));
+        report.memory(&wasm, &native);
+    }
+    if options.wants("embedded") {
+        let dir = tempfile::tempdir()?;
+        let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path())?);
+        let wasm = tokio.block_on(commands::through_runtime(&component, store, shape(sizes.embedded_clients)))?;
+        note(&format!("embedded store: {:.0} commands/s, p99 {:.0} µs", wasm.steady.per_s, wasm.steady.p99_us));
+        report.embedded(&wasm);
+    }
+    if options.wants("jetstream") {
+        match jetstream::run(&tokio, &component, shape(sizes.jetstream_clients))? {
+            Some(js) => {
+                note(&format!(
+                    "jetstream: {:.0} commands/s, raw publish {:.0}/s ({} B messages)",
+                    js.commands.steady.per_s, js.raw.per_s, js.message_bytes
+                ));
+                report.jetstream(&js);
+            }
+            None => {
+                note("jetstream: skipped, no nats-server (cargo xtask install-nats)");
+                report.notes.push("jetstream: skipped, no nats-server found (cargo xtask install-nats)".into());
+            }
+        }
+    }
+    drop(tokio);
+    drop(component);
+
+    if options.wants("resident") {
+        let sample = sizes.resident_sample.min(sizes.resident_cap);
+        let r = resident::run(options.probe_exe.as_deref(), &wasm, sample, sizes.resident_cap)?;
+        note(&format!(
+            "resident: {:.0} bytes and {:.2} mappings per actor at {}; held {} ({:?}: {})",
+            r.rss_per_actor, r.maps_per_actor, r.sampled, r.max_actors, r.reason, r.detail
+        ));
+        report.resident(&r);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Progress, on stderr, so the table on stdout stays clean.
+pub fn note(line: &str) {
+    eprintln!("aether-bench: {line}");
+}

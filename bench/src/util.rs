@@ -1,0 +1,83 @@
+//! Small measuring tools: percentiles, medians, the process's memory.
+
+use std::time::Duration;
+
+/// The `q` quantile (0..=1) of samples, nearest rank. `0` for no samples.
+pub fn quantile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((sorted.len() as f64) * q).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The median of some figures (the mean of the middle two for an even count).
+pub fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+pub fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// A line of `/proc/self/status` (e.g. `VmRSS`), in bytes; 0 if unavailable.
+pub fn proc_status_bytes(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The resident set of this process, bytes.
+pub fn rss_bytes() -> u64 {
+    proc_status_bytes("VmRSS")
+}
+
+/// Memory the machine can still give, bytes (`MemAvailable`).
+pub fn mem_available_bytes() -> u64 {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Memory mappings (VMAs) of this process: `vm.max_map_count` caps them.
+pub fn map_count() -> u64 {
+    std::fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count() as u64)
+}
+
+/// The kernel's cap on mappings per process.
+pub fn max_map_count() -> u64 {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_and_medians() {
+        let s: Vec<u64> = (1..=100).collect();
+        assert_eq!(quantile(&s, 0.5), 50);
+        assert_eq!(quantile(&s, 0.99), 99);
+        assert_eq!(quantile(&s, 1.0), 100);
+        assert_eq!(quantile(&[], 0.5), 0);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
+    fn reads_its_own_memory() {
+        assert!(rss_bytes() > 0);
+        assert!(map_count() > 0);
+    }
+}
