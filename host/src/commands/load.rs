@@ -6,6 +6,7 @@ use aether_host::api::{self, ApiConfig};
 use aether_host::bus::nats::Subjects;
 use aether_host::bus::{Bus, BusConfig};
 use aether_host::store::{EmbeddedStore, JetStreamEventStore, MemoryStore};
+use aether_host::wasm::MemoryLayout;
 use aether_host::{ActorConfig, AetherEngine, DomainComponent, EngineConfig, EventStore, Runtime, RuntimeConfig};
 use anyhow::Context;
 use std::path::PathBuf;
@@ -64,6 +65,12 @@ pub struct LoadCommand {
     /// The longest one guest call may run, in milliseconds.
     #[arg(long, default_value_t = EngineConfig::default().call_timeout.as_millis() as u64)]
     guest_timeout_ms: u64,
+    /// How guests' memories sit in the pool: `dense` (no guard pages, no
+    /// per-actor mappings, the most actors; bounds checks not hardened
+    /// against Spectre) or `guarded` (guard pages and Spectre-hardened
+    /// checks, for components you do not trust with the process's data).
+    #[arg(long, default_value = "dense", value_parser = ["dense", "guarded"])]
+    guest_memory_layout: String,
 }
 
 impl LoadCommand {
@@ -78,6 +85,7 @@ impl LoadCommand {
             // Room for every live actor plus scratch VMs (time travel, fault isolation).
             max_instances: u32::try_from(max_live_actors + 256).context("--max-live-actors is too large")?,
             call_timeout: Duration::from_millis(self.guest_timeout_ms.max(1)),
+            layout: if self.guest_memory_layout == "guarded" { MemoryLayout::Guarded } else { MemoryLayout::Dense },
             ..EngineConfig::default()
         })?;
         let component = compile(&engine, &self.model).await?;
