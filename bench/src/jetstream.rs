@@ -15,6 +15,8 @@ use std::sync::Arc;
 pub struct JetStream {
     pub commands: Commands,
     pub raw: LoadResult,
+    /// Raw publishes carrying the headers the store's appends carry.
+    pub with_headers: LoadResult,
     /// Bytes the server stores per command message (payload, headers,
     /// subject): the size of the raw messages.
     pub message_bytes: usize,
@@ -43,15 +45,10 @@ pub fn run(
         let js = async_nats::jetstream::new(server.client().await);
         let info = js.get_stream(&stream).await?.info().await?.state.clone();
         let message_bytes = (info.bytes / info.messages.max(1)) as usize;
-        let raw = nats::raw_publish(
-            server.client().await,
-            shape.actors,
-            shape.clients,
-            message_bytes,
-            shape.window,
-            shape.rounds,
-        )
-        .await?;
-        Ok(Some(JetStream { commands, raw, message_bytes }))
+        let (actors, clients, window, rounds) = (shape.actors, shape.clients, shape.window, shape.rounds);
+        let client = server.client().await;
+        let raw = nats::raw_publish(client.clone(), actors, clients, message_bytes, window, rounds, false).await?;
+        let with_headers = nats::raw_publish(client, actors, clients, message_bytes, window, rounds, true).await?;
+        Ok(Some(JetStream { commands, raw, with_headers, message_bytes }))
     })
 }

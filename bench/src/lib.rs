@@ -116,7 +116,19 @@ impl Options {
 ///
 /// If the bank component cannot be built or loaded, or a phase fails.
 pub fn run(options: &Options) -> anyhow::Result<Report> {
-    let sizes = if options.smoke { Sizes::smoke() } else { Sizes::full() };
+    let mut sizes = if options.smoke { Sizes::smoke() } else { Sizes::full() };
+    // Concurrency overrides, to explore: AETHER_BENCH_CLIENTS=memory:32,embedded:1024,jetstream:256.
+    for (phase, n) in std::env::var("AETHER_BENCH_CLIENTS").unwrap_or_default().split(',').filter_map(|kv| {
+        let (k, v) = kv.split_once(':')?;
+        Some((k.to_string(), v.parse::<usize>().ok()?))
+    }) {
+        match phase.as_str() {
+            "memory" => sizes.memory_clients = n,
+            "embedded" => sizes.embedded_clients = n,
+            "jetstream" => sizes.jetstream_clients = n,
+            _ => {}
+        }
+    }
     let started = Instant::now();
     let mut report = Report::default();
     let profile = if options.smoke { GuestProfile::Release } else { GuestProfile::Guest };
@@ -155,16 +167,30 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     if options.wants("embedded") {
         let dir = tempfile::tempdir()?;
         let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path())?);
+        let written = util::io_write_bytes();
         let wasm = tokio.block_on(commands::through_runtime(&component, store, shape(sizes.embedded_clients)))?;
-        note(&format!("embedded store: {:.0} commands/s, p99 {:.0} µs", wasm.steady.per_s, wasm.steady.p99_us));
-        report.embedded(&wasm);
+        let written = util::io_write_bytes().saturating_sub(written) as f64;
+        let per_command = written / (wasm.steady.commands + wasm.open.commands).max(1) as f64;
+        note(&format!(
+            "embedded store: {:.0} commands/s, p99 {:.0} µs, {per_command:.0} bytes written per command",
+            wasm.steady.per_s, wasm.steady.p99_us
+        ));
+        report.extra.push(("embedded_bytes_written_per_command", per_command));
+        let dir = tempfile::tempdir()?;
+        let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path())?);
+        let native = tokio.block_on(commands::native(store, shape(sizes.embedded_clients)))?;
+        note(&format!(
+            "embedded store, native: {:.0} commands/s, p99 {:.0} µs",
+            native.steady.per_s, native.steady.p99_us
+        ));
+        report.embedded(&wasm, &native);
     }
     if options.wants("jetstream") {
         match jetstream::run(&tokio, &component, shape(sizes.jetstream_clients))? {
             Some(js) => {
                 note(&format!(
-                    "jetstream: {:.0} commands/s, raw publish {:.0}/s ({} B messages)",
-                    js.commands.steady.per_s, js.raw.per_s, js.message_bytes
+                    "jetstream: {:.0} commands/s, raw publish {:.0}/s, with the store's headers {:.0}/s ({} B messages)",
+                    js.commands.steady.per_s, js.raw.per_s, js.with_headers.per_s, js.message_bytes
                 ));
                 report.jetstream(&js);
             }

@@ -5,6 +5,7 @@
 use crate::load::{self, LoadResult};
 use crate::util::median;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Whether a `nats-server` can be found, where the test kit looks for one
@@ -15,6 +16,9 @@ pub fn server_available() -> bool {
 
 /// Publishes `size`-byte messages on one subject per actor, `clients` at a
 /// time, each waiting for its ack, `rounds` windows; the median round.
+/// With `headers`, each message carries what the store's appends carry for
+/// the server to check: a message id (de-duplication) and the expected last
+/// sequence of its subject (optimistic concurrency).
 ///
 /// # Errors
 ///
@@ -26,21 +30,37 @@ pub async fn raw_publish(
     size: usize,
     window: Duration,
     rounds: usize,
+    headers: bool,
 ) -> anyhow::Result<LoadResult> {
     let js = async_nats::jetstream::new(client);
+    let name = if headers { "headers" } else { "raw" };
     js.get_or_create_stream(async_nats::jetstream::stream::Config {
-        name: "BENCH_RAW".into(),
-        subjects: vec!["bench.raw.>".into()],
+        name: format!("BENCH_{}", name.to_uppercase()),
+        subjects: vec![format!("bench.{name}.>")],
         storage: async_nats::jetstream::stream::StorageType::File,
         ..Default::default()
     })
     .await?;
-    let subjects: Arc<Vec<String>> = Arc::new((0..actors).map(|i| format!("bench.raw.acc-{i:06}")).collect());
+    let subjects: Arc<Vec<String>> = Arc::new((0..actors).map(|i| format!("bench.{name}.acc-{i:06}")).collect());
+    // The last sequence of each subject, as the store caches it.
+    let last: Arc<Vec<AtomicU64>> = Arc::new((0..actors).map(|_| AtomicU64::new(0)).collect());
     let payload = bytes::Bytes::from(vec![b'x'; size]);
     let send = Arc::new(move |actor: usize, _| {
-        let (js, subjects, payload) = (js.clone(), subjects.clone(), payload.clone());
+        let (js, subjects, payload, last) = (js.clone(), subjects.clone(), payload.clone(), last.clone());
         async move {
-            js.publish(subjects[actor].clone(), payload).await?.await?;
+            let subject = subjects[actor].clone();
+            if headers {
+                let mut map = async_nats::HeaderMap::new();
+                map.insert(async_nats::header::NATS_MESSAGE_ID, uuid::Uuid::new_v4().to_string().as_str());
+                map.insert(
+                    async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                    last[actor].load(Ordering::Relaxed).to_string().as_str(),
+                );
+                let ack = js.publish_with_headers(subject, map, payload).await?.await?;
+                last[actor].store(ack.sequence, Ordering::Relaxed);
+            } else {
+                js.publish(subject, payload).await?.await?;
+            }
             anyhow::Ok(())
         }
     });

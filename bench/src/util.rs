@@ -50,6 +50,13 @@ pub fn mem_available_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Bytes this process has caused to be written to storage
+/// (`write_bytes` of `/proc/self/io`); 0 if unavailable.
+pub fn io_write_bytes() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    io.lines().find_map(|l| l.strip_prefix("write_bytes:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
 /// Memory mappings (VMAs) of this process: `vm.max_map_count` caps them.
 pub fn map_count() -> u64 {
     std::fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count() as u64)
