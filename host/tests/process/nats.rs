@@ -103,100 +103,87 @@ async fn commands_fail_clearly_while_nats_is_down_and_work_again_after() {
     assert!(balance == 1 || balance == 2, "{}", state.body);
 }
 
-#[test]
-fn credentials_are_passed_to_nats_and_a_refusal_is_explained() {
-    // A server that demands a user and password.
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut server = std::process::Command::new(aether_host::testkit::nats::find_binary())
-        .args([
-            "-js",
-            "-a",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "--user",
-            "aether",
-            "--pass",
-            "s3cret",
-            "--store_dir",
-        ])
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("nats://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// A `nats-server -js` with options of its own (auth, TLS), killed on drop.
+struct ConfiguredNats {
+    child: std::process::Child,
+    port: u16,
+    _store: tempfile::TempDir,
+}
 
-    let refused = super::support::aether_host()
-        .args(["load"])
+impl ConfiguredNats {
+    fn start(options: &[&std::ffi::OsStr]) -> Self {
+        let store = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new(aether_host::testkit::nats::find_binary())
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "--store_dir"])
+            .arg(store.path())
+            .args(options)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, port, _store: store }
+    }
+}
+
+impl Drop for ConfiguredNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `aether-host load --nats url`, expected to fail; its stderr.
+fn load_refused(url: &str) -> String {
+    let out = super::support::aether_host()
+        .arg("load")
         .arg(super::support::bank())
-        .args(["--listen", "127.0.0.1:0", "--nats", &url])
+        .args(["--listen", "127.0.0.1:0", "--nats", url])
         .output()
         .unwrap();
-    assert!(!refused.status.success());
-    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(stderr.contains(&format!("aether-host: cannot connect to NATS at {url}")), "{stderr}");
-    assert!(stderr.to_lowercase().contains("authorization"), "{stderr}");
+    stderr
+}
 
+fn open_account(host: &Host, id: &str) -> u16 {
+    let path = format!("/actors/Account/{id}/commands/Open");
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async { Http::new(host).post(&path, r#"{"owner": "o"}"#, &[]).await })
+        .status
+}
+
+#[test]
+fn credentials_are_passed_to_nats_and_a_refusal_is_explained() {
+    let server = ConfiguredNats::start(&["--user", "aether", "--pass", "s3cret"].map(std::ffi::OsStr::new));
+    let url = format!("nats://127.0.0.1:{}", server.port);
+    assert!(load_refused(&url).to_lowercase().contains("authorization"));
     let host = Host::load(&["--nats", &url, "--nats-user", "aether", "--nats-password", "s3cret"]);
-    let opened = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        Http::new(&host).post("/actors/Account/cred/commands/Open", r#"{"owner": "c"}"#, &[]).await
-    });
-    assert_eq!(opened.status, 200, "{}", opened.body);
-    drop(host);
-    let _ = server.kill();
-    let _ = server.wait();
+    assert_eq!(open_account(&host, "cred"), 200);
 }
 
 #[test]
 fn tls_options_are_passed_to_nats() {
     // A CA and a server certificate for 127.0.0.1, test-only (see certs/README.md).
     let certs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/process/certs");
-    let store = tempfile::tempdir().unwrap();
-    let path = |name: &str| certs.join(name);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut server = std::process::Command::new(aether_host::testkit::nats::find_binary())
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "--tls", "--tlscert"])
-        .arg(path("server.pem"))
-        .arg("--tlskey")
-        .arg(path("server.key"))
-        .arg("--store_dir")
-        .arg(store.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let url = format!("tls://127.0.0.1:{port}");
-
+    let (cert, key, ca) = (certs.join("server.pem"), certs.join("server.key"), certs.join("ca.pem"));
+    let server = ConfiguredNats::start(&[
+        "--tls".as_ref(),
+        "--tlscert".as_ref(),
+        cert.as_os_str(),
+        "--tlskey".as_ref(),
+        key.as_os_str(),
+    ]);
+    let url = format!("tls://127.0.0.1:{}", server.port);
     // Without the CA the server's certificate is not trusted.
-    let refused = super::support::aether_host()
-        .arg("load")
-        .arg(super::support::bank())
-        .args(["--listen", "127.0.0.1:0", "--nats", &url])
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains(&format!("aether-host: cannot connect to NATS at {url}")), "{stderr}");
-
-    let ca_path = path("ca.pem");
-    let host = Host::load(&["--nats", &url, "--nats-tls-ca", ca_path.to_str().unwrap(), "--nats-require-tls"]);
-    let opened = tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(async { Http::new(&host).post("/actors/Account/tls/commands/Open", r#"{"owner": "t"}"#, &[]).await });
-    assert_eq!(opened.status, 200, "{}", opened.body);
-    drop(host);
-    let _ = server.kill();
-    let _ = server.wait();
+    load_refused(&url);
+    let host = Host::load(&["--nats", &url, "--nats-tls-ca", ca.to_str().unwrap(), "--nats-require-tls"]);
+    assert_eq!(open_account(&host, "tls"), 200);
 }
