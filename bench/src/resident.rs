@@ -10,6 +10,7 @@
 
 use crate::fixtures;
 use crate::util::{map_count, max_map_count, mem_available_bytes, rss_bytes};
+use aether_host::wasm::MemoryLayout;
 use aether_host::{CommandOutcome, CommandRequest, EngineConfig, MemoryStore, Runtime, RuntimeConfig};
 use bank::AccountCommand;
 use std::io::{BufRead, BufReader, Write};
@@ -132,7 +133,12 @@ pub fn run(exe: Option<&Path>, wasm: &Path, sample_at: usize, cap: usize) -> any
 /// If the component cannot be loaded.
 pub fn probe(out: &mut dyn Write, wasm: &Path, sample_at: usize, cap: usize) -> anyhow::Result<()> {
     let bytes = std::fs::read(wasm)?;
-    let config = EngineConfig { max_instances: (cap + 64) as u32, ..EngineConfig::default() };
+    // AETHER_BENCH_LAYOUT=guarded shows what the guarded layout allows.
+    let layout = match std::env::var("AETHER_BENCH_LAYOUT").as_deref() {
+        Ok("guarded") => MemoryLayout::Guarded,
+        _ => MemoryLayout::Dense,
+    };
+    let config = EngineConfig { max_instances: (cap + 64) as u32, layout, ..EngineConfig::default() };
     let component = fixtures::load(&bytes, config)?;
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     tokio.block_on(async move {
