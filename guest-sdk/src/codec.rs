@@ -23,46 +23,70 @@ pub const PACKED_EVENTS: &str = "aether:packed-events";
 /// build metadata of the SDK version its model reports (`0.1.0+packed-events`).
 pub const PACKED_EVENTS_CAPABILITY: &str = "packed-events";
 
-/// Packs events into one payload: for each, the name's length (u32, little
-/// endian), the name, the payload's length (u32, little endian), the payload.
+/// Packs events into one payload: for each, the length (u32, little endian)
+/// of the event as [`join`] rebuilds it (the variant name, as a map of one
+/// entry to its payload unless the payload is `nil`), then those bytes. The
+/// guest decodes each in place, with no copy and no allocation.
 pub fn pack<'a>(events: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, payload) in events {
-        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        out.extend_from_slice(payload);
+        let unit = payload.is_empty() || payload == NIL;
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        if !unit {
+            out.push(0x81);
+        }
+        // Writing into a Vec cannot fail.
+        let _ = rmp::encode::write_str(&mut out, name);
+        if !unit {
+            out.extend_from_slice(payload);
+        }
+        let len = (out.len() - at - 4) as u32;
+        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
     }
     out
 }
 
-/// The events of a [`pack`]ed payload, in order: each a name and a payload,
-/// or why the rest cannot be read.
-pub fn unpack(packed: &[u8]) -> impl Iterator<Item = Result<(&str, &[u8]), String>> {
+/// The events of a [`pack`]ed payload, in order, each still encoded (see
+/// [`unpack_one`]), or why the rest cannot be read.
+pub fn unpack(packed: &[u8]) -> impl Iterator<Item = Result<&[u8], String>> {
     let mut rest = packed;
     std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
         }
-        let item = take(&mut rest).and_then(|name| {
-            let name = std::str::from_utf8(name).map_err(|e| format!("packed event name: {e}"))?;
-            Ok((name, take(&mut rest)?))
+        let item = rest.split_first_chunk::<4>().and_then(|(len, tail)| {
+            let len = u32::from_le_bytes(*len) as usize;
+            let event = tail.get(..len)?;
+            rest = &tail[len..];
+            Some(event)
         });
-        if item.is_err() {
+        if item.is_none() {
             rest = &[];
         }
-        Some(item)
+        Some(item.ok_or_else(|| "truncated packed events".to_string()))
     })
 }
 
-/// Takes one length-prefixed field off the front of `rest`.
-fn take<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], String> {
-    let truncated = || "truncated packed events".to_string();
-    let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(truncated)?;
-    let len = u32::from_le_bytes(*len) as usize;
-    let field = tail.get(..len).ok_or_else(truncated)?;
-    *rest = &tail[len..];
-    Ok(field)
+/// Decodes one event of a packed payload, in place. What does not decode
+/// directly is decoded by [`join`], so the result and the error are
+/// exactly what the event would give unpacked.
+///
+/// # Errors
+///
+/// As [`join`].
+pub fn unpack_one<T: DeserializeOwned>(event: &[u8]) -> Result<T, String> {
+    if let Ok(value) = rmp_serde::from_slice(event) {
+        return Ok(value);
+    }
+    let (name, payload) = match rmp::decode::read_marker(&mut &event[..]) {
+        Ok(rmp::Marker::FixMap(1)) => {
+            let mut rest = &event[1..];
+            (read_str(&mut rest)?, rest)
+        }
+        _ => (read_str(&mut &event[..])?, NIL),
+    };
+    join(&name, payload)
 }
 
 /// Serialises a value as MessagePack with field names (maps, not arrays).
@@ -104,26 +128,16 @@ pub fn split<T: Serialize>(value: &T) -> Result<(String, Vec<u8>), String> {
 ///
 /// A message naming the variant and why its payload does not decode.
 pub fn join<T: DeserializeOwned>(name: &str, payload: &[u8]) -> Result<T, String> {
-    join_with(&mut Vec::with_capacity(payload.len() + name.len() + 8), name, payload)
-}
-
-/// [`join`] with a buffer the caller keeps, so decoding many events
-/// allocates nothing for the envelope.
-///
-/// # Errors
-///
-/// As [`join`].
-pub fn join_with<T: DeserializeOwned>(buf: &mut Vec<u8>, name: &str, payload: &[u8]) -> Result<T, String> {
     let unit = payload.is_empty() || payload == NIL;
-    buf.clear();
+    let mut buf = Vec::with_capacity(payload.len() + name.len() + 8);
     if unit {
-        rmp::encode::write_str(buf, name).map_err(|e| e.to_string())?;
+        rmp::encode::write_str(&mut buf, name).map_err(|e| e.to_string())?;
     } else {
-        rmp::encode::write_map_len(buf, 1).map_err(|e| e.to_string())?;
-        rmp::encode::write_str(buf, name).map_err(|e| e.to_string())?;
+        rmp::encode::write_map_len(&mut buf, 1).map_err(|e| e.to_string())?;
+        rmp::encode::write_str(&mut buf, name).map_err(|e| e.to_string())?;
         buf.extend_from_slice(payload);
     }
-    match rmp_serde::from_slice(buf) {
+    match rmp_serde::from_slice(&buf) {
         Ok(value) => Ok(value),
         // `{}` for a unit variant, as a JSON client may send it.
         Err(_) if is_empty_map(payload) => {
@@ -221,13 +235,18 @@ mod tests {
         let events = [E::Unit, E::Struct { a: 7, b: "x".into() }, E::Newtype(3)];
         let split: Vec<_> = events.iter().map(|e| split(e).unwrap()).collect();
         let packed = pack(split.iter().map(|(n, p)| (n.as_str(), p.as_slice())));
-        let mut buf = Vec::new();
-        let back: Vec<E> = unpack(&packed)
-            .map(|item| item.and_then(|(n, p)| join_with(&mut buf, n, p)))
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let back: Vec<E> = unpack(&packed).map(|item| item.and_then(unpack_one)).collect::<Result<_, _>>().unwrap();
         assert_eq!(back, events);
         assert_eq!(unpack(&[]).count(), 0);
+    }
+
+    #[test]
+    fn packed_events_decode_as_join_does() {
+        // `{}` for a unit variant, and a payload that does not fit.
+        let packed = pack([("Unit", &[0x80][..]), ("Struct", &[0xc1][..])]);
+        let items: Vec<&[u8]> = unpack(&packed).collect::<Result<_, _>>().unwrap();
+        assert_eq!(unpack_one::<E>(items[0]).unwrap(), E::Unit);
+        assert_eq!(unpack_one::<E>(items[1]).unwrap_err(), join::<E>("Struct", &[0xc1]).unwrap_err());
     }
 
     #[test]

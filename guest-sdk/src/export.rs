@@ -46,11 +46,9 @@ struct Slot<A>(A);
 impl<A: Aggregate> Slot<A> {
     /// Applies a batch the host packed into one message (see [`codec::pack`]).
     fn apply_packed(&mut self, packed: &[u8]) -> Result<(), wit::ApplyError> {
-        let mut buf = Vec::new();
         for (i, item) in codec::unpack(packed).enumerate() {
             let fail = |cause| wit::ApplyError { index: i as u32, error: wit::GuestError::Undecodable(cause) };
-            let (name, payload) = item.map_err(fail)?;
-            let decoded: A::Event = codec::join_with(&mut buf, name, payload).map_err(fail)?;
+            let decoded: A::Event = item.and_then(codec::unpack_one).map_err(fail)?;
             self.0.apply(&decoded);
         }
         Ok(())

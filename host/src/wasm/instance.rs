@@ -209,17 +209,44 @@ impl GuestInstance {
 }
 
 /// Packs events as the guest SDK's `codec::unpack` reads them: for each, the
-/// name's length (u32, little endian), the name, the payload's length, the payload.
+/// length (u32, little endian) of the event as MessagePack in the shape the
+/// guest decodes (the name as a string if the payload is `nil`, else a map
+/// of the name to the payload), then those bytes.
 fn pack(events: &[RecordedEvent]) -> Vec<u8> {
-    let size = events.iter().map(|e| 8 + e.name.len() + e.payload.len()).sum();
+    let size = events.iter().map(|e| 10 + e.name.len() + e.payload.len()).sum();
     let mut out = Vec::with_capacity(size);
     for e in events {
-        out.extend_from_slice(&(e.name.len() as u32).to_le_bytes());
-        out.extend_from_slice(e.name.as_bytes());
-        out.extend_from_slice(&(e.payload.len() as u32).to_le_bytes());
-        out.extend_from_slice(&e.payload);
+        let unit = e.payload.is_empty() || e.payload == [0xc0];
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        if !unit {
+            out.push(0x81);
+        }
+        write_str(&mut out, &e.name);
+        if !unit {
+            out.extend_from_slice(&e.payload);
+        }
+        let len = (out.len() - at - 4) as u32;
+        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
     }
     out
+}
+
+/// A MessagePack string.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    match s.len() {
+        n if n < 32 => out.push(0xa0 | n as u8),
+        n if n <= 0xff => out.extend_from_slice(&[0xd9, n as u8]),
+        n if n <= 0xffff => {
+            out.push(0xda);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0xdb);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(s.as_bytes());
 }
 
 fn refused(call: &'static str, err: wit::GuestError) -> GuestFault {
@@ -253,7 +280,13 @@ mod tests {
             payload: payload.to_vec(),
             provenance: provenance.clone(),
         };
-        let events = [event(1, "Opened", &[0x81, 0xa1, b'o', 0xa1, b'x']), event(2, "Closed", &[0xc0])];
+        let long = "L".repeat(40);
+        let events = [
+            event(1, "Opened", &[0x81, 0xa1, b'o', 0xa1, b'x']),
+            event(2, "Closed", &[0xc0]),
+            event(3, &long, &[0x80]),
+            event(4, "Empty", &[]),
+        ];
         let packed = super::pack(&events);
         let expected = aether_guest::codec::pack(events.iter().map(|e| (e.name.as_str(), e.payload.as_slice())));
         assert_eq!(packed, expected);
