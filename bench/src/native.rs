@@ -71,7 +71,7 @@ impl NativeHost {
             component_hash: self.hash.clone(),
         };
         let request =
-            AppendRequest { expected_version: actor.version, provenance, events: vec![NewEvent { name, payload }] };
+            AppendRequest { expected_version: actor.version, provenance: Arc::new(provenance), events: vec![NewEvent { name, payload }] };
         let appended = self.store.append(&ActorId::new("Account", id), request).await?;
         actor.state.apply(&event);
         actor.version = appended.last_version;
@@ -112,7 +112,7 @@ impl NativeHost {
             timestamp_ms,
             component_hash: self.hash.clone(),
         };
-        let request = AppendRequest { expected_version: actor.version, provenance, events: new };
+        let request = AppendRequest { expected_version: actor.version, provenance: Arc::new(provenance), events: new };
         let appended = self.store.append(&actor_id, request).await?;
         for e in &events {
             actor.state.apply(e);

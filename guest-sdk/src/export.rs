@@ -12,13 +12,13 @@ use std::cell::RefCell;
 #[derive(Debug, Clone, Copy)]
 pub struct Registration {
     name: &'static str,
-    create: fn() -> Box<dyn Actor>,
+    create: fn(actor_id: String) -> Box<dyn Actor>,
     model: fn() -> AggregateModel,
 }
 
 impl Registration {
     pub fn of<A: Aggregate>() -> Self {
-        Self { name: A::NAME, create: || Box::new(Slot::<A>(A::default())), model: AggregateModel::of::<A> }
+        Self { name: A::NAME, create: |actor_id| Box::new(Slot::<A> { state: A::default(), actor_id }), model: AggregateModel::of::<A> }
     }
 }
 
@@ -41,7 +41,11 @@ pub trait Actor {
     fn state(&self) -> Vec<u8>;
 }
 
-struct Slot<A>(A);
+/// One aggregate instance and the id `init` bound it to.
+struct Slot<A> {
+    state: A,
+    actor_id: String,
+}
 
 impl<A: Aggregate> Slot<A> {
     /// Applies a batch the host packed into one message (see [`codec::pack`]).
@@ -49,7 +53,7 @@ impl<A: Aggregate> Slot<A> {
         for (i, item) in codec::unpack(packed).enumerate() {
             let fail = |cause| wit::ApplyError { index: i as u32, error: wit::GuestError::Undecodable(cause) };
             let decoded: A::Event = item.and_then(codec::unpack_one).map_err(fail)?;
-            self.0.apply(&decoded);
+            self.state.apply(&decoded);
         }
         Ok(())
     }
@@ -65,7 +69,7 @@ impl<A: Aggregate> Actor for Slot<A> {
         for (i, event) in events.iter().enumerate() {
             let decoded: A::Event = codec::join(&event.name, &event.payload)
                 .map_err(|cause| wit::ApplyError { index: i as u32, error: wit::GuestError::Undecodable(cause) })?;
-            self.0.apply(&decoded);
+            self.state.apply(&decoded);
         }
         Ok(())
     }
@@ -76,14 +80,14 @@ impl<A: Aggregate> Actor for Slot<A> {
         }
         let decoded: A::Command = codec::join(&command.name, &command.payload).map_err(wit::GuestError::Undecodable)?;
         let ctx = Context {
-            actor_id: ctx.actor_id,
+            actor_id: self.actor_id.clone(),
+            correlation_id: ctx.correlation_id.unwrap_or_else(|| ctx.command_id.clone()),
+            causation_id: ctx.causation_id.unwrap_or_else(|| ctx.command_id.clone()),
             command_id: ctx.command_id,
-            correlation_id: ctx.correlation_id,
-            causation_id: ctx.causation_id,
             timestamp_ms: ctx.timestamp_ms,
             version: ctx.version,
         };
-        match self.0.handle(&ctx, decoded) {
+        match self.state.handle(&ctx, decoded) {
             Ok(events) => {
                 let mut out = Vec::with_capacity(events.len());
                 for event in &events {
@@ -97,16 +101,16 @@ impl<A: Aggregate> Actor for Slot<A> {
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        self.0.snapshot()
+        self.state.snapshot()
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), wit::GuestError> {
-        self.0 = A::restore(bytes).map_err(|e| wit::GuestError::Undecodable(format!("snapshot: {e}")))?;
+        self.state = A::restore(bytes).map_err(|e| wit::GuestError::Undecodable(format!("snapshot: {e}")))?;
         Ok(())
     }
 
     fn state(&self) -> Vec<u8> {
-        codec::encode_named(&self.0)
+        codec::encode_named(&self.state)
     }
 }
 
@@ -115,12 +119,12 @@ thread_local! {
     static ACTOR: RefCell<Option<Box<dyn Actor>>> = const { RefCell::new(None) };
 }
 
-pub fn init(registry: &[Registration], aggregate: &str, _actor_id: &str) -> Result<(), wit::GuestError> {
+pub fn init(registry: &[Registration], aggregate: &str, actor_id: &str) -> Result<(), wit::GuestError> {
     let reg = registry
         .iter()
         .find(|r| r.name == aggregate)
         .ok_or_else(|| wit::GuestError::UnknownAggregate(aggregate.to_string()))?;
-    ACTOR.with(|a| *a.borrow_mut() = Some((reg.create)()));
+    ACTOR.with(|a| *a.borrow_mut() = Some((reg.create)(actor_id.to_string())));
     Ok(())
 }
 

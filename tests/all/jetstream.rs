@@ -31,13 +31,13 @@ async fn store(server: &NatsServer, config: JetStreamConfig) -> JetStreamEventSt
 fn request(expected_version: u64, command_id: &str, events: usize) -> AppendRequest {
     AppendRequest {
         expected_version,
-        provenance: Provenance {
+        provenance: Arc::new(Provenance {
             command_id: command_id.into(),
             correlation_id: "corr".into(),
             causation_id: "cause".into(),
             timestamp_ms: 1_700_000_000_000,
             component_hash: "ab".repeat(32),
-        },
+        }),
         events: (0..events)
             .map(|i| NewEvent { name: "Deposited".into(), payload: vec![0x81, 0xa1, b'n', i as u8] })
             .collect(),

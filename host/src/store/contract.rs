@@ -4,6 +4,7 @@
 //! in-memory, embedded and JetStream stores are held to one contract.
 
 use super::{ActorId, AppendRequest, EventStore, NewEvent, Provenance, Snapshot, StoreError};
+use std::sync::Arc;
 
 /// Runs every check on an empty store.
 ///
@@ -32,7 +33,7 @@ fn provenance(command_id: &str) -> Provenance {
 fn request(expected_version: u64, command_id: &str, names: &[&str]) -> AppendRequest {
     AppendRequest {
         expected_version,
-        provenance: provenance(command_id),
+        provenance: Arc::new(provenance(command_id)),
         events: names.iter().map(|n| NewEvent { name: n.to_string(), payload: vec![0x81, 0xa1, b'n', 0x01] }).collect(),
     }
 }

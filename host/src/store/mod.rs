@@ -87,7 +87,8 @@ pub struct AppendRequest {
     /// The actor's version when the command was decided; the append fails
     /// with [`StoreError::Conflict`] if the stream has moved on.
     pub expected_version: u64,
-    pub provenance: Provenance,
+    /// Shared with the events once recorded: one command, one provenance.
+    pub provenance: Arc<Provenance>,
     /// At least one event.
     pub events: Vec<NewEvent>,
 }

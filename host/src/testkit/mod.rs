@@ -176,7 +176,7 @@ impl TestKit {
                 timestamp_ms: 0,
                 component_hash: self.runtime.component().hash().to_string(),
             };
-            let request = AppendRequest { expected_version: version, provenance, events };
+            let request = AppendRequest { expected_version: version, provenance: Arc::new(provenance), events };
             self.store.append(&actor, request).await.expect("memory store append");
         }
         Given { kit: self, actor }

@@ -51,13 +51,12 @@ pub enum HandleResult {
     Rejected { code: String, message: String },
 }
 
-/// What `handle` is told about the command.
-#[derive(Debug, Clone, Default)]
-pub struct CommandContext {
-    pub actor_id: String,
-    pub command_id: String,
-    pub correlation_id: String,
-    pub causation_id: String,
+/// What `handle` is told about the command (the actor's id went to `init`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CommandContext<'a> {
+    pub command_id: &'a str,
+    pub correlation_id: &'a str,
+    pub causation_id: &'a str,
     pub timestamp_ms: u64,
     pub version: u64,
 }
@@ -163,12 +162,14 @@ impl GuestInstance {
     }
 
     /// Decides a command.
-    pub fn handle(&mut self, ctx: &CommandContext, name: &str, payload: &[u8]) -> Result<HandleResult, GuestFault> {
+    pub fn handle(&mut self, ctx: &CommandContext<'_>, name: &str, payload: &[u8]) -> Result<HandleResult, GuestFault> {
+        // Ids equal to the command id go as `none`: each string is a call
+        // into the guest's allocator.
+        let other = |id: &str| (id != ctx.command_id).then(|| id.to_string());
         let wit_ctx = wit::CommandContext {
-            actor_id: ctx.actor_id.clone(),
-            command_id: ctx.command_id.clone(),
-            correlation_id: ctx.correlation_id.clone(),
-            causation_id: ctx.causation_id.clone(),
+            command_id: ctx.command_id.to_string(),
+            correlation_id: other(&ctx.correlation_id),
+            causation_id: other(&ctx.causation_id),
             timestamp_ms: ctx.timestamp_ms,
             version: ctx.version,
         };

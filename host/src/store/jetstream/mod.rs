@@ -293,11 +293,11 @@ impl JetStreamEventStore {
         actor: &ActorId,
         subject: &str,
         headers: HeaderMap,
-        payload: &[u8],
+        payload: bytes::Bytes,
     ) -> Result<PublishAck, PublishFailure> {
         let what = || format!("appending to {actor}");
-        let publish =
-            async { self.js.publish_with_headers(subject.to_owned(), headers, payload.to_vec().into()).await?.await };
+        let size = payload.len();
+        let publish = async { self.js.publish_with_headers(subject.to_owned(), headers, payload).await?.await };
         match self.bounded(what, publish).await.map_err(PublishFailure::Failed)? {
             Ok(ack) => Ok(ack),
             Err(e) => Err(match e.kind() {
@@ -305,7 +305,7 @@ impl JetStreamEventStore {
                 PublishErrorKind::StreamNotFound => PublishFailure::Missing,
                 PublishErrorKind::MaxPayloadExceeded => PublishFailure::Failed(StoreError::Invalid {
                     actor: actor.clone(),
-                    reason: format!("the command's events ({} bytes) exceed the server's max_payload", payload.len()),
+                    reason: format!("the command's events ({size} bytes) exceed the server's max_payload"),
                 }),
                 _ => PublishFailure::Failed(self.unavailable(what(), e)),
             }),
@@ -475,7 +475,7 @@ impl EventStore for JetStreamEventStore {
         let expected = request.expected_version;
         let command_id = request.provenance.command_id.as_str();
         let (first_version, last_version) = (expected + 1, expected + request.events.len() as u64);
-        let payload = codec::encode_events(&request.provenance, &request.events);
+        let payload = bytes::Bytes::from(codec::encode_events(&request.provenance, &request.events));
         if payload.len() + HEADER_ROOM > self.config.max_message_bytes {
             let reason = format!(
                 "the command's {} events take {} bytes; a message may take at most {} (max_message_bytes)",
@@ -485,8 +485,15 @@ impl EventStore for JetStreamEventStore {
             );
             return Err(StoreError::Invalid { actor: actor.clone(), reason });
         }
-        let mut headers = codec::headers(first_version, last_version, &request.provenance);
-        headers.insert(NATS_MESSAGE_ID, subject::message_id(&subject, command_id).as_str());
+        let message_id = subject::message_id(&subject, command_id);
+        // Built per attempt rather than cloned: a header map is a hash map of
+        // vectors of strings, a dozen allocations either way.
+        let headers = |last_seq: u64| {
+            let mut headers = codec::headers(first_version, last_version, &request.provenance);
+            headers.insert(NATS_MESSAGE_ID, message_id.as_str());
+            headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, HeaderValue::from(last_seq));
+            headers
+        };
 
         // The cached head answers most appends without a lookup; a head that
         // disagrees with the caller may be stale, so ask the server.
@@ -509,8 +516,7 @@ impl EventStore for JetStreamEventStore {
                 return Err(StoreError::Conflict { actor: actor.clone(), expected, actual });
             }
             let last_seq = head.as_ref().map_or(0, |h| h.mark.seq);
-            headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, HeaderValue::from(last_seq));
-            match self.publish(actor, &subject, headers.clone(), &payload).await {
+            match self.publish(actor, &subject, headers(last_seq), payload.clone()).await {
                 Ok(ack) if ack.duplicate => return self.original(actor, command_id, ack.sequence).await,
                 Ok(ack) => {
                     let mark = Mark { version: last_version, seq: ack.sequence };

@@ -41,6 +41,10 @@ pub fn encode_token(s: &str) -> String {
     if s.is_empty() {
         return "_".into();
     }
+    // Generated ids and hashes are plain already.
+    if s.bytes().all(is_plain) {
+        return s.to_string();
+    }
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(s.len());
     for &byte in s.as_bytes() {

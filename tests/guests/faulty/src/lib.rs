@@ -84,7 +84,7 @@ mod guest {
             };
             match command.name.as_str() {
                 "Ping" => event("Pinged", nil()),
-                "Panic" => panic!("boom on purpose in actor {}", ctx.actor_id),
+                "Panic" => panic!("boom on purpose in command {}", ctx.command_id),
                 "Spin" => loop {
                     std::hint::black_box(());
                 },

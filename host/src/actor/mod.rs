@@ -17,8 +17,10 @@ use crate::model::AggregateModel;
 use crate::store::StoreError;
 use crate::store::{ActorId, AppendRequest, Appended, EventStore, NewEvent, Provenance, RecordedEvent, Snapshot};
 use crate::wasm::{CommandContext, DomainComponent, GuestFault, GuestInstance, HandleResult, RefusalKind};
-use std::collections::VecDeque;
+use recent::RecentCommands;
 use std::sync::Arc;
+
+mod recent;
 
 /// How actors replay, snapshot and retry.
 #[derive(Debug, Clone)]
@@ -94,8 +96,7 @@ pub(crate) struct Actor {
     vm: Option<GuestInstance>,
     version: u64,
     since_snapshot: u64,
-    recent: VecDeque<(String, Appended)>,
-    remember_cap: usize,
+    recent: RecentCommands,
 }
 
 /// What an actor needs from its runtime.
@@ -109,8 +110,7 @@ pub(crate) struct Env<'a> {
 
 impl Actor {
     pub(crate) fn new(id: ActorId, config: &ActorConfig) -> Self {
-        let remember_cap = config.remembered_commands.max(1);
-        Self { id, vm: None, version: 0, since_snapshot: 0, recent: VecDeque::new(), remember_cap }
+        Self { id, vm: None, version: 0, since_snapshot: 0, recent: RecentCommands::new(config.remembered_commands) }
     }
 
     /// The state (MessagePack) at an earlier version, rebuilt in a scratch VM
@@ -212,7 +212,7 @@ impl Actor {
             }
             env.stats.replayed.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
             for e in &batch {
-                self.remember_event(e);
+                self.recent.extend_or_remember(&e.provenance.command_id, e.version);
             }
             self.since_snapshot += batch.len() as u64;
             self.version = last_version;
@@ -246,24 +246,6 @@ impl Actor {
         }
     }
 
-    fn remember_event(&mut self, event: &RecordedEvent) {
-        let id = &event.provenance.command_id;
-        match self.recent.back_mut() {
-            Some((last, range)) if last == id => range.last_version = event.version,
-            _ => self.remember(
-                id.clone(),
-                Appended { first_version: event.version, last_version: event.version, duplicate: true },
-            ),
-        }
-    }
-
-    fn remember(&mut self, command_id: String, appended: Appended) {
-        if self.recent.len() >= self.remember_cap {
-            self.recent.pop_front();
-        }
-        self.recent.push_back((command_id, appended));
-    }
-
     /// The current state (MessagePack) and version. A live actor first
     /// catches up with the store: another host may have appended since.
     pub(crate) async fn state(&mut self, env: Env<'_>) -> Result<(u64, Vec<u8>), ActorError> {
@@ -291,24 +273,23 @@ impl Actor {
         command: &Command,
     ) -> Result<CommandOutcome, ActorError> {
         self.ensure_active(env).await?;
-        if let Some(original) = self.recent_command(&command.command_id) {
+        if let Some(original) = self.recent.find(&command.command_id) {
             return self.original_outcome(env, original).await;
         }
         let mut ctx = CommandContext {
-            actor_id: self.id.id.clone(),
-            command_id: command.command_id.clone(),
-            correlation_id: command.correlation_id.clone(),
-            causation_id: command.causation_id.clone(),
+            command_id: &command.command_id,
+            correlation_id: &command.correlation_id,
+            causation_id: &command.causation_id,
             timestamp_ms: command.timestamp_ms,
             version: self.version,
         };
-        let provenance = Provenance {
+        let provenance = Arc::new(Provenance {
             command_id: command.command_id.clone(),
             correlation_id: command.correlation_id.clone(),
             causation_id: command.causation_id.clone(),
             timestamp_ms: command.timestamp_ms,
             component_hash: env.component.hash().to_string(),
-        };
+        });
         let mut retries = 0;
         loop {
             ctx.version = self.version;
@@ -379,10 +360,9 @@ impl Actor {
         &mut self,
         env: Env<'_>,
         appended: Appended,
-        provenance: Provenance,
+        provenance: Arc<Provenance>,
         events: Vec<NewEvent>,
     ) -> CommandOutcome {
-        let provenance = Arc::new(provenance);
         let recorded: Vec<RecordedEvent> = events
             .into_iter()
             .enumerate()
@@ -398,7 +378,7 @@ impl Actor {
             Ok(()) => {
                 self.version = appended.last_version;
                 self.since_snapshot += recorded.len() as u64;
-                self.remember(provenance.command_id.clone(), Appended { duplicate: true, ..appended });
+                self.recent.remember(provenance.command_id.clone(), Appended { duplicate: true, ..appended });
                 self.maybe_snapshot(env).await;
             }
             Err((_, fault)) => {
@@ -431,10 +411,6 @@ impl Actor {
                 let _ = self.fault(fault);
             }
         }
-    }
-
-    fn recent_command(&self, command_id: &str) -> Option<Appended> {
-        self.recent.iter().rev().find(|(id, _)| id == command_id).map(|(_, a)| *a)
     }
 
     async fn original_outcome(&mut self, env: Env<'_>, original: Appended) -> Result<CommandOutcome, ActorError> {
