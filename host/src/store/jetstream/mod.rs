@@ -228,9 +228,15 @@ impl JetStreamEventStore {
     }
 
     /// Creates the stream and the bucket again, after the server forgot them.
-    async fn recreate(&self) -> Result<(), StoreError> {
-        tracing::warn!(stream = %self.stream, "the event stream is missing; creating it again");
-        ensure_storage(&self.js, &self.config).await.map(drop)
+    ///
+    /// Boxed: creating a stream and a bucket is a future of several
+    /// kilobytes, and inline it would make every append, read and version
+    /// future as large (each is boxed per call, behind the store trait).
+    fn recreate(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
+        Box::pin(async move {
+            tracing::warn!(stream = %self.stream, "the event stream is missing; creating it again");
+            ensure_storage(&self.js, &self.config).await.map(drop)
+        })
     }
 
     /// Runs a request on the snapshot bucket. If the server lost the bucket
@@ -496,14 +502,16 @@ impl EventStore for JetStreamEventStore {
         };
 
         // The cached head answers most appends without a lookup; a head that
-        // disagrees with the caller may be stale, so ask the server.
+        // disagrees with the caller may be stale, so ask the server. The
+        // lookups are boxed: they are the rare path, and inline they would
+        // triple the size of every append's future.
         let mut head = self.positions.head(actor);
         let trusted = match &head {
             Some(h) => h.mark.version == expected || h.command_id == command_id,
             None => expected == 0,
         };
         if !trusted {
-            head = self.fetch_head(actor, &subject).await?;
+            head = Box::pin(self.fetch_head(actor, &subject)).await?;
         }
         for attempt in 0..2 {
             if let Some(h) = &head
@@ -517,7 +525,7 @@ impl EventStore for JetStreamEventStore {
             }
             let last_seq = head.as_ref().map_or(0, |h| h.mark.seq);
             match self.publish(actor, &subject, headers(last_seq), payload.clone()).await {
-                Ok(ack) if ack.duplicate => return self.original(actor, command_id, ack.sequence).await,
+                Ok(ack) if ack.duplicate => return Box::pin(self.original(actor, command_id, ack.sequence)).await,
                 Ok(ack) => {
                     let mark = Mark { version: last_version, seq: ack.sequence };
                     let command_id = command_id.to_owned();
@@ -526,10 +534,10 @@ impl EventStore for JetStreamEventStore {
                 }
                 // Another writer got there first, or the cache was stale:
                 // the last message says which.
-                Err(PublishFailure::WrongSequence) => head = self.fetch_head(actor, &subject).await?,
+                Err(PublishFailure::WrongSequence) => head = Box::pin(self.fetch_head(actor, &subject)).await?,
                 Err(PublishFailure::Missing) if attempt == 0 => {
                     self.recreate().await?;
-                    head = self.fetch_head(actor, &subject).await?;
+                    head = Box::pin(self.fetch_head(actor, &subject)).await?;
                 }
                 Err(PublishFailure::Missing) => break,
                 Err(PublishFailure::Failed(err)) => {
