@@ -7,6 +7,10 @@ use aether_bench::{Options, fixtures, note, resident};
 use anyhow::{Context, bail};
 use std::path::PathBuf;
 
+/// The allocator the `aether-host` binary uses, so the figures are its.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str =
     "usage: aether-bench [--smoke] [--only activation,replay,memory,embedded,jetstream,resident] [--out FILE]";
 

@@ -4,6 +4,11 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 
+/// mimalloc rather than glibc's malloc: a command allocates and frees many
+/// small buffers across threads (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Hosts event-sourced actors written as WebAssembly components.
 ///
 /// Start a host with `aether-host load model.wasm`, then talk to it with
