@@ -101,14 +101,18 @@ fn store(db: &Database, memtable: &Memtable, seq: u64, file: &str) -> Result<(),
         // In key order, so consecutive inserts walk neighbouring pages.
         let mut actors: Vec<_> = memtable.actors.iter().collect();
         actors.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut ids = Vec::with_capacity(memtable.appends);
         for (actor, tail) in actors {
             for segment in segments(&tail.commands) {
                 tables.store_segment(actor, segment).map_err(|e| failed("store")(e.into()))?;
             }
+            let versions = tail.commands.iter().map(|c| (c.first_version, c.last_version()));
+            ids.extend(tail.id_keys.iter().copied().zip(versions));
             if let Some(snapshot) = &tail.snapshot {
                 tables.store_snapshot(actor, snapshot).map_err(|e| failed("store")(e.into()))?;
             }
         }
+        tables.store_ids(&mut ids).map_err(|e| failed("index command ids")(e.into()))?;
         tables.set_log(seq).map_err(|e| failed("record the log position")(e.into()))?;
     }
     txn.commit().map_err(|e| failed("commit")(e.into()))
@@ -136,7 +140,7 @@ pub(super) fn recover(db: &Database, dir: &Path, checkpointed: u64, file: &str) 
     for (seq, path) in &pending {
         log::replay(path, *seq == last, |record| {
             for write in codec::writes(record)? {
-                if let Write::Append { actor, command } = &write {
+                if let Write::Append { actor, command, .. } = &write {
                     let head = match memtable.head(actor) {
                         Some(head) => head,
                         None => stored.head(actor).map_err(|e| e.to_string())?,

@@ -9,6 +9,7 @@
 //! Decoders return a message for `StoreError::Corrupt`, never panic on malformed bytes.
 
 use super::memtable::{Command, Write};
+use super::tables::id_key;
 use crate::store::wire::{Decoder, Encoder};
 use crate::store::{ActorId, NewEvent, Snapshot};
 use std::sync::Arc;
@@ -74,20 +75,6 @@ fn events(d: &mut Decoder<'_>) -> Result<Vec<NewEvent>, String> {
     Ok(events)
 }
 
-pub(super) fn encode_versions(first: u64, last: u64) -> Vec<u8> {
-    let mut e = Encoder::new(16);
-    e.u64(first);
-    e.u64(last);
-    e.finish(&[])
-}
-
-pub(super) fn versions(bytes: &[u8]) -> Result<(u64, u64), String> {
-    let mut d = Decoder::new(bytes)?;
-    let versions = (d.u64("first version")?, d.u64("last version")?);
-    d.end()?;
-    Ok(versions)
-}
-
 pub(super) fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
     let mut e = Encoder::new(12 + s.component_hash.len() + s.state.len());
     e.u64(s.version);
@@ -115,7 +102,7 @@ pub(super) fn encode_writes(writes: &[Write]) -> Vec<u8> {
     e.u32(writes.len() as u32);
     for write in writes {
         match write {
-            Write::Append { actor, command } => {
+            Write::Append { actor, command, .. } => {
                 e.u32(APPEND);
                 e.str(&actor.aggregate);
                 e.str(&actor.id);
@@ -153,7 +140,8 @@ pub(super) fn writes(bytes: &[u8]) -> Result<Vec<Write>, String> {
                 let first_version = d.u64("first version")?;
                 let provenance = Arc::new(d.provenance()?);
                 let events = events(&mut d)?;
-                writes.push(Write::Append { actor, command: Arc::new(Command { first_version, provenance, events }) });
+                let id_key = id_key(&actor, &provenance.command_id);
+                writes.push(Write::Append { actor, command: Arc::new(Command { first_version, provenance, events }), id_key });
             }
             SNAPSHOT => {
                 let snapshot = Snapshot {

@@ -47,7 +47,8 @@ impl Command {
 /// A decided write: what the log records and a checkpoint stores.
 #[derive(Debug, Clone)]
 pub(super) enum Write {
-    Append { actor: ActorId, command: Arc<Command> },
+    /// `id_key`: the command id's key in redb's index (`tables::id_key`), computed once.
+    Append { actor: ActorId, command: Arc<Command>, id_key: u128 },
     Snapshot { actor: ActorId, snapshot: Arc<Snapshot> },
 }
 
@@ -56,7 +57,7 @@ impl Write {
     pub(super) fn size_hint(&self) -> usize {
         let actor = |a: &ActorId| 12 + a.aggregate.len() + a.id.len();
         match self {
-            Write::Append { actor: a, command } => actor(a) + 8 + command.size_hint(),
+            Write::Append { actor: a, command, .. } => actor(a) + 8 + command.size_hint(),
             Write::Snapshot { actor: a, snapshot } => {
                 actor(a) + 16 + snapshot.component_hash.len() + snapshot.state.len()
             }
@@ -69,6 +70,8 @@ impl Write {
 pub(super) struct ActorTail {
     /// In version order, contiguous.
     pub commands: Vec<Arc<Command>>,
+    /// The index keys of `commands`' ids, in the same order.
+    pub id_keys: Vec<u128>,
     /// Command id → index into `commands`.
     ids: HashMap<String, usize>,
     pub snapshot: Option<Arc<Snapshot>>,
@@ -85,10 +88,11 @@ pub(super) struct Memtable {
 impl Memtable {
     pub(super) fn insert(&mut self, write: &Write) {
         match write {
-            Write::Append { actor, command } => {
+            Write::Append { actor, command, id_key } => {
                 let tail = self.tail(actor);
                 tail.ids.insert(command.provenance.command_id.clone(), tail.commands.len());
                 tail.commands.push(command.clone());
+                tail.id_keys.push(*id_key);
                 self.appends += 1;
             }
             Write::Snapshot { actor, snapshot } => self.tail(actor).snapshot = Some(snapshot.clone()),
@@ -189,7 +193,8 @@ mod tests {
             component_hash: String::new(),
         });
         let events = (0..events).map(|i| NewEvent { name: format!("E{i}"), payload: vec![i as u8] }).collect();
-        Write::Append { actor: actor.clone(), command: Arc::new(Command { first_version, provenance, events }) }
+        let command = Arc::new(Command { first_version, provenance, events });
+        Write::Append { actor: actor.clone(), command, id_key: 0 }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!   segment per actor (more if it is over [`SEGMENT_BYTES`]), so a checkpoint's cost follows the
 //!   actors it touches rather than the events: with thousands of actors, redb's cost is pages;
 //! - `command_ids`: a 128-bit hash of `(aggregate, id, command_id)` → first and last version, for
-//!   idempotency over the whole history; fixed-size keys keep the index small and cheap to search;
+//!   idempotency over the whole history. Keys and values of fixed size: redb keeps no offsets in
+//!   such leaves, and inserting random keys into offset arrays was most of a checkpoint's cost;
 //! - `snapshots`: `(aggregate, id)` → the newest snapshot;
 //! - `meta`: `format` → the layout version ([`FORMAT`]); `log` → the number of the last log file
 //!   whose writes this file holds (see `log`).
@@ -30,7 +31,7 @@ use std::sync::Arc;
 
 pub(super) type SegmentKey = (&'static str, &'static str, u64);
 pub(super) const SEGMENTS: TableDefinition<SegmentKey, &[u8]> = TableDefinition::new("segments");
-const COMMAND_IDS: TableDefinition<u128, &[u8]> = TableDefinition::new("command_ids");
+const COMMAND_IDS: TableDefinition<u128, (u64, u64)> = TableDefinition::new("command_ids");
 const SNAPSHOTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("snapshots");
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -100,7 +101,7 @@ fn format_1(txn: &WriteTransaction) -> bool {
 /// The tables of one write transaction: a checkpoint, or the replay of the log.
 pub(super) struct WriteTables<'txn> {
     segments: Table<'txn, SegmentKey, &'static [u8]>,
-    command_ids: Table<'txn, u128, &'static [u8]>,
+    command_ids: Table<'txn, u128, (u64, u64)>,
     snapshots: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     meta: Table<'txn, &'static str, u64>,
 }
@@ -116,14 +117,20 @@ impl<'txn> WriteTables<'txn> {
     }
 
     /// Stores consecutive commands of one actor as one segment, as decided:
-    /// the writer already checked them.
+    /// the writer already checked them. Their ids go in with [`store_ids`](Self::store_ids).
     pub(super) fn store_segment(&mut self, actor: &ActorId, commands: &[Arc<Command>]) -> Result<(), redb::StorageError> {
         let Some(first) = commands.first() else { return Ok(()) };
         let (aggregate, id) = (actor.aggregate.as_str(), actor.id.as_str());
         self.segments.insert((aggregate, id, first.first_version), codec::encode_segment(commands).as_slice())?;
-        for command in commands {
-            let versions = codec::encode_versions(command.first_version, command.last_version());
-            self.command_ids.insert(id_key(actor, &command.provenance.command_id), versions.as_slice())?;
+        Ok(())
+    }
+
+    /// Indexes command ids: [`id_key`] → first and last version. In key
+    /// order, consecutive inserts walk neighbouring pages.
+    pub(super) fn store_ids(&mut self, ids: &mut [(u128, (u64, u64))]) -> Result<(), redb::StorageError> {
+        ids.sort_unstable_by_key(|(key, _)| *key);
+        for (key, versions) in ids.iter() {
+            self.command_ids.insert(*key, *versions)?;
         }
         Ok(())
     }
@@ -164,10 +171,20 @@ impl Lookup {
     }
 
     pub(super) fn command(&self, actor: &ActorId, command_id: &str) -> Result<Option<Appended>, StoreError> {
+        self.command_by_key(actor, command_id, id_key(actor, command_id))
+    }
+
+    /// As [`command`](Self::command), with the id's key already computed.
+    pub(super) fn command_by_key(
+        &self,
+        actor: &ActorId,
+        command_id: &str,
+        key: u128,
+    ) -> Result<Option<Appended>, StoreError> {
         let what = || format!("looking up command {command_id:?} of {actor}");
         let index = self.txn.open_table(COMMAND_IDS).map_err(|e| unavailable(what())(e))?;
-        let found = index.get(id_key(actor, command_id)).map_err(|e| unavailable(what())(e))?;
-        found.map(|value| decode_command(actor, command_id, value.value())).transpose()
+        let found = index.get(key).map_err(|e| unavailable(what())(e))?;
+        found.map(|value| checked_versions(actor, command_id, value.value())).transpose()
     }
 
     /// The version of the stored snapshot; a corrupt one counts as none, so a new one replaces it.
@@ -236,14 +253,17 @@ impl Lookup {
     }
 }
 
-fn decode_command(actor: &ActorId, command_id: &str, value: &[u8]) -> Result<Appended, StoreError> {
-    let (first_version, last_version) = codec::versions(value).map_err(|e| StoreError::Corrupt {
-        actor: actor.clone(),
-        // The entry that names the versions is the broken one.
-        version: 0,
-        cause: format!("command index entry {command_id:?}: {e}"),
-    })?;
-    Ok(Appended { first_version, last_version, duplicate: true })
+/// The versions an index entry names, if they can be a command's.
+fn checked_versions(actor: &ActorId, command_id: &str, (first, last): (u64, u64)) -> Result<Appended, StoreError> {
+    if first == 0 || last < first {
+        return Err(StoreError::Corrupt {
+            actor: actor.clone(),
+            // The entry that names the versions is the broken one.
+            version: 0,
+            cause: format!("command index entry {command_id:?} names versions {first}..={last}"),
+        });
+    }
+    Ok(Appended { first_version: first, last_version: last, duplicate: true })
 }
 
 fn corrupt_snapshot(actor: &ActorId) -> impl FnOnce(String) -> StoreError + '_ {

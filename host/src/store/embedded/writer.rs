@@ -13,7 +13,7 @@
 use super::checkpoint::Checkpointer;
 use super::log::Log;
 use super::memtable::{Command, Tail, Write};
-use super::tables::Lookup;
+use super::tables::{Lookup, id_key};
 use super::{Shared, codec};
 use crate::store::{ActorId, AppendRequest, Appended, Snapshot, StoreError};
 use std::collections::HashMap;
@@ -241,7 +241,8 @@ impl Decider<'_> {
         if let Some(original) = earlier.or_else(|| self.tail.find(|m| m.command(&actor, command_id))) {
             return Ok(original);
         }
-        if let Some(original) = self.redb()?.command(&actor, command_id)? {
+        let id_key = id_key(&actor, command_id);
+        if let Some(original) = self.redb()?.command_by_key(&actor, command_id, id_key)? {
             return Ok(original);
         }
         let actual = match decided.and_then(|d| d.head).or_else(|| self.tail.find(|m| m.head(&actor))) {
@@ -256,7 +257,7 @@ impl Decider<'_> {
         let decided = self.batch.entry(actor.clone()).or_default();
         decided.head = Some(appended.last_version);
         decided.commands.push((command.provenance.command_id.clone(), Appended { duplicate: true, ..appended }));
-        writes.push(Write::Append { actor, command: Arc::new(command) });
+        writes.push(Write::Append { actor, command: Arc::new(command), id_key });
         Ok(appended)
     }
 
