@@ -77,6 +77,28 @@ pub(super) struct ActorTail {
     pub snapshot: Option<Arc<Snapshot>>,
 }
 
+impl ActorTail {
+    fn insert(&mut self, write: &Write) {
+        match write {
+            Write::Append { command, id_key, .. } => {
+                self.ids.insert(command.provenance.command_id.clone(), self.commands.len());
+                self.commands.push(command.clone());
+                self.id_keys.push(*id_key);
+            }
+            Write::Snapshot { snapshot, .. } => self.snapshot = Some(snapshot.clone()),
+        }
+    }
+
+    /// The version of the newest event held here.
+    pub(super) fn head(&self) -> Option<u64> {
+        self.commands.last().map(|c| c.last_version())
+    }
+
+    pub(super) fn command(&self, command_id: &str) -> Option<Appended> {
+        self.ids.get(command_id).map(|&i| self.commands[i].appended())
+    }
+}
+
 /// Writes not yet in redb, by actor.
 #[derive(Debug, Default)]
 pub(super) struct Memtable {
@@ -87,29 +109,20 @@ pub(super) struct Memtable {
 
 impl Memtable {
     pub(super) fn insert(&mut self, write: &Write) {
-        match write {
-            Write::Append { actor, command, id_key } => {
-                let tail = self.tail(actor);
-                tail.ids.insert(command.provenance.command_id.clone(), tail.commands.len());
-                tail.commands.push(command.clone());
-                tail.id_keys.push(*id_key);
-                self.appends += 1;
-            }
-            Write::Snapshot { actor, snapshot } => self.tail(actor).snapshot = Some(snapshot.clone()),
+        let actor = match write {
+            Write::Append { actor, .. } | Write::Snapshot { actor, .. } => actor,
+        };
+        // Lookup first: cloning the key for every write would cost more than a second hash on a miss.
+        match self.actors.get_mut(actor) {
+            Some(tail) => tail.insert(write),
+            None => self.actors.entry(actor.clone()).or_default().insert(write),
         }
-    }
-
-    fn tail(&mut self, actor: &ActorId) -> &mut ActorTail {
-        // Lookup first: cloning the key for every write would cost more than a second hash.
-        if !self.actors.contains_key(actor) {
-            self.actors.insert(actor.clone(), ActorTail::default());
-        }
-        self.actors.get_mut(actor).expect("inserted above")
+        self.appends += usize::from(matches!(write, Write::Append { .. }));
     }
 
     /// The version of the actor's newest event held here.
     pub(super) fn head(&self, actor: &ActorId) -> Option<u64> {
-        self.actors.get(actor)?.commands.last().map(|c| c.last_version())
+        self.actors.get(actor)?.head()
     }
 
     /// The version of the actor's oldest event held here.
@@ -118,8 +131,7 @@ impl Memtable {
     }
 
     pub(super) fn command(&self, actor: &ActorId, command_id: &str) -> Option<Appended> {
-        let tail = self.actors.get(actor)?;
-        tail.ids.get(command_id).map(|&i| tail.commands[i].appended())
+        self.actors.get(actor)?.command(command_id)
     }
 
     pub(super) fn snapshot(&self, actor: &ActorId) -> Option<Arc<Snapshot>> {
@@ -160,6 +172,11 @@ pub(super) struct Tail {
 }
 
 impl Tail {
+    /// The actor's parts of the active and the frozen memtable, newest first.
+    pub(super) fn actor(&self, actor: &ActorId) -> [Option<&ActorTail>; 2] {
+        [self.active.actors.get(actor), self.frozen.as_deref().and_then(|f| f.actors.get(actor))]
+    }
+
     /// The first answer of the active memtable, else of the frozen one.
     pub(super) fn find<T>(&self, f: impl Fn(&Memtable) -> Option<T>) -> Option<T> {
         f(&self.active).or_else(|| self.frozen.as_deref().and_then(f))

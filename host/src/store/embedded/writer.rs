@@ -238,14 +238,17 @@ impl Decider<'_> {
         let command_id = request.provenance.command_id.as_str();
         let decided = self.batch.get(&actor);
         let earlier = decided.and_then(|d| d.commands.iter().find(|(id, _)| id == command_id)).map(|(_, a)| *a);
-        if let Some(original) = earlier.or_else(|| self.tail.find(|m| m.command(&actor, command_id))) {
+        let memory = self.tail.actor(&actor);
+        let in_memory = || memory.iter().flatten().find_map(|t| t.command(command_id));
+        if let Some(original) = earlier.or_else(in_memory) {
             return Ok(original);
         }
         let id_key = id_key(&actor, command_id);
         if let Some(original) = self.redb()?.command_by_key(&actor, command_id, id_key)? {
             return Ok(original);
         }
-        let actual = match decided.and_then(|d| d.head).or_else(|| self.tail.find(|m| m.head(&actor))) {
+        let newest_in_memory = || memory.iter().flatten().find_map(|t| t.head());
+        let actual = match decided.and_then(|d| d.head).or_else(newest_in_memory) {
             Some(head) => head,
             None => self.redb()?.head(&actor)?,
         };
