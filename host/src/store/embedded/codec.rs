@@ -1,8 +1,8 @@
 //! The stored values and the log's records, in the [wire](crate::store::wire)
 //! layout both stores share.
 //!
-//! A log record holds one batch's decided writes: a count, then each write
-//! tagged as an append (actor, first version, provenance, events) or a
+//! A log record holds one batch's decided writes, each a `u32` length and a
+//! value tagged as an append (actor, first version, provenance, events) or a
 //! snapshot (actor, snapshot). It records decisions, not requests, so
 //! replaying it never decides anything again.
 //!
@@ -95,12 +95,12 @@ pub(super) fn snapshot(bytes: &[u8]) -> Result<Snapshot, String> {
     })
 }
 
-/// One log record: `writes` in order.
-pub(super) fn encode_writes(writes: &[Write]) -> Vec<u8> {
-    let size: usize = writes.iter().map(Write::size_hint).sum();
-    let mut e = Encoder::new(4 + size);
-    e.u32(writes.len() as u32);
+/// Appends one log record's payload to `out`: each write as a `u32`
+/// length and a value. Written into the log's own buffer, so a batch costs
+/// no allocation of its size.
+pub(super) fn encode_writes(writes: &[Write], out: &mut Vec<u8>) {
     for write in writes {
+        let mut e = Encoder::new(write.size_hint());
         match write {
             Write::Append { actor, command, .. } => {
                 e.u32(APPEND);
@@ -123,16 +123,24 @@ pub(super) fn encode_writes(writes: &[Write]) -> Vec<u8> {
                 e.bytes(&snapshot.state);
             }
         }
+        let value = e.finish(&[]);
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(&value);
     }
-    e.finish(&[])
 }
 
 /// The writes of one log record.
-pub(super) fn writes(bytes: &[u8]) -> Result<Vec<Write>, String> {
-    let mut d = Decoder::new(bytes)?;
-    let count = d.u32("write count")?;
-    let mut writes = Vec::with_capacity(count.min(1 << 16) as usize);
-    for _ in 0..count {
+pub(super) fn writes(mut bytes: &[u8]) -> Result<Vec<Write>, String> {
+    let mut writes = Vec::new();
+    while !bytes.is_empty() {
+        let (len, rest) = bytes.split_first_chunk::<4>().ok_or("the record ends inside a length")?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err("the record ends inside a write".into());
+        }
+        let (value, rest) = rest.split_at(len);
+        bytes = rest;
+        let mut d = Decoder::new(value)?;
         let tag = d.u32("write tag")?;
         let actor = ActorId::new(d.string("aggregate")?, d.string("actor id")?);
         match tag {
@@ -141,7 +149,8 @@ pub(super) fn writes(bytes: &[u8]) -> Result<Vec<Write>, String> {
                 let provenance = Arc::new(d.provenance()?);
                 let events = events(&mut d)?;
                 let id_key = id_key(&actor, &provenance.command_id);
-                writes.push(Write::Append { actor, command: Arc::new(Command { first_version, provenance, events }), id_key });
+                let command = Arc::new(Command { first_version, provenance, events });
+                writes.push(Write::Append { actor, command, id_key });
             }
             SNAPSHOT => {
                 let snapshot = Snapshot {
@@ -153,7 +162,7 @@ pub(super) fn writes(bytes: &[u8]) -> Result<Vec<Write>, String> {
             }
             other => return Err(format!("unknown write tag {other}")),
         }
+        d.end()?;
     }
-    d.end()?;
     Ok(writes)
 }

@@ -50,14 +50,16 @@ impl Log {
         self.seq
     }
 
-    /// Appends one record and syncs it to disk.
-    pub(super) fn append(&mut self, payload: &[u8]) -> io::Result<()> {
-        let len = u32::try_from(payload.len()).map_err(|_| io::Error::other("a log record over 4 GiB"))?;
+    /// Appends one record, whose payload `fill` writes, and syncs it to disk.
+    pub(super) fn append(&mut self, fill: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
         self.buffer.clear();
-        self.buffer.extend_from_slice(&MAGIC);
-        self.buffer.extend_from_slice(&len.to_le_bytes());
-        self.buffer.extend_from_slice(&checksum(payload).to_le_bytes());
-        self.buffer.extend_from_slice(payload);
+        self.buffer.resize(HEADER, 0);
+        fill(&mut self.buffer);
+        let (header, payload) = self.buffer.split_at_mut(HEADER);
+        let len = u32::try_from(payload.len()).map_err(|_| io::Error::other("a log record over 4 GiB"))?;
+        header[..4].copy_from_slice(&MAGIC);
+        header[4..8].copy_from_slice(&len.to_le_bytes());
+        header[8..].copy_from_slice(&checksum(payload).to_le_bytes());
         self.file.write_all(&self.buffer)?;
         self.file.sync_data()?;
         if self.buffer.capacity() > 4 << 20 {
@@ -172,7 +174,7 @@ mod tests {
         let path = dir.join(file_name(7));
         let mut ends = Vec::new();
         for payload in [&b"first"[..], b"second", b"third"] {
-            log.append(payload).unwrap();
+            log.append(|buffer| buffer.extend_from_slice(payload)).unwrap();
             ends.push(std::fs::metadata(&path).unwrap().len());
         }
         (path, ends)

@@ -24,9 +24,11 @@ use super::memtable::Command;
 use super::{codec, corrupt, unavailable};
 use crate::store::{ActorId, Appended, RecordedEvent, Snapshot, StoreError};
 use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle, WriteTransaction,
+    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle,
+    WriteTransaction,
 };
 use sha2::{Digest, Sha256};
+use std::cell::OnceCell;
 use std::sync::Arc;
 
 pub(super) type SegmentKey = (&'static str, &'static str, u64);
@@ -147,20 +149,39 @@ impl<'txn> WriteTables<'txn> {
     }
 }
 
-/// Point lookups in one read transaction, as the writer decides a batch.
+/// Reads in one read transaction: a read of the store, or all the lookups
+/// of one batch. Each table is opened once, when first needed: opening one
+/// checks its definition and costs about as much as a lookup.
 pub(super) struct Lookup {
     txn: ReadTransaction,
+    segments: OnceCell<ReadOnlyTable<SegmentKey, &'static [u8]>>,
+    command_ids: OnceCell<ReadOnlyTable<u128, (u64, u64)>>,
+    snapshots: OnceCell<ReadOnlyTable<(&'static str, &'static str), &'static [u8]>>,
+}
+
+/// The table in `cell`, opened on first use.
+fn opened<'a, K: redb::Key + 'static, V: redb::Value + 'static>(
+    cell: &'a OnceCell<ReadOnlyTable<K, V>>,
+    txn: &ReadTransaction,
+    definition: TableDefinition<K, V>,
+) -> Result<&'a ReadOnlyTable<K, V>, redb::TableError> {
+    if cell.get().is_none() {
+        // Only this thread sees the cell: the set cannot lose a race.
+        let _ = cell.set(txn.open_table(definition)?);
+    }
+    Ok(cell.get().expect("set above"))
 }
 
 impl Lookup {
     pub(super) fn begin(db: &Database) -> Result<Self, redb::TransactionError> {
-        db.begin_read().map(|txn| Self { txn })
+        let txn = db.begin_read()?;
+        Ok(Self { txn, segments: OnceCell::new(), command_ids: OnceCell::new(), snapshots: OnceCell::new() })
     }
 
     /// The version of the actor's last stored event, 0 if it has none.
     pub(super) fn head(&self, actor: &ActorId) -> Result<u64, StoreError> {
         let what = || format!("reading the version of {actor}");
-        let segments = self.txn.open_table(SEGMENTS).map_err(|e| unavailable(what())(e))?;
+        let segments = opened(&self.segments, &self.txn, SEGMENTS).map_err(|e| unavailable(what())(e))?;
         let (aggregate, id) = (actor.aggregate.as_str(), actor.id.as_str());
         let last = segments
             .range((aggregate, id, 0)..=(aggregate, id, u64::MAX))
@@ -182,7 +203,7 @@ impl Lookup {
         key: u128,
     ) -> Result<Option<Appended>, StoreError> {
         let what = || format!("looking up command {command_id:?} of {actor}");
-        let index = self.txn.open_table(COMMAND_IDS).map_err(|e| unavailable(what())(e))?;
+        let index = opened(&self.command_ids, &self.txn, COMMAND_IDS).map_err(|e| unavailable(what())(e))?;
         let found = index.get(key).map_err(|e| unavailable(what())(e))?;
         found.map(|value| checked_versions(actor, command_id, value.value())).transpose()
     }
@@ -190,7 +211,7 @@ impl Lookup {
     /// The version of the stored snapshot; a corrupt one counts as none, so a new one replaces it.
     pub(super) fn snapshot_version(&self, actor: &ActorId) -> Result<Option<u64>, StoreError> {
         let what = || format!("loading the snapshot of {actor}");
-        let snapshots = self.txn.open_table(SNAPSHOTS).map_err(|e| unavailable(what())(e))?;
+        let snapshots = opened(&self.snapshots, &self.txn, SNAPSHOTS).map_err(|e| unavailable(what())(e))?;
         let found = snapshots.get((actor.aggregate.as_str(), actor.id.as_str())).map_err(|e| unavailable(what())(e))?;
         Ok(found.and_then(|old| match codec::snapshot_version(old.value()) {
             Ok(version) => Some(version),
@@ -203,7 +224,7 @@ impl Lookup {
 
     pub(super) fn snapshot(&self, actor: &ActorId) -> Result<Option<Snapshot>, StoreError> {
         let what = || format!("loading the snapshot of {actor}");
-        let snapshots = self.txn.open_table(SNAPSHOTS).map_err(|e| unavailable(what())(e))?;
+        let snapshots = opened(&self.snapshots, &self.txn, SNAPSHOTS).map_err(|e| unavailable(what())(e))?;
         let found = snapshots.get((actor.aggregate.as_str(), actor.id.as_str())).map_err(|e| unavailable(what())(e))?;
         found.map(|value| codec::snapshot(value.value()).map_err(corrupt_snapshot(actor))).transpose()
     }
@@ -212,7 +233,7 @@ impl Lookup {
     pub(super) fn events(&self, actor: &ActorId, after: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let what = || format!("reading events of {actor} after version {after}");
         let Some(first) = after.checked_add(1) else { return Ok(Vec::new()) };
-        let segments = self.txn.open_table(SEGMENTS).map_err(|e| unavailable(what())(e))?;
+        let segments = opened(&self.segments, &self.txn, SEGMENTS).map_err(|e| unavailable(what())(e))?;
         let (aggregate, id) = (actor.aggregate.as_str(), actor.id.as_str());
         // Start at the segment holding `first`: the last one starting at or before it.
         let holding = segments

@@ -109,7 +109,7 @@ impl Writer {
         let logged = if writes.is_empty() {
             Ok(())
         } else {
-            self.log.append(&codec::encode_writes(&writes)).map_err(|err| {
+            self.log.append(|buffer| codec::encode_writes(&writes, buffer)).map_err(|err| {
                 let reason = format!(
                     "cannot write the log of {} ({err}); the store takes no more writes until it is reopened",
                     self.shared.file
