@@ -1,12 +1,24 @@
-//! The writer thread of the embedded store: the only code that writes to
-//! the file. It takes every write that queued up while the previous commit
-//! was syncing, decides each in turn inside one redb transaction (so later
-//! appends see earlier ones), commits once, and only then answers the callers.
+//! The writer thread of the embedded store: the only code that decides
+//! writes. It takes every write that queued up while the previous batch was
+//! syncing, decides each in turn (so later appends see earlier ones), appends
+//! the batch's decisions to the log as one record, syncs it, and only then
+//! publishes them to the memtable and answers the callers. Every so often it
+//! freezes the memtable and hands it to the checkpoint thread.
+//!
+//! Decisions read, newest first, the batch's own decisions, the memtables,
+//! and redb. If the log cannot be written the store stops taking writes:
+//! after a failed sync the file's state is unknown (the kernel may have
+//! dropped the dirty pages), and only a reopen, replaying the log, knows it.
 
-use super::{COMMAND_IDS, COMMANDS, EVENTS, EventKey, SNAPSHOTS, codec, decode_command, head};
+use super::checkpoint::Checkpointer;
+use super::log::Log;
+use super::memtable::{Command, Tail, Write};
+use super::tables::{Lookup, id_key};
+use super::{Shared, codec};
 use crate::store::{ActorId, AppendRequest, Appended, Snapshot, StoreError};
-use redb::{Database, ReadableTable, Table, WriteTransaction};
-use std::fmt;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// A write waiting for the writer thread.
@@ -15,49 +27,26 @@ pub(super) enum Job {
     SaveSnapshot { actor: ActorId, snapshot: Snapshot, reply: oneshot::Sender<Result<(), StoreError>> },
 }
 
-/// A job's answer, decided inside the batch transaction and sent once the
-/// batch's fate is known: the decision if it committed, the failure if not
-/// (a duplicate or conflict decided against writes that never committed
-/// would be a lie).
+/// A job's answer, decided before the batch is logged and sent once the
+/// batch's fate is known: the decision if it is durable, the failure if not
+/// (a duplicate or conflict decided against writes that never reached the
+/// disk would be a lie).
 type Staged = Box<dyn FnOnce(Result<(), &str>) + Send>;
 
 fn stage<T: Send + 'static>(reply: oneshot::Sender<Result<T, StoreError>>, decided: Result<T, StoreError>) -> Staged {
-    Box::new(move |committed| {
-        // The caller may have stopped waiting; a committed append stands and
-        // a retry of its command is answered as a duplicate.
-        let _ = reply.send(committed.map_err(|e| StoreError::Unavailable(e.to_owned())).and(decided));
+    Box::new(move |logged| {
+        // The caller may have stopped waiting; a logged append stands and a
+        // retry of its command is answered as a duplicate.
+        let _ = reply.send(logged.map_err(|e| StoreError::Unavailable(e.to_owned())).and(decided));
     })
 }
 
 impl Job {
-    /// Answers a job the batch could not write.
+    /// Answers a job the store cannot write.
     fn fail(self, message: &str) {
         match self {
             Job::Append { reply, .. } => refuse(reply, message),
             Job::SaveSnapshot { reply, .. } => refuse(reply, message),
-        }
-    }
-
-    /// Decides this job inside the batch transaction. On a redb error the
-    /// job is answered with it and the whole batch is abandoned.
-    fn decide(self, tables: &mut WriteTables<'_>, batch: &str) -> Result<Staged, String> {
-        match self {
-            Job::Append { actor, request, reply } => match tables.append(&actor, request) {
-                Ok(decided) => Ok(stage(reply, decided)),
-                Err(err) => {
-                    let message = format!("cannot append to {actor} ({batch}): {err}");
-                    refuse(reply, &message);
-                    Err(message)
-                }
-            },
-            Job::SaveSnapshot { actor, snapshot, reply } => match tables.save_snapshot(&actor, snapshot) {
-                Ok(()) => Ok(stage(reply, Ok(()))),
-                Err(err) => {
-                    let message = format!("cannot save the snapshot of {actor} ({batch}): {err}");
-                    refuse(reply, &message);
-                    Err(message)
-                }
-            },
         }
     }
 }
@@ -68,104 +57,225 @@ fn refuse<T>(reply: oneshot::Sender<Result<T, StoreError>>, message: &str) {
     let _ = reply.send(Err(StoreError::Unavailable(message.to_owned())));
 }
 
-/// Commits writes in batches until the store closes the queue. Blocks for
-/// the first job, then takes whatever else queued meanwhile: a batch grows by
-/// itself while the previous commit syncs, and a lone append never waits for
-/// company. Returns once the queue is closed and empty, i.e. every job taken
-/// was answered.
-pub(super) fn run_writer(db: &Database, mut jobs: mpsc::Receiver<Job>, max_batch: usize, file: &str) {
-    let mut batch = Vec::with_capacity(max_batch);
-    while jobs.blocking_recv_many(&mut batch, max_batch) > 0 {
-        write_batch(db, &mut batch, file);
-    }
+/// When the writer freezes the memtable for a checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CheckpointPolicy {
+    /// Writes in the memtable that start a checkpoint.
+    pub writes: usize,
+    /// The longest the first write of a memtable waits for one, while writes keep coming.
+    pub interval: Duration,
 }
 
-/// Writes `batch` in one transaction, then answers every job in it.
-pub(super) fn write_batch(db: &Database, batch: &mut Vec<Job>, file: &str) {
-    let size = batch.len();
-    let mut jobs = batch.drain(..);
-    let mut staged = Vec::with_capacity(size);
-    let batch = format!("batch of {size} writes to {file}");
-    let failed = |doing: &str, err: &dyn fmt::Display| format!("{doing} ({batch}): {err}");
-    let outcome = (|| {
-        let mut txn = db.begin_write().map_err(|e| failed("cannot begin a write transaction", &e))?;
-        // Explicit although it is redb's default: this is the promise `append` makes.
-        txn.set_durability(redb::Durability::Immediate).map_err(|e| failed("cannot set durability", &e))?;
-        {
-            let mut tables = WriteTables::open(&txn).map_err(|e| failed("cannot open tables", &e))?;
-            for job in jobs.by_ref() {
-                staged.push(job.decide(&mut tables, &batch)?);
+pub(super) struct Writer {
+    shared: Arc<Shared>,
+    log: Log,
+    checkpoints: Checkpointer,
+    policy: CheckpointPolicy,
+    /// Writes in the active memtable.
+    pending: usize,
+    /// When the active memtable received its first write.
+    since: Option<Instant>,
+    /// Set once the store cannot write any more; every later write gets it.
+    failed: Option<String>,
+}
+
+impl Writer {
+    pub(super) fn new(shared: Arc<Shared>, log: Log, policy: CheckpointPolicy) -> std::io::Result<Self> {
+        let checkpoints = Checkpointer::spawn(shared.clone())?;
+        Ok(Self { shared, log, checkpoints, policy, pending: 0, since: None, failed: None })
+    }
+
+    /// Writes batches until the store closes the queue. Blocks for the first
+    /// job, then takes whatever else queued meanwhile: a batch grows by itself
+    /// while the previous one syncs, and a lone append never waits for
+    /// company. Returns once the queue is closed and empty (every job taken
+    /// was answered) and the memtable is checkpointed.
+    pub(super) fn run(mut self, mut jobs: mpsc::Receiver<Job>, max_batch: usize) {
+        let mut batch = Vec::with_capacity(max_batch);
+        while jobs.blocking_recv_many(&mut batch, max_batch) > 0 {
+            self.write_batch(&mut batch);
+            self.checkpoint_if_due();
+        }
+        self.finish();
+    }
+
+    /// Decides, logs and answers `batch`.
+    pub(super) fn write_batch(&mut self, batch: &mut Vec<Job>) {
+        if let Some(reason) = &self.failed {
+            batch.drain(..).for_each(|job| job.fail(reason));
+            return;
+        }
+        let (writes, staged) = self.decide(batch);
+        let logged = if writes.is_empty() {
+            Ok(())
+        } else {
+            self.log.append(|buffer| codec::encode_writes(&writes, buffer)).map_err(|err| {
+                let reason = format!(
+                    "cannot write the log of {} ({err}); the store takes no more writes until it is reopened",
+                    self.shared.file
+                );
+                tracing::error!(cause = %reason, "embedded store write failed");
+                self.failed.insert(reason).clone()
+            })
+        };
+        if logged.is_ok() && !writes.is_empty() {
+            let mut tail = self.shared.tail();
+            writes.iter().for_each(|w| tail.active.insert(w));
+            self.pending += writes.len();
+            self.since.get_or_insert_with(Instant::now);
+        }
+        let logged = logged.as_ref().map(|_| ()).map_err(String::as_str);
+        staged.into_iter().for_each(|answer| answer(logged));
+    }
+
+    /// Decides every job of `batch` against one view of the store.
+    fn decide(&self, batch: &mut Vec<Job>) -> (Vec<Write>, Vec<Staged>) {
+        let mut writes = Vec::with_capacity(batch.len());
+        let mut staged = Vec::with_capacity(batch.len());
+        // The memtables first, then redb: a checkpoint that commits in
+        // between leaves its writes in both, never in neither.
+        let tail = self.shared.tail_read();
+        let view = Lookup::begin(&self.shared.db).map_err(|e| format!("cannot read {}: {e}", self.shared.file));
+        let mut decider = Decider { tail: &tail, redb: view.as_ref(), batch: HashMap::new() };
+        for job in batch.drain(..) {
+            staged.push(match job {
+                Job::Append { actor, request, reply } => stage(reply, decider.append(actor, request, &mut writes)),
+                Job::SaveSnapshot { actor, snapshot, reply } => {
+                    stage(reply, decider.snapshot(actor, snapshot, &mut writes))
+                }
+            });
+        }
+        (writes, staged)
+    }
+
+    /// Starts a checkpoint when the memtable is big or old enough and none
+    /// is running; waits for the running one if the memtable has grown far
+    /// past its size (the disk is slower than the writes).
+    fn checkpoint_if_due(&mut self) {
+        if let Some(Err(reason)) = self.checkpoints.finished(false) {
+            self.fail_checkpoint(reason);
+        }
+        let old = self.since.is_some_and(|t| t.elapsed() >= self.policy.interval);
+        if self.failed.is_some() || (self.pending < self.policy.writes && !old) {
+            return;
+        }
+        if self.checkpoints.busy() {
+            if self.pending < self.policy.writes.saturating_mul(4) {
+                return;
+            }
+            if let Some(Err(reason)) = self.checkpoints.finished(true) {
+                return self.fail_checkpoint(reason);
             }
         }
-        txn.commit().map_err(|e| failed("cannot commit", &e))
-    })();
-    if let Err(message) = &outcome {
-        tracing::error!(cause = %message, "embedded store write failed");
-        jobs.for_each(|job| job.fail(message));
+        if let Err(reason) = self.freeze(true) {
+            self.failed = Some(reason);
+        }
     }
-    let committed = outcome.as_ref().map(|_| ()).map_err(String::as_str);
-    staged.into_iter().for_each(|answer| answer(committed));
+
+    /// Hands the active memtable to the checkpoint thread; `rotate`: the
+    /// log continues in a new file, so the old ones cover exactly it.
+    fn freeze(&mut self, rotate: bool) -> Result<(), String> {
+        let seq = if rotate {
+            self.log.rotate().map_err(|e| format!("cannot start a new log in {}: {e}", self.shared.dir.display()))?
+        } else {
+            self.log.seq()
+        };
+        let frozen = {
+            let mut tail = self.shared.tail();
+            let frozen = Arc::new(std::mem::take(&mut tail.active));
+            tail.frozen = Some(frozen.clone());
+            frozen
+        };
+        self.pending = 0;
+        self.since = None;
+        self.checkpoints.start(frozen, seq)
+    }
+
+    fn fail_checkpoint(&mut self, reason: String) {
+        let reason = format!("{reason}; the store takes no more writes until it is reopened (the log keeps them)");
+        tracing::error!(cause = %reason, "embedded store checkpoint failed");
+        self.failed = Some(reason);
+    }
+
+    /// Checkpoints what is left, so a clean close leaves no log to replay.
+    fn finish(&mut self) {
+        if let Some(Err(reason)) = self.checkpoints.finished(true) {
+            self.fail_checkpoint(reason);
+        }
+        if self.failed.is_none() && self.pending > 0 {
+            let done = self.freeze(false).and_then(|()| self.checkpoints.finished(true).unwrap_or(Ok(())));
+            if let Err(reason) = done {
+                tracing::error!(cause = %reason, "the closing checkpoint failed; the next open replays the log");
+            }
+        }
+        self.checkpoints.stop();
+    }
 }
 
-/// The tables of one write transaction. Appends later in a batch see the
-/// rows of earlier ones, since they read through the same transaction.
-pub(super) struct WriteTables<'txn> {
-    events: Table<'txn, EventKey, &'static [u8]>,
-    commands: Table<'txn, EventKey, &'static [u8]>,
-    command_ids: Table<'txn, (&'static str, &'static str, &'static str), &'static [u8]>,
-    snapshots: Table<'txn, (&'static str, &'static str), &'static [u8]>,
+/// What the batch decided so far for one actor.
+#[derive(Default)]
+struct Decided {
+    head: Option<u64>,
+    commands: Vec<(String, Appended)>,
+    snapshot: Option<u64>,
 }
 
-impl<'txn> WriteTables<'txn> {
-    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, redb::TableError> {
-        Ok(Self {
-            events: txn.open_table(EVENTS)?,
-            commands: txn.open_table(COMMANDS)?,
-            command_ids: txn.open_table(COMMAND_IDS)?,
-            snapshots: txn.open_table(SNAPSHOTS)?,
-        })
+/// The rules of a write, applied against the batch, the memtables and redb.
+struct Decider<'a> {
+    tail: &'a Tail,
+    redb: Result<&'a Lookup, &'a String>,
+    batch: HashMap<ActorId, Decided>,
+}
+
+impl Decider<'_> {
+    fn redb(&self) -> Result<&Lookup, StoreError> {
+        self.redb.map_err(|e| StoreError::Unavailable(e.clone()))
     }
 
     /// Checks the command id first, then the expected version, exactly as
-    /// the in-memory store does; only then writes. The outer error is redb
-    /// failing; the inner one is this append's answer.
-    fn append(
-        &mut self,
-        actor: &ActorId,
-        request: AppendRequest,
-    ) -> Result<Result<Appended, StoreError>, redb::StorageError> {
-        let (aggregate, id) = (actor.aggregate.as_str(), actor.id.as_str());
+    /// the in-memory store does; only then writes.
+    fn append(&mut self, actor: ActorId, request: AppendRequest, writes: &mut Vec<Write>) -> Result<Appended, StoreError> {
         let command_id = request.provenance.command_id.as_str();
-        if let Some(original) = self.command_ids.get((aggregate, id, command_id))? {
-            return Ok(decode_command(actor, command_id, original.value()));
+        let decided = self.batch.get(&actor);
+        let earlier = decided.and_then(|d| d.commands.iter().find(|(id, _)| id == command_id)).map(|(_, a)| *a);
+        let memory = self.tail.actor(&actor);
+        let in_memory = || memory.iter().flatten().find_map(|t| t.command(command_id));
+        if let Some(original) = earlier.or_else(in_memory) {
+            return Ok(original);
         }
-        let actual = head(&self.events, actor)?;
+        let id_key = id_key(&actor, command_id);
+        if let Some(original) = self.redb()?.command_by_key(&actor, command_id, id_key)? {
+            return Ok(original);
+        }
+        let newest_in_memory = || memory.iter().flatten().find_map(|t| t.head());
+        let actual = match decided.and_then(|d| d.head).or_else(newest_in_memory) {
+            Some(head) => head,
+            None => self.redb()?.head(&actor)?,
+        };
         if actual != request.expected_version {
-            return Ok(Err(StoreError::Conflict { actor: actor.clone(), expected: request.expected_version, actual }));
+            return Err(StoreError::Conflict { actor, expected: request.expected_version, actual });
         }
-        let first_version = actual + 1;
-        let last_version = actual + request.events.len() as u64;
-        self.commands
-            .insert((aggregate, id, first_version), codec::encode_provenance(&request.provenance).as_slice())?;
-        for (event, version) in request.events.iter().zip(first_version..) {
-            let value = codec::encode_event(first_version, &event.name, &event.payload);
-            self.events.insert((aggregate, id, version), value.as_slice())?;
-        }
-        let versions = codec::encode_versions(first_version, last_version);
-        self.command_ids.insert((aggregate, id, command_id), versions.as_slice())?;
-        Ok(Ok(Appended { first_version, last_version, duplicate: false }))
+        let command = Command { first_version: actual + 1, provenance: request.provenance.into(), events: request.events };
+        let appended = Appended { first_version: command.first_version, last_version: command.last_version(), duplicate: false };
+        let decided = self.batch.entry(actor.clone()).or_default();
+        decided.head = Some(appended.last_version);
+        decided.commands.push((command.provenance.command_id.clone(), Appended { duplicate: true, ..appended }));
+        writes.push(Write::Append { actor, command: Arc::new(command), id_key });
+        Ok(appended)
     }
 
     /// Keeps the newer of the stored and the given snapshot.
-    fn save_snapshot(&mut self, actor: &ActorId, snapshot: Snapshot) -> Result<(), redb::StorageError> {
-        let key = (actor.aggregate.as_str(), actor.id.as_str());
-        let stored = self.snapshots.get(key)?.map(|old| codec::snapshot_version(old.value()));
-        match stored {
-            Some(Ok(version)) if version >= snapshot.version => return Ok(()),
-            Some(Err(cause)) => tracing::warn!(actor = %actor, %cause, "replacing a corrupt snapshot"),
-            _ => {}
+    fn snapshot(&mut self, actor: ActorId, snapshot: Snapshot, writes: &mut Vec<Write>) -> Result<(), StoreError> {
+        let decided = self.batch.get(&actor).and_then(|d| d.snapshot);
+        let stored = match decided.or_else(|| self.tail.find(|m| m.snapshot(&actor).map(|s| s.version))) {
+            Some(version) => Some(version),
+            None => self.redb()?.snapshot_version(&actor)?,
+        };
+        if stored.is_some_and(|stored| stored >= snapshot.version) {
+            return Ok(());
         }
-        self.snapshots.insert(key, codec::encode_snapshot(&snapshot).as_slice())?;
+        self.batch.entry(actor.clone()).or_default().snapshot = Some(snapshot.version);
+        writes.push(Write::Snapshot { actor, snapshot: Arc::new(snapshot) });
         Ok(())
     }
 }

@@ -1,0 +1,336 @@
+//! The embedded store: the contract, restarts, crashes (as copies of the
+//! directory taken while the store runs), damaged logs and older layouts.
+
+use super::tables::{META, SEGMENTS};
+use super::writer::{CheckpointPolicy, Job, Writer};
+use super::*;
+use crate::store::{NewEvent, Provenance, contract};
+
+fn request(expected_version: u64, command_id: &str, names: &[&str]) -> AppendRequest {
+    AppendRequest {
+        expected_version,
+        provenance: Provenance {
+            command_id: command_id.into(),
+            correlation_id: format!("corr-{command_id}"),
+            causation_id: format!("cause-{command_id}"),
+            timestamp_ms: 1_700_000_000_000,
+            component_hash: "ab".repeat(32),
+        }
+        .into(),
+        events: names.iter().map(|n| NewEvent { name: n.to_string(), payload: vec![0x81, 0xa1, b'n', 0x01] }).collect(),
+    }
+}
+
+fn snapshot(version: u64) -> Snapshot {
+    Snapshot { version, component_hash: "cd".repeat(32), state: vec![7; 4096] }
+}
+
+/// A checkpoint after every write: redb and the memtables take turns.
+fn checkpoint_always() -> EmbeddedConfig {
+    EmbeddedConfig { checkpoint_writes: 1, ..EmbeddedConfig::default() }
+}
+
+/// The directory as a crash at this moment would leave it: the store keeps
+/// running, and no checkpoint runs while the files are copied.
+fn crash_copy(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, to.path().join(path.file_name().unwrap())).unwrap();
+    }
+    to
+}
+
+fn logs(dir: &Path) -> Vec<PathBuf> {
+    log::files(dir).unwrap().into_iter().map(|(_, path)| path).collect()
+}
+
+async fn versions(store: &EmbeddedStore, actor: &ActorId) -> Vec<u64> {
+    store.read(actor, 0, 1000).await.unwrap().iter().map(|e| e.version).collect()
+}
+
+fn refused(dir: &Path) -> String {
+    match EmbeddedStore::open(dir) {
+        Err(StoreError::Unavailable(message)) => message,
+        other => panic!("the open must be refused, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    contract::check_all(&store).await;
+    store.close().await.unwrap();
+
+    // Batches of one and a queue of one: the backpressure path.
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = EmbeddedConfig { max_batch: 1, queue_capacity: 1, cache_size_bytes: 1024 * 1024, ..checkpoint_always() };
+    contract::check_all(&EmbeddedStore::open_with(dir.path(), tiny).unwrap()).await;
+}
+
+#[tokio::test]
+async fn keeps_the_contract_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let actor = ActorId::new("Account", "a-1");
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    store.append(&actor, request(0, "c1", &["Opened"])).await.unwrap();
+    store.append(&actor, request(1, "c2", &["Deposited", "Withdrawn"])).await.unwrap();
+    store.save_snapshot(&actor, snapshot(2)).await.unwrap();
+    let before = store.read(&actor, 0, 100).await.unwrap();
+    store.close().await.unwrap();
+    assert!(logs(dir.path()).is_empty(), "a clean close leaves no log to replay");
+
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(store.read(&actor, 0, 100).await.unwrap(), before, "events and provenance survive");
+    assert_eq!(store.version(&actor).await.unwrap(), 3);
+    let c2 = store.find_command(&actor, "c2").await.unwrap();
+    assert_eq!(c2, Some(Appended { first_version: 2, last_version: 3, duplicate: true }), "the command index survives");
+    assert_eq!(store.load_snapshot(&actor).await.unwrap(), Some(snapshot(2)), "the snapshot survives");
+    let retried = store.append(&actor, request(3, "c1", &["Opened"])).await.unwrap();
+    assert_eq!((retried.first_version, retried.duplicate), (1, true), "a retry after a restart is a duplicate");
+    store.append(&actor, request(3, "c3", &["Closed"])).await.unwrap();
+    // Events 1–3 in redb, 4 in memory: one read.
+    assert_eq!(versions(&store, &actor).await, [1, 2, 3, 4]);
+    assert_eq!(store.read(&actor, 2, 100).await.unwrap().len(), 2);
+    store.save_snapshot(&actor, snapshot(1)).await.unwrap();
+    assert_eq!(store.load_snapshot(&actor).await.unwrap(), Some(snapshot(2)), "redb's newer snapshot stays");
+    drop(store);
+
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(store.version(&actor).await.unwrap(), 4, "dropping the store keeps what it logged");
+}
+
+#[tokio::test]
+async fn a_crash_loses_no_answered_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let actor = ActorId::new("Account", "crash");
+    store.append(&actor, request(0, "c1", &["Opened"])).await.unwrap();
+    store.append(&actor, request(1, "c2", &["Deposited", "Deposited"])).await.unwrap();
+    store.save_snapshot(&actor, snapshot(3)).await.unwrap();
+    let crashed = crash_copy(dir.path());
+    assert_eq!(logs(crashed.path()).len(), 1, "the writes are in the log only");
+
+    let recovered = EmbeddedStore::open(crashed.path()).unwrap();
+    assert_eq!(recovered.read(&actor, 0, 100).await.unwrap(), store.read(&actor, 0, 100).await.unwrap());
+    assert_eq!(recovered.load_snapshot(&actor).await.unwrap(), Some(snapshot(3)));
+    let retried = recovered.append(&actor, request(3, "c2", &["Deposited", "Deposited"])).await.unwrap();
+    assert_eq!((retried.first_version, retried.duplicate), (2, true), "the command index is rebuilt too");
+    assert_eq!(logs(crashed.path()).len(), 1, "replayed logs are deleted; a new one is started");
+}
+
+#[tokio::test]
+async fn logs_redb_already_holds_are_not_replayed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let actor = ActorId::new("Account", "twice");
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    store.append(&actor, request(0, "c1", &["Opened"])).await.unwrap();
+    // A crash after the checkpoint committed and before it deleted the log.
+    let crashed = crash_copy(dir.path());
+    store.close().await.unwrap();
+    std::fs::copy(dir.path().join(FILE_NAME), crashed.path().join(FILE_NAME)).unwrap();
+
+    let store = EmbeddedStore::open(crashed.path()).unwrap();
+    assert_eq!(versions(&store, &actor).await, [1], "the append is stored once");
+    store.append(&actor, request(1, "c2", &["Deposited"])).await.unwrap();
+    assert_eq!(versions(&store, &actor).await, [1, 2]);
+}
+
+#[tokio::test]
+async fn a_torn_last_write_is_cut_and_the_rest_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let actor = ActorId::new("Account", "torn");
+    store.append(&actor, request(0, "c1", &["Opened"])).await.unwrap();
+    let crashed = crash_copy(dir.path());
+    let log = &logs(crashed.path())[0];
+    // The next batch's record, half written: a copy of the first one, cut.
+    let mut bytes = std::fs::read(log).unwrap();
+    bytes.extend_from_slice(&bytes.clone()[..bytes.len() / 2]);
+    std::fs::write(log, &bytes).unwrap();
+
+    let recovered = EmbeddedStore::open(crashed.path()).unwrap();
+    assert_eq!(versions(&recovered, &actor).await, [1]);
+    recovered.append(&actor, request(1, "c2", &["Deposited"])).await.unwrap();
+    assert_eq!(versions(&recovered, &actor).await, [1, 2]);
+}
+
+#[tokio::test]
+async fn a_damaged_record_before_the_tail_refuses_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let actor = ActorId::new("Account", "damaged");
+    store.append(&actor, request(0, "c1", &["Opened"])).await.unwrap();
+    store.append(&actor, request(1, "c2", &["Deposited"])).await.unwrap();
+    let crashed = crash_copy(dir.path());
+    let log = &logs(crashed.path())[0];
+    let mut bytes = std::fs::read(log).unwrap();
+    bytes[20] ^= 0x01; // inside the first record's payload
+    std::fs::write(log, &bytes).unwrap();
+
+    let message = refused(crashed.path());
+    assert!(message.contains("a valid record follows") && message.contains("wal-"), "{message}");
+    assert_eq!(std::fs::read(log).unwrap(), bytes, "the log is left as it was, for whoever repairs it");
+}
+
+#[tokio::test]
+async fn a_format_1_directory_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    // Format 1: rows keyed by actor in `events`, `commands` and `command_ids`, no `meta`.
+    {
+        type Key = (&'static str, &'static str, u64);
+        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        let events: redb::TableDefinition<Key, &[u8]> = redb::TableDefinition::new("events");
+        txn.open_table(events).unwrap().insert(("Account", "old", 1), [1u8, 0].as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+    let message = refused(dir.path());
+    assert!(message.contains("format 1") && message.contains("move the directory away"), "{message}");
+    assert!(logs(dir.path()).is_empty(), "a refused directory is left as it was");
+}
+
+#[tokio::test]
+async fn an_unknown_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    EmbeddedStore::open(dir.path()).unwrap().close().await.unwrap();
+    {
+        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META).unwrap().insert("format", 3).unwrap();
+        txn.commit().unwrap();
+    }
+    let message = refused(dir.path());
+    assert!(message.contains("format 3") && message.contains("reads format 2"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_to_many_actors_all_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig { checkpoint_writes: 17, ..EmbeddedConfig::default() };
+    let store = Arc::new(EmbeddedStore::open_with(dir.path(), config).unwrap());
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let actor = ActorId::new("Account", format!("a{i}"));
+                for v in 0..5 {
+                    store.append(&actor, request(v, &format!("c{i}-{v}"), &["E"])).await?;
+                    // Reads race the checkpoints.
+                    assert_eq!(store.version(&actor).await?, v + 1);
+                    assert_eq!(store.read(&actor, 0, 100).await?.len() as u64, v + 1);
+                }
+                Ok::<_, StoreError>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    for i in 0..200 {
+        let events = store.read(&ActorId::new("Account", format!("a{i}")), 0, 10).await.unwrap();
+        assert_eq!(events.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5], "actor a{i}");
+        assert_eq!(events[4].provenance.command_id, format!("c{i}-4"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_at_one_version_let_exactly_one_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let actor = ActorId::new("Account", "contended");
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let (store, actor) = (store.clone(), actor.clone());
+            tokio::spawn(async move { store.append(&actor, request(0, &format!("c{i}"), &["Opened"])).await })
+        })
+        .collect();
+    let (mut won, mut conflicts) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(appended) if appended.first_version == 1 && !appended.duplicate => won += 1,
+            Err(StoreError::Conflict { expected: 0, actual: 1, .. }) => conflicts += 1,
+            other => panic!("expected a win or a conflict, got {other:?}"),
+        }
+    }
+    assert_eq!((won, conflicts), (1, 49));
+    assert_eq!(store.version(&actor).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_corrupt_event_is_reported_with_its_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let actor = ActorId::new("Account", "x");
+    // Closing checkpoints: one segment per close, versions 1 and 2–3.
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    store.append(&actor, request(0, "c1", &["Opened"])).await.unwrap();
+    store.close().await.unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    store.append(&actor, request(1, "c2", &["Deposited", "Deposited"])).await.unwrap();
+    store.close().await.unwrap();
+    {
+        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(SEGMENTS).unwrap().insert(("Account", "x", 2), b"garbage!".as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    match store.append(&actor, request(3, "c3", &["Closed"])).await {
+        Err(StoreError::Corrupt { version: 2, .. }) => {}
+        other => panic!("the head is in the corrupt segment: the append must fail, got {other:?}"),
+    }
+    match store.read(&actor, 0, 100).await {
+        Err(StoreError::Corrupt { actor: a, version: 2, cause }) if a == actor => {
+            assert!(cause.contains("format"), "the cause says what is wrong: {cause}")
+        }
+        other => panic!("a corrupt event must stop the read at version 2, got {other:?}"),
+    }
+    assert_eq!(store.read(&actor, 0, 1).await.unwrap().len(), 1, "events before it still read");
+    assert!(matches!(store.read(&actor, 2, 10).await, Err(StoreError::Corrupt { version: 3, .. })));
+}
+
+#[tokio::test]
+async fn one_batch_sees_its_own_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shared, log) = open_parts(dir.path(), &EmbeddedConfig::default()).unwrap();
+    let policy = CheckpointPolicy { writes: 1000, interval: Duration::from_secs(60) };
+    let mut writer = Writer::new(shared.clone(), log, policy).unwrap();
+    let actor = ActorId::new("Account", "batched");
+    let (mut batch, mut answers) = (Vec::new(), Vec::new());
+    for (expected, command_id) in [(0, "b1"), (1, "b2"), (0, "b1"), (1, "b3")] {
+        let (reply, answer) = oneshot::channel();
+        batch.push(Job::Append { actor: actor.clone(), request: request(expected, command_id, &["E"]), reply });
+        answers.push(answer);
+    }
+    // Written here, on the test's thread, as one batch.
+    writer.write_batch(&mut batch);
+    let mut answers = answers.into_iter();
+    let mut next = async || answers.next().unwrap().await.unwrap();
+    assert_eq!(next().await.unwrap(), Appended { first_version: 1, last_version: 1, duplicate: false });
+    assert_eq!(next().await.unwrap(), Appended { first_version: 2, last_version: 2, duplicate: false });
+    assert_eq!(next().await.unwrap(), Appended { first_version: 1, last_version: 1, duplicate: true });
+    assert!(matches!(next().await, Err(StoreError::Conflict { expected: 1, actual: 2, .. })));
+    assert_eq!(shared.tail_read().find(|m| m.head(&actor)), Some(2));
+}
+
+#[tokio::test]
+async fn dropping_the_store_answers_every_queued_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_with(dir.path(), checkpoint_always()).unwrap();
+    let actor = ActorId::new("Account", "queued");
+    let mut answers = Vec::new();
+    for i in 0..100 {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Append { actor: actor.clone(), request: request(i, &format!("q{i}"), &["E"]), reply };
+        store.queue.as_ref().unwrap().send(job).await.unwrap();
+        answers.push(answer);
+    }
+    drop(store);
+    for (i, answer) in answers.into_iter().enumerate() {
+        assert_eq!(answer.await.unwrap().unwrap().last_version, i as u64 + 1);
+    }
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(store.version(&actor).await.unwrap(), 100);
+}
