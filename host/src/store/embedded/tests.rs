@@ -30,8 +30,13 @@ fn checkpoint_always() -> EmbeddedConfig {
     EmbeddedConfig { checkpoint_writes: 1, ..EmbeddedConfig::default() }
 }
 
-/// The directory as a crash at this moment would leave it: the store keeps
-/// running, and no checkpoint runs while the files are copied.
+/// No checkpoint until the store closes: the files a test copies stay still.
+fn no_checkpoints() -> EmbeddedConfig {
+    EmbeddedConfig { checkpoint_writes: 1 << 30, checkpoint_interval: Duration::from_secs(3600), ..Default::default() }
+}
+
+/// The directory as a crash at this moment would leave it: the store (opened
+/// with [`no_checkpoints`]) keeps running while the files are copied.
 fn crash_copy(from: &Path) -> tempfile::TempDir {
     let to = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -104,7 +109,7 @@ async fn keeps_the_contract_across_restarts() {
 #[tokio::test]
 async fn a_crash_loses_no_answered_write() {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let store = EmbeddedStore::open_with(dir.path(), no_checkpoints()).unwrap();
     let actor = ActorId::new("Account", "crash");
     store.append(&actor, request(0, "c1", &["Opened"])).await.unwrap();
     store.append(&actor, request(1, "c2", &["Deposited", "Deposited"])).await.unwrap();
@@ -124,7 +129,7 @@ async fn a_crash_loses_no_answered_write() {
 async fn logs_redb_already_holds_are_not_replayed_again() {
     let dir = tempfile::tempdir().unwrap();
     let actor = ActorId::new("Account", "twice");
-    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let store = EmbeddedStore::open_with(dir.path(), no_checkpoints()).unwrap();
     store.append(&actor, request(0, "c1", &["Opened"])).await.unwrap();
     // A crash after the checkpoint committed and before it deleted the log.
     let crashed = crash_copy(dir.path());
@@ -140,7 +145,7 @@ async fn logs_redb_already_holds_are_not_replayed_again() {
 #[tokio::test]
 async fn a_torn_last_write_is_cut_and_the_rest_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let store = EmbeddedStore::open_with(dir.path(), no_checkpoints()).unwrap();
     let actor = ActorId::new("Account", "torn");
     store.append(&actor, request(0, "c1", &["Opened"])).await.unwrap();
     let crashed = crash_copy(dir.path());
@@ -159,7 +164,7 @@ async fn a_torn_last_write_is_cut_and_the_rest_kept() {
 #[tokio::test]
 async fn a_damaged_record_before_the_tail_refuses_the_open() {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let store = EmbeddedStore::open_with(dir.path(), no_checkpoints()).unwrap();
     let actor = ActorId::new("Account", "damaged");
     store.append(&actor, request(0, "c1", &["Opened"])).await.unwrap();
     store.append(&actor, request(1, "c2", &["Deposited"])).await.unwrap();
