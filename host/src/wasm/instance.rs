@@ -168,8 +168,8 @@ impl GuestInstance {
         let other = |id: &str| (id != ctx.command_id).then(|| id.to_string());
         let wit_ctx = wit::CommandContext {
             command_id: ctx.command_id.to_string(),
-            correlation_id: other(&ctx.correlation_id),
-            causation_id: other(&ctx.causation_id),
+            correlation_id: other(ctx.correlation_id),
+            causation_id: other(ctx.causation_id),
             timestamp_ms: ctx.timestamp_ms,
             version: ctx.version,
         };

@@ -9,14 +9,13 @@ use crate::store::{NewEvent, Provenance, contract};
 fn request(expected_version: u64, command_id: &str, names: &[&str]) -> AppendRequest {
     AppendRequest {
         expected_version,
-        provenance: Provenance {
+        provenance: Arc::new(Provenance {
             command_id: command_id.into(),
             correlation_id: format!("corr-{command_id}"),
             causation_id: format!("cause-{command_id}"),
             timestamp_ms: 1_700_000_000_000,
             component_hash: "ab".repeat(32),
-        }
-        .into(),
+        }),
         events: names.iter().map(|n| NewEvent { name: n.to_string(), payload: vec![0x81, 0xa1, b'n', 0x01] }).collect(),
     }
 }

@@ -255,7 +255,7 @@ impl Decider<'_> {
         if actual != request.expected_version {
             return Err(StoreError::Conflict { actor, expected: request.expected_version, actual });
         }
-        let command = Command { first_version: actual + 1, provenance: request.provenance.into(), events: request.events };
+        let command = Command { first_version: actual + 1, provenance: request.provenance, events: request.events };
         let appended = Appended { first_version: command.first_version, last_version: command.last_version(), duplicate: false };
         let decided = self.batch.entry(actor.clone()).or_default();
         decided.head = Some(appended.last_version);
