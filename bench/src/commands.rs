@@ -6,7 +6,6 @@
 use crate::fixtures;
 use crate::load::{self, LoadResult};
 use crate::native::NativeHost;
-use crate::util::median;
 use aether_host::{CommandOutcome, CommandRequest, DomainComponent, EventStore, Runtime, RuntimeConfig};
 use bank::AccountCommand;
 use std::sync::Arc;
@@ -117,11 +116,5 @@ where
     for _ in 0..shape.rounds.max(1) {
         results.push(load::window(shape.actors, shape.clients, shape.window, send.clone()).await?);
     }
-    let pick = |f: fn(&LoadResult) -> f64| median(&results.iter().map(f).collect::<Vec<_>>());
-    Ok(LoadResult {
-        per_s: pick(|r| r.per_s),
-        p50_us: pick(|r| r.p50_us),
-        p99_us: pick(|r| r.p99_us),
-        commands: results.iter().map(|r| r.commands).sum(),
-    })
+    Ok(LoadResult::median_of(&results))
 }

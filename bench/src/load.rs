@@ -3,7 +3,7 @@
 //! one is answered. Throughput is what completes in the window; latency is
 //! measured per command by the client.
 
-use crate::util::quantile;
+use crate::util::{median, quantile};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +14,19 @@ pub struct LoadResult {
     pub p50_us: f64,
     pub p99_us: f64,
     pub commands: u64,
+}
+
+impl LoadResult {
+    /// Each figure's median over several rounds; the commands of all of them.
+    pub fn median_of(rounds: &[LoadResult]) -> LoadResult {
+        let pick = |f: fn(&LoadResult) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
+        LoadResult {
+            per_s: pick(|r| r.per_s),
+            p50_us: pick(|r| r.p50_us),
+            p99_us: pick(|r| r.p99_us),
+            commands: rounds.iter().map(|r| r.commands).sum(),
+        }
+    }
 }
 
 /// Sends one command to every actor once (e.g. to open them), `clients` at a time.

@@ -70,8 +70,11 @@ impl NativeHost {
             timestamp_ms: 0,
             component_hash: self.hash.clone(),
         };
-        let request =
-            AppendRequest { expected_version: actor.version, provenance: Arc::new(provenance), events: vec![NewEvent { name, payload }] };
+        let request = AppendRequest {
+            expected_version: actor.version,
+            provenance: Arc::new(provenance),
+            events: vec![NewEvent { name, payload }],
+        };
         let appended = self.store.append(&ActorId::new("Account", id), request).await?;
         actor.state.apply(&event);
         actor.version = appended.last_version;

@@ -3,7 +3,6 @@
 //! ack, on a file-storage stream.
 
 use crate::load::{self, LoadResult};
-use crate::util::median;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -68,11 +67,5 @@ pub async fn raw_publish(
     for _ in 0..rounds.max(1) {
         results.push(load::window(actors, clients, window, send.clone()).await?);
     }
-    let pick = |f: fn(&LoadResult) -> f64| median(&results.iter().map(f).collect::<Vec<_>>());
-    Ok(LoadResult {
-        per_s: pick(|r| r.per_s),
-        p50_us: pick(|r| r.p50_us),
-        p99_us: pick(|r| r.p99_us),
-        commands: results.iter().map(|r| r.commands).sum(),
-    })
+    Ok(LoadResult::median_of(&results))
 }

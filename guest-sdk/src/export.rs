@@ -18,7 +18,11 @@ pub struct Registration {
 
 impl Registration {
     pub fn of<A: Aggregate>() -> Self {
-        Self { name: A::NAME, create: |actor_id| Box::new(Slot::<A> { state: A::default(), actor_id }), model: AggregateModel::of::<A> }
+        Self {
+            name: A::NAME,
+            create: |actor_id| Box::new(Slot::<A> { state: A::default(), actor_id }),
+            model: AggregateModel::of::<A>,
+        }
     }
 }
 

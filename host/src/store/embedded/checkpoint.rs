@@ -72,7 +72,8 @@ impl Checkpointer {
             return None;
         }
         let outcome = if wait { self.done.recv().ok() } else { self.done.try_recv().ok() };
-        let outcome = if wait { Some(outcome.unwrap_or_else(|| Err("the checkpoint thread died".into()))) } else { outcome };
+        let outcome =
+            if wait { Some(outcome.unwrap_or_else(|| Err("the checkpoint thread died".into()))) } else { outcome };
         self.busy = outcome.is_none();
         outcome
     }

@@ -116,7 +116,11 @@ pub(super) fn remove_through(dir: &Path, seq: u64) -> io::Result<()> {
 ///
 /// I/O, a damaged record that is not a torn tail, or `apply`'s error; each
 /// message names the file and the offset.
-pub(super) fn replay(path: &Path, newest: bool, mut apply: impl FnMut(&[u8]) -> Result<(), String>) -> Result<(), String> {
+pub(super) fn replay(
+    path: &Path,
+    newest: bool,
+    mut apply: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<(), String> {
     let name = path.display();
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read log {name}: {e}"))?;
     let mut at = 0;

@@ -48,8 +48,15 @@ impl Command {
 #[derive(Debug, Clone)]
 pub(super) enum Write {
     /// `id_key`: the command id's key in redb's index (`tables::id_key`), computed once.
-    Append { actor: ActorId, command: Arc<Command>, id_key: u128 },
-    Snapshot { actor: ActorId, snapshot: Arc<Snapshot> },
+    Append {
+        actor: ActorId,
+        command: Arc<Command>,
+        id_key: u128,
+    },
+    Snapshot {
+        actor: ActorId,
+        snapshot: Arc<Snapshot>,
+    },
 }
 
 impl Write {

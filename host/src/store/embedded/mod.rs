@@ -148,7 +148,8 @@ impl EmbeddedStore {
     pub fn open_with(dir: &Path, config: EmbeddedConfig) -> Result<Self, StoreError> {
         let (shared, log) = open_parts(dir, &config)?;
         let policy = CheckpointPolicy { writes: config.checkpoint_writes.max(1), interval: config.checkpoint_interval };
-        let writer = Writer::new(shared.clone(), log, policy).map_err(unavailable("cannot start the checkpoint thread"))?;
+        let writer =
+            Writer::new(shared.clone(), log, policy).map_err(unavailable("cannot start the checkpoint thread"))?;
         let (queue, jobs) = mpsc::channel(config.queue_capacity.max(1));
         let max_batch = config.max_batch.max(1);
         let writer = std::thread::Builder::new()
@@ -200,7 +201,8 @@ impl EmbeddedStore {
         read: impl FnOnce(&Lookup) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let shared = self.shared.clone();
-        let task = move || read(&Lookup::begin(&shared.db).map_err(unavailable(format!("cannot read {}", shared.file)))?);
+        let task =
+            move || read(&Lookup::begin(&shared.db).map_err(unavailable(format!("cannot read {}", shared.file)))?);
         tokio::task::spawn_blocking(task).await.map_err(unavailable("a store read task failed"))?
     }
 
@@ -220,7 +222,8 @@ fn open_parts(dir: &Path, config: &EmbeddedConfig) -> Result<(Arc<Shared>, log::
         .map_err(unavailable(format!("cannot open {file}")))?;
     let checkpointed = tables::prepare(&db, &file)?;
     let last = checkpoint::recover(&db, dir, checkpointed, &file)?;
-    let log = log::Log::create(dir, last + 1).map_err(unavailable(format!("cannot start a log in {}", dir.display())))?;
+    let log =
+        log::Log::create(dir, last + 1).map_err(unavailable(format!("cannot start a log in {}", dir.display())))?;
     let shared = Shared { db, tail: RwLock::default(), dir: dir.to_owned(), file };
     Ok((Arc::new(shared), log))
 }

@@ -120,7 +120,11 @@ impl<'txn> WriteTables<'txn> {
 
     /// Stores consecutive commands of one actor as one segment, as decided:
     /// the writer already checked them. Their ids go in with [`store_ids`](Self::store_ids).
-    pub(super) fn store_segment(&mut self, actor: &ActorId, commands: &[Arc<Command>]) -> Result<(), redb::StorageError> {
+    pub(super) fn store_segment(
+        &mut self,
+        actor: &ActorId,
+        commands: &[Arc<Command>],
+    ) -> Result<(), redb::StorageError> {
         let Some(first) = commands.first() else { return Ok(()) };
         let (aggregate, id) = (actor.aggregate.as_str(), actor.id.as_str());
         self.segments.insert((aggregate, id, first.first_version), codec::encode_segment(commands).as_slice())?;
@@ -241,7 +245,8 @@ impl Lookup {
             .and_then(|mut rows| rows.next_back().transpose())
             .map_err(|e| unavailable(what())(e))?;
         let from = holding.map_or(first, |(key, _)| key.value().2);
-        let rows = segments.range((aggregate, id, from)..=(aggregate, id, u64::MAX)).map_err(|e| unavailable(what())(e))?;
+        let rows =
+            segments.range((aggregate, id, from)..=(aggregate, id, u64::MAX)).map_err(|e| unavailable(what())(e))?;
 
         let mut out = Vec::new();
         for row in rows {

@@ -234,7 +234,12 @@ impl Decider<'_> {
 
     /// Checks the command id first, then the expected version, exactly as
     /// the in-memory store does; only then writes.
-    fn append(&mut self, actor: ActorId, request: AppendRequest, writes: &mut Vec<Write>) -> Result<Appended, StoreError> {
+    fn append(
+        &mut self,
+        actor: ActorId,
+        request: AppendRequest,
+        writes: &mut Vec<Write>,
+    ) -> Result<Appended, StoreError> {
         let command_id = request.provenance.command_id.as_str();
         let decided = self.batch.get(&actor);
         let earlier = decided.and_then(|d| d.commands.iter().find(|(id, _)| id == command_id)).map(|(_, a)| *a);
@@ -256,7 +261,8 @@ impl Decider<'_> {
             return Err(StoreError::Conflict { actor, expected: request.expected_version, actual });
         }
         let command = Command { first_version: actual + 1, provenance: request.provenance, events: request.events };
-        let appended = Appended { first_version: command.first_version, last_version: command.last_version(), duplicate: false };
+        let appended =
+            Appended { first_version: command.first_version, last_version: command.last_version(), duplicate: false };
         let decided = self.batch.entry(actor.clone()).or_default();
         decided.head = Some(appended.last_version);
         decided.commands.push((command.provenance.command_id.clone(), Appended { duplicate: true, ..appended }));
