@@ -237,3 +237,74 @@ macro_rules! domain {
         };
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{JsonSchema, Rejection};
+    use serde::{Deserialize, Serialize};
+
+    /// Echoes the context `handle` was given.
+    #[derive(Default, Serialize, Deserialize, JsonSchema)]
+    struct Echo;
+
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    enum EchoCommand {
+        Look,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+    enum EchoEvent {
+        Saw { actor: String, command: String, correlation: String, causation: String },
+    }
+
+    impl Aggregate for Echo {
+        const NAME: &'static str = "Echo";
+        type Command = EchoCommand;
+        type Event = EchoEvent;
+
+        fn handle(&self, ctx: &Context, _: EchoCommand) -> Result<Vec<EchoEvent>, Rejection> {
+            Ok(vec![EchoEvent::Saw {
+                actor: ctx.actor_id.clone(),
+                command: ctx.command_id.clone(),
+                correlation: ctx.correlation_id.clone(),
+                causation: ctx.causation_id.clone(),
+            }])
+        }
+
+        fn apply(&mut self, _: &EchoEvent) {}
+    }
+
+    fn seen(correlation: Option<&str>, causation: Option<&str>) -> EchoEvent {
+        let actor = (Registration::of::<Echo>().create)("echo-1".into());
+        let (name, payload) = codec::split(&EchoCommand::Look).unwrap();
+        let ctx = wit::CommandContext {
+            command_id: "cmd-7".into(),
+            correlation_id: correlation.map(str::to_string),
+            causation_id: causation.map(str::to_string),
+            timestamp_ms: 0,
+            version: 0,
+        };
+        let Ok(wit::HandleOutcome::Accepted(events)) = actor.handle(ctx, wit::Message { name, payload }) else {
+            panic!("Look is accepted");
+        };
+        codec::join(&events[0].name, &events[0].payload).unwrap()
+    }
+
+    fn saw(correlation: &str, causation: &str) -> EchoEvent {
+        EchoEvent::Saw {
+            actor: "echo-1".into(),
+            command: "cmd-7".into(),
+            correlation: correlation.into(),
+            causation: causation.into(),
+        }
+    }
+
+    #[test]
+    fn the_context_names_the_actor_from_init_and_ids_left_out_are_the_command_id() {
+        assert_eq!(seen(None, None), saw("cmd-7", "cmd-7"));
+        assert_eq!(seen(Some("corr-1"), None), saw("corr-1", "cmd-7"));
+        assert_eq!(seen(None, Some("cause-2")), saw("cmd-7", "cause-2"));
+        assert_eq!(seen(Some("corr-1"), Some("cause-2")), saw("corr-1", "cause-2"));
+    }
+}
