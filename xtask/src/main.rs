@@ -87,6 +87,7 @@ fn install_nats() -> anyhow::Result<PathBuf> {
 }
 
 fn ci() -> anyhow::Result<()> {
+    check_formatting()?;
     ensure_wasm_target()?;
     let nats = install_nats()?;
     eprintln!("xtask: nats-server at {}", nats.display());
@@ -98,6 +99,18 @@ fn ci() -> anyhow::Result<()> {
     status(cargo().current_dir(root()).args(["test", "--workspace", "--doc"]))?;
     eprintln!("xtask: all tests passed");
     Ok(())
+}
+
+/// `cargo fmt --check`, where rustfmt is installed (a `minimal` rustup
+/// profile leaves it out; then the check is skipped, saying so).
+fn check_formatting() -> anyhow::Result<()> {
+    let rustfmt = cargo().args(["fmt", "--version"]).output();
+    if !rustfmt.is_ok_and(|out| out.status.success()) {
+        eprintln!("xtask: rustfmt is not installed (rustup component add rustfmt); formatting not checked");
+        return Ok(());
+    }
+    status(cargo().current_dir(root()).args(["fmt", "--all", "--", "--check"]))
+        .context("the code is not formatted as rustfmt.toml says: run `cargo fmt --all`")
 }
 
 const GUESTS: &[&str] = &["examples/bank", "examples/shop"];
