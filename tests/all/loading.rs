@@ -52,11 +52,25 @@ fn a_component_with_mistyped_exports() {
           (core instance $i (instantiate $m))
           (func $describe (result u32) (canon lift (core func $i "describe")))
           (instance $agg (export "describe" (func $describe)))
-          (export "aether:domain/aggregate@0.1.0" (instance $agg)))
-    "#;
+          (export "aether:domain/aggregate@VERSION" (instance $agg)))
+    "#
+    .replace("VERSION", aether_host::wasm::component::contract_version());
     let err = load(&wat::parse_str(wat).unwrap());
     assert!(matches!(err, LoadError::Contract(_)), "{err}");
     assert!(err.to_string().contains("describe") || err.to_string().contains("init"), "names the export: {err}");
+}
+
+#[test]
+fn a_component_built_against_another_contract_version_is_told_to_rebuild() {
+    let wat = r#"
+        (component
+          (instance $agg)
+          (export "aether:domain/aggregate@0.1.0" (instance $agg)))
+    "#;
+    let err = load(&wat::parse_str(wat).unwrap());
+    assert!(matches!(&err, LoadError::ContractVersion { found, .. } if found == "0.1.0"), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("aether:domain@0.1.0") && message.contains("rebuild"), "{message}");
 }
 
 #[test]

@@ -29,6 +29,11 @@ pub enum LoadError {
     Compile(String),
     #[error("the component does not fit the aether:domain contract: {0}")]
     Contract(String),
+    #[error(
+        "the component was built against aether:domain@{found}; this host speaks aether:domain@{expected}: \
+         rebuild it with the aether-guest of this release"
+    )]
+    ContractVersion { found: String, expected: &'static str },
     #[error("the component's describe() failed: {0}")]
     Describe(GuestFault),
     #[error(transparent)]
@@ -77,6 +82,7 @@ impl DomainComponent {
             _ => return Err(LoadError::NotWasm),
         }
         let component = Component::new(engine.engine(), bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        check_contract_version(engine, &component)?;
         let mut linker = Linker::<Sandbox>::new(engine.engine());
         DomainHost::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s)
             .map_err(|e| LoadError::Contract(format!("{e:#}")))?;
@@ -152,6 +158,32 @@ const PACKED_EVENTS_CAPABILITY: &str = "packed-events";
 /// metadata of the version they report, e.g. `0.1.0+packed-events`.
 fn declares(sdk_version: &str, capability: &str) -> bool {
     sdk_version.split_once('+').is_some_and(|(_, build)| build.split('.').any(|c| c == capability))
+}
+
+/// The version of the `aether:domain` contract this host speaks: the
+/// `package` line of `wit/aether.wit`, which both bindings are generated from.
+pub fn contract_version() -> &'static str {
+    const WIT: &str = include_str!("../../../wit/aether.wit");
+    WIT.lines()
+        .find_map(|line| line.trim().strip_prefix("package aether:domain@"))
+        .and_then(|rest| rest.strip_suffix(';'))
+        .expect("wit/aether.wit declares `package aether:domain@<version>;`")
+}
+
+/// Refuses a component built against another version of the contract with
+/// that said, rather than with the type mismatch it would otherwise meet.
+fn check_contract_version(engine: &AetherEngine, component: &Component) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    let names =
+        ty.imports(engine.engine()).map(|(name, _)| name).chain(ty.exports(engine.engine()).map(|(name, _)| name));
+    for name in names {
+        if let Some((_, found)) = name.strip_prefix("aether:domain/").and_then(|rest| rest.split_once('@'))
+            && found != contract_version()
+        {
+            return Err(LoadError::ContractVersion { found: found.to_string(), expected: contract_version() });
+        }
+    }
+    Ok(())
 }
 
 /// Links every import the host does not grant (files, sockets, anything
