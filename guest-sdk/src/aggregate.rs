@@ -6,10 +6,12 @@ use serde::de::DeserializeOwned;
 
 /// An event-sourced aggregate: decides commands, folds events.
 ///
-/// `handle` must not change state and `apply` must not fail: the host appends
-/// the events `handle` returns and only then applies them, so state changes
-/// only after the events are durable. Both must be deterministic: the same
-/// events always give the same state.
+/// `handle` decides and must not change state; `apply` folds and must not
+/// fail. In a component the SDK folds the events `handle` returns (encoded
+/// and decoded back, exactly as replay will read them) in the same call, and
+/// the host keeps that state only once the events are durable: if the append
+/// fails, the instance is discarded and rebuilt from the store. Both must be
+/// deterministic: the same events always give the same state.
 ///
 /// The state is serialised (MessagePack, field names kept) for snapshots and
 /// for inspection; override [`snapshot`](Aggregate::snapshot) and

@@ -39,7 +39,13 @@ pub fn model(name: &str, registry: &[Registration]) -> DomainModel {
 /// An aggregate with its types erased, as the exports drive it.
 pub trait Actor {
     fn apply(&mut self, events: Vec<wit::Message>) -> Result<(), wit::ApplyError>;
-    fn handle(&self, ctx: wit::CommandContext, command: wit::Message) -> Result<wit::HandleOutcome, wit::GuestError>;
+    /// Decides a command and, when it is accepted, folds the events into the
+    /// state (tentatively: the host discards the instance if it cannot append them).
+    fn handle(
+        &mut self,
+        ctx: wit::CommandContext,
+        command: wit::Message,
+    ) -> Result<wit::HandleOutcome, wit::GuestError>;
     fn snapshot(&self) -> Vec<u8>;
     fn restore(&mut self, bytes: &[u8]) -> Result<(), wit::GuestError>;
     fn state(&self) -> Vec<u8>;
@@ -78,7 +84,11 @@ impl<A: Aggregate> Actor for Slot<A> {
         Ok(())
     }
 
-    fn handle(&self, ctx: wit::CommandContext, command: wit::Message) -> Result<wit::HandleOutcome, wit::GuestError> {
+    fn handle(
+        &mut self,
+        ctx: wit::CommandContext,
+        command: wit::Message,
+    ) -> Result<wit::HandleOutcome, wit::GuestError> {
         if !variant_names::<A::Command>().contains(&command.name.as_str()) {
             return Err(wit::GuestError::UnknownCommand(command.name));
         }
@@ -91,17 +101,26 @@ impl<A: Aggregate> Actor for Slot<A> {
             timestamp_ms: ctx.timestamp_ms,
             version: ctx.version,
         };
-        match self.state.handle(&ctx, decoded) {
-            Ok(events) => {
-                let mut out = Vec::with_capacity(events.len());
-                for event in &events {
-                    let (name, payload) = codec::split(event).map_err(wit::GuestError::Undecodable)?;
-                    out.push(wit::Message { name, payload });
-                }
-                Ok(wit::HandleOutcome::Accepted(out))
-            }
-            Err(r) => Ok(wit::HandleOutcome::Rejected(wit::Rejection { code: r.code, message: r.message })),
+        let events = match self.state.handle(&ctx, decoded) {
+            Ok(events) => events,
+            Err(r) => return Ok(wit::HandleOutcome::Rejected(wit::Rejection { code: r.code, message: r.message })),
+        };
+        // The state folds the events as replay will see them: encoded, then
+        // decoded back. An event that does not survive that is refused here,
+        // before it is stored, rather than stopping every later replay.
+        let mut out = Vec::with_capacity(events.len());
+        let mut stored = Vec::with_capacity(events.len());
+        for event in &events {
+            let (name, payload) = codec::split(event).map_err(wit::GuestError::InvalidEvent)?;
+            let read_back: A::Event = codec::join(&name, &payload)
+                .map_err(|cause| wit::GuestError::InvalidEvent(format!("`{name}` does not decode back: {cause}")))?;
+            stored.push(read_back);
+            out.push(wit::Message { name, payload });
         }
+        for event in &stored {
+            self.state.apply(event);
+        }
+        Ok(wit::HandleOutcome::Accepted(out))
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -276,7 +295,7 @@ mod tests {
     }
 
     fn seen(correlation: Option<&str>, causation: Option<&str>) -> EchoEvent {
-        let actor = (Registration::of::<Echo>().create)("echo-1".into());
+        let mut actor = (Registration::of::<Echo>().create)("echo-1".into());
         let (name, payload) = codec::split(&EchoCommand::Look).unwrap();
         let ctx = wit::CommandContext {
             command_id: "cmd-7".into(),
@@ -298,6 +317,84 @@ mod tests {
             correlation: correlation.into(),
             causation: causation.into(),
         }
+    }
+
+    /// Folds its events; `Lossy` writes a string where it reads a number.
+    #[derive(Default, Serialize, Deserialize, JsonSchema)]
+    struct Tally {
+        n: u64,
+    }
+
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    enum TallyCommand {
+        Add,
+        Break,
+    }
+
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    enum TallyEvent {
+        Added,
+        Lossy {
+            #[serde(serialize_with = "as_text")]
+            n: u64,
+        },
+    }
+
+    fn as_text<S: serde::Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&n.to_string())
+    }
+
+    impl Aggregate for Tally {
+        const NAME: &'static str = "Tally";
+        type Command = TallyCommand;
+        type Event = TallyEvent;
+
+        fn handle(&self, _: &Context, command: TallyCommand) -> Result<Vec<TallyEvent>, Rejection> {
+            Ok(match command {
+                TallyCommand::Add => vec![TallyEvent::Added, TallyEvent::Added],
+                TallyCommand::Break => vec![TallyEvent::Added, TallyEvent::Lossy { n: 1 }],
+            })
+        }
+
+        fn apply(&mut self, event: &TallyEvent) {
+            if let TallyEvent::Added = event {
+                self.n += 1;
+            }
+        }
+    }
+
+    fn tally_handle(actor: &mut dyn Actor, command: TallyCommand) -> Result<wit::HandleOutcome, wit::GuestError> {
+        let (name, payload) = codec::split(&command).unwrap();
+        let ctx = wit::CommandContext {
+            command_id: "c".into(),
+            correlation_id: None,
+            causation_id: None,
+            timestamp_ms: 0,
+            version: 0,
+        };
+        actor.handle(ctx, wit::Message { name, payload })
+    }
+
+    fn tally(actor: &dyn Actor) -> u64 {
+        rmp_serde::from_slice::<Tally>(&actor.snapshot()).unwrap().n
+    }
+
+    #[test]
+    fn handle_folds_the_events_it_accepts_in_the_same_call() {
+        let mut actor = (Registration::of::<Tally>().create)("t-1".into());
+        let outcome = tally_handle(actor.as_mut(), TallyCommand::Add).unwrap();
+        assert!(matches!(outcome, wit::HandleOutcome::Accepted(ref events) if events.len() == 2));
+        assert_eq!(tally(actor.as_ref()), 2, "the state includes both events");
+    }
+
+    #[test]
+    fn an_event_that_does_not_decode_back_is_refused_and_nothing_is_folded() {
+        let mut actor = (Registration::of::<Tally>().create)("t-1".into());
+        let Err(wit::GuestError::InvalidEvent(why)) = tally_handle(actor.as_mut(), TallyCommand::Break) else {
+            panic!("an event replay could not read is refused");
+        };
+        assert!(why.contains("`Lossy` does not decode back"), "{why}");
+        assert_eq!(tally(actor.as_ref()), 0, "not even the good event before it was folded");
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //!
 //! The host keeps one sandboxed instance per actor (one aggregate id), rebuilds
 //! it by replaying stored events through `apply`, calls `handle` for each
-//! command and appends the events it returns before applying them. Guests are
+//! command and appends the events it returns; the state that folds them is
+//! kept only once they are durable (a failed append discards the instance,
+//! which is rebuilt from the store). Guests are
 //! deterministic: they see the command's recorded time and no ambient
 //! authority (no files, network, environment or real randomness).
 //!

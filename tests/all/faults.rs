@@ -103,9 +103,11 @@ async fn all_faults_at_once_leave_the_host_serving_everyone_else() {
 async fn an_event_that_cannot_be_applied_stops_its_actor_naming_the_version() {
     let kit = support::faulty().await;
     ping(&kit, "Prober", "poisoned").await;
-    // Appended fine (the guest's handle accepts it), then apply traps on it.
+    // Appended fine: this guest's handle accepts it without folding it, and
+    // its apply traps on it, so the actor cannot be rebuilt past it.
     let outcome = kit.send("Prober", "poisoned", &Cmd::PoisonNext, None).await.unwrap();
     assert!(matches!(outcome, CommandOutcome::Accepted { version: 2, .. }), "the append is durable: {outcome:?}");
+    kit.runtime().passivate_all().await;
     let err = kit.send("Prober", "poisoned", &Cmd::Ping, None).await.unwrap_err();
     assert!(matches!(&err, ActorError::Replay { version: 2, .. }), "{err}");
     let text = err.to_string();

@@ -2,8 +2,10 @@
 //!
 //! The command path keeps invariants 1–3:
 //! 1. `handle` decides against the current state; the events are appended
-//!    with the version the state had; only after the append succeeds are
-//!    they applied. A failed append leaves the state as the store says.
+//!    with the version the state had. The guest folds the events it decided
+//!    in the same call (one crossing per command), but that state is only
+//!    kept once the append succeeds: a failed, conflicting or duplicate
+//!    append discards the VM, and the actor is rebuilt from the store.
 //! 2. On a version conflict (another writer) the actor catches up from the
 //!    store and decides again, a bounded number of times.
 //! 3. A command id seen before returns the original events and appends
@@ -325,20 +327,28 @@ impl Actor {
             }
             let request = AppendRequest { expected_version: self.version, provenance: provenance.clone(), events };
             let events = request.events.clone();
-            match env.store.append(&self.id, request).await {
-                Ok(appended) if appended.duplicate => return self.original_outcome(env, appended).await,
-                Ok(appended) => return Ok(self.applied(env, appended, provenance, events).await),
+            let appended = env.store.append(&self.id, request).await;
+            if let Ok(appended) = appended
+                && !appended.duplicate
+            {
+                return Ok(self.appended(env, appended, provenance, events).await);
+            }
+            // The VM folded events the store did not take: only a rebuild
+            // from the store gives the actor's state back.
+            self.vm = None;
+            match appended {
+                Ok(original) => return self.original_outcome(env, original).await,
                 Err(StoreError::Conflict { expected, actual, .. }) => {
                     env.stats.conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if retries >= env.config.conflict_retries {
-                        // Catch up now, so the caller's retry decides on the latest state.
-                        let _ = self.catch_up_or_discard(env).await;
+                        // Rebuild now, so the caller's retry decides on the latest state.
+                        let _ = self.ensure_active(env).await;
                         return Err(ActorError::Conflict { actor: self.id.clone(), retries, expected, actual });
                     }
                     retries += 1;
-                    tracing::debug!(actor = %self.id, expected, actual, retries, "version conflict; catching up");
+                    tracing::debug!(actor = %self.id, expected, actual, retries, "version conflict; rebuilding");
                     tokio::time::sleep(conflict_backoff(retries)).await;
-                    self.catch_up_or_discard(env).await?;
+                    self.ensure_active(env).await?;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -355,15 +365,21 @@ impl Actor {
         caught_up
     }
 
-    /// Applies appended events, remembers the command, snapshots if due.
-    async fn applied(
+    /// Keeps the state the guest folded the appended events into, remembers
+    /// the command, snapshots if due.
+    async fn appended(
         &mut self,
         env: Env<'_>,
         appended: Appended,
         provenance: Arc<Provenance>,
         events: Vec<NewEvent>,
     ) -> CommandOutcome {
-        let recorded: Vec<RecordedEvent> = events
+        self.vm.as_mut().expect("active").confirm();
+        self.version = appended.last_version;
+        self.since_snapshot += events.len() as u64;
+        self.recent.remember(provenance.command_id.clone(), Appended { duplicate: true, ..appended });
+        self.maybe_snapshot(env).await;
+        let recorded = events
             .into_iter()
             .enumerate()
             .map(|(i, e)| RecordedEvent {
@@ -373,22 +389,6 @@ impl Actor {
                 provenance: provenance.clone(),
             })
             .collect();
-        let vm = self.vm.as_mut().expect("active");
-        match vm.apply(&recorded) {
-            Ok(()) => {
-                self.version = appended.last_version;
-                self.since_snapshot += recorded.len() as u64;
-                self.recent.remember(provenance.command_id.clone(), Appended { duplicate: true, ..appended });
-                self.maybe_snapshot(env).await;
-            }
-            Err((_, fault)) => {
-                // The events are durable; the VM is not trustworthy. The
-                // command succeeded; the next use rebuilds (and reports the
-                // event if it really cannot be applied).
-                tracing::error!(actor = %self.id, version = appended.first_version, cause = %fault, "apply after append failed; the VM is discarded");
-                self.vm = None;
-            }
-        }
         CommandOutcome::Accepted { version: appended.last_version, events: recorded, duplicate: false }
     }
 

@@ -76,6 +76,10 @@ pub struct GuestInstance {
     seed_key: String,
     /// The guest declared that it takes packed batches (see [`PACKED_EVENTS`]).
     pub(super) packed: bool,
+    /// The state includes events `handle` decided that are not known to be
+    /// durable: until [`confirm`](Self::confirm), the instance may only be
+    /// dropped.
+    tentative: bool,
 }
 
 impl std::fmt::Debug for GuestInstance {
@@ -92,7 +96,16 @@ impl GuestInstance {
         call_timeout: Duration,
         max_memory: usize,
     ) -> Self {
-        Self { store, bindings, deadline_ticks, call_timeout, max_memory, seed_key: String::new(), packed: false }
+        Self {
+            store,
+            bindings,
+            deadline_ticks,
+            call_timeout,
+            max_memory,
+            seed_key: String::new(),
+            packed: false,
+            tentative: false,
+        }
     }
 
     /// Sets the span guest logs and output are recorded under.
@@ -109,6 +122,14 @@ impl GuestInstance {
         version: u64,
         f: impl FnOnce(&DomainHost, &mut Store<Sandbox>) -> wasmtime::Result<R>,
     ) -> Result<R, GuestFault> {
+        if self.tentative {
+            return Err(GuestFault::InvalidOutput {
+                call: name,
+                reason: "the host called the guest while the events of an earlier `handle` were neither confirmed \
+                         nor discarded (a host bug; the VM is discarded)"
+                    .into(),
+            });
+        }
         self.store.data_mut().prepare(now_ms, seed(&self.seed_key, version));
         self.store.set_epoch_deadline(self.deadline_ticks);
         match f(&self.bindings, &mut self.store) {
@@ -161,7 +182,12 @@ impl GuestInstance {
         out.map_err(|e| (Some(e.index as usize), refused("apply", e.error)))
     }
 
-    /// Decides a command.
+    /// Decides a command. When it accepts with events, the guest has folded
+    /// them into its state in the same call (one crossing per command), so the
+    /// instance is *tentative*: after the events are appended, call
+    /// [`confirm`](Self::confirm); if they are not (a failed or conflicting
+    /// append, a command already recorded), drop the instance and rebuild
+    /// the actor from the store. Any other call before `confirm` is refused.
     pub fn handle(&mut self, ctx: &CommandContext<'_>, name: &str, payload: &[u8]) -> Result<HandleResult, GuestFault> {
         // Ids equal to the command id go as `none`: each string is a call
         // into the guest's allocator.
@@ -178,11 +204,20 @@ impl GuestInstance {
             b.aether_domain_aggregate().call_handle(s, &wit_ctx, &command)
         })?;
         match out.map_err(|e| refused("handle", e))? {
-            wit::HandleOutcome::Accepted(events) => Ok(HandleResult::Accepted(
-                events.into_iter().map(|m| NewEvent { name: m.name, payload: m.payload }).collect(),
-            )),
+            wit::HandleOutcome::Accepted(events) => {
+                self.tentative = !events.is_empty();
+                Ok(HandleResult::Accepted(
+                    events.into_iter().map(|m| NewEvent { name: m.name, payload: m.payload }).collect(),
+                ))
+            }
             wit::HandleOutcome::Rejected(r) => Ok(HandleResult::Rejected { code: r.code, message: r.message }),
         }
+    }
+
+    /// The events of the last accepted [`handle`](Self::handle) are durable:
+    /// the state the guest folded them into is the actor's state.
+    pub fn confirm(&mut self) {
+        self.tentative = false;
     }
 
     /// The state as snapshot bytes.
@@ -256,6 +291,7 @@ fn refused(call: &'static str, err: wit::GuestError) -> GuestFault {
         wit::GuestError::UnknownCommand(c) => (RefusalKind::UnknownCommand, format!("unknown command `{c}`")),
         wit::GuestError::Undecodable(why) => (RefusalKind::Undecodable, format!("undecodable payload: {why}")),
         wit::GuestError::NotInitialised => (RefusalKind::NotInitialised, "called before init".to_string()),
+        wit::GuestError::InvalidEvent(why) => return GuestFault::InvalidOutput { call, reason: why },
     };
     GuestFault::Refused { call, kind, reason }
 }

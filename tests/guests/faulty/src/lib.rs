@@ -15,7 +15,10 @@
 //! | `Garbler` | `Garble` / `Stray` | returns an event whose payload is not MessagePack / an event the model does not declare |
 //! | `Prober` | `Probe` | reads environment, arguments, clock and randomness into an event |
 //! | `Prober` | `ReadFile` | opens `/etc/passwd` |
-//! | `Prober` | `PoisonNext` | returns `Poisoned`, an event its own `apply` traps on |
+//! | `Prober` | `PoisonNext` | returns `Poisoned` without folding it (its `handle` and `apply` disagree), an event its own `apply` traps on when the actor is rebuilt |
+//!
+//! Like an SDK guest, `handle` folds the events it accepts into the state
+//! in the same call (contract 0.3.0), except where it says otherwise.
 
 #[cfg(target_arch = "wasm32")]
 mod guest {
@@ -79,53 +82,14 @@ mod guest {
         }
 
         fn handle(ctx: CommandContext, command: Message) -> Result<HandleOutcome, GuestError> {
-            let event = |name: &str, payload: Vec<u8>| {
-                Ok(HandleOutcome::Accepted(vec![Message { name: name.into(), payload }]))
-            };
-            match command.name.as_str() {
-                "Ping" => event("Pinged", nil()),
-                "Panic" => panic!("boom on purpose in command {}", ctx.command_id),
-                "Spin" => loop {
-                    std::hint::black_box(());
-                },
-                "Gobble" => {
-                    let mut hoard: Vec<Vec<u8>> = Vec::new();
-                    loop {
-                        hoard.push(vec![1; 1 << 20]);
-                        std::hint::black_box(&hoard);
-                    }
-                }
-                // 0xc1 is the one byte MessagePack never uses.
-                "Garble" => event("Garbled", vec![0xc1, 0xff, 0x00]),
-                "Stray" => event("NotInTheModel", nil()),
-                "Probe" => {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_millis() as u64)
-                        .unwrap_or(0);
-                    let mut random = [0u8; 8];
-                    // std's HashMap seeds come from wasi:random too.
-                    let seed = std::collections::hash_map::RandomState::new();
-                    use std::hash::BuildHasher;
-                    let hashed = seed.hash_one(42u8);
-                    random.copy_from_slice(&hashed.to_le_bytes());
-                    let probe = Probe {
-                        env: std::env::vars().count() as u64,
-                        args: std::env::args().count() as u64,
-                        cwd: std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
-                        now_ms: now,
-                        command_ms: ctx.timestamp_ms,
-                        random: u64::from_le_bytes(random),
-                    };
-                    event("Probed", rmp_serde::to_vec_named(&probe).expect("encode"))
-                }
-                "ReadFile" => {
-                    let text = std::fs::read_to_string("/etc/passwd").unwrap_or_else(|e| format!("error: {e}"));
-                    event("Probed", rmp_serde::to_vec_named(&text).expect("encode"))
-                }
-                "PoisonNext" => event("Poisoned", nil()),
-                other => Err(GuestError::UnknownCommand(other.into())),
+            if command.name == "PoisonNext" {
+                return Ok(HandleOutcome::Accepted(vec![Message { name: "Poisoned".into(), payload: nil() }]));
             }
+            let outcome = decide(ctx, command)?;
+            if let HandleOutcome::Accepted(events) = &outcome {
+                Self::apply(events.clone()).map_err(|e| GuestError::InvalidEvent(format!("{:?}", e.error)))?;
+            }
+            Ok(outcome)
         }
 
         fn snapshot() -> Result<Vec<u8>, GuestError> {
@@ -145,6 +109,54 @@ mod guest {
     }
 
     aether_guest::bindings::__export_domain_world!(Faulty with_types_in aether_guest::bindings);
+
+    fn decide(ctx: CommandContext, command: Message) -> Result<HandleOutcome, GuestError> {
+        let event =
+            |name: &str, payload: Vec<u8>| Ok(HandleOutcome::Accepted(vec![Message { name: name.into(), payload }]));
+        match command.name.as_str() {
+            "Ping" => event("Pinged", nil()),
+            "Panic" => panic!("boom on purpose in command {}", ctx.command_id),
+            "Spin" => loop {
+                std::hint::black_box(());
+            },
+            "Gobble" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            // 0xc1 is the one byte MessagePack never uses.
+            "Garble" => event("Garbled", vec![0xc1, 0xff, 0x00]),
+            "Stray" => event("NotInTheModel", nil()),
+            "Probe" => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                let mut random = [0u8; 8];
+                // std's HashMap seeds come from wasi:random too.
+                let seed = std::collections::hash_map::RandomState::new();
+                use std::hash::BuildHasher;
+                let hashed = seed.hash_one(42u8);
+                random.copy_from_slice(&hashed.to_le_bytes());
+                let probe = Probe {
+                    env: std::env::vars().count() as u64,
+                    args: std::env::args().count() as u64,
+                    cwd: std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
+                    now_ms: now,
+                    command_ms: ctx.timestamp_ms,
+                    random: u64::from_le_bytes(random),
+                };
+                event("Probed", rmp_serde::to_vec_named(&probe).expect("encode"))
+            }
+            "ReadFile" => {
+                let text = std::fs::read_to_string("/etc/passwd").unwrap_or_else(|e| format!("error: {e}"));
+                event("Probed", rmp_serde::to_vec_named(&text).expect("encode"))
+            }
+            other => Err(GuestError::UnknownCommand(other.into())),
+        }
+    }
 }
 
 /// What `Prober.Probe` saw of the world.
