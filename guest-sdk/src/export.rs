@@ -20,7 +20,9 @@ impl Registration {
     pub fn of<A: Aggregate>() -> Self {
         Self {
             name: A::NAME,
-            create: |actor_id| Box::new(Slot::<A> { state: A::default(), actor_id }),
+            create: |actor_id| {
+                Box::new(Slot::<A> { state: A::default(), ctx: Context { actor_id, ..Context::default() } })
+            },
             model: AggregateModel::of::<A>,
         }
     }
@@ -51,10 +53,12 @@ pub trait Actor {
     fn state(&self) -> Vec<u8>;
 }
 
-/// One aggregate instance and the id `init` bound it to.
+/// One aggregate instance and the context `handle` passes it: the actor id
+/// from `init`, the rest refilled for each command in place (its strings
+/// keep their capacity, so a command allocates nothing for its context).
 struct Slot<A> {
     state: A,
-    actor_id: String,
+    ctx: Context,
 }
 
 impl<A: Aggregate> Slot<A> {
@@ -93,15 +97,16 @@ impl<A: Aggregate> Actor for Slot<A> {
             return Err(wit::GuestError::UnknownCommand(command.name));
         }
         let decoded: A::Command = codec::join(&command.name, &command.payload).map_err(wit::GuestError::Undecodable)?;
-        let ctx = Context {
-            actor_id: self.actor_id.clone(),
-            correlation_id: ctx.correlation_id.unwrap_or_else(|| ctx.command_id.clone()),
-            causation_id: ctx.causation_id.unwrap_or_else(|| ctx.command_id.clone()),
-            command_id: ctx.command_id,
-            timestamp_ms: ctx.timestamp_ms,
-            version: ctx.version,
+        let refill = |into: &mut String, from: Option<&str>| {
+            into.clear();
+            into.push_str(from.unwrap_or(&ctx.command_id));
         };
-        let events = match self.state.handle(&ctx, decoded) {
+        refill(&mut self.ctx.correlation_id, ctx.correlation_id.as_deref());
+        refill(&mut self.ctx.causation_id, ctx.causation_id.as_deref());
+        self.ctx.command_id = ctx.command_id;
+        self.ctx.timestamp_ms = ctx.timestamp_ms;
+        self.ctx.version = ctx.version;
+        let events = match self.state.handle(&self.ctx, decoded) {
             Ok(events) => events,
             Err(r) => return Ok(wit::HandleOutcome::Rejected(wit::Rejection { code: r.code, message: r.message })),
         };

@@ -39,6 +39,7 @@
 //! - `tables`: redb's tables, the format marker, row reads and writes;
 //! - `codec`: the binary format of stored values and log records.
 
+mod bloom;
 mod checkpoint;
 mod codec;
 mod log;
@@ -147,9 +148,11 @@ impl EmbeddedStore {
     /// As [`open`](Self::open).
     pub fn open_with(dir: &Path, config: EmbeddedConfig) -> Result<Self, StoreError> {
         let (shared, log) = open_parts(dir, &config)?;
+        let ids = tables::id_filter(&shared.db, &shared.file)?;
+        tracing::debug!(file = %shared.file, command_ids = ids.len(), "command-id filter filled");
         let policy = CheckpointPolicy { writes: config.checkpoint_writes.max(1), interval: config.checkpoint_interval };
         let writer =
-            Writer::new(shared.clone(), log, policy).map_err(unavailable("cannot start the checkpoint thread"))?;
+            Writer::new(shared.clone(), log, ids, policy).map_err(unavailable("cannot start the checkpoint thread"))?;
         let (queue, jobs) = mpsc::channel(config.queue_capacity.max(1));
         let max_batch = config.max_batch.max(1);
         let writer = std::thread::Builder::new()

@@ -20,12 +20,13 @@
 //! older aether-host refuses a format-2 file too: its `command_ids` has
 //! string keys, and redb will not open a table under another key type.
 
+use super::bloom::IdFilter;
 use super::memtable::Command;
 use super::{codec, corrupt, unavailable};
 use crate::store::{ActorId, Appended, RecordedEvent, Snapshot, StoreError};
 use redb::{
-    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle,
-    WriteTransaction,
+    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
+    TableDefinition, TableHandle, WriteTransaction,
 };
 use sha2::{Digest, Sha256};
 use std::cell::OnceCell;
@@ -57,6 +58,21 @@ pub(super) fn id_key(actor: &ActorId, command_id: &str) -> u128 {
     }
     let digest = hash.finalize();
     u128::from_be_bytes(digest[..16].try_into().expect("a SHA-256 digest has 32 bytes"))
+}
+
+/// A filter holding every command-id key in the file (see `bloom`), with
+/// room for as many again before it grows.
+pub(super) fn id_filter(db: &Database, file: &str) -> Result<IdFilter, StoreError> {
+    let failed = |err: redb::Error| StoreError::Unavailable(format!("cannot read the command ids of {file}: {err}"));
+    let txn = db.begin_read().map_err(|e| failed(e.into()))?;
+    let index = txn.open_table(COMMAND_IDS).map_err(|e| failed(e.into()))?;
+    let stored = index.len().map_err(|e| failed(e.into()))? as usize;
+    let mut filter = IdFilter::with_capacity(stored.saturating_mul(2));
+    for entry in index.range::<u128>(..).map_err(|e| failed(e.into()))? {
+        let (key, _) = entry.map_err(|e| failed(e.into()))?;
+        filter.insert(key.value());
+    }
+    Ok(filter)
 }
 
 /// Checks the format marker (writing it into a new or format-1 file) and

@@ -300,7 +300,7 @@ async fn one_batch_sees_its_own_appends() {
     let dir = tempfile::tempdir().unwrap();
     let (shared, log) = open_parts(dir.path(), &EmbeddedConfig::default()).unwrap();
     let policy = CheckpointPolicy { writes: 1000, interval: Duration::from_secs(60) };
-    let mut writer = Writer::new(shared.clone(), log, policy).unwrap();
+    let mut writer = Writer::new(shared.clone(), log, super::bloom::IdFilter::with_capacity(0), policy).unwrap();
     let actor = ActorId::new("Account", "batched");
     let (mut batch, mut answers) = (Vec::new(), Vec::new());
     for (expected, command_id) in [(0, "b1"), (1, "b2"), (0, "b1"), (1, "b3")] {
@@ -337,4 +337,34 @@ async fn dropping_the_store_answers_every_queued_write() {
     }
     let store = EmbeddedStore::open(dir.path()).unwrap();
     assert_eq!(store.version(&actor).await.unwrap(), 100);
+}
+
+/// The writer asks redb about a command id only if the id filter says it may
+/// be there: the filter must know ids a checkpoint moved out of memory, and
+/// ids the file held when it was opened.
+#[tokio::test]
+async fn a_retry_is_a_duplicate_when_only_redb_holds_its_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let actor = ActorId::new("Account", "filtered");
+    let store = EmbeddedStore::open_with(dir.path(), checkpoint_always()).unwrap();
+    store.append(&actor, request(0, "c1", &["Opened"])).await.unwrap();
+    // Writes to another actor until checkpoints have taken c1 out of memory.
+    let other = ActorId::new("Account", "other");
+    let mut version = 0;
+    while store.shared.tail_read().actor(&actor).iter().any(Option::is_some) {
+        store.append(&other, request(version, &format!("o{version}"), &["Deposited"])).await.unwrap();
+        version += 1;
+        assert!(version < 10_000, "a checkpoint ran");
+    }
+    let retried = store.append(&actor, request(1, "c1", &["Opened"])).await.unwrap();
+    assert_eq!((retried.first_version, retried.duplicate), (1, true), "answered from redb");
+    store.close().await.unwrap();
+
+    let store = EmbeddedStore::open_with(dir.path(), checkpoint_always()).unwrap();
+    let retried = store.append(&actor, request(1, "c1", &["Opened"])).await.unwrap();
+    assert_eq!((retried.first_version, retried.duplicate), (1, true), "the filter is filled from redb on open");
+    let retried = store.append(&other, request(version, "o0", &["Deposited"])).await.unwrap();
+    assert!(retried.duplicate);
+    let fresh = store.append(&actor, request(1, "c2", &["Deposited"])).await.unwrap();
+    assert_eq!((fresh.first_version, fresh.duplicate), (2, false));
 }

@@ -10,6 +10,7 @@
 //! after a failed sync the file's state is unknown (the kernel may have
 //! dropped the dirty pages), and only a reopen, replaying the log, knows it.
 
+use super::bloom::IdFilter;
 use super::checkpoint::Checkpointer;
 use super::log::Log;
 use super::memtable::{Command, Tail, Write};
@@ -69,6 +70,9 @@ pub(super) struct CheckpointPolicy {
 pub(super) struct Writer {
     shared: Arc<Shared>,
     log: Log,
+    /// Every command-id key the store holds or has been given: redb is asked
+    /// only about the keys this says may be there.
+    ids: IdFilter,
     checkpoints: Checkpointer,
     policy: CheckpointPolicy,
     /// Writes in the active memtable.
@@ -80,9 +84,9 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn new(shared: Arc<Shared>, log: Log, policy: CheckpointPolicy) -> std::io::Result<Self> {
+    pub(super) fn new(shared: Arc<Shared>, log: Log, ids: IdFilter, policy: CheckpointPolicy) -> std::io::Result<Self> {
         let checkpoints = Checkpointer::spawn(shared.clone())?;
-        Ok(Self { shared, log, checkpoints, policy, pending: 0, since: None, failed: None })
+        Ok(Self { shared, log, ids, checkpoints, policy, pending: 0, since: None, failed: None })
     }
 
     /// Writes batches until the store closes the queue. Blocks for the first
@@ -119,6 +123,11 @@ impl Writer {
             })
         };
         if logged.is_ok() && !writes.is_empty() {
+            for write in &writes {
+                if let Write::Append { id_key, .. } = write {
+                    self.ids.insert(*id_key);
+                }
+            }
             let mut tail = self.shared.tail();
             writes.iter().for_each(|w| tail.active.insert(w));
             self.pending += writes.len();
@@ -136,7 +145,7 @@ impl Writer {
         // between leaves its writes in both, never in neither.
         let tail = self.shared.tail_read();
         let view = Lookup::begin(&self.shared.db).map_err(|e| format!("cannot read {}: {e}", self.shared.file));
-        let mut decider = Decider { tail: &tail, redb: view.as_ref(), batch: HashMap::new() };
+        let mut decider = Decider { tail: &tail, redb: view.as_ref(), ids: &self.ids, batch: HashMap::new() };
         for job in batch.drain(..) {
             staged.push(match job {
                 Job::Append { actor, request, reply } => stage(reply, decider.append(actor, request, &mut writes)),
@@ -224,6 +233,7 @@ struct Decided {
 struct Decider<'a> {
     tail: &'a Tail,
     redb: Result<&'a Lookup, &'a String>,
+    ids: &'a IdFilter,
     batch: HashMap<ActorId, Decided>,
 }
 
@@ -249,7 +259,9 @@ impl Decider<'_> {
             return Ok(original);
         }
         let id_key = id_key(&actor, command_id);
-        if let Some(original) = self.redb()?.command_by_key(&actor, command_id, id_key)? {
+        if self.ids.may_contain(id_key)
+            && let Some(original) = self.redb()?.command_by_key(&actor, command_id, id_key)?
+        {
             return Ok(original);
         }
         let newest_in_memory = || memory.iter().flatten().find_map(|t| t.head());
