@@ -102,8 +102,16 @@ pub fn encode_named<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 ///
 /// If the value does not serialise as an externally tagged enum variant.
 pub fn split<T: Serialize>(value: &T) -> Result<(String, Vec<u8>), String> {
-    let bytes = encode_named(value);
-    let mut rd = bytes.as_slice();
+    split_encoded(&encode_named(value))
+}
+
+/// [`split`] of a value already serialised with [`encode_named`].
+///
+/// # Errors
+///
+/// If the bytes are not an externally tagged enum variant.
+pub fn split_encoded(bytes: &[u8]) -> Result<(String, Vec<u8>), String> {
+    let mut rd = bytes;
     let marker = rmp::decode::read_marker(&mut &bytes[..]).map_err(|_| "empty value".to_string())?;
     match marker {
         rmp::Marker::FixStr(_) | rmp::Marker::Str8 | rmp::Marker::Str16 | rmp::Marker::Str32 => {

@@ -116,8 +116,9 @@ impl<A: Aggregate> Actor for Slot<A> {
         let mut out = Vec::with_capacity(events.len());
         let mut stored = Vec::with_capacity(events.len());
         for event in &events {
-            let (name, payload) = codec::split(event).map_err(wit::GuestError::InvalidEvent)?;
-            let read_back: A::Event = codec::join(&name, &payload)
+            let encoded = codec::encode_named(event);
+            let (name, payload) = codec::split_encoded(&encoded).map_err(wit::GuestError::InvalidEvent)?;
+            let read_back: A::Event = codec::unpack_one(&encoded)
                 .map_err(|cause| wit::GuestError::InvalidEvent(format!("`{name}` does not decode back: {cause}")))?;
             stored.push(read_back);
             out.push(wit::Message { name, payload });

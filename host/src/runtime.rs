@@ -63,7 +63,7 @@ struct Inner {
     bus: Bus,
     store: Arc<dyn EventStore>,
     config: RuntimeConfig,
-    actors: Mutex<LruCache<ActorId, Arc<Cell>>>,
+    actors: Mutex<LruCache<ActorId, Arc<Cell>, foldhash::fast::RandomState>>,
     stats: Stats,
 }
 
@@ -93,7 +93,9 @@ impl Runtime {
             component,
             bus,
             store,
-            actors: Mutex::new(LruCache::unbounded()),
+            // foldhash, as hashbrown's own default: SipHash over two ids was
+            // a visible part of finding an actor.
+            actors: Mutex::new(LruCache::unbounded_with_hasher(foldhash::fast::RandomState::default())),
             config,
             stats: Stats::default(),
         });
@@ -278,7 +280,7 @@ impl Runtime {
 }
 
 impl Inner {
-    fn lock_actors(&self) -> std::sync::MutexGuard<'_, LruCache<ActorId, Arc<Cell>>> {
+    fn lock_actors(&self) -> std::sync::MutexGuard<'_, LruCache<ActorId, Arc<Cell>, foldhash::fast::RandomState>> {
         self.actors.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -17,10 +17,11 @@ use super::memtable::{Command, Tail, Write};
 use super::tables::{Lookup, id_key};
 use super::{Shared, codec};
 use crate::store::{ActorId, AppendRequest, Appended, Snapshot, StoreError};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A write waiting for the writer thread.
 pub(super) enum Job {
@@ -145,7 +146,7 @@ impl Writer {
         // between leaves its writes in both, never in neither.
         let tail = self.shared.tail_read();
         let view = Lookup::begin(&self.shared.db).map_err(|e| format!("cannot read {}: {e}", self.shared.file));
-        let mut decider = Decider { tail: &tail, redb: view.as_ref(), ids: &self.ids, batch: HashMap::new() };
+        let mut decider = Decider { tail: &tail, redb: view.as_ref(), ids: &self.ids, batch: HashMap::default() };
         for job in batch.drain(..) {
             staged.push(match job {
                 Job::Append { actor, request, reply } => stage(reply, decider.append(actor, request, &mut writes)),

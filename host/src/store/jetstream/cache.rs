@@ -64,13 +64,14 @@ impl Known {
 
 #[derive(Debug)]
 pub(super) struct Positions {
-    actors: Mutex<LruCache<ActorId, Known>>,
+    actors: Mutex<LruCache<ActorId, Known, foldhash::fast::RandomState>>,
 }
 
 impl Positions {
     pub(super) fn new(capacity: usize) -> Self {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
-        Self { actors: Mutex::new(LruCache::new(capacity)) }
+        // foldhash rather than SipHash: the cache is asked on every append.
+        Self { actors: Mutex::new(LruCache::with_hasher(capacity, foldhash::fast::RandomState::default())) }
     }
 
     fn with<R>(&self, actor: &ActorId, f: impl FnOnce(&mut Known) -> R) -> R {

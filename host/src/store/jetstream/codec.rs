@@ -28,6 +28,7 @@ use super::subject;
 use crate::store::wire::{Decoder, Encoder};
 use crate::store::{NewEvent, Provenance, RecordedEvent, Snapshot};
 use async_nats::HeaderMap;
+use async_nats::header::HeaderName;
 use std::sync::Arc;
 
 pub(super) const FIRST_VERSION: &str = "Aether-First-Version";
@@ -45,11 +46,20 @@ pub(super) struct CommandHeaders {
 
 /// The Aether headers of a command's message.
 pub(super) fn headers(first_version: u64, last_version: u64, provenance: &Provenance) -> HeaderMap {
+    // Names made once, without an allocation each (a name given as `&str` is
+    // copied into a new buffer); values moved in rather than copied.
+    const NAMES: [HeaderName; 4] = [
+        HeaderName::from_static(FIRST_VERSION),
+        HeaderName::from_static(LAST_VERSION),
+        HeaderName::from_static(COMMAND_ID),
+        HeaderName::from_static(COMPONENT_HASH),
+    ];
+    let [first, last, command, component] = NAMES;
     let mut headers = HeaderMap::new();
-    headers.insert(FIRST_VERSION, first_version.to_string().as_str());
-    headers.insert(LAST_VERSION, last_version.to_string().as_str());
-    headers.insert(COMMAND_ID, subject::encode_token(&provenance.command_id).as_str());
-    headers.insert(COMPONENT_HASH, subject::encode_token(&provenance.component_hash).as_str());
+    headers.insert(first, first_version.to_string());
+    headers.insert(last, last_version.to_string());
+    headers.insert(command, subject::encode_token(&provenance.command_id));
+    headers.insert(component, subject::encode_token(&provenance.component_hash));
     headers
 }
 

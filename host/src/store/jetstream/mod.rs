@@ -496,7 +496,7 @@ impl EventStore for JetStreamEventStore {
         // vectors of strings, a dozen allocations either way.
         let headers = |last_seq: u64| {
             let mut headers = codec::headers(first_version, last_version, &request.provenance);
-            headers.insert(NATS_MESSAGE_ID, message_id.as_str());
+            headers.insert(NATS_MESSAGE_ID, message_id.clone());
             headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, HeaderValue::from(last_seq));
             headers
         };
