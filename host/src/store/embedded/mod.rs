@@ -33,6 +33,7 @@
 //! Layout:
 //! - this file: the store, opening and closing it, and the read side;
 //! - `writer`: the writer thread, group commit and the append rules;
+//! - `bloom`: the filter that spares the writer a redb lookup for a new command id;
 //! - `log`: the log files and their records, torn tails and damage;
 //! - `memtable`: logged writes not yet in redb, as readers see them;
 //! - `checkpoint`: moving the log's writes into redb, in the background and on open;
