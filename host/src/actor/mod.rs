@@ -6,8 +6,9 @@
 //!    in the same call (one crossing per command), but that state is only
 //!    kept once the append succeeds: a failed, conflicting or duplicate
 //!    append discards the VM, and the actor is rebuilt from the store.
-//! 2. On a version conflict (another writer) the actor catches up from the
-//!    store and decides again, a bounded number of times.
+//! 2. On a version conflict (another writer) the actor is rebuilt from the
+//!    store (its snapshot and the events after it) and decides again, a
+//!    bounded number of times.
 //! 3. A command id seen before returns the original events and appends
 //!    nothing: recent ids are remembered, and the store is the final guard.
 //!
