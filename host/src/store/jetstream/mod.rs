@@ -303,9 +303,19 @@ impl JetStreamEventStore {
     ) -> Result<PublishAck, PublishFailure> {
         let what = || format!("appending to {actor}");
         let size = payload.len();
-        let publish = async { self.js.publish_with_headers(subject.to_owned(), headers, payload).await?.await };
-        match self.bounded(what, publish).await.map_err(PublishFailure::Failed)? {
+        // Our bound covers handing the message to the client; the ack is
+        // bounded by the client itself (the context's timeout is ours), so
+        // an append registers one timer, not two.
+        let sent = self.bounded(what, self.js.publish_with_headers(subject.to_owned(), headers, payload)).await;
+        let acked = match sent.map_err(PublishFailure::Failed)? {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        match acked {
             Ok(ack) => Ok(ack),
+            Err(e) if e.kind() == PublishErrorKind::TimedOut => Err(PublishFailure::Failed(
+                self.unavailable(what(), format_args!("no answer within {:?}", self.config.request_timeout)),
+            )),
             Err(e) => Err(match e.kind() {
                 PublishErrorKind::WrongLastSequence => PublishFailure::WrongSequence,
                 PublishErrorKind::StreamNotFound => PublishFailure::Missing,
