@@ -141,28 +141,32 @@ pub fn split_encoded(bytes: &[u8]) -> Result<(String, Vec<u8>), String> {
 /// A message naming the variant and why its payload does not decode.
 pub fn join<T: DeserializeOwned>(name: &str, payload: &[u8]) -> Result<T, String> {
     let unit = payload.is_empty() || payload == NIL;
-    // The joined value, on the stack when it is small (most commands): one
-    // allocation fewer per command, in a guest where each is a cold walk
-    // through the allocator's bins.
-    let mut small = [0u8; 256];
-    let mut large = Vec::new();
-    let size = payload.len() + name.len() + 10;
-    let mut out: &mut [u8] = if size <= small.len() {
-        &mut small
-    } else {
-        large.resize(size, 0);
-        &mut large
-    };
-    let room = out.len();
-    if unit {
-        rmp::encode::write_str(&mut out, name).map_err(|e| e.to_string())?;
-    } else {
-        rmp::encode::write_map_len(&mut out, 1).map_err(|e| e.to_string())?;
-        rmp::encode::write_str(&mut out, name).map_err(|e| e.to_string())?;
-        std::io::Write::write_all(&mut out, payload).map_err(|e| e.to_string())?;
+    // The joined value goes in one buffer kept for the next call (an
+    // instance serves one actor, one call at a time): no allocation per
+    // command, in a guest where each is a cold walk through the allocator.
+    thread_local! {
+        static JOINED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let written = room - out.len();
-    let buf = if size <= small.len() { &small[..written] } else { &large[..written] };
+    JOINED.with(|joined| {
+        let mut buf = joined.borrow_mut();
+        buf.clear();
+        if unit {
+            rmp::encode::write_str(&mut *buf, name).map_err(|e| e.to_string())?;
+        } else {
+            rmp::encode::write_map_len(&mut *buf, 1).map_err(|e| e.to_string())?;
+            rmp::encode::write_str(&mut *buf, name).map_err(|e| e.to_string())?;
+            buf.extend_from_slice(payload);
+        }
+        let decoded = decode_joined(name, payload, &buf);
+        if buf.capacity() > 64 * 1024 {
+            // One huge command should not pin its buffer for good.
+            *buf = Vec::new();
+        }
+        decoded
+    })
+}
+
+fn decode_joined<T: DeserializeOwned>(name: &str, payload: &[u8], buf: &[u8]) -> Result<T, String> {
     match rmp_serde::from_slice(buf) {
         Ok(value) => Ok(value),
         // `{}` for a unit variant, as a JSON client may send it.

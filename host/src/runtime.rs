@@ -180,7 +180,7 @@ impl Runtime {
         self.inner.stats.commands.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let outcome = {
-            let mut slot = self.lock(&command.actor).await;
+            let mut slot = self.lock(&command.actor, started).await;
             let outcome = slot.actor.execute(self.env(), model, &command).await;
             // Under the actor's lock, so an actor's events reach the bus in order.
             if let Ok(CommandOutcome::Accepted { events, duplicate: false, .. }) = &outcome {
@@ -212,7 +212,7 @@ impl Runtime {
     /// As for [`execute`](Self::execute), minus command errors.
     pub async fn state(&self, aggregate: &str, id: &str) -> Result<(u64, Vec<u8>), ActorError> {
         self.aggregate_model(aggregate)?;
-        let mut slot = self.lock(&ActorId::new(aggregate, id)).await;
+        let mut slot = self.lock(&ActorId::new(aggregate, id), Instant::now()).await;
         slot.actor.state(self.env()).await
     }
 
@@ -268,11 +268,12 @@ impl Runtime {
     }
 
     /// The actor's slot, locked: commands to one actor run one at a time.
-    async fn lock(&self, id: &ActorId) -> tokio::sync::OwnedMutexGuard<Slot> {
+    /// The actor's cell, locked; `now` is recorded as its last use.
+    async fn lock(&self, id: &ActorId, now: Instant) -> tokio::sync::OwnedMutexGuard<Slot> {
         loop {
             let mut slot = self.inner.cell(id).lock_owned().await;
             if !slot.evicted {
-                slot.last_used = Instant::now();
+                slot.last_used = now;
                 return slot;
             }
         }
