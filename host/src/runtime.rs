@@ -165,6 +165,7 @@ impl Runtime {
                 known: model.commands.iter().map(|c| c.name.clone()).collect(),
             });
         }
+        let id_from_caller = request.command_id.is_some();
         let command_id = request.command_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let span = tracing::Span::current();
         span.record("command_id", command_id.as_str());
@@ -175,6 +176,7 @@ impl Runtime {
             correlation_id: request.correlation_id.unwrap_or_else(|| command_id.clone()),
             causation_id: request.causation_id.unwrap_or_else(|| command_id.clone()),
             command_id,
+            id_from_caller,
             timestamp_ms: now_ms(),
         };
         self.inner.stats.commands.fetch_add(1, Ordering::Relaxed);

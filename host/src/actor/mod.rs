@@ -54,6 +54,10 @@ pub struct Command {
     /// MessagePack.
     pub payload: Vec<u8>,
     pub command_id: String,
+    /// The caller chose the command id. An id the host generated (a fresh
+    /// random UUID) cannot be a repeat, so such a command skips the lookups
+    /// that answer repeats; the store still checks every id.
+    pub id_from_caller: bool,
     pub correlation_id: String,
     pub causation_id: String,
     pub timestamp_ms: u64,
@@ -276,7 +280,9 @@ impl Actor {
         command: &Command,
     ) -> Result<CommandOutcome, ActorError> {
         self.ensure_active(env).await?;
-        if let Some(original) = self.recent.find(&command.command_id) {
+        if command.id_from_caller
+            && let Some(original) = self.recent.find(&command.command_id)
+        {
             return self.original_outcome(env, original).await;
         }
         let mut ctx = CommandContext {
@@ -302,7 +308,9 @@ impl Actor {
                 Ok(HandleResult::Rejected { code, message }) => {
                     // A repeat whose original fell out of the remembered ids
                     // may be rejected by the new state; the store knows.
-                    if let Some(original) = env.store.find_command(&self.id, &command.command_id).await? {
+                    if command.id_from_caller
+                        && let Some(original) = env.store.find_command(&self.id, &command.command_id).await?
+                    {
                         return self.original_outcome(env, original).await;
                     }
                     // A rejection appends nothing, so no version check guards
