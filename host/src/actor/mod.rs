@@ -340,7 +340,7 @@ impl Actor {
             if let Ok(appended) = appended
                 && !appended.duplicate
             {
-                return Ok(self.appended(env, appended, provenance, events).await);
+                return Ok(self.appended(env, appended, provenance, events, command.id_from_caller).await);
             }
             // The VM folded events the store did not take: only a rebuild
             // from the store gives the actor's state back.
@@ -375,18 +375,22 @@ impl Actor {
     }
 
     /// Keeps the state the guest folded the appended events into, remembers
-    /// the command, snapshots if due.
+    /// the command if its caller chose its id (only such an id can come
+    /// again), snapshots if due.
     async fn appended(
         &mut self,
         env: Env<'_>,
         appended: Appended,
         provenance: Arc<Provenance>,
         events: Vec<NewEvent>,
+        id_from_caller: bool,
     ) -> CommandOutcome {
         self.vm.as_mut().expect("active").confirm();
         self.version = appended.last_version;
         self.since_snapshot += events.len() as u64;
-        self.recent.remember(provenance.command_id.clone(), Appended { duplicate: true, ..appended });
+        if id_from_caller {
+            self.recent.remember(provenance.command_id.clone(), Appended { duplicate: true, ..appended });
+        }
         self.maybe_snapshot(env).await;
         let recorded = events
             .into_iter()
