@@ -13,7 +13,7 @@ use crate::actor::{Actor, ActorConfig, ActorError, Command, CommandOutcome, Env}
 use crate::bus::{Bus, BusConfig};
 pub use crate::metrics::Stats;
 use crate::model::DomainModel;
-use crate::store::{ActorId, EventStore, RecordedEvent};
+use crate::store::{ActorId, EventStore, Provenance, RecordedEvent};
 use crate::wasm::DomainComponent;
 use lru::LruCache;
 use std::sync::atomic::Ordering;
@@ -169,15 +169,19 @@ impl Runtime {
         let command_id = request.command_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let span = tracing::Span::current();
         span.record("command_id", command_id.as_str());
+        let provenance = Provenance {
+            correlation_id: request.correlation_id.unwrap_or_else(|| command_id.clone()),
+            causation_id: request.causation_id.unwrap_or_else(|| command_id.clone()),
+            command_id,
+            timestamp_ms: now_ms(),
+            component_hash: self.inner.component.hash().to_string(),
+        };
         let command = Command {
             actor: ActorId::new(request.aggregate, request.id),
             name: request.command,
             payload: request.payload,
-            correlation_id: request.correlation_id.unwrap_or_else(|| command_id.clone()),
-            causation_id: request.causation_id.unwrap_or_else(|| command_id.clone()),
-            command_id,
+            provenance: Arc::new(provenance),
             id_from_caller,
-            timestamp_ms: now_ms(),
         };
         self.inner.stats.commands.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();

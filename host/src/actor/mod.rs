@@ -53,14 +53,12 @@ pub struct Command {
     pub name: String,
     /// MessagePack.
     pub payload: Vec<u8>,
-    pub command_id: String,
+    /// Its ids and time, shared with the events it produces.
+    pub provenance: Arc<Provenance>,
     /// The caller chose the command id. An id the host generated (a fresh
     /// random UUID) cannot be a repeat, so such a command skips the lookups
     /// that answer repeats; the store still checks every id.
     pub id_from_caller: bool,
-    pub correlation_id: String,
-    pub causation_id: String,
-    pub timestamp_ms: u64,
 }
 
 /// What became of a command that was not an error.
@@ -281,24 +279,18 @@ impl Actor {
     ) -> Result<CommandOutcome, ActorError> {
         self.ensure_active(env).await?;
         if command.id_from_caller
-            && let Some(original) = self.recent.find(&command.command_id)
+            && let Some(original) = self.recent.find(&command.provenance.command_id)
         {
             return self.original_outcome(env, original).await;
         }
+        let provenance = &command.provenance;
         let mut ctx = CommandContext {
-            command_id: &command.command_id,
-            correlation_id: &command.correlation_id,
-            causation_id: &command.causation_id,
-            timestamp_ms: command.timestamp_ms,
+            command_id: &provenance.command_id,
+            correlation_id: &provenance.correlation_id,
+            causation_id: &provenance.causation_id,
+            timestamp_ms: provenance.timestamp_ms,
             version: self.version,
         };
-        let provenance = Arc::new(Provenance {
-            command_id: command.command_id.clone(),
-            correlation_id: command.correlation_id.clone(),
-            causation_id: command.causation_id.clone(),
-            timestamp_ms: command.timestamp_ms,
-            component_hash: env.component.hash().to_string(),
-        });
         let mut retries = 0;
         loop {
             ctx.version = self.version;
@@ -309,7 +301,7 @@ impl Actor {
                     // A repeat whose original fell out of the remembered ids
                     // may be rejected by the new state; the store knows.
                     if command.id_from_caller
-                        && let Some(original) = env.store.find_command(&self.id, &command.command_id).await?
+                        && let Some(original) = env.store.find_command(&self.id, &provenance.command_id).await?
                     {
                         return self.original_outcome(env, original).await;
                     }
@@ -340,7 +332,7 @@ impl Actor {
             if let Ok(appended) = appended
                 && !appended.duplicate
             {
-                return Ok(self.appended(env, appended, provenance, events, command.id_from_caller).await);
+                return Ok(self.appended(env, appended, provenance.clone(), events, command.id_from_caller).await);
             }
             // The VM folded events the store did not take: only a rebuild
             // from the store gives the actor's state back.
