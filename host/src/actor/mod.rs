@@ -332,7 +332,7 @@ impl Actor {
             if let Ok(appended) = appended
                 && !appended.duplicate
             {
-                return Ok(self.appended(env, appended, provenance.clone(), events, command.id_from_caller).await);
+                return Ok(self.appended(env, appended, command, events).await);
             }
             // The VM folded events the store did not take: only a rebuild
             // from the store gives the actor's state back.
@@ -373,14 +373,14 @@ impl Actor {
         &mut self,
         env: Env<'_>,
         appended: Appended,
-        provenance: Arc<Provenance>,
+        command: &Command,
         events: Vec<NewEvent>,
-        id_from_caller: bool,
     ) -> CommandOutcome {
+        let provenance = &command.provenance;
         self.vm.as_mut().expect("active").confirm();
         self.version = appended.last_version;
         self.since_snapshot += events.len() as u64;
-        if id_from_caller {
+        if command.id_from_caller {
             self.recent.remember(provenance.command_id.clone(), Appended { duplicate: true, ..appended });
         }
         self.maybe_snapshot(env).await;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 /// Maps keyed by actor and command ids, hashed with foldhash (seeded per
 /// process) rather than SipHash: they sit on every append's path.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(super) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// One command's events as stored: they occupy `first_version` onwards.
 #[derive(Debug)]

@@ -13,15 +13,13 @@
 use super::bloom::IdFilter;
 use super::checkpoint::Checkpointer;
 use super::log::Log;
-use super::memtable::{Command, Tail, Write};
+use super::memtable::{Command, HashMap, Tail, Write};
 use super::tables::{Lookup, id_key};
 use super::{Shared, codec};
 use crate::store::{ActorId, AppendRequest, Appended, Snapshot, StoreError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
-
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A write waiting for the writer thread.
 pub(super) enum Job {
