@@ -265,8 +265,7 @@ async fn corrupt_data_is_reported_with_its_version_never_skipped() {
     let broken = ActorId::new("Account", "broken");
     store.append(&broken, request(0, "ok", 1)).await.unwrap();
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Aether-First-Version", "2");
-    headers.insert("Aether-Last-Version", "3");
+    headers.insert("Aether-Versions", "2-3");
     headers.insert("Aether-Command-Id", "bad");
     publish_raw(&server, &broken, headers, b"\x01\x00\x00").await;
     match store.read(&broken, 1, 100).await {
@@ -280,8 +279,7 @@ async fn corrupt_data_is_reported_with_its_version_never_skipped() {
     let gap = ActorId::new("Account", "gap");
     store.append(&gap, request(0, "ok", 1)).await.unwrap();
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Aether-First-Version", "5");
-    headers.insert("Aether-Last-Version", "5");
+    headers.insert("Aether-Versions", "5-5");
     headers.insert("Aether-Command-Id", "jump");
     publish_raw(&server, &gap, headers, b"\x01").await;
     assert!(matches!(store.read(&gap, 0, 100).await, Err(StoreError::Corrupt { version: 2, .. })));

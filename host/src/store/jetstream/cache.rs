@@ -8,13 +8,31 @@
 //! an append by `Nats-Expected-Last-Subject-Sequence`, a read by the versions
 //! of the first message it gets. A mark that turns out wrong is dropped.
 //!
-//! Bounded: the least recently used actors are forgotten, and each actor
-//! keeps a few marks. The `std` mutex is held only for map operations.
+//! The cache only ever saves a request: nothing it says is acted on
+//! without the server confirming it. In particular a duplicate is answered
+//! from the server's last message, never from the cache.
+//!
+//! Keys are 128-bit hashes of the actor (two hashes with per-process random
+//! seeds), so a lookup on an append's path compares no strings; two of
+//! 100,000 actors would share an entry with probability ~10⁻²⁹, and even
+//! then the server's checks turn the wrong entry into one more request.
+//!
+//! Bounded, in two generations: entries live in the current map until it
+//! holds half the capacity, which then becomes the previous one (dropping
+//! the one before); an entry used again moves back to the current map. So
+//! an actor is forgotten after between half and all of the capacity in
+//! newer actors, and a lookup touches one hash map entry. (An exact LRU
+//! relinks two neighbours on every use: cache misses on an append's path
+//! for nothing a store needs.) Each actor keeps a few marks. The `std`
+//! mutex is held only for map operations.
 
 use crate::store::ActorId;
-use lru::LruCache;
-use std::num::NonZeroUsize;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Mutex;
+
+type Key = u128;
+type Map = HashMap<Key, Known, foldhash::fast::RandomState>;
 
 /// The message at stream sequence `seq` holds the actor's events up to
 /// `version`. `Mark::START` is before the actor's first message.
@@ -28,7 +46,7 @@ impl Mark {
     pub const START: Mark = Mark { version: 0, seq: 0 };
 }
 
-/// The last message on an actor's subject, when last seen.
+/// The last message on an actor's subject, as the server returned it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Head {
     pub mark: Mark,
@@ -41,7 +59,8 @@ const MARKS: usize = 8;
 
 #[derive(Debug, Default)]
 struct Known {
-    head: Option<Head>,
+    /// The last message on the actor's subject, when last seen.
+    head: Option<Mark>,
     /// Sorted by version.
     marks: Vec<Mark>,
 }
@@ -64,40 +83,58 @@ impl Known {
 
 #[derive(Debug)]
 pub(super) struct Positions {
-    actors: Mutex<LruCache<ActorId, Known, foldhash::fast::RandomState>>,
+    generations: Mutex<Generations>,
+    /// Entries per generation.
+    half: usize,
+    seeds: [foldhash::quality::RandomState; 2],
+}
+
+#[derive(Debug, Default)]
+struct Generations {
+    current: Map,
+    previous: Map,
 }
 
 impl Positions {
     pub(super) fn new(capacity: usize) -> Self {
-        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
-        // foldhash rather than SipHash: the cache is asked on every append.
-        Self { actors: Mutex::new(LruCache::with_hasher(capacity, foldhash::fast::RandomState::default())) }
+        Self { generations: Mutex::default(), half: (capacity / 2).max(1), seeds: Default::default() }
+    }
+
+    fn key(&self, actor: &ActorId) -> Key {
+        let [low, high] = &self.seeds;
+        u128::from(low.hash_one(actor)) | u128::from(high.hash_one(actor)) << 64
     }
 
     fn with<R>(&self, actor: &ActorId, f: impl FnOnce(&mut Known) -> R) -> R {
+        let key = self.key(actor);
         // Every update is a single assignment or insert, so a panic elsewhere
         // cannot leave an entry half-written: a poisoned lock is safe to use.
-        let mut actors = self.actors.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(known) = actors.get_mut(actor) {
+        let mut generations = self.generations.lock().unwrap_or_else(|e| e.into_inner());
+        let Generations { current, previous } = &mut *generations;
+        if let Some(known) = current.get_mut(&key) {
             return f(known);
         }
-        let mut known = Known::default();
+        let mut known = previous.remove(&key).unwrap_or_default();
         let result = f(&mut known);
         if known.head.is_some() || !known.marks.is_empty() {
-            actors.put(actor.clone(), known);
+            if current.len() >= self.half {
+                *previous = std::mem::take(current);
+            }
+            current.insert(key, known);
         }
         result
     }
 
-    pub(super) fn head(&self, actor: &ActorId) -> Option<Head> {
-        self.with(actor, |k| k.head.clone())
+    /// The last message on the actor's subject, when last seen.
+    pub(super) fn head(&self, actor: &ActorId) -> Option<Mark> {
+        self.with(actor, |k| k.head)
     }
 
     /// Records the last message on the actor's subject; `None` forgets it.
-    pub(super) fn set_head(&self, actor: &ActorId, head: Option<Head>) {
+    pub(super) fn set_head(&self, actor: &ActorId, head: Option<Mark>) {
         self.with(actor, |k| {
-            if let Some(h) = &head {
-                k.add(h.mark);
+            if let Some(mark) = head {
+                k.add(mark);
             }
             k.head = head;
         });
@@ -115,7 +152,16 @@ impl Positions {
 
     /// Forgets everything about the actor, after the server contradicted it.
     pub(super) fn forget(&self, actor: &ActorId) {
-        self.actors.lock().unwrap_or_else(|e| e.into_inner()).pop(actor);
+        let key = self.key(actor);
+        let mut generations = self.generations.lock().unwrap_or_else(|e| e.into_inner());
+        generations.current.remove(&key);
+        generations.previous.remove(&key);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let generations = self.generations.lock().unwrap();
+        generations.current.len() + generations.previous.len()
     }
 }
 
@@ -146,7 +192,7 @@ mod tests {
     #[test]
     fn remembers_a_bounded_number_of_actors() {
         let positions = Positions::new(2);
-        let head = |v| Head { mark: Mark { version: v, seq: v }, first_version: v, command_id: "c".into() };
+        let head = |v| Mark { version: v, seq: v };
         for i in 0..3 {
             positions.set_head(&ActorId::new("A", i.to_string()), Some(head(i + 1)));
         }
@@ -154,6 +200,32 @@ mod tests {
         assert_eq!(positions.head(&ActorId::new("A", "2")), Some(head(3)));
         assert_eq!(positions.at_or_before(&ActorId::new("A", "2"), 3), Some(Mark { version: 3, seq: 3 }));
         assert_eq!(positions.head(&ActorId::new("A", "unknown")), None);
-        assert_eq!(positions.actors.lock().unwrap().len(), 2, "lookups of unknown actors add nothing");
+        assert_eq!(positions.len(), 2, "lookups of unknown actors add nothing");
+    }
+
+    #[test]
+    fn an_actor_in_use_is_kept_and_one_out_of_use_forgotten() {
+        let positions = Positions::new(100);
+        let head = Mark { version: 1, seq: 1 };
+        let busy = ActorId::new("A", "busy");
+        positions.set_head(&busy, Some(head));
+        for i in 0..1_000 {
+            positions.set_head(&ActorId::new("A", i.to_string()), Some(head));
+            if i % 25 == 0 {
+                assert_eq!(positions.head(&busy), Some(head), "used within the last 25 actors");
+            }
+            assert!(positions.len() <= 100, "never more than the capacity");
+        }
+        assert_eq!(positions.head(&ActorId::new("A", "999")), Some(head));
+        assert_eq!(positions.head(&ActorId::new("A", "0")), None, "1,000 newer actors pushed it out");
+        assert_eq!(positions.head(&ActorId::new("A", "1")), None);
+    }
+
+    #[test]
+    fn actors_whose_parts_join_alike_are_apart() {
+        let positions = Positions::new(10);
+        positions.set_head(&ActorId::new("ab", "c"), Some(Mark { version: 1, seq: 1 }));
+        assert_eq!(positions.head(&ActorId::new("a", "bc")), None);
+        assert_eq!(positions.head(&ActorId::new("ab", "c")), Some(Mark { version: 1, seq: 1 }));
     }
 }

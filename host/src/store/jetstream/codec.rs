@@ -7,10 +7,16 @@
 //!
 //! | header | value |
 //! |---|---|
-//! | `Aether-First-Version`, `Aether-Last-Version` | the versions the command's events occupy, decimal |
+//! | `Aether-Versions` | the versions the command's events occupy, `<first>-<last>` in decimal |
 //! | `Aether-Command-Id` | the command id, as a [subject token](super::subject) (header values cannot hold every string) |
-//! | `Aether-Component-Hash` | the component that decided the events, as a token |
 //! | `Nats-Msg-Id`, `Nats-Expected-Last-Subject-Sequence` | set by the store for de-duplication and concurrency |
+//!
+//! Every header is a hash-map entry and a few allocations for the client,
+//! and bytes the server parses and stores with every message, so the
+//! headers hold only what a headers-only read needs; the rest of the
+//! provenance is in the payload. Messages written before these headers
+//! (`Aether-First-Version` and `Aether-Last-Version`, and an
+//! `Aether-Component-Hash` nothing read) still read.
 //!
 //! The payload is in the [wire](crate::store::wire) layout: the provenance
 //! (command id, correlation id, causation id, timestamp, component hash), the
@@ -27,14 +33,15 @@ use super::cache::Mark;
 use super::subject;
 use crate::store::wire::{Decoder, Encoder};
 use crate::store::{NewEvent, Provenance, RecordedEvent, Snapshot};
-use async_nats::HeaderMap;
-use async_nats::header::HeaderName;
+use async_nats::header::{HeaderName, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MESSAGE_ID};
+use async_nats::{HeaderMap, HeaderValue};
 use std::sync::Arc;
 
-pub(super) const FIRST_VERSION: &str = "Aether-First-Version";
-pub(super) const LAST_VERSION: &str = "Aether-Last-Version";
+pub(super) const VERSIONS: &str = "Aether-Versions";
 pub(super) const COMMAND_ID: &str = "Aether-Command-Id";
-pub(super) const COMPONENT_HASH: &str = "Aether-Component-Hash";
+/// The versions of messages written before `Aether-Versions`.
+const FIRST_VERSION: &str = "Aether-First-Version";
+const LAST_VERSION: &str = "Aether-Last-Version";
 
 /// What the headers of a command's message say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,22 +51,25 @@ pub(super) struct CommandHeaders {
     pub command_id: String,
 }
 
-/// The Aether headers of a command's message.
-pub(super) fn headers(first_version: u64, last_version: u64, provenance: &Provenance) -> HeaderMap {
+/// The headers of a command's message: its versions and id, the message
+/// id the server de-duplicates by, and the sequence the subject's last
+/// message must have.
+pub(super) fn headers(
+    first_version: u64,
+    last_version: u64,
+    command_id: &str,
+    message_id: String,
+    expected_last_seq: u64,
+) -> HeaderMap {
     // Names made once, without an allocation each (a name given as `&str` is
     // copied into a new buffer); values moved in rather than copied.
-    const NAMES: [HeaderName; 4] = [
-        HeaderName::from_static(FIRST_VERSION),
-        HeaderName::from_static(LAST_VERSION),
-        HeaderName::from_static(COMMAND_ID),
-        HeaderName::from_static(COMPONENT_HASH),
-    ];
-    let [first, last, command, component] = NAMES;
+    const VERSIONS_NAME: HeaderName = HeaderName::from_static(VERSIONS);
+    const COMMAND_ID_NAME: HeaderName = HeaderName::from_static(COMMAND_ID);
     let mut headers = HeaderMap::new();
-    headers.insert(first, first_version.to_string());
-    headers.insert(last, last_version.to_string());
-    headers.insert(command, subject::encode_token(&provenance.command_id));
-    headers.insert(component, subject::encode_token(&provenance.component_hash));
+    headers.insert(VERSIONS_NAME, format!("{first_version}-{last_version}"));
+    headers.insert(COMMAND_ID_NAME, subject::encode_token(command_id));
+    headers.insert(NATS_MESSAGE_ID, message_id);
+    headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, HeaderValue::from(expected_last_seq));
     headers
 }
 
@@ -68,11 +78,20 @@ pub(super) fn command_headers(headers: Option<&HeaderMap>) -> Result<CommandHead
     let headers = headers.ok_or("the message has no headers; it was not written by Aether")?;
     let get =
         |name: &str| headers.get(name).map(|v| v.as_str()).ok_or_else(|| format!("the message has no {name} header"));
-    let version = |name: &str| {
-        let value = get(name)?;
-        value.parse::<u64>().map_err(|_| format!("{name} header {value:?} is not a version"))
+    let version =
+        |name: &str, value: &str| value.parse::<u64>().map_err(|_| format!("{name} header {value:?} is not a version"));
+    let (first_version, last_version) = match headers.get(VERSIONS) {
+        Some(value) => {
+            let value = value.as_str();
+            let (first, last) =
+                value.split_once('-').ok_or_else(|| format!("{VERSIONS} header {value:?} is not <first>-<last>"))?;
+            (version(VERSIONS, first)?, version(VERSIONS, last)?)
+        }
+        None if headers.get(FIRST_VERSION).is_some() => {
+            (version(FIRST_VERSION, get(FIRST_VERSION)?)?, version(LAST_VERSION, get(LAST_VERSION)?)?)
+        }
+        None => return Err(format!("the message has no {VERSIONS} header")),
     };
-    let (first_version, last_version) = (version(FIRST_VERSION)?, version(LAST_VERSION)?);
     if first_version == 0 || last_version < first_version {
         return Err(format!("versions {first_version}..={last_version} in the headers are not a range"));
     }
@@ -169,7 +188,7 @@ mod tests {
             NewEvent { name: "Opened".into(), payload: vec![0x81, 0xa1, b'n', 1] },
             NewEvent { name: "Deposited".into(), payload: vec![] },
         ];
-        let headers = command_headers(Some(&headers(4, 5, &provenance()))).unwrap();
+        let headers = command_headers(Some(&headers(4, 5, &provenance().command_id, "m".into(), 9))).unwrap();
         assert_eq!(headers, CommandHeaders { first_version: 4, last_version: 5, command_id: "cmd.1 ü\r\n".into() });
         let decoded = decode_events(&headers, &encode_events(&provenance(), &events)).unwrap();
         assert_eq!(decoded.iter().map(|e| e.version).collect::<Vec<_>>(), [4, 5]);
@@ -182,7 +201,7 @@ mod tests {
     fn malformed_messages_are_errors_not_panics() {
         let events = [NewEvent { name: "E".into(), payload: vec![1, 2, 3] }];
         let good = encode_events(&provenance(), &events);
-        let headers = command_headers(Some(&headers(1, 1, &provenance()))).unwrap();
+        let headers = command_headers(Some(&headers(1, 1, &provenance().command_id, "m".into(), 0))).unwrap();
         for cut in 0..good.len() {
             assert!(decode_events(&headers, &good[..cut]).is_err(), "a payload cut at {cut} must not decode");
         }
@@ -195,11 +214,32 @@ mod tests {
         assert!(decode_events(&other, &good).is_err());
 
         assert!(command_headers(None).is_err());
-        let mut bad = HeaderMap::new();
-        bad.insert(FIRST_VERSION, "2");
-        bad.insert(LAST_VERSION, "1");
-        bad.insert(COMMAND_ID, "c");
-        assert!(command_headers(Some(&bad)).unwrap_err().contains("not a range"));
+        let with = |pairs: &[(&str, &str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, *value);
+            }
+            command_headers(Some(&map))
+        };
+        let error = |pairs: &[(&str, &str)]| with(pairs).unwrap_err();
+        assert!(error(&[(VERSIONS, "2-1"), (COMMAND_ID, "c")]).contains("not a range"));
+        assert!(error(&[(VERSIONS, "0-0"), (COMMAND_ID, "c")]).contains("not a range"));
+        assert!(error(&[(VERSIONS, "3"), (COMMAND_ID, "c")]).contains("is not <first>-<last>"));
+        assert!(error(&[(VERSIONS, "1-x"), (COMMAND_ID, "c")]).contains("is not a version"));
+        assert!(error(&[(VERSIONS, "1-1")]).contains("no Aether-Command-Id header"));
+        assert!(error(&[(COMMAND_ID, "c")]).contains("no Aether-Versions header"));
+        assert!(error(&[(FIRST_VERSION, "2"), (COMMAND_ID, "c")]).contains("no Aether-Last-Version header"));
+    }
+
+    #[test]
+    fn messages_written_with_the_earlier_headers_still_read() {
+        let legacy = [(FIRST_VERSION, "3"), (LAST_VERSION, "4"), (COMMAND_ID, "c1"), ("Aether-Component-Hash", "ab")];
+        let mut map = HeaderMap::new();
+        for (name, value) in legacy {
+            map.insert(name, value);
+        }
+        let read = command_headers(Some(&map)).unwrap();
+        assert_eq!(read, CommandHeaders { first_version: 3, last_version: 4, command_id: "c1".into() });
     }
 
     #[test]

@@ -16,9 +16,9 @@
 //! An actor's versions count its events (1..n); stream sequences count every
 //! message of the stream. An append must say which sequence it expects the
 //! subject's last message to have (`Nats-Expected-Last-Subject-Sequence`),
-//! so the store keeps, per actor, the last message it saw: its sequence, its
-//! last version and its command id (`cache`). An append at that version
-//! publishes at once: one round trip. Otherwise the store reads the subject's
+//! so the store keeps, per actor, the last message it saw: its sequence and
+//! its last version (`cache`). An append at that version publishes at once:
+//! one round trip. Otherwise the store reads the subject's
 //! last message first (a `STREAM.MSG.GET` by subject, answered by the stream
 //! leader so it is never stale). When the server refuses the expected
 //! sequence, the store reads the last message and reports the **version**
@@ -61,8 +61,8 @@
 //! fails the sequence check; the store then compares the command id with the
 //! subject's last message and answers `duplicate` if it is the last command.
 //!
-//! [`find_command`](EventStore::find_command) answers from the last message
-//! when it matches, and otherwise scans the headers of the actor's messages
+//! [`find_command`](EventStore::find_command) answers from the subject's last
+//! message (one request) when it matches, and otherwise scans the headers of the actor's messages
 //! from the start (a headers-only consumer past the first page), so its cost
 //! grows with the actor's history: about 1.5–2.5 s for 100,000 commands
 //! here. The runtime calls it only for a rejected command whose id it does
@@ -108,13 +108,12 @@ pub use config::{JetStreamConfig, JetStreamStorage};
 
 use super::{ActorId, AppendRequest, Appended, EventStore, RecordedEvent, Snapshot, StoreError};
 use async_nats::connection::State;
-use async_nats::header::{NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MESSAGE_ID};
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv;
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
-use async_nats::{Client, HeaderMap, HeaderValue};
+use async_nats::{Client, HeaderMap};
 use async_trait::async_trait;
 use cache::{Head, Mark, Positions};
 use codec::CommandHeaders;
@@ -283,12 +282,12 @@ impl JetStreamEventStore {
             let headers = codec::command_headers(Some(&message.headers)).map_err(|cause| {
                 // The version it should hold is unknown without a scan; the
                 // cache may know the version before it.
-                let version = self.positions.head(actor).map_or(0, |h| h.mark.version + 1);
+                let version = self.positions.head(actor).map_or(0, |mark| mark.version + 1);
                 let cause = format!("last message (stream sequence {}): {cause}", message.sequence);
                 StoreError::Corrupt { actor: actor.clone(), version, cause }
             })?;
             let head = head(&headers, message.sequence);
-            self.positions.set_head(actor, Some(head.clone()));
+            self.positions.set_head(actor, Some(head.mark));
             return Ok(Some(head));
         }
         Err(self.unavailable(what(), "the stream is missing"))
@@ -420,7 +419,7 @@ impl JetStreamEventStore {
             if at_end || out.len() >= max {
                 if let Some((headers, seq)) = last {
                     if at_end {
-                        self.positions.set_head(actor, Some(head(&headers, seq)));
+                        self.positions.set_head(actor, Some(Mark { version: headers.last_version, seq }));
                     } else {
                         self.positions.add_mark(actor, Mark { version: headers.last_version, seq });
                     }
@@ -503,51 +502,49 @@ impl EventStore for JetStreamEventStore {
         }
         let message_id = subject::message_id(&subject, command_id);
         // Built per attempt rather than cloned: a header map is a hash map of
-        // vectors of strings, a dozen allocations either way.
-        let headers = |last_seq: u64| {
-            let mut headers = codec::headers(first_version, last_version, &request.provenance);
-            headers.insert(NATS_MESSAGE_ID, message_id.clone());
-            headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, HeaderValue::from(last_seq));
-            headers
-        };
+        // vectors of strings, as many allocations either way.
+        let headers =
+            |last_seq: u64| codec::headers(first_version, last_version, command_id, message_id.clone(), last_seq);
 
         // The cached head answers most appends without a lookup; a head that
         // disagrees with the caller may be stale, so ask the server. The
         // lookups are boxed: they are the rare path, and inline they would
         // triple the size of every append's future.
-        let mut head = self.positions.head(actor);
-        let trusted = match &head {
-            Some(h) => h.mark.version == expected || h.command_id == command_id,
-            None => expected == 0,
+        // `Last` is the subject's last message as far as an append is
+        // concerned: where it is, and whether it is this command (`None`
+        // until the server said so).
+        let cached = self.positions.head(actor);
+        let fetch_head = || async {
+            let head = Box::pin(self.fetch_head(actor, &subject)).await?;
+            Ok::<_, StoreError>(head.map(|h| (h.mark, Some(duplicate_of(&h)).filter(|_| h.command_id == command_id))))
         };
-        if !trusted {
-            head = Box::pin(self.fetch_head(actor, &subject)).await?;
-        }
+        let mut last = match cached {
+            Some(mark) if mark.version == expected => Some((mark, None)),
+            None if expected == 0 => None,
+            // A stale cache, or a retry of a command already appended.
+            _ => fetch_head().await?,
+        };
         for attempt in 0..2 {
-            if let Some(h) = &head
-                && h.command_id == command_id
-            {
-                return Ok(duplicate_of(h));
+            if let Some((_, Some(duplicate))) = last {
+                return Ok(duplicate);
             }
-            let actual = head.as_ref().map_or(0, |h| h.mark.version);
+            let actual = last.map_or(0, |(mark, _)| mark.version);
             if actual != expected {
                 return Err(StoreError::Conflict { actor: actor.clone(), expected, actual });
             }
-            let last_seq = head.as_ref().map_or(0, |h| h.mark.seq);
+            let last_seq = last.map_or(0, |(mark, _)| mark.seq);
             match self.publish(actor, &subject, headers(last_seq), payload.clone()).await {
                 Ok(ack) if ack.duplicate => return Box::pin(self.original(actor, command_id, ack.sequence)).await,
                 Ok(ack) => {
-                    let mark = Mark { version: last_version, seq: ack.sequence };
-                    let command_id = command_id.to_owned();
-                    self.positions.set_head(actor, Some(Head { mark, first_version, command_id }));
+                    self.positions.set_head(actor, Some(Mark { version: last_version, seq: ack.sequence }));
                     return Ok(Appended { first_version, last_version, duplicate: false });
                 }
                 // Another writer got there first, or the cache was stale:
                 // the last message says which.
-                Err(PublishFailure::WrongSequence) => head = Box::pin(self.fetch_head(actor, &subject)).await?,
+                Err(PublishFailure::WrongSequence) => last = fetch_head().await?,
                 Err(PublishFailure::Missing) if attempt == 0 => {
                     self.recreate().await?;
-                    head = Box::pin(self.fetch_head(actor, &subject)).await?;
+                    last = fetch_head().await?;
                 }
                 Err(PublishFailure::Missing) => break,
                 Err(PublishFailure::Failed(err)) => {
@@ -557,7 +554,7 @@ impl EventStore for JetStreamEventStore {
                 }
             }
         }
-        let actual = head.as_ref().map_or(0, |h| h.mark.version);
+        let actual = last.map_or(0, |(mark, _)| mark.version);
         if actual != expected {
             return Err(StoreError::Conflict { actor: actor.clone(), expected, actual });
         }
@@ -596,7 +593,8 @@ impl EventStore for JetStreamEventStore {
 
     async fn find_command(&self, actor: &ActorId, command_id: &str) -> Result<Option<Appended>, StoreError> {
         let Some(subject) = self.subject(actor) else { return Ok(None) };
-        if let Some(head) = self.positions.head(actor)
+        // Most often the last command: one request answers it.
+        if let Some(head) = self.fetch_head(actor, &subject).await?
             && head.command_id == command_id
         {
             return Ok(Some(duplicate_of(&head)));

@@ -142,13 +142,22 @@ impl Names {
 /// The `Nats-Msg-Id` of a command's message. The server de-duplicates by
 /// message id across the whole stream, and clients reuse idempotency keys
 /// across actors, so the id covers the subject too; hashed, so that any
-/// command id and subject fit in a header of fixed size.
+/// command id and subject fit in a header of fixed size. 128 bits of
+/// SHA-256 in hex: the server keeps every id of its duplicate window, and a
+/// collision is as likely as one of two random UUIDs.
 pub(super) fn message_id(subject: &str, command_id: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut hash = Sha256::new();
     hash.update(subject.as_bytes());
     hash.update([0]);
     hash.update(command_id.as_bytes());
-    hex::encode(hash.finalize())
+    let digest = hash.finalize();
+    let mut id = String::with_capacity(32);
+    for byte in &digest[..16] {
+        id.push(char::from(HEX[usize::from(byte >> 4)]));
+        id.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    id
 }
 
 #[cfg(test)]
@@ -290,6 +299,6 @@ mod tests {
             message_id(&subject, "c1"),
             message_id(&names.subject(&ActorId::new("Account", "a")).unwrap(), "c1")
         );
-        assert_eq!(message_id(&subject, "c1").len(), 64);
+        assert_eq!(message_id(&subject, "c1").len(), 32);
     }
 }
