@@ -9,7 +9,7 @@
 //! benchmark with it, and a fresh process measures only the actors.
 
 use crate::fixtures;
-use crate::util::{map_count, max_map_count, mem_available_bytes, rss_bytes};
+use crate::util::{map_count, max_map_count, mem_available_bytes, rss_bytes, settled_rss_bytes};
 use aether_host::wasm::MemoryLayout;
 use aether_host::{CommandOutcome, CommandRequest, EngineConfig, MemoryStore, Runtime, RuntimeConfig};
 use bank::AccountCommand;
@@ -156,7 +156,7 @@ pub fn probe(out: &mut dyn Write, wasm: &Path, sample_at: usize, cap: usize) -> 
             payload: payload.clone(),
             ..Default::default()
         };
-        writeln!(out, "baseline rss={} maps={}", rss_bytes(), map_count())?;
+        writeln!(out, "baseline rss={} maps={}", settled_rss_bytes(), map_count())?;
         let mut n = 0;
         while n < cap {
             let end = (n + CHUNK).min(cap).min(if n < sample_at { sample_at } else { cap });
@@ -188,7 +188,7 @@ pub fn probe(out: &mut dyn Write, wasm: &Path, sample_at: usize, cap: usize) -> 
             }
             n = end;
             if n == sample_at {
-                writeln!(out, "sample n={live} rss={} maps={}", rss_bytes(), map_count())?;
+                writeln!(out, "sample n={live} rss={} maps={}", settled_rss_bytes(), map_count())?;
             }
             writeln!(out, "progress n={live} rss={} maps={}", rss_bytes(), map_count())?;
             out.flush()?;

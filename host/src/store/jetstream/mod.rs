@@ -18,8 +18,8 @@
 //! subject's last message to have (`Nats-Expected-Last-Subject-Sequence`),
 //! so the store keeps, per actor, the last message it saw: its sequence and
 //! its last version (`cache`). An append at that version publishes at once:
-//! one round trip. Otherwise the store reads the subject's
-//! last message first (a `STREAM.MSG.GET` by subject, answered by the stream
+//! one round trip. Otherwise the store reads the subject's last message
+//! first (a `STREAM.MSG.GET` by subject, answered by the stream
 //! leader so it is never stale). When the server refuses the expected
 //! sequence, the store reads the last message and reports the **version**
 //! it holds in [`StoreError::Conflict`].
@@ -61,9 +61,10 @@
 //! fails the sequence check; the store then compares the command id with the
 //! subject's last message and answers `duplicate` if it is the last command.
 //!
-//! [`find_command`](EventStore::find_command) answers from the subject's last
-//! message (one request) when it matches, and otherwise scans the headers of the actor's messages
-//! from the start (a headers-only consumer past the first page), so its cost
+//! [`find_command`](EventStore::find_command) answers from the subject's
+//! last message (one request) when it matches, and otherwise scans the
+//! headers of the actor's messages from the start (a headers-only consumer
+//! past the first page), so its cost
 //! grows with the actor's history: about 1.5–2.5 s for 100,000 commands
 //! here. The runtime calls it only for a rejected command whose id it does
 //! not remember, which is rare. An index (a key per command) would make every
@@ -506,13 +507,12 @@ impl EventStore for JetStreamEventStore {
         let headers =
             |last_seq: u64| codec::headers(first_version, last_version, command_id, message_id.clone(), last_seq);
 
-        // The cached head answers most appends without a lookup; a head that
-        // disagrees with the caller may be stale, so ask the server. The
-        // lookups are boxed: they are the rare path, and inline they would
-        // triple the size of every append's future.
-        // `Last` is the subject's last message as far as an append is
-        // concerned: where it is, and whether it is this command (`None`
-        // until the server said so).
+        // `last`: the subject's last message as an append needs it, its mark
+        // and, if it is this very command, the answer to a retry (only ever
+        // from the server). The cached mark answers most appends without a
+        // lookup; one that disagrees with the caller may be stale, so ask
+        // the server. The lookups are boxed: they are the rare path, and
+        // inline they would triple the size of every append's future.
         let cached = self.positions.head(actor);
         let fetch_head = || async {
             let head = Box::pin(self.fetch_head(actor, &subject)).await?;
