@@ -7,12 +7,13 @@
 //! sits on every command's path, and SipHash over two ids per lookup was a
 //! tenth of the time spent.
 
-use super::{ActorId, AppendRequest, Appended, EventStore, RecordedEvent, Snapshot, StoreError};
+use super::{ActorId, AppendRequest, Appended, EventStore, Provenance, RecordedEvent, Snapshot, StoreError};
 use async_trait::async_trait;
 use foldhash::fast::RandomState;
+use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
-use std::sync::Mutex;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
 const SHARDS: usize = 64;
 
@@ -26,8 +27,34 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Stream {
     events: Vec<RecordedEvent>,
-    commands: HashMap<String, Appended, RandomState>,
+    commands: HashMap<CommandKey, Appended, RandomState>,
     snapshot: Option<Snapshot>,
+}
+
+/// A command id, held through the provenance the command's events already
+/// share rather than copied once more per command.
+#[derive(Debug)]
+struct CommandKey(Arc<Provenance>);
+
+impl PartialEq for CommandKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.command_id == other.0.command_id
+    }
+}
+
+impl Eq for CommandKey {}
+
+impl Hash for CommandKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes, so that a lookup by `&str` finds it.
+        self.0.command_id.as_str().hash(state);
+    }
+}
+
+impl Borrow<str> for CommandKey {
+    fn borrow(&self) -> &str {
+        &self.0.command_id
+    }
 }
 
 impl Default for MemoryStore {
@@ -71,7 +98,7 @@ impl EventStore for MemoryStore {
             return Err(StoreError::Invalid { actor: actor.clone(), reason: "no events".into() });
         }
         self.with_stream(actor, |stream| {
-            if let Some(original) = stream.commands.get(&request.provenance.command_id) {
+            if let Some(original) = stream.commands.get(request.provenance.command_id.as_str()) {
                 return Ok(Appended { duplicate: true, ..*original });
             }
             let actual = stream.events.len() as u64;
@@ -80,6 +107,11 @@ impl EventStore for MemoryStore {
             }
             let provenance = request.provenance;
             let first_version = actual + 1;
+            if stream.events.is_empty() {
+                // Many streams hold a command or two: room for the first
+                // command's events only, rather than four events at least.
+                stream.events.reserve_exact(request.events.len());
+            }
             for (i, event) in request.events.into_iter().enumerate() {
                 stream.events.push(RecordedEvent {
                     version: first_version + i as u64,
@@ -89,7 +121,7 @@ impl EventStore for MemoryStore {
                 });
             }
             let appended = Appended { first_version, last_version: stream.events.len() as u64, duplicate: false };
-            stream.commands.insert(provenance.command_id.clone(), appended);
+            stream.commands.insert(CommandKey(provenance), appended);
             Ok(appended)
         })
     }
