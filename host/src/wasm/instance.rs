@@ -6,7 +6,7 @@
 
 use super::bindings::DomainHost;
 use super::bindings::aether::domain::types as wit;
-use super::sandbox::{Sandbox, seed};
+use super::sandbox::{Sandbox, SeedKey};
 use crate::store::{NewEvent, RecordedEvent};
 use std::time::Duration;
 use wasmtime::Store;
@@ -72,8 +72,8 @@ pub struct GuestInstance {
     deadline_ticks: u64,
     call_timeout: Duration,
     max_memory: usize,
-    /// `aggregate/id`, for seeding randomness.
-    seed_key: String,
+    /// The actor's part of its randomness seeds (`aggregate/id`, hashed).
+    seed_key: SeedKey,
     /// The guest declared that it takes packed batches (see [`PACKED_EVENTS`]).
     pub(super) packed: bool,
     /// The state includes events `handle` decided that are not known to be
@@ -84,7 +84,7 @@ pub struct GuestInstance {
 
 impl std::fmt::Debug for GuestInstance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GuestInstance").field("actor", &self.seed_key).finish_non_exhaustive()
+        f.debug_struct("GuestInstance").field("tentative", &self.tentative).finish_non_exhaustive()
     }
 }
 
@@ -102,7 +102,7 @@ impl GuestInstance {
             deadline_ticks,
             call_timeout,
             max_memory,
-            seed_key: String::new(),
+            seed_key: SeedKey::default(),
             packed: false,
             tentative: false,
         }
@@ -130,7 +130,7 @@ impl GuestInstance {
                     .into(),
             });
         }
-        self.store.data_mut().prepare(now_ms, seed(&self.seed_key, version));
+        self.store.data_mut().prepare(now_ms, self.seed_key.at(version));
         self.store.set_epoch_deadline(self.deadline_ticks);
         match f(&self.bindings, &mut self.store) {
             Ok(value) => Ok(value),
@@ -155,7 +155,7 @@ impl GuestInstance {
 
     /// Binds the VM to one actor.
     pub fn init(&mut self, aggregate: &str, actor_id: &str) -> Result<(), GuestFault> {
-        self.seed_key = format!("{aggregate}/{actor_id}");
+        self.seed_key = SeedKey::new(&format!("{aggregate}/{actor_id}"));
         let out = self.call("init", 0, 0, |b, s| b.aether_domain_aggregate().call_init(s, aggregate, actor_id))?;
         out.map_err(|e| refused("init", e))
     }
