@@ -46,14 +46,6 @@ impl Mark {
     pub const START: Mark = Mark { version: 0, seq: 0 };
 }
 
-/// The last message on an actor's subject, as the server returned it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Head {
-    pub mark: Mark,
-    pub first_version: u64,
-    pub command_id: String,
-}
-
 /// Marks kept per actor besides the head.
 const MARKS: usize = 8;
 

@@ -116,7 +116,7 @@ use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::{Client, HeaderMap};
 use async_trait::async_trait;
-use cache::{Head, Mark, Positions};
+use cache::{Mark, Positions};
 use codec::CommandHeaders;
 use fetch::{Cursor, FetchError, Fetched, Source};
 use replays::Replays;
@@ -462,6 +462,14 @@ impl JetStreamEventStore {
             }
         }
     }
+}
+
+/// The last message on an actor's subject, as the server returned it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Head {
+    mark: Mark,
+    first_version: u64,
+    command_id: String,
 }
 
 fn head(headers: &CommandHeaders, seq: u64) -> Head {
