@@ -28,7 +28,8 @@ pub struct MemoryStore {
 struct Stream {
     events: Vec<RecordedEvent>,
     commands: HashMap<CommandKey, Appended, RandomState>,
-    snapshot: Option<Snapshot>,
+    /// Boxed: most streams have none, and every stream would carry its size.
+    snapshot: Option<Box<Snapshot>>,
 }
 
 /// A command id, held through the provenance the command's events already
@@ -147,13 +148,13 @@ impl EventStore for MemoryStore {
     }
 
     async fn load_snapshot(&self, actor: &ActorId) -> Result<Option<Snapshot>, StoreError> {
-        Ok(self.read_stream(actor, |s| s.snapshot.clone()).flatten())
+        Ok(self.read_stream(actor, |s| s.snapshot.as_deref().cloned()).flatten())
     }
 
     async fn save_snapshot(&self, actor: &ActorId, snapshot: Snapshot) -> Result<(), StoreError> {
         self.with_stream(actor, |s| {
             if s.snapshot.as_ref().is_none_or(|old| old.version < snapshot.version) {
-                s.snapshot = Some(snapshot);
+                s.snapshot = Some(Box::new(snapshot));
             }
         });
         Ok(())
