@@ -524,7 +524,7 @@ impl EventStore for JetStreamEventStore {
         let cached = self.positions.head(actor);
         let fetch_head = || async {
             let head = Box::pin(self.fetch_head(actor, &subject)).await?;
-            Ok::<_, StoreError>(head.map(|h| (h.mark, Some(duplicate_of(&h)).filter(|_| h.command_id == command_id))))
+            Ok::<_, StoreError>(head.map(|h| (h.mark, (h.command_id == command_id).then(|| duplicate_of(&h)))))
         };
         let mut last = match cached {
             Some(mark) if mark.version == expected => Some((mark, None)),
