@@ -27,8 +27,18 @@ pub struct Commands {
     pub open: LoadResult,
 }
 
-fn ids(actors: usize) -> Arc<Vec<String>> {
-    Arc::new((0..actors).map(|i| format!("acc-{i:06}")).collect())
+/// Who chooses the commands' ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandIds {
+    /// The host mints one per command (a caller sends none).
+    Minted,
+    /// The caller sends one with each command, as a client that retries
+    /// would: the host and the store then guard against its repeat.
+    FromCaller,
+}
+
+fn ids(actors: usize, prefix: &str) -> Arc<Vec<String>> {
+    Arc::new((0..actors).map(|i| format!("{prefix}-{i:06}")).collect())
 }
 
 fn outcome(result: Result<CommandOutcome, aether_host::ActorError>) -> anyhow::Result<()> {
@@ -39,7 +49,7 @@ fn outcome(result: Result<CommandOutcome, aether_host::ActorError>) -> anyhow::R
 }
 
 /// Opens `shape.actors` accounts through the runtime, then deposits into
-/// them for `shape.rounds` windows.
+/// them for `shape.rounds` windows, the host minting the command ids.
 ///
 /// # Errors
 ///
@@ -49,18 +59,34 @@ pub async fn through_runtime(
     store: Arc<dyn EventStore>,
     shape: Shape,
 ) -> anyhow::Result<Commands> {
+    through_runtime_with(component, store, shape, CommandIds::Minted).await
+}
+
+/// As [`through_runtime`], with the command ids chosen as `command_ids`
+/// says, on accounts of their own (a store may hold both runs).
+///
+/// # Errors
+///
+/// The first command that fails.
+pub async fn through_runtime_with(
+    component: &DomainComponent,
+    store: Arc<dyn EventStore>,
+    shape: Shape,
+    command_ids: CommandIds,
+) -> anyhow::Result<Commands> {
     let config = RuntimeConfig {
         max_live_actors: shape.actors + 1024,
         idle_timeout: Duration::from_secs(3600),
         ..Default::default()
     };
     let runtime = Runtime::new(component.clone(), store, config);
-    let ids = ids(shape.actors);
+    let ids = ids(shape.actors, if command_ids == CommandIds::Minted { "acc" } else { "cid" });
     let request = move |id: &str, (name, payload): &(String, Vec<u8>)| CommandRequest {
         aggregate: "Account".into(),
         id: id.to_string(),
         command: name.clone(),
         payload: payload.clone(),
+        command_id: (command_ids == CommandIds::FromCaller).then(|| uuid::Uuid::new_v4().to_string()),
         ..Default::default()
     };
     let open = fixtures::command(&AccountCommand::Open { owner: "ada lovelace".into() });
@@ -88,7 +114,7 @@ pub async fn through_runtime(
 /// The first command that fails.
 pub async fn native(store: Arc<dyn EventStore>, shape: Shape) -> anyhow::Result<Commands> {
     let host = Arc::new(NativeHost::new(store));
-    let ids = ids(shape.actors);
+    let ids = ids(shape.actors, "acc");
     let send = {
         let (host, ids) = (host.clone(), ids.clone());
         Arc::new(move |actor: usize, _| {

@@ -189,8 +189,13 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
         match jetstream::run(&tokio, &component, shape(sizes.jetstream_clients))? {
             Some(js) => {
                 note(&format!(
-                    "jetstream: {:.0} commands/s, raw publish {:.0}/s, with the store's headers {:.0}/s ({} B messages)",
-                    js.commands.steady.per_s, js.raw.per_s, js.with_headers.per_s, js.message_bytes
+                    "jetstream: {:.0} commands/s ({:.0}/s with caller ids), raw publish {:.0}/s, with a caller id's \
+                     headers {:.0}/s ({} B messages)",
+                    js.commands.steady.per_s,
+                    js.caller_ids.steady.per_s,
+                    js.raw.per_s,
+                    js.with_headers.per_s,
+                    js.message_bytes
                 ));
                 report.jetstream(&js);
             }

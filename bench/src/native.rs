@@ -74,6 +74,7 @@ impl NativeHost {
             expected_version: actor.version,
             provenance: Arc::new(provenance),
             events: vec![NewEvent { name, payload }],
+            id_from_caller: false,
         };
         let appended = self.store.append(&ActorId::new("Account", id), request).await?;
         actor.state.apply(&event);
@@ -115,7 +116,12 @@ impl NativeHost {
             timestamp_ms,
             component_hash: self.hash.clone(),
         };
-        let request = AppendRequest { expected_version: actor.version, provenance: Arc::new(provenance), events: new };
+        let request = AppendRequest {
+            expected_version: actor.version,
+            provenance: Arc::new(provenance),
+            events: new,
+            id_from_caller: false,
+        };
         let appended = self.store.append(&actor_id, request).await?;
         for e in &events {
             actor.state.apply(e);

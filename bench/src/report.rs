@@ -123,6 +123,11 @@ impl Report {
         self.figure("commands_per_s_jetstream", c.per_s, "/s", Target::RatioAtLeast(0.5), raw);
         self.extra.push(("command_p50_us_jetstream", c.p50_us));
         self.extra.push(("command_p99_us_jetstream", c.p99_us));
+        // The same with ids the caller chose, which the server de-duplicates:
+        // no target of its own, shown so the cost of that guard is in view.
+        let ids = &js.caller_ids.steady;
+        self.figure("commands_per_s_jetstream_caller_ids", ids.per_s, "/s", Target::None, raw);
+        self.extra.push(("command_p99_us_jetstream_caller_ids", ids.p99_us));
         self.extra.push(("jetstream_raw_publish_per_s", js.raw.per_s));
         self.extra.push(("jetstream_raw_publish_p50_us", js.raw.p50_us));
         self.extra.push(("jetstream_publish_with_headers_per_s", js.with_headers.per_s));

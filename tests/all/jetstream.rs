@@ -41,6 +41,7 @@ fn request(expected_version: u64, command_id: &str, events: usize) -> AppendRequ
         events: (0..events)
             .map(|i| NewEvent { name: "Deposited".into(), payload: vec![0x81, 0xa1, b'n', i as u8] })
             .collect(),
+        id_from_caller: true,
     }
 }
 
@@ -234,6 +235,39 @@ async fn a_retried_command_returns_the_original_inside_and_beyond_the_duplicate_
     assert_eq!(late.find_command(&actor, "c1").await.unwrap().map(|a| a.last_version), Some(1));
     assert_eq!(late.find_command(&actor, "never").await.unwrap(), None);
     assert_eq!(late.version(&actor).await.unwrap(), 4, "no retry appended anything");
+}
+
+#[tokio::test]
+async fn a_minted_command_id_asks_for_no_duplicate_entry_and_its_repeat_is_still_a_duplicate() {
+    let server = NatsServer::start();
+    let writer = store(&server, config(JetStreamStorage::File)).await;
+    let (minted, chosen) = (ActorId::new("Account", "minted"), ActorId::new("Account", "chosen"));
+    let minted_request = || AppendRequest { id_from_caller: false, ..request(0, "m1", 2) };
+    writer.append(&minted, minted_request()).await.unwrap();
+    writer.append(&chosen, request(0, "c1", 1)).await.unwrap();
+
+    let js = async_nats::jetstream::new(server.client().await);
+    let stream = js.get_stream_no_info(config(JetStreamStorage::File).stream_name()).await.unwrap();
+    let message_id = |actor: &ActorId| {
+        let subject =
+            format!("aether.ev.bank.{}.{}", subject::encode_token(&actor.aggregate), subject::encode_token(&actor.id));
+        let stream = stream.clone();
+        async move {
+            let message = stream.get_last_raw_message_by_subject(&subject).await.unwrap();
+            message.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|v| v.to_string())
+        }
+    };
+    assert_eq!(message_id(&minted).await, None, "a minted id needs no de-duplication entry");
+    assert!(message_id(&chosen).await.is_some_and(|id| id.len() == 32), "a caller's id gets one");
+
+    // The same request again, as after a lost ack, from a host that never
+    // saw it: the subject's last message is this command.
+    let other = store(&server, config(JetStreamStorage::File)).await;
+    let again = other.append(&minted, minted_request()).await.unwrap();
+    assert_eq!((again.first_version, again.last_version, again.duplicate), (1, 2, true));
+    let again = writer.append(&minted, minted_request()).await.unwrap();
+    assert_eq!((again.first_version, again.last_version, again.duplicate), (1, 2, true), "and from the writer");
+    assert_eq!(other.version(&minted).await.unwrap(), 2, "no repeat appended anything");
 }
 
 /// Publishes a raw message onto the actor's subject, as a foreign writer would.

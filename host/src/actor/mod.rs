@@ -326,7 +326,12 @@ impl Actor {
             if events.is_empty() {
                 return Ok(CommandOutcome::Accepted { version: self.version, events: vec![], duplicate: false });
             }
-            let request = AppendRequest { expected_version: self.version, provenance: provenance.clone(), events };
+            let request = AppendRequest {
+                expected_version: self.version,
+                provenance: provenance.clone(),
+                events,
+                id_from_caller: command.id_from_caller,
+            };
             let events = request.events.clone();
             let appended = env.store.append(&self.id, request).await;
             if let Ok(appended) = appended

@@ -91,6 +91,13 @@ pub struct AppendRequest {
     pub provenance: Arc<Provenance>,
     /// At least one event.
     pub events: Vec<NewEvent>,
+    /// The caller chose the command id, so it may name a command appended
+    /// before (a retry reuses its id). An id the host minted for this
+    /// command (a fresh random UUID) names no earlier append, and a store
+    /// may spare the work that guards against repeats: the JetStream store
+    /// then asks the server for no de-duplication entry. Either way a
+    /// store answers a repeat it meets as a duplicate.
+    pub id_from_caller: bool,
 }
 
 /// The versions a command's events occupy.

@@ -176,7 +176,13 @@ impl TestKit {
                 timestamp_ms: 0,
                 component_hash: self.runtime.component().hash().to_string(),
             };
-            let request = AppendRequest { expected_version: version, provenance: Arc::new(provenance), events };
+            // A given is minted here, never retried.
+            let request = AppendRequest {
+                expected_version: version,
+                provenance: Arc::new(provenance),
+                events,
+                id_from_caller: false,
+            };
             self.store.append(&actor, request).await.expect("memory store append");
         }
         Given { kit: self, actor }

@@ -122,6 +122,9 @@ impl AetherEngine {
             .epoch_interruption(true)
             .memory_reservation(memory as u64)
             .memory_reservation_for_growth(0);
+        if std::env::var_os("AETHER_PERFMAP").is_some() {
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         match config.layout {
             // Protections change only where the guest's code does not check
             // bounds itself: with explicit checks and no guard, wasmtime
