@@ -23,8 +23,10 @@
 //! an actor is forgotten after between half and all of the capacity in
 //! newer actors, and a lookup touches one hash map entry. (An exact LRU
 //! relinks two neighbours on every use: cache misses on an append's path
-//! for nothing a store needs.) Each actor keeps a few marks. The `std`
-//! mutex is held only for map operations.
+//! for nothing a store needs.) Each actor keeps its head and a few marks
+//! besides; an append moves the head and leaves the marks alone, so its
+//! path touches the entry and nothing it points to. The `std` mutex is held
+//! only for map operations.
 
 use crate::store::ActorId;
 use std::collections::HashMap;
@@ -51,9 +53,10 @@ const MARKS: usize = 8;
 
 #[derive(Debug, Default)]
 struct Known {
-    /// The last message on the actor's subject, when last seen.
+    /// The last message on the actor's subject, when last seen; a mark too.
     head: Option<Mark>,
-    /// Sorted by version.
+    /// Other known places, sorted by version (allocated only once a read or
+    /// the server tells of one).
     marks: Vec<Mark>,
 }
 
@@ -122,14 +125,25 @@ impl Positions {
         self.with(actor, |k| k.head)
     }
 
-    /// Records the last message on the actor's subject; `None` forgets it.
+    /// Records the last message on the actor's subject, as the server told
+    /// it; `None` forgets it. The place the head held stays known as a mark:
+    /// an actor overtaken by another writer reads on from it.
     pub(super) fn set_head(&self, actor: &ActorId, head: Option<Mark>) {
         self.with(actor, |k| {
-            if let Some(mark) = head {
-                k.add(mark);
+            if let Some(old) = k.head
+                && Some(old) != head
+            {
+                k.add(old);
             }
             k.head = head;
         });
+    }
+
+    /// Records this store's own append: the message `head` follows the head
+    /// it expected. The place the head held is not kept; the actor that
+    /// appended already holds the events up to it.
+    pub(super) fn advance_head(&self, actor: &ActorId, head: Mark) {
+        self.with(actor, |k| k.head = Some(head));
     }
 
     pub(super) fn add_mark(&self, actor: &ActorId, mark: Mark) {
@@ -139,7 +153,11 @@ impl Positions {
     /// The latest known mark at or before `version`: a read of the events
     /// after `version` may start just after it.
     pub(super) fn at_or_before(&self, actor: &ActorId, version: u64) -> Option<Mark> {
-        self.with(actor, |k| k.marks.iter().rev().find(|m| m.version <= version).copied())
+        self.with(actor, |k| {
+            let mark = k.marks.iter().rev().find(|m| m.version <= version).copied();
+            let head = k.head.filter(|h| h.version <= version);
+            mark.into_iter().chain(head).max_by_key(|m| m.version)
+        })
     }
 
     /// Forgets everything about the actor, after the server contradicted it.
@@ -179,6 +197,24 @@ mod tests {
         assert_eq!(positions.at_or_before(&a, 100), Some(Mark { version: 29, seq: 290 }));
         positions.forget(&a);
         assert_eq!(positions.at_or_before(&a, 100), None);
+    }
+
+    #[test]
+    fn the_head_is_a_mark_and_a_head_the_server_replaces_stays_one() {
+        let positions = Positions::new(10);
+        let a = ActorId::new("A", "1");
+        let at = |v| Mark { version: v, seq: v * 10 };
+        positions.advance_head(&a, at(1));
+        positions.advance_head(&a, at(2));
+        assert_eq!(positions.at_or_before(&a, 5), Some(at(2)), "the head is the latest place");
+        // Another writer moved on: the server's head replaces ours, whose
+        // place a catch-up reads on from.
+        positions.set_head(&a, Some(at(4)));
+        assert_eq!(positions.at_or_before(&a, 3), Some(at(2)));
+        assert_eq!(positions.at_or_before(&a, 4), Some(at(4)));
+        positions.set_head(&a, None);
+        assert_eq!(positions.head(&a), None);
+        assert_eq!(positions.at_or_before(&a, 9), Some(at(4)), "a forgotten head is still a place");
     }
 
     #[test]

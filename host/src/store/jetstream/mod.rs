@@ -555,7 +555,7 @@ impl EventStore for JetStreamEventStore {
             match self.publish(actor, &subject, headers(last_seq), payload.clone()).await {
                 Ok(ack) if ack.duplicate => return Box::pin(self.original(actor, command_id, ack.sequence)).await,
                 Ok(ack) => {
-                    self.positions.set_head(actor, Some(Mark { version: last_version, seq: ack.sequence }));
+                    self.positions.advance_head(actor, Mark { version: last_version, seq: ack.sequence });
                     return Ok(Appended { first_version, last_version, duplicate: false });
                 }
                 // Another writer got there first, or the cache was stale:
