@@ -59,52 +59,81 @@ pub async fn through_runtime(
     store: Arc<dyn EventStore>,
     shape: Shape,
 ) -> anyhow::Result<Commands> {
-    through_runtime_with(component, store, shape, CommandIds::Minted).await
+    let accounts = Accounts::open(component, store, shape, CommandIds::Minted).await?;
+    let mut results = Vec::new();
+    for _ in 0..shape.rounds.max(1) {
+        results.push(accounts.deposits(shape).await?);
+    }
+    Ok(Commands { steady: LoadResult::median_of(&results), open: accounts.opened })
 }
 
-/// As [`through_runtime`], with the command ids chosen as `command_ids`
-/// says, on accounts of their own (a store may hold both runs).
-///
-/// # Errors
-///
-/// The first command that fails.
-pub async fn through_runtime_with(
-    component: &DomainComponent,
-    store: Arc<dyn EventStore>,
-    shape: Shape,
+/// Accounts opened through a runtime, ready to take deposits.
+#[derive(Debug)]
+pub struct Accounts {
+    runtime: Runtime,
+    ids: Arc<Vec<String>>,
     command_ids: CommandIds,
-) -> anyhow::Result<Commands> {
-    let config = RuntimeConfig {
-        max_live_actors: shape.actors + 1024,
-        idle_timeout: Duration::from_secs(3600),
-        ..Default::default()
-    };
-    let runtime = Runtime::new(component.clone(), store, config);
-    let ids = ids(shape.actors, if command_ids == CommandIds::Minted { "acc" } else { "cid" });
-    let request = move |id: &str, (name, payload): &(String, Vec<u8>)| CommandRequest {
+    /// How opening them went.
+    pub opened: LoadResult,
+}
+
+impl Accounts {
+    /// Opens `shape.actors` accounts, `shape.clients` at a time, with ids of
+    /// their own per `command_ids` (a store may hold accounts of both kinds).
+    ///
+    /// # Errors
+    ///
+    /// The first command that fails.
+    pub async fn open(
+        component: &DomainComponent,
+        store: Arc<dyn EventStore>,
+        shape: Shape,
+        command_ids: CommandIds,
+    ) -> anyhow::Result<Self> {
+        let config = RuntimeConfig {
+            max_live_actors: shape.actors + 1024,
+            idle_timeout: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let runtime = Runtime::new(component.clone(), store, config);
+        let ids = ids(shape.actors, if command_ids == CommandIds::Minted { "acc" } else { "cid" });
+        let open = fixtures::command(&AccountCommand::Open { owner: "ada lovelace".into() });
+        let send = {
+            let (runtime, ids) = (runtime.clone(), ids.clone());
+            Arc::new(move |actor: usize, _| {
+                let (runtime, req) = (runtime.clone(), request(&ids[actor], &open, command_ids));
+                async move { outcome(runtime.execute(req).await) }
+            })
+        };
+        let opened = load::each_once(shape.actors, shape.clients, send).await?;
+        Ok(Self { runtime, ids, command_ids, opened })
+    }
+
+    /// Deposits into the accounts for one window.
+    ///
+    /// # Errors
+    ///
+    /// The first command that fails.
+    pub async fn deposits(&self, shape: Shape) -> anyhow::Result<LoadResult> {
+        let (runtime, ids, command_ids) = (self.runtime.clone(), self.ids.clone(), self.command_ids);
+        let deposit = fixtures::command(&AccountCommand::Deposit { amount: 1 });
+        let send = Arc::new(move |actor: usize, _| {
+            let (runtime, req) = (runtime.clone(), request(&ids[actor], &deposit, command_ids));
+            async move { outcome(runtime.execute(req).await) }
+        });
+        load::window(shape.actors, shape.clients, shape.window, send).await
+    }
+}
+
+fn request(id: &str, (name, payload): &(String, Vec<u8>), command_ids: CommandIds) -> CommandRequest {
+    CommandRequest {
         aggregate: "Account".into(),
         id: id.to_string(),
         command: name.clone(),
         payload: payload.clone(),
         command_id: (command_ids == CommandIds::FromCaller).then(|| uuid::Uuid::new_v4().to_string()),
         ..Default::default()
-    };
-    let open = fixtures::command(&AccountCommand::Open { owner: "ada lovelace".into() });
-    let send = {
-        let (runtime, ids) = (runtime.clone(), ids.clone());
-        Arc::new(move |actor: usize, _| {
-            let (runtime, req) = (runtime.clone(), request(&ids[actor], &open));
-            async move { outcome(runtime.execute(req).await) }
-        })
-    };
-    let opened = load::each_once(shape.actors, shape.clients, send).await?;
-    let deposit = fixtures::command(&AccountCommand::Deposit { amount: 1 });
-    let send = Arc::new(move |actor: usize, _| {
-        let (runtime, req) = (runtime.clone(), request(&ids[actor], &deposit));
-        async move { outcome(runtime.execute(req).await) }
-    });
-    let steady = rounds(shape, send).await?;
-    Ok(Commands { steady, open: opened })
+    }
 }
 
 /// The same as [`through_runtime`] with the aggregate called natively.

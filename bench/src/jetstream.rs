@@ -1,12 +1,17 @@
 //! Commands on the JetStream store next to raw JetStream publishes of
 //! messages of the same size at the same concurrency, on one local
 //! `nats-server` (the test kit's: ephemeral port, file storage in a
-//! temporary directory). The commands run twice: with ids the host mints
-//! (the headline), then with ids their caller chose, on other accounts.
+//! temporary directory).
+//!
+//! Commands run on two sets of accounts: with ids the host mints (the
+//! headline) and with ids their caller chose. The four loads take turns,
+//! one window each per round, so a machine whose speed drifts (it is
+//! shared) slows each of them alike rather than whichever ran last; each
+//! measured window follows a shorter unmeasured one of the same load.
 
-use crate::commands::{self, CommandIds, Commands, Shape};
+use crate::commands::{Accounts, CommandIds, Commands, Shape};
 use crate::load::LoadResult;
-use crate::nats;
+use crate::nats::{self, RawPublisher};
 use aether_host::store::{JetStreamConfig, JetStreamEventStore};
 use aether_host::testkit::nats::NatsServer;
 use aether_host::{DomainComponent, EventStore};
@@ -23,7 +28,7 @@ pub struct JetStream {
     /// Raw publishes carrying the two headers the store asks the server to
     /// check for a caller's id: a message id and the expected sequence.
     pub with_headers: LoadResult,
-    /// Bytes the server stores per command message of the headline run
+    /// Bytes the server stores per deposit's message with a minted id
     /// (payload, headers, subject): the size of the raw messages.
     pub message_bytes: usize,
 }
@@ -47,16 +52,42 @@ pub fn run(
         let stream = config.stream_name();
         let store = JetStreamEventStore::connect(server.client().await, &component.model().name, config).await?;
         let store: Arc<dyn EventStore> = Arc::new(store);
-        let commands = commands::through_runtime(component, store.clone(), shape).await?;
-        // The size of the headline's messages, before the other run adds its own.
+        let minted = Accounts::open(component, store.clone(), shape, CommandIds::Minted).await?;
+
+        // A warm-up window, whose messages give a deposit's size as stored.
         let js = async_nats::jetstream::new(server.client().await);
-        let info = js.get_stream(&stream).await?.info().await?.state.clone();
-        let message_bytes = (info.bytes / info.messages.max(1)) as usize;
-        let caller_ids = commands::through_runtime_with(component, store, shape, CommandIds::FromCaller).await?;
-        let (actors, clients, window, rounds) = (shape.actors, shape.clients, shape.window, shape.rounds);
+        let state = || async { anyhow::Ok(js.get_stream(&stream).await?.info().await?.state.clone()) };
+        let before = state().await?;
+        minted.deposits(shape).await?;
+        let after = state().await?;
+        let message_bytes = ((after.bytes - before.bytes) / (after.messages - before.messages).max(1)) as usize;
+
+        let caller = Accounts::open(component, store, shape, CommandIds::FromCaller).await?;
         let client = server.client().await;
-        let raw = nats::raw_publish(client.clone(), actors, clients, message_bytes, window, rounds, false).await?;
-        let with_headers = nats::raw_publish(client, actors, clients, message_bytes, window, rounds, true).await?;
-        Ok(Some(JetStream { commands, caller_ids, raw, with_headers, message_bytes }))
+        let raw = RawPublisher::new(client.clone(), shape.actors, message_bytes, false).await?;
+        let headers = RawPublisher::new(client, shape.actors, message_bytes, true).await?;
+        let mut rounds: [Vec<LoadResult>; 4] = Default::default();
+        // Each load first runs unmeasured for a third of a window, so that
+        // every measured window starts warm (the server's caches of the
+        // stream, the client's buffers), as it would in a steady run.
+        let warm = Shape { window: shape.window / 3, ..shape };
+        for _ in 0..shape.rounds.max(1) {
+            minted.deposits(warm).await?;
+            rounds[0].push(minted.deposits(shape).await?);
+            raw.window(warm.clients, warm.window).await?;
+            rounds[1].push(raw.window(shape.clients, shape.window).await?);
+            caller.deposits(warm).await?;
+            rounds[2].push(caller.deposits(shape).await?);
+            headers.window(warm.clients, warm.window).await?;
+            rounds[3].push(headers.window(shape.clients, shape.window).await?);
+        }
+        let [minted_rounds, raw_rounds, caller_rounds, header_rounds] = rounds.map(|r| LoadResult::median_of(&r));
+        Ok(Some(JetStream {
+            commands: Commands { steady: minted_rounds, open: minted.opened },
+            caller_ids: Commands { steady: caller_rounds, open: caller.opened },
+            raw: raw_rounds,
+            with_headers: header_rounds,
+            message_bytes,
+        }))
     })
 }

@@ -134,7 +134,8 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     let profile = if options.smoke { GuestProfile::Release } else { GuestProfile::Guest };
     let wasm = fixtures::bank_wasm(profile)?;
     let bytes = std::fs::read(&wasm)?;
-    let engine = EngineConfig { max_instances: (sizes.actors + 2048) as u32, ..EngineConfig::default() };
+    // The JetStream phase keeps two sets of accounts live at once.
+    let engine = EngineConfig { max_instances: (2 * sizes.actors + 2048) as u32, ..EngineConfig::default() };
     let t = Instant::now();
     let component = fixtures::load(&bytes, engine)?;
     note(&format!("bank component loaded in {:.1} s ({} KiB)", t.elapsed().as_secs_f64(), bytes.len() / 1024));
