@@ -122,6 +122,8 @@ impl AetherEngine {
             .epoch_interruption(true)
             .memory_reservation(memory as u64)
             .memory_reservation_for_growth(0);
+        // For profiling: `perf` names the guests' functions from the map
+        // wasmtime then writes to /tmp/perf-<pid>.map (docs/performance.md).
         if std::env::var_os("AETHER_PERFMAP").is_some() {
             wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
