@@ -60,11 +60,8 @@ pub async fn through_runtime(
     shape: Shape,
 ) -> anyhow::Result<Commands> {
     let accounts = Accounts::open(component, store, shape, CommandIds::Minted).await?;
-    let mut results = Vec::new();
-    for _ in 0..shape.rounds.max(1) {
-        results.push(accounts.deposits(shape).await?);
-    }
-    Ok(Commands { steady: LoadResult::median_of(&results), open: accounts.opened })
+    let steady = rounds(shape, || accounts.deposits(shape)).await?;
+    Ok(Commands { steady, open: accounts.opened })
 }
 
 /// Accounts opened through a runtime, ready to take deposits.
@@ -157,19 +154,18 @@ pub async fn native(store: Arc<dyn EventStore>, shape: Shape) -> anyhow::Result<
         let (host, ids, deposit) = (host.clone(), ids.clone(), deposit.clone());
         async move { host.execute(&ids[actor], &deposit.0, &deposit.1).await }
     });
-    let steady = rounds(shape, send).await?;
+    let steady = rounds(shape, || load::window(shape.actors, shape.clients, shape.window, send.clone())).await?;
     Ok(Commands { steady, open: opened })
 }
 
 /// Runs the windows and keeps the median of each figure.
-async fn rounds<F, Fut>(shape: Shape, send: Arc<F>) -> anyhow::Result<LoadResult>
+async fn rounds<Fut>(shape: Shape, mut window: impl FnMut() -> Fut) -> anyhow::Result<LoadResult>
 where
-    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+    Fut: std::future::Future<Output = anyhow::Result<LoadResult>>,
 {
     let mut results = Vec::new();
     for _ in 0..shape.rounds.max(1) {
-        results.push(load::window(shape.actors, shape.clients, shape.window, send.clone()).await?);
+        results.push(window().await?);
     }
     Ok(LoadResult::median_of(&results))
 }

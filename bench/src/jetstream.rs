@@ -74,12 +74,12 @@ pub fn run(
         for _ in 0..shape.rounds.max(1) {
             minted.deposits(warm).await?;
             rounds[0].push(minted.deposits(shape).await?);
-            raw.window(warm.clients, warm.window).await?;
-            rounds[1].push(raw.window(shape.clients, shape.window).await?);
+            raw.window(warm).await?;
+            rounds[1].push(raw.window(shape).await?);
             caller.deposits(warm).await?;
             rounds[2].push(caller.deposits(shape).await?);
-            headers.window(warm.clients, warm.window).await?;
-            rounds[3].push(headers.window(shape.clients, shape.window).await?);
+            headers.window(warm).await?;
+            rounds[3].push(headers.window(shape).await?);
         }
         let [minted_rounds, raw_rounds, caller_rounds, header_rounds] = rounds.map(|r| LoadResult::median_of(&r));
         Ok(Some(JetStream {

@@ -2,10 +2,10 @@
 //! publishes of a given size, one subject per actor, each waiting for its
 //! ack, on a file-storage stream.
 
+use crate::commands::Shape;
 use crate::load::{self, LoadResult};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 /// Whether a `nats-server` can be found, where the test kit looks for one
 /// (`AETHER_NATS_SERVER`, `cargo xtask install-nats`'s cache, `PATH`).
@@ -51,12 +51,12 @@ impl RawPublisher {
         })
     }
 
-    /// Publishes for one window, `clients` at a time.
+    /// Publishes for one window of `shape` (its clients and length).
     ///
     /// # Errors
     ///
     /// If the server refuses a publish.
-    pub async fn window(&self, clients: usize, window: Duration) -> anyhow::Result<LoadResult> {
+    pub async fn window(&self, shape: Shape) -> anyhow::Result<LoadResult> {
         let (js, subjects, last, payload, headers) =
             (self.js.clone(), self.subjects.clone(), self.last.clone(), self.payload.clone(), self.headers);
         let send = Arc::new(move |actor: usize, _| {
@@ -78,6 +78,6 @@ impl RawPublisher {
                 anyhow::Ok(())
             }
         });
-        load::window(self.subjects.len(), clients, window, send).await
+        load::window(self.subjects.len(), shape.clients, shape.window, send).await
     }
 }

@@ -249,8 +249,7 @@ async fn a_minted_command_id_asks_for_no_duplicate_entry_and_its_repeat_is_still
     let js = async_nats::jetstream::new(server.client().await);
     let stream = js.get_stream_no_info(config(JetStreamStorage::File).stream_name()).await.unwrap();
     let message_id = |actor: &ActorId| {
-        let subject =
-            format!("aether.ev.bank.{}.{}", subject::encode_token(&actor.aggregate), subject::encode_token(&actor.id));
+        let subject = subject_of(actor);
         let stream = stream.clone();
         async move {
             let message = stream.get_last_raw_message_by_subject(&subject).await.unwrap();
@@ -270,12 +269,15 @@ async fn a_minted_command_id_asks_for_no_duplicate_entry_and_its_repeat_is_still
     assert_eq!(other.version(&minted).await.unwrap(), 2, "no repeat appended anything");
 }
 
+/// The subject the store keeps the actor's events on (domain `bank`).
+fn subject_of(actor: &ActorId) -> String {
+    format!("aether.ev.bank.{}.{}", subject::encode_token(&actor.aggregate), subject::encode_token(&actor.id))
+}
+
 /// Publishes a raw message onto the actor's subject, as a foreign writer would.
 async fn publish_raw(server: &NatsServer, actor: &ActorId, headers: async_nats::HeaderMap, payload: &'static [u8]) {
     let js = async_nats::jetstream::new(server.client().await);
-    let subject =
-        format!("aether.ev.bank.{}.{}", subject::encode_token(&actor.aggregate), subject::encode_token(&actor.id));
-    js.publish_with_headers(subject, headers, payload.into()).await.unwrap().await.unwrap();
+    js.publish_with_headers(subject_of(actor), headers, payload.into()).await.unwrap().await.unwrap();
 }
 
 #[tokio::test]
