@@ -198,6 +198,17 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
                     js.with_headers.per_s,
                     js.message_bytes
                 ));
+                let [minted, _, raw, _] = &js.cpu;
+                note(&format!(
+                    "jetstream: CPU per message: command {:.1} µs host + {:.1} µs server ({:.0}% idle), raw publish \
+                     {:.1} µs client + {:.1} µs server ({:.0}% idle)",
+                    minted.client_us(),
+                    minted.server_us(),
+                    100.0 * minted.idle(),
+                    raw.client_us(),
+                    raw.server_us(),
+                    100.0 * raw.idle()
+                ));
                 report.jetstream(&js);
             }
             None => {

@@ -133,6 +133,27 @@ impl Report {
         self.extra.push(("jetstream_publish_with_headers_per_s", js.with_headers.per_s));
         self.extra.push(("jetstream_raw_publish_p99_us", js.raw.p99_us));
         self.extra.push(("jetstream_message_bytes", js.message_bytes as f64));
+        // CPU per message of each load, this process's and the server's, and
+        // the machine's idle share: what explains the ratios above.
+        const KEYS: [[&str; 3]; 4] = [
+            ["jetstream_commands_host_cpu_us", "jetstream_commands_server_cpu_us", "jetstream_commands_idle_share"],
+            [
+                "jetstream_caller_ids_host_cpu_us",
+                "jetstream_caller_ids_server_cpu_us",
+                "jetstream_caller_ids_idle_share",
+            ],
+            ["jetstream_raw_client_cpu_us", "jetstream_raw_server_cpu_us", "jetstream_raw_idle_share"],
+            [
+                "jetstream_with_headers_client_cpu_us",
+                "jetstream_with_headers_server_cpu_us",
+                "jetstream_with_headers_idle_share",
+            ],
+        ];
+        for (cpu, [client, server, idle]) in js.cpu.iter().zip(KEYS) {
+            self.extra.push((client, cpu.client_us()));
+            self.extra.push((server, cpu.server_us()));
+            self.extra.push((idle, cpu.idle()));
+        }
     }
 
     pub fn resident(&mut self, r: &Resident) {

@@ -86,6 +86,33 @@ pub fn max_map_count() -> u64 {
     std::fs::read_to_string("/proc/sys/vm/max_map_count").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
 }
 
+/// The kernel's unit of CPU time in `/proc` (`USER_HZ`), fixed at 100 per
+/// second on Linux whatever the kernel's own tick.
+const TICKS_PER_S: f64 = 100.0;
+
+/// CPU time a process has used so far (user and system, all its threads,
+/// exited ones included), in seconds; `None` if `/proc/<pid>/stat` cannot
+/// be read. Resolution: 10 ms.
+pub fn process_cpu_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    Some((ticks(11)? + ticks(12)?) as f64 / TICKS_PER_S)
+}
+
+/// The machine's CPU time so far, in seconds: `(idle, total)` over all cores.
+pub fn machine_cpu_s() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> =
+        stat.lines().next()?.strip_prefix("cpu ")?.split_whitespace().filter_map(|t| t.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is within user).
+    let idle = ticks.get(3)? + ticks.get(4).unwrap_or(&0);
+    let total: u64 = ticks.iter().take(8).sum();
+    Some((idle as f64 / TICKS_PER_S, total as f64 / TICKS_PER_S))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +132,21 @@ mod tests {
     fn reads_its_own_memory() {
         assert!(rss_bytes() > 0);
         assert!(map_count() > 0);
+    }
+
+    #[test]
+    fn counts_the_cpu_time_a_process_spends() {
+        let pid = std::process::id();
+        let before = process_cpu_s(pid).expect("own /proc stat");
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let spent = process_cpu_s(pid).expect("own /proc stat") - before;
+        // A busy thread for 300 ms, on a machine that may lend it less.
+        assert!((0.05..=1.0).contains(&spent), "spent {spent} s");
+        let (idle, total) = machine_cpu_s().expect("/proc/stat");
+        assert!(total > 0.0 && idle <= total);
     }
 }

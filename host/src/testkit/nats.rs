@@ -67,6 +67,11 @@ impl NatsServer {
         self.port
     }
 
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The JetStream store directory; it survives [`restart`](Self::restart).
     pub fn store_dir(&self) -> PathBuf {
         self.dir.join("store")
