@@ -23,6 +23,7 @@ use crate::wasm::{CommandContext, DomainComponent, GuestFault, GuestInstance, Ha
 use recent::RecentCommands;
 use std::sync::Arc;
 
+mod msgpack;
 mod recent;
 
 /// How actors replay, snapshot and retry.
@@ -494,13 +495,12 @@ fn check_events(model: &AggregateModel, events: &[NewEvent]) -> Result<(), Strin
         if !model.events.iter().any(|m| m.name == e.name) {
             return Err(format!("event `{}` is not an event of `{}`", e.name, model.name));
         }
-        let mut bytes = e.payload.as_slice();
-        let mut de = rmp_serde::Deserializer::new(&mut bytes);
-        if let Err(err) = <serde::de::IgnoredAny as serde::Deserialize>::deserialize(&mut de) {
-            return Err(format!("the payload of `{}` is not MessagePack: {err}", e.name));
-        }
-        if !bytes.is_empty() {
-            return Err(format!("the payload of `{}` has {} trailing bytes", e.name, bytes.len()));
+        match msgpack::check_one_value(&e.payload) {
+            Ok(()) => {}
+            Err(msgpack::Malformed::Trailing(n)) => {
+                return Err(format!("the payload of `{}` has {n} trailing bytes", e.name));
+            }
+            Err(cause) => return Err(format!("the payload of `{}` is not MessagePack: {cause}", e.name)),
         }
     }
     Ok(())

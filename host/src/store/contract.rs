@@ -15,6 +15,7 @@ pub async fn check_all(store: &dyn EventStore) {
     appends_in_order_and_reads_from_a_version(store).await;
     rejects_a_stale_expected_version(store).await;
     answers_a_repeated_command_id_with_the_original(store).await;
+    answers_a_repeat_of_the_last_append_with_a_minted_id(store).await;
     keeps_streams_apart_whatever_their_ids(store).await;
     keeps_the_latest_snapshot(store).await;
     refuses_an_empty_append(store).await;
@@ -99,6 +100,25 @@ async fn answers_a_repeated_command_id_with_the_original(store: &dyn EventStore)
         assert_eq!((again.first_version, again.last_version), (first.first_version, first.last_version));
     }
     assert_eq!(store.version(&actor).await.unwrap(), 3, "a repeated command id appends nothing");
+}
+
+/// An id the host minted names no earlier command, so a store need not
+/// index it; but the one repeat that can happen, the same append sent again
+/// after its answer was lost, is still a duplicate.
+async fn answers_a_repeat_of_the_last_append_with_a_minted_id(store: &dyn EventStore) {
+    let actor = ActorId::new("Account", "minted");
+    let minted =
+        |expected, id: &str, names: &[&str]| AppendRequest { id_from_caller: false, ..request(expected, id, names) };
+    store.append(&actor, minted(0, "m-open", &["Opened"])).await.unwrap();
+    let first = store.append(&actor, minted(1, "m-dep", &["Deposited", "Deposited"])).await.unwrap();
+    let again = store.append(&actor, minted(1, "m-dep", &["Deposited", "Deposited"])).await.unwrap();
+    assert!(again.duplicate, "a repeat of the last append is a duplicate, whoever chose its id");
+    assert_eq!((again.first_version, again.last_version), (first.first_version, first.last_version));
+    assert!(
+        store.find_command(&actor, "m-dep").await.unwrap().is_some_and(|a| (a.first_version, a.last_version) == (2, 3)),
+        "the last command is found by its id"
+    );
+    assert_eq!(store.version(&actor).await.unwrap(), 3, "the repeat wrote nothing");
 }
 
 async fn keeps_streams_apart_whatever_their_ids(store: &dyn EventStore) {

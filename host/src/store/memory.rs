@@ -6,6 +6,12 @@
 //! Maps hash with foldhash rather than SipHash: in the benchmarks the store
 //! sits on every command's path, and SipHash over two ids per lookup was a
 //! tenth of the time spent.
+//!
+//! Only command ids a caller chose are indexed (see
+//! [`AppendRequest::id_from_caller`]): an id the host minted names no other
+//! command, and the one repeat it can see, the same append again, is the
+//! stream's last command, found at its tail. As on JetStream, which keeps
+//! no de-duplication entry for such an id either.
 
 use super::{ActorId, AppendRequest, Appended, EventStore, Provenance, RecordedEvent, Snapshot, StoreError};
 use async_trait::async_trait;
@@ -27,9 +33,25 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Stream {
     events: Vec<RecordedEvent>,
+    /// The commands whose ids their callers chose.
     commands: HashMap<CommandKey, Appended, RandomState>,
     /// Boxed: most streams have none, and every stream would carry its size.
     snapshot: Option<Box<Snapshot>>,
+}
+
+impl Stream {
+    /// Where the command with this id put its events, if the stream has it.
+    fn command(&self, id: &str) -> Option<Appended> {
+        let indexed = if self.commands.is_empty() { None } else { self.commands.get(id) };
+        indexed.copied().or_else(|| self.last_command(id))
+    }
+
+    /// The versions of the stream's last command if it has this id.
+    fn last_command(&self, id: &str) -> Option<Appended> {
+        let last = self.events.last().filter(|e| e.provenance.command_id == id)?;
+        let events = self.events.iter().rev().take_while(|e| Arc::ptr_eq(&e.provenance, &last.provenance)).count();
+        Some(Appended { first_version: last.version + 1 - events as u64, last_version: last.version, duplicate: false })
+    }
 }
 
 /// A command id, held through the provenance the command's events already
@@ -99,8 +121,8 @@ impl EventStore for MemoryStore {
             return Err(StoreError::Invalid { actor: actor.clone(), reason: "no events".into() });
         }
         self.with_stream(actor, |stream| {
-            if let Some(original) = stream.commands.get(request.provenance.command_id.as_str()) {
-                return Ok(Appended { duplicate: true, ..*original });
+            if let Some(original) = stream.command(&request.provenance.command_id) {
+                return Ok(Appended { duplicate: true, ..original });
             }
             let actual = stream.events.len() as u64;
             if actual != request.expected_version {
@@ -122,7 +144,9 @@ impl EventStore for MemoryStore {
                 });
             }
             let appended = Appended { first_version, last_version: stream.events.len() as u64, duplicate: false };
-            stream.commands.insert(CommandKey(provenance), appended);
+            if request.id_from_caller {
+                stream.commands.insert(CommandKey(provenance), appended);
+            }
             Ok(appended)
         })
     }
@@ -142,9 +166,7 @@ impl EventStore for MemoryStore {
     }
 
     async fn find_command(&self, actor: &ActorId, command_id: &str) -> Result<Option<Appended>, StoreError> {
-        Ok(self
-            .read_stream(actor, |s| s.commands.get(command_id).map(|a| Appended { duplicate: true, ..*a }))
-            .flatten())
+        Ok(self.read_stream(actor, |s| s.command(command_id).map(|a| Appended { duplicate: true, ..a })).flatten())
     }
 
     async fn load_snapshot(&self, actor: &ActorId) -> Result<Option<Snapshot>, StoreError> {
