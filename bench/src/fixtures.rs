@@ -83,11 +83,11 @@ pub fn account_events(count: usize) -> Vec<AccountEvent> {
 /// The same history as stored events, as the host hands them to `apply`.
 pub fn recorded(events: &[AccountEvent]) -> Vec<RecordedEvent> {
     let provenance = Arc::new(Provenance {
-        command_id: uuid::Uuid::new_v4().to_string(),
-        correlation_id: uuid::Uuid::new_v4().to_string(),
-        causation_id: uuid::Uuid::new_v4().to_string(),
+        command_id: uuid::Uuid::new_v4().to_string().into(),
+        correlation_id: uuid::Uuid::new_v4().to_string().into(),
+        causation_id: uuid::Uuid::new_v4().to_string().into(),
         timestamp_ms: 1_700_000_000_000,
-        component_hash: "0".repeat(64),
+        component_hash: "0".repeat(64).into(),
     });
     events
         .iter()

@@ -32,7 +32,7 @@ pub struct NativeHost {
     store: Arc<dyn EventStore>,
     actors: Vec<Mutex<HashMap<String, Cell>>>,
     hasher: RandomState,
-    hash: String,
+    hash: Arc<str>,
 }
 
 impl NativeHost {
@@ -41,7 +41,7 @@ impl NativeHost {
             store,
             actors: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
-            hash: "0".repeat(64),
+            hash: "0".repeat(64).into(),
         }
     }
 
@@ -62,7 +62,7 @@ impl NativeHost {
         let mut actor = cell.lock().await;
         let event = AccountEvent::Opened { owner: "ada lovelace".into() };
         let (name, payload) = codec::split(&event).map_err(anyhow::Error::msg)?;
-        let command_id = uuid::Uuid::new_v4().to_string();
+        let command_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
         let provenance = Provenance {
             command_id: command_id.clone(),
             correlation_id: command_id.clone(),
@@ -101,6 +101,7 @@ impl NativeHost {
             timestamp_ms,
             version: actor.version,
         };
+        let command_id: Arc<str> = command_id.into();
         let events: Vec<AccountEvent> =
             actor.state.handle(&ctx, command).map_err(|r| anyhow::anyhow!("rejected: {r}"))?;
         let mut new = Vec::with_capacity(events.len());
@@ -129,8 +130,11 @@ impl NativeHost {
         actor.version = appended.last_version;
         actor.since_snapshot += events.len() as u64;
         if actor.since_snapshot >= SNAPSHOT_EVERY {
-            let snapshot =
-                Snapshot { version: actor.version, component_hash: self.hash.clone(), state: actor.state.snapshot() };
+            let snapshot = Snapshot {
+                version: actor.version,
+                component_hash: self.hash.to_string(),
+                state: actor.state.snapshot(),
+            };
             self.store.save_snapshot(&actor_id, snapshot).await?;
             actor.since_snapshot = 0;
         }

@@ -166,15 +166,18 @@ impl Runtime {
             });
         }
         let id_from_caller = request.command_id.is_some();
-        let command_id = request.command_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let command_id: Arc<str> = match request.command_id {
+            Some(id) => id.into(),
+            None => uuid::Uuid::new_v4().hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).into(),
+        };
         let span = tracing::Span::current();
-        span.record("command_id", command_id.as_str());
+        span.record("command_id", &*command_id);
         let provenance = Provenance {
-            correlation_id: request.correlation_id.unwrap_or_else(|| command_id.clone()),
-            causation_id: request.causation_id.unwrap_or_else(|| command_id.clone()),
+            correlation_id: request.correlation_id.map_or_else(|| command_id.clone(), Into::into),
+            causation_id: request.causation_id.map_or_else(|| command_id.clone(), Into::into),
             command_id,
             timestamp_ms: now_ms(),
-            component_hash: self.inner.component.hash().to_string(),
+            component_hash: self.inner.component.hash().clone(),
         };
         let command = Command {
             actor: ActorId::new(request.aggregate, request.id),

@@ -36,7 +36,7 @@ fn request(expected_version: u64, command_id: &str, events: usize) -> AppendRequ
             correlation_id: "corr".into(),
             causation_id: "cause".into(),
             timestamp_ms: 1_700_000_000_000,
-            component_hash: "ab".repeat(32),
+            component_hash: "ab".repeat(32).into(),
         }),
         events: (0..events)
             .map(|i| NewEvent { name: "Deposited".into(), payload: vec![0x81, 0xa1, b'n', i as u8] })

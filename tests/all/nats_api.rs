@@ -137,7 +137,7 @@ async fn stored_events_reach_bus_subscribers_filtered_and_in_order() {
     let first = just_b.recv().await.unwrap();
     let second = just_b.recv().await.unwrap();
     assert_eq!((first.id.as_str(), first.version, second.version), ("b.*>", 1, 2));
-    assert_eq!(second.provenance.correlation_id, "corr-1");
+    assert_eq!(&*second.provenance.correlation_id, "corr-1");
     assert_eq!(rmp_serde::from_slice::<Value>(&second.payload).unwrap(), json!({"amount": 3}));
     assert_eq!((everything.dropped(), just_b.dropped()), (0, 0));
     assert_eq!(host.runtime.bus().stats().dropped.load(std::sync::atomic::Ordering::Relaxed), 0);

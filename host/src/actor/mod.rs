@@ -161,7 +161,7 @@ impl Actor {
             Err(e) => return Err(e.into()),
         };
         if let Some(snapshot) = snapshot
-            && snapshot.component_hash == env.component.hash()
+            && *snapshot.component_hash == **env.component.hash()
             && snapshot.version <= up_to
         {
             let vm = self.vm.as_mut().expect("active");

@@ -9,12 +9,13 @@
 
 use crate::store::Appended;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// A bounded ring of command ids, newest last.
 #[derive(Debug)]
 pub(crate) struct RecentCommands {
     hashes: VecDeque<u64>,
-    entries: VecDeque<(String, Appended)>,
+    entries: VecDeque<(Arc<str>, Appended)>,
     capacity: usize,
 }
 
@@ -35,11 +36,11 @@ impl RecentCommands {
         (0..self.hashes.len())
             .rev()
             .filter(|&i| self.hashes[i] == hash)
-            .find_map(|i| (self.entries[i].0 == command_id).then_some(self.entries[i].1))
+            .find_map(|i| (*self.entries[i].0 == *command_id).then_some(self.entries[i].1))
     }
 
     /// Remembers a command, forgetting the oldest beyond the capacity.
-    pub(crate) fn remember(&mut self, command_id: String, appended: Appended) {
+    pub(crate) fn remember(&mut self, command_id: Arc<str>, appended: Appended) {
         if self.entries.len() >= self.capacity {
             self.hashes.pop_front();
             self.entries.pop_front();
@@ -52,9 +53,9 @@ impl RecentCommands {
     /// meets a command's events one at a time), else remembers it.
     pub(crate) fn extend_or_remember(&mut self, command_id: &str, version: u64) {
         match self.entries.back_mut() {
-            Some((last, range)) if last == command_id => range.last_version = version,
+            Some((last, range)) if **last == *command_id => range.last_version = version,
             _ => self.remember(
-                command_id.to_string(),
+                command_id.into(),
                 Appended { first_version: version, last_version: version, duplicate: true },
             ),
         }
@@ -78,7 +79,7 @@ mod tests {
     fn finds_what_it_remembers_and_forgets_the_oldest() {
         let mut recent = RecentCommands::new(3);
         for (i, id) in ["a", "b", "c", "d"].iter().enumerate() {
-            recent.remember((*id).to_string(), at(i as u64 + 1));
+            recent.remember((*id).into(), at(i as u64 + 1));
         }
         assert_eq!(recent.find("a"), None, "the oldest is forgotten past the capacity");
         assert_eq!(recent.find("b"), Some(at(2)));

@@ -216,7 +216,7 @@ mod tests {
             name: "Deposited".into(),
             payload: vec![0x81, 0xa6, b'a', b'm', b'o', b'u', b'n', b't', 0x05],
             provenance: Arc::new(Provenance {
-                command_id: format!("c{version}"),
+                command_id: format!("c{version}").into(),
                 correlation_id: "corr".into(),
                 causation_id: "cause".into(),
                 timestamp_ms: 1,

@@ -24,10 +24,10 @@ pub async fn check_all(store: &dyn EventStore) {
 fn provenance(command_id: &str) -> Provenance {
     Provenance {
         command_id: command_id.into(),
-        correlation_id: format!("corr-{command_id}"),
-        causation_id: format!("cause-{command_id}"),
+        correlation_id: format!("corr-{command_id}").into(),
+        causation_id: format!("cause-{command_id}").into(),
         timestamp_ms: 1_700_000_000_000,
-        component_hash: "ab".repeat(32),
+        component_hash: "ab".repeat(32).into(),
     }
 }
 

@@ -48,7 +48,7 @@ impl Stream {
 
     /// The versions of the stream's last command if it has this id.
     fn last_command(&self, id: &str) -> Option<Appended> {
-        let last = self.events.last().filter(|e| e.provenance.command_id == id)?;
+        let last = self.events.last().filter(|e| *e.provenance.command_id == *id)?;
         let events = self.events.iter().rev().take_while(|e| Arc::ptr_eq(&e.provenance, &last.provenance)).count();
         Some(Appended { first_version: last.version + 1 - events as u64, last_version: last.version, duplicate: false })
     }
@@ -70,7 +70,7 @@ impl Eq for CommandKey {}
 impl Hash for CommandKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         // As `str` hashes, so that a lookup by `&str` finds it.
-        self.0.command_id.as_str().hash(state);
+        self.0.command_id.hash(state);
     }
 }
 

@@ -48,18 +48,22 @@ impl fmt::Display for ActorId {
 }
 
 /// Where an event came from (invariant 7). Shared by all events of a command.
+///
+/// The ids are shared strings: a command that starts its own conversation
+/// is its own correlation and causation, and every command of a runtime
+/// names the same component, so a command allocates one id, not four.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Provenance {
     /// The command that produced the event; also the de-duplication key.
-    pub command_id: String,
+    pub command_id: Arc<str>,
     /// The id shared by everything one request caused.
-    pub correlation_id: String,
+    pub correlation_id: Arc<str>,
     /// The id of the message that caused the command.
-    pub causation_id: String,
+    pub causation_id: Arc<str>,
     /// When the command was accepted, milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
     /// SHA-256 (hex) of the component that decided the event.
-    pub component_hash: String,
+    pub component_hash: Arc<str>,
 }
 
 /// A new event, as `handle` produced it.

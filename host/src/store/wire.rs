@@ -9,6 +9,7 @@
 //! malformed bytes.
 
 use super::Provenance;
+use std::sync::Arc;
 
 /// The format byte of every value written today.
 const FORMAT: u8 = 1;
@@ -98,13 +99,25 @@ impl<'a> Decoder<'a> {
         String::from_utf8(self.bytes(field)?.to_vec()).map_err(|_| format!("{field} is not UTF-8"))
     }
 
+    fn str(&mut self, field: &str) -> Result<&'a str, String> {
+        std::str::from_utf8(self.bytes(field)?).map_err(|_| format!("{field} is not UTF-8"))
+    }
+
+    /// An id, shared with `same` when equal to it: a command that starts
+    /// its own conversation is its own correlation and causation.
+    fn id(&mut self, field: &str, same: &Arc<str>) -> Result<Arc<str>, String> {
+        let id = self.str(field)?;
+        Ok(if id == &**same { same.clone() } else { id.into() })
+    }
+
     pub(super) fn provenance(&mut self) -> Result<Provenance, String> {
+        let command_id: Arc<str> = self.str("command id")?.into();
         Ok(Provenance {
-            command_id: self.string("command id")?,
-            correlation_id: self.string("correlation id")?,
-            causation_id: self.string("causation id")?,
+            correlation_id: self.id("correlation id", &command_id)?,
+            causation_id: self.id("causation id", &command_id)?,
+            command_id,
             timestamp_ms: self.u64("timestamp")?,
-            component_hash: self.string("component hash")?,
+            component_hash: self.str("component hash")?.into(),
         })
     }
 
@@ -150,5 +163,24 @@ mod tests {
             assert!(decoded.is_err(), "cut at {cut}");
         }
         assert_eq!(Decoder::new(&[9]).err().unwrap(), "unknown format 0x09");
+    }
+
+    #[test]
+    fn a_command_that_is_its_own_correlation_shares_one_id() {
+        let id: Arc<str> = "c1".into();
+        let p = Provenance {
+            command_id: id.clone(),
+            correlation_id: id.clone(),
+            causation_id: "other".into(),
+            timestamp_ms: 1,
+            component_hash: "ab".into(),
+        };
+        let mut e = Encoder::new(64);
+        e.provenance(&p);
+        let bytes = e.finish(b"");
+        let decoded = Decoder::new(&bytes).unwrap().provenance().unwrap();
+        assert_eq!(decoded, p);
+        assert!(Arc::ptr_eq(&decoded.command_id, &decoded.correlation_id), "one allocation for both");
+        assert!(!Arc::ptr_eq(&decoded.command_id, &decoded.causation_id));
     }
 }

@@ -170,11 +170,11 @@ impl TestKit {
         if !events.is_empty() {
             let version = self.store.version(&actor).await.expect("memory store");
             let provenance = Provenance {
-                command_id: format!("given-{}", uuid::Uuid::new_v4()),
+                command_id: format!("given-{}", uuid::Uuid::new_v4()).into(),
                 correlation_id: "given".into(),
                 causation_id: "given".into(),
                 timestamp_ms: 0,
-                component_hash: self.runtime.component().hash().to_string(),
+                component_hash: self.runtime.component().hash().clone(),
             };
             // A given is minted here, never retried.
             let request = AppendRequest {

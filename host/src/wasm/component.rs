@@ -46,7 +46,7 @@ pub struct DomainComponent {
     engine: Arc<AetherEngine>,
     pre: DomainHostPre<Sandbox>,
     model: DomainModel,
-    hash: String,
+    hash: Arc<str>,
     /// The guest applies batches of events packed into one message.
     packed: bool,
 }
@@ -100,7 +100,7 @@ impl DomainComponent {
                 policies: vec![],
                 read_models: vec![],
             },
-            hash,
+            hash: hash.into(),
             packed: false,
         };
         let mut scratch = loaded.instantiate().map_err(LoadError::Describe)?;
@@ -117,7 +117,7 @@ impl DomainComponent {
     }
 
     /// SHA-256 of the component's bytes, hex: recorded in every event's provenance.
-    pub fn hash(&self) -> &str {
+    pub fn hash(&self) -> &Arc<str> {
         &self.hash
     }
 

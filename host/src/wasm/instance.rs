@@ -309,7 +309,7 @@ mod tests {
             correlation_id: "c".into(),
             causation_id: "c".into(),
             timestamp_ms: 0,
-            component_hash: String::new(),
+            component_hash: "".into(),
         });
         let event = |version, name: &str, payload: &[u8]| RecordedEvent {
             version,

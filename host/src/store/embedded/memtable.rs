@@ -91,7 +91,7 @@ impl ActorTail {
     fn insert(&mut self, write: &Write) {
         match write {
             Write::Append { command, id_key, .. } => {
-                self.ids.insert(command.provenance.command_id.clone(), self.commands.len());
+                self.ids.insert(command.provenance.command_id.to_string(), self.commands.len());
                 self.commands.push(command.clone());
                 self.id_keys.push(*id_key);
             }
@@ -214,10 +214,10 @@ mod tests {
     fn append(actor: &ActorId, first_version: u64, command_id: &str, events: usize) -> Write {
         let provenance = Arc::new(Provenance {
             command_id: command_id.into(),
-            correlation_id: String::new(),
-            causation_id: String::new(),
+            correlation_id: "".into(),
+            causation_id: "".into(),
             timestamp_ms: 0,
-            component_hash: String::new(),
+            component_hash: "".into(),
         });
         let events = (0..events).map(|i| NewEvent { name: format!("E{i}"), payload: vec![i as u8] }).collect();
         let command = Arc::new(Command { first_version, provenance, events });

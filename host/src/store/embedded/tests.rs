@@ -11,10 +11,10 @@ fn request(expected_version: u64, command_id: &str, names: &[&str]) -> AppendReq
         expected_version,
         provenance: Arc::new(Provenance {
             command_id: command_id.into(),
-            correlation_id: format!("corr-{command_id}"),
-            causation_id: format!("cause-{command_id}"),
+            correlation_id: format!("corr-{command_id}").into(),
+            causation_id: format!("cause-{command_id}").into(),
             timestamp_ms: 1_700_000_000_000,
-            component_hash: "ab".repeat(32),
+            component_hash: "ab".repeat(32).into(),
         }),
         events: names.iter().map(|n| NewEvent { name: n.to_string(), payload: vec![0x81, 0xa1, b'n', 0x01] }).collect(),
         id_from_caller: true,
@@ -236,7 +236,7 @@ async fn concurrent_appends_to_many_actors_all_commit() {
     for i in 0..200 {
         let events = store.read(&ActorId::new("Account", format!("a{i}")), 0, 10).await.unwrap();
         assert_eq!(events.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5], "actor a{i}");
-        assert_eq!(events[4].provenance.command_id, format!("c{i}-4"));
+        assert_eq!(*events[4].provenance.command_id, format!("c{i}-4"));
     }
 }
 

@@ -249,7 +249,7 @@ impl Decider<'_> {
         request: AppendRequest,
         writes: &mut Vec<Write>,
     ) -> Result<Appended, StoreError> {
-        let command_id = request.provenance.command_id.as_str();
+        let command_id = &*request.provenance.command_id;
         let decided = self.batch.get(&actor);
         let earlier = decided.and_then(|d| d.commands.iter().find(|(id, _)| id == command_id)).map(|(_, a)| *a);
         let memory = self.tail.actor(&actor);
@@ -276,7 +276,7 @@ impl Decider<'_> {
             Appended { first_version: command.first_version, last_version: command.last_version(), duplicate: false };
         let decided = self.batch.entry(actor.clone()).or_default();
         decided.head = Some(appended.last_version);
-        decided.commands.push((command.provenance.command_id.clone(), Appended { duplicate: true, ..appended }));
+        decided.commands.push((command.provenance.command_id.to_string(), Appended { duplicate: true, ..appended }));
         writes.push(Write::Append { actor, command: Arc::new(command), id_key });
         Ok(appended)
     }

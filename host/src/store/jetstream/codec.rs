@@ -121,7 +121,7 @@ pub(super) fn encode_events(provenance: &Provenance, events: &[NewEvent]) -> Vec
 pub(super) fn decode_events(headers: &CommandHeaders, payload: &[u8]) -> Result<Vec<RecordedEvent>, String> {
     let mut d = Decoder::new(payload)?;
     let provenance = d.provenance()?;
-    if provenance.command_id != headers.command_id {
+    if *provenance.command_id != *headers.command_id {
         return Err(format!(
             "the payload is of command {:?} but the headers say {:?}",
             provenance.command_id, headers.command_id
@@ -181,7 +181,7 @@ mod tests {
             correlation_id: "corr".into(),
             causation_id: "cause".into(),
             timestamp_ms: 1_700_000_000_000,
-            component_hash: "ab".repeat(32),
+            component_hash: "ab".repeat(32).into(),
         }
     }
 

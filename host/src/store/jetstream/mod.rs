@@ -506,7 +506,7 @@ impl EventStore for JetStreamEventStore {
         }
         let subject = self.subject(actor).ok_or_else(|| Self::too_long(actor))?;
         let expected = request.expected_version;
-        let command_id = request.provenance.command_id.as_str();
+        let command_id = &*request.provenance.command_id;
         let (first_version, last_version) = (expected + 1, expected + request.events.len() as u64);
         let payload = bytes::Bytes::from(codec::encode_events(&request.provenance, &request.events));
         if payload.len() + HEADER_ROOM > self.config.max_message_bytes {
