@@ -34,7 +34,7 @@ pub struct JetStream {
     /// (payload, headers, subject): the size of the raw messages.
     pub message_bytes: usize,
     /// Where the CPU went during each load's measured windows, in the order
-    /// of the fields above: minted ids, caller ids, raw, raw with headers.
+    /// the loads take turns: minted ids, raw, caller ids, raw with headers.
     pub cpu: [CpuUse; 4],
 }
 
@@ -146,14 +146,13 @@ pub fn run(
             rounds[3].push(cpu[3].measure(pid, headers.window(shape)).await?);
         }
         let [minted_rounds, raw_rounds, caller_rounds, header_rounds] = rounds.map(|r| LoadResult::median_of(&r));
-        let [minted_cpu, raw_cpu, caller_cpu, header_cpu] = cpu;
         Ok(Some(JetStream {
             commands: Commands { steady: minted_rounds, open: minted.opened },
             caller_ids: Commands { steady: caller_rounds, open: caller.opened },
             raw: raw_rounds,
             with_headers: header_rounds,
             message_bytes,
-            cpu: [minted_cpu, caller_cpu, raw_cpu, header_cpu],
+            cpu,
         }))
     })
 }

@@ -198,7 +198,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
                     js.with_headers.per_s,
                     js.message_bytes
                 ));
-                let [minted, _, raw, _] = &js.cpu;
+                let [minted, raw, ..] = &js.cpu;
                 note(&format!(
                     "jetstream: CPU per message: command {:.1} µs host + {:.1} µs server ({:.0}% idle), raw publish \
                      {:.1} µs client + {:.1} µs server ({:.0}% idle)",

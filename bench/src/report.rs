@@ -137,12 +137,12 @@ impl Report {
         // the machine's idle share: what explains the ratios above.
         const KEYS: [[&str; 3]; 4] = [
             ["jetstream_commands_host_cpu_us", "jetstream_commands_server_cpu_us", "jetstream_commands_idle_share"],
+            ["jetstream_raw_client_cpu_us", "jetstream_raw_server_cpu_us", "jetstream_raw_idle_share"],
             [
                 "jetstream_caller_ids_host_cpu_us",
                 "jetstream_caller_ids_server_cpu_us",
                 "jetstream_caller_ids_idle_share",
             ],
-            ["jetstream_raw_client_cpu_us", "jetstream_raw_server_cpu_us", "jetstream_raw_idle_share"],
             [
                 "jetstream_with_headers_client_cpu_us",
                 "jetstream_with_headers_server_cpu_us",
