@@ -7,6 +7,7 @@
 //! - [`store`]: the [`EventStore`] trait; in-memory, embedded and JetStream stores.
 //! - [`actor`]: one actor: activation (snapshot + replay), commands, snapshots.
 //! - [`runtime`]: the registry of live actors, routing, passivation.
+//! - [`admission`]: bounds on activations and time travel; overload is `503`, not a queue.
 //! - [`bus`]: stored events published in process and on NATS.
 //! - [`metrics`]: counters and latency histograms, rendered for Prometheus.
 //! - [`api`]: the front doors, HTTP and NATS (JSON in and out), and their clients.
@@ -17,6 +18,7 @@
 //! - `testkit` (default): the [`testkit`] module for domain authors' tests.
 
 pub mod actor;
+pub mod admission;
 pub mod api;
 pub mod bus;
 pub mod metrics;
@@ -28,6 +30,7 @@ pub mod testkit;
 pub mod wasm;
 
 pub use actor::{ActorConfig, ActorError, CommandOutcome};
+pub use admission::AdmissionConfig;
 pub use runtime::{CommandRequest, Runtime, RuntimeConfig};
 pub use store::{ActorId, EventStore, MemoryStore};
 pub use wasm::{AetherEngine, DomainComponent, EngineConfig, LoadError};

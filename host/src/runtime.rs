@@ -10,6 +10,7 @@
 //! latest snapshot and the events after it, transparently.
 
 use crate::actor::{Actor, ActorConfig, ActorError, Command, CommandOutcome, Env};
+use crate::admission::{Admission, AdmissionConfig};
 use crate::bus::{Bus, BusConfig};
 pub use crate::metrics::Stats;
 use crate::model::DomainModel;
@@ -29,11 +30,18 @@ pub struct RuntimeConfig {
     pub max_live_actors: usize,
     /// An actor unused this long is passivated.
     pub idle_timeout: Duration,
+    /// Work started at once beyond one command per actor.
+    pub admission: AdmissionConfig,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { actor: ActorConfig::default(), max_live_actors: 8_000, idle_timeout: Duration::from_secs(300) }
+        Self {
+            actor: ActorConfig::default(),
+            max_live_actors: 8_000,
+            idle_timeout: Duration::from_secs(300),
+            admission: AdmissionConfig::default(),
+        }
     }
 }
 
@@ -65,6 +73,7 @@ struct Inner {
     config: RuntimeConfig,
     actors: Mutex<LruCache<ActorId, Arc<Cell>, foldhash::fast::RandomState>>,
     stats: Stats,
+    admission: Admission,
 }
 
 type Cell = tokio::sync::Mutex<Slot>;
@@ -96,6 +105,7 @@ impl Runtime {
             // foldhash, as hashbrown's own default: SipHash over two ids was
             // a visible part of finding an actor.
             actors: Mutex::new(LruCache::unbounded_with_hasher(foldhash::fast::RandomState::default())),
+            admission: Admission::new(config.admission.clone()),
             config,
             stats: Stats::default(),
         });
@@ -142,6 +152,7 @@ impl Runtime {
             store: &self.inner.store,
             config: &self.inner.config.actor,
             stats: &self.inner.stats,
+            admission: &self.inner.admission,
         }
     }
 
@@ -208,6 +219,9 @@ impl Runtime {
             Err(ActorError::Fault { .. } | ActorError::Replay { .. }) => {
                 self.inner.stats.faults.fetch_add(1, Ordering::Relaxed);
             }
+            Err(ActorError::Overloaded { .. }) => {
+                self.inner.stats.overloads.fetch_add(1, Ordering::Relaxed);
+            }
             Err(_) => {}
         }
         self.inner.stats.command_latency.observe(started.elapsed());
@@ -222,7 +236,8 @@ impl Runtime {
     pub async fn state(&self, aggregate: &str, id: &str) -> Result<(u64, Vec<u8>), ActorError> {
         self.aggregate_model(aggregate)?;
         let mut slot = self.lock(&ActorId::new(aggregate, id), Instant::now()).await;
-        slot.actor.state(self.env()).await
+        let state = slot.actor.state(self.env()).await;
+        self.count_overload(state)
     }
 
     /// An actor's state at an earlier version (time travel), rebuilt in a
@@ -233,7 +248,18 @@ impl Runtime {
     /// As for [`state`](Self::state).
     pub async fn state_at(&self, aggregate: &str, id: &str, version: u64) -> Result<(u64, Vec<u8>), ActorError> {
         self.aggregate_model(aggregate)?;
-        Actor::state_at(self.env(), ActorId::new(aggregate, id), version).await
+        let state = match self.inner.admission.time_travel().await {
+            Ok(_slot) => Actor::state_at(self.env(), ActorId::new(aggregate, id), version).await,
+            Err(overloaded) => Err(overloaded),
+        };
+        self.count_overload(state)
+    }
+
+    fn count_overload<T>(&self, result: Result<T, ActorError>) -> Result<T, ActorError> {
+        if let Err(ActorError::Overloaded { .. }) = &result {
+            self.inner.stats.overloads.fetch_add(1, Ordering::Relaxed);
+        }
+        result
     }
 
     /// An actor's stored events after `after`, at most `max`.

@@ -1,12 +1,16 @@
-//! Invariant 5: a guest fault fails only its own command; the VM is rebuilt
-//! from the store and the host keeps serving. Invariant 6: an event that
+//! Invariant fault-isolation: a guest fault fails only its own command; the
+//! VM is rebuilt from the store and the host keeps serving, and a guest that
+//! spins cannot stall other actors. Invariant nothing-skipped: an event that
 //! cannot be applied stops its actor with an error naming the version.
 
 use crate::support;
+use aether_host::api::{self, ApiConfig};
 use aether_host::testkit::TestKit;
 use aether_host::wasm::GuestFault;
 use aether_host::{ActorError, CommandOutcome};
+use aether_host::{EngineConfig, RuntimeConfig};
 use faulty::State;
+use std::time::Duration;
 
 #[derive(serde::Serialize)]
 enum Cmd {
@@ -116,4 +120,55 @@ async fn an_event_that_cannot_be_applied_stops_its_actor_naming_the_version() {
     let again = kit.send("Prober", "poisoned", &Cmd::Ping, None).await.unwrap_err();
     assert!(matches!(again, ActorError::Replay { version: 2, .. }));
     ping(&kit, "Prober", "healthy").await;
+}
+
+/// A guest cannot stall the host: with more guests spinning than the runtime
+/// has worker threads, another actor's command and `/healthz` answer while
+/// every spinner still runs. (When guest calls held their worker for the
+/// whole deadline, both waited behind the spinners: seconds.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinning_guests_cannot_starve_other_actors_or_the_api() {
+    const SPINNERS: usize = 8;
+    let engine = EngineConfig { call_timeout: Duration::from_secs(1), ..support::fault_engine() };
+    let kit = TestKit::with_config(&support::component("tests/guests/faulty"), engine, RuntimeConfig::default()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let healthz = format!("http://{}/healthz", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(api::serve(listener, kit.runtime().clone(), ApiConfig::default(), async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(&healthz).send().await.unwrap().status(), 200);
+    ping(&kit, "Trapper", "bystander").await;
+
+    let spinning = std::time::Instant::now();
+    let spinners: Vec<_> = (0..SPINNERS)
+        .map(|i| {
+            let kit = kit.clone();
+            tokio::spawn(async move { kit.send("Looper", &format!("spinner-{i}"), &Cmd::Spin, None).await })
+        })
+        .collect();
+    // On a worker, as every request is: long enough after the spinners
+    // started for each to be inside its guest.
+    let bystander = {
+        let (kit, http, healthz) = (kit.clone(), http.clone(), healthz.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let asked = std::time::Instant::now();
+            ping(&kit, "Trapper", "bystander").await;
+            assert_eq!(http.get(&healthz).send().await.unwrap().status(), 200);
+            asked.elapsed()
+        })
+    };
+    let answered = bystander.await.unwrap();
+    let done = spinners.iter().filter(|s| s.is_finished()).count();
+    assert_eq!(done, 0, "the bystander and /healthz answered (in {answered:?}) only after {done} spinners were done");
+    for spinner in spinners {
+        let err = spinner.await.unwrap().expect_err("a spinner runs into its deadline");
+        assert!(matches!(&err, ActorError::Fault { fault: GuestFault::Timeout { .. }, .. }), "{err}");
+    }
+    assert!(spinning.elapsed() >= Duration::from_secs(1), "each spinner had its whole deadline");
+    ping(&kit, "Looper", "spinner-0").await;
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
 }

@@ -2,6 +2,7 @@
 //! `tests/guests/`, loaded by the real host on the in-memory store.
 //! One binary, one module per area.
 
+mod admission;
 mod api;
 mod faults;
 mod jetstream;

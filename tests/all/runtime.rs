@@ -1,8 +1,10 @@
 //! The command path and actor lifecycle on the bank example.
 
 use crate::support;
-use aether_host::{ActorConfig, ActorError, CommandOutcome, RuntimeConfig};
-use bank::{Account, AccountCommand::*, AccountEvent::*};
+use crate::support::GatedStore;
+use aether_host::{ActorConfig, ActorError, CommandOutcome, CommandRequest, RuntimeConfig};
+use bank::{Account, AccountCommand, AccountCommand::*, AccountEvent::*};
+use std::sync::Arc;
 use std::time::Duration;
 
 fn opened(owner: &str) -> bank::AccountEvent {
@@ -305,4 +307,38 @@ async fn a_vm_holding_unconfirmed_events_refuses_other_calls_until_confirmed() {
     vm.confirm();
     let state: Account = rmp_serde::from_slice(&vm.state().unwrap()).unwrap();
     assert!(state.open, "the confirmed state is the folded one");
+}
+
+/// `Runtime::execute` is cancel safe: a caller that gives up on a command
+/// while its append is in flight leaves the actor able to serve the next
+/// one, on the state the store has (the VM held the dropped command's
+/// events tentatively; it used to stay behind and refuse every later call).
+#[tokio::test]
+async fn a_command_dropped_during_its_append_leaves_the_actor_serving() {
+    let engine = aether_host::AetherEngine::new(aether_host::EngineConfig::default()).unwrap();
+    let component = aether_host::DomainComponent::from_file(&engine, &support::component("examples/bank")).unwrap();
+    let store = Arc::new(GatedStore::default());
+    let runtime = aether_host::Runtime::new(component, store.clone(), RuntimeConfig::default());
+    let send = |command: AccountCommand| {
+        let (name, payload) = aether_guest::codec::split(&command).unwrap();
+        let request = CommandRequest {
+            aggregate: "Account".into(),
+            id: "dropped".into(),
+            command: name,
+            payload,
+            ..CommandRequest::default()
+        };
+        runtime.execute(request)
+    };
+    store.appends.add_permits(1);
+    send(Open { owner: "ada".into() }).await.unwrap();
+
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), send(Deposit { amount: 5 })).await;
+    assert!(gave_up.is_err(), "the append waited at the gate and the caller gave up on it");
+    store.appends.add_permits(10);
+    let outcome = send(Deposit { amount: 7 }).await.expect("the next command is served");
+    assert!(matches!(outcome, CommandOutcome::Accepted { version: 2, .. }), "{outcome:?}");
+    let (_, state) = runtime.state("Account", "dropped").await.unwrap();
+    let state: Account = rmp_serde::from_slice(&state).unwrap();
+    assert_eq!(state.balance, 7, "the dropped deposit was never appended, and is not in the state");
 }

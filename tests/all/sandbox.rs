@@ -1,4 +1,4 @@
-//! Invariant 4: no ambient authority, and replay is deterministic.
+//! Invariant deterministic-guests: no ambient authority, and replay is deterministic.
 
 use crate::support;
 use aether_host::CommandOutcome;

@@ -1,6 +1,7 @@
 //! One actor: a VM bound to one aggregate instance, rebuilt from its events.
 //!
-//! The command path keeps invariants 1–3:
+//! The command path keeps the invariants durable-first, store-guards-writes
+//! and idempotent-commands:
 //! 1. `handle` decides against the current state; the events are appended
 //!    with the version the state had. The guest folds the events it decided
 //!    in the same call (one crossing per command), but that state is only
@@ -13,13 +14,21 @@
 //!    nothing: recent ids are remembered, and the store is the final guard.
 //!
 //! A guest fault discards the VM; the next use rebuilds it from the store
-//! (invariant 5). An event that cannot be applied stops the actor with an
-//! error naming its version (invariant 6).
+//! (invariant: fault-isolation). An event that cannot be applied stops the actor with an
+//! error naming its version (invariant: nothing-skipped).
+//!
+//! Guest calls run on the caller's thread, a Tokio worker, for at most the
+//! engine's inline budget ([`Placement::Inline`]). A call that needs longer
+//! is interrupted; the actor discards the VM, moves its calls off the
+//! workers for as long as it stays live ([`Placement::Offloaded`]) and does
+//! the operation again from the start (nothing was appended yet: a call
+//! after the append, the snapshot, is not redone). So one slow or spinning
+//! guest holds a worker for a few milliseconds, not for its whole deadline.
 
 use crate::model::AggregateModel;
 use crate::store::StoreError;
 use crate::store::{ActorId, AppendRequest, Appended, EventStore, NewEvent, Provenance, RecordedEvent, Snapshot};
-use crate::wasm::{CommandContext, DomainComponent, GuestFault, GuestInstance, HandleResult, RefusalKind};
+use crate::wasm::{CommandContext, DomainComponent, GuestFault, GuestInstance, HandleResult, Placement, RefusalKind};
 use recent::RecentCommands;
 use std::sync::Arc;
 
@@ -87,9 +96,13 @@ pub enum ActorError {
     /// The guest misbehaved; its VM was discarded and will be rebuilt.
     #[error("{actor}: {fault}")]
     Fault { actor: ActorId, fault: GuestFault },
-    /// The actor cannot be rebuilt from its events (invariant 6).
+    /// The actor cannot be rebuilt from its events (invariant: nothing-skipped).
     #[error("{actor} cannot be rebuilt: event at version {version}: {cause}")]
     Replay { actor: ActorId, version: u64, cause: String },
+    /// The host is at one of its limits ([`crate::admission`]); nothing
+    /// was done. Retryable, after a short pause.
+    #[error("the host is at its limit of {limit} {what} at once; retry shortly")]
+    Overloaded { what: &'static str, limit: usize },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -103,6 +116,9 @@ pub(crate) struct Actor {
     version: u64,
     since_snapshot: u64,
     recent: RecentCommands,
+    /// Where the actor's VM runs its calls: inline until one of them ran
+    /// past the inline budget.
+    placement: Placement,
 }
 
 /// What an actor needs from its runtime.
@@ -112,30 +128,63 @@ pub(crate) struct Env<'a> {
     pub store: &'a Arc<dyn EventStore>,
     pub config: &'a ActorConfig,
     pub stats: &'a crate::metrics::Stats,
+    pub admission: &'a crate::admission::Admission,
 }
 
 impl Actor {
     pub(crate) fn new(id: ActorId, config: &ActorConfig) -> Self {
-        Self { id, vm: None, version: 0, since_snapshot: 0, recent: RecentCommands::new(config.remembered_commands) }
+        Self {
+            id,
+            vm: None,
+            version: 0,
+            since_snapshot: 0,
+            recent: RecentCommands::new(config.remembered_commands),
+            placement: Placement::Inline,
+        }
     }
 
     /// The state (MessagePack) at an earlier version, rebuilt in a scratch VM
     /// by replaying to that version: time travel.
     pub(crate) async fn state_at(env: Env<'_>, id: ActorId, version: u64) -> Result<(u64, Vec<u8>), ActorError> {
         let mut scratch = Actor::new(id, env.config);
-        scratch.vm = Some(new_vm(env, &scratch.id)?);
-        scratch.restore_and_replay(env, version).await?;
-        let vm = scratch.vm.as_mut().expect("active");
-        let state = vm.state().map_err(|fault| ActorError::Fault { actor: scratch.id.clone(), fault })?;
-        Ok((scratch.version, state))
+        let state = scratch.replay_to(env, version).await;
+        if !scratch.preempted(&state) {
+            return state;
+        }
+        scratch.replay_to(env, version).await
+    }
+
+    /// Time travel in a scratch actor: a fresh VM replayed to `version`.
+    async fn replay_to(&mut self, env: Env<'_>, version: u64) -> Result<(u64, Vec<u8>), ActorError> {
+        self.vm = Some(new_vm(env, &self.id, self.placement)?);
+        self.version = 0;
+        self.restore_and_replay(env, version).await?;
+        let vm = self.vm.as_mut().expect("active");
+        let state = vm.state().map_err(|fault| ActorError::Fault { actor: self.id.clone(), fault })?;
+        Ok((self.version, state))
+    }
+
+    /// Whether a guest call of the operation that ended in `result` ran past
+    /// the inline budget: then the VM, left mid-call, is discarded, the
+    /// actor's calls move off the I/O threads, and the operation is to be
+    /// done again (it appended nothing: see the module docs).
+    fn preempted<T>(&mut self, result: &Result<T, ActorError>) -> bool {
+        let Err(ActorError::Fault { fault: fault @ GuestFault::Preempted { .. }, .. }) = result else {
+            return false;
+        };
+        tracing::info!(actor = %self.id, cause = %fault, "moving the actor's guest calls off the I/O threads");
+        self.vm = None;
+        self.placement = Placement::Offloaded;
+        true
     }
 
     /// Builds the VM if there is none: latest snapshot, then the remaining
     /// events in batches.
     pub(crate) async fn ensure_active(&mut self, env: Env<'_>) -> Result<&mut GuestInstance, ActorError> {
         if self.vm.is_none() {
+            let _slot = env.admission.activation().await?;
             tracing::debug!(actor = %self.id, "activating");
-            self.vm = Some(new_vm(env, &self.id)?);
+            self.vm = Some(new_vm(env, &self.id, self.placement)?);
             self.version = 0;
             self.since_snapshot = 0;
             self.recent.clear();
@@ -167,10 +216,13 @@ impl Actor {
             let vm = self.vm.as_mut().expect("active");
             match vm.restore(&snapshot.state) {
                 Ok(()) => self.version = snapshot.version,
+                Err(fault @ GuestFault::Preempted { .. }) => {
+                    return Err(ActorError::Fault { actor: self.id.clone(), fault });
+                }
                 Err(fault) => {
                     // A snapshot is an optimisation: fall back to a full replay.
                     tracing::warn!(actor = %self.id, version = snapshot.version, cause = %fault, "snapshot ignored");
-                    *self.vm.as_mut().expect("active") = new_vm(env, &self.id)?;
+                    *self.vm.as_mut().expect("active") = new_vm(env, &self.id, self.placement)?;
                 }
             }
         }
@@ -207,6 +259,9 @@ impl Actor {
             }
             let vm = self.vm.as_mut().expect("active");
             if let Err((index, fault)) = vm.apply(&batch) {
+                if let GuestFault::Preempted { .. } = fault {
+                    return Err(ActorError::Fault { actor: self.id.clone(), fault });
+                }
                 let version = match index {
                     Some(i) => batch[i].version,
                     // A trap cannot say which event of the batch caused it.
@@ -228,7 +283,7 @@ impl Actor {
     /// Replays from the start one event at a time in a fresh VM, to name the
     /// event that a batch trapped on. Only on the failure path.
     async fn pinpoint(&mut self, env: Env<'_>, up_to: u64) -> ActorError {
-        let mut vm = match new_vm(env, &self.id) {
+        let mut vm = match new_vm(env, &self.id, self.placement) {
             Ok(vm) => vm,
             Err(e) => return e,
         };
@@ -240,6 +295,9 @@ impl Actor {
             };
             let Some(event) = events.into_iter().next() else { break };
             if let Err((_, fault)) = vm.apply(std::slice::from_ref(&event)) {
+                if let GuestFault::Preempted { .. } = fault {
+                    return ActorError::Fault { actor: self.id.clone(), fault };
+                }
                 tracing::error!(actor = %self.id, version = event.version, cause = %fault, "replay failed");
                 return ActorError::Replay { actor: self.id.clone(), version: event.version, cause: fault.to_string() };
             }
@@ -255,6 +313,14 @@ impl Actor {
     /// The current state (MessagePack) and version. A live actor first
     /// catches up with the store: another host may have appended since.
     pub(crate) async fn state(&mut self, env: Env<'_>) -> Result<(u64, Vec<u8>), ActorError> {
+        let state = self.current_state(env).await;
+        if !self.preempted(&state) {
+            return state;
+        }
+        self.current_state(env).await
+    }
+
+    async fn current_state(&mut self, env: Env<'_>) -> Result<(u64, Vec<u8>), ActorError> {
         if self.vm.is_some() {
             self.catch_up_or_discard(env).await?;
         }
@@ -266,13 +332,28 @@ impl Actor {
     }
 
     fn fault(&mut self, fault: GuestFault) -> ActorError {
-        tracing::warn!(actor = %self.id, cause = %fault, "guest fault; the VM is discarded");
+        if !matches!(fault, GuestFault::Preempted { .. }) {
+            tracing::warn!(actor = %self.id, cause = %fault, "guest fault; the VM is discarded");
+        }
         self.vm = None;
         ActorError::Fault { actor: self.id.clone(), fault }
     }
 
     /// Decides, appends and applies one command.
     pub(crate) async fn execute(
+        &mut self,
+        env: Env<'_>,
+        model: &AggregateModel,
+        command: &Command,
+    ) -> Result<CommandOutcome, ActorError> {
+        let outcome = self.decide_and_append(env, model, command).await;
+        if !self.preempted(&outcome) {
+            return outcome;
+        }
+        self.decide_and_append(env, model, command).await
+    }
+
+    async fn decide_and_append(
         &mut self,
         env: Env<'_>,
         model: &AggregateModel,
@@ -334,15 +415,20 @@ impl Actor {
                 id_from_caller: command.id_from_caller,
             };
             let events = request.events.clone();
+            // The VM holds the events tentatively: it is out of the actor
+            // while the append is in flight, so a caller that drops this
+            // future mid-append leaves an actor with no VM, rebuilt from the
+            // store on its next use, whatever the append did.
+            let tentative = self.vm.take();
             let appended = env.store.append(&self.id, request).await;
             if let Ok(appended) = appended
                 && !appended.duplicate
             {
+                self.vm = tentative;
                 return Ok(self.appended(env, appended, command, events).await);
             }
             // The VM folded events the store did not take: only a rebuild
             // from the store gives the actor's state back.
-            self.vm = None;
             match appended {
                 Ok(original) => return self.original_outcome(env, original).await,
                 Err(StoreError::Conflict { expected, actual, .. }) => {
@@ -418,8 +504,11 @@ impl Actor {
                     Err(e) => tracing::warn!(actor = %self.id, cause = %e, "snapshot not saved"),
                 }
             }
+            // The command is durable: a snapshot call that ran past the
+            // inline budget is not redone, only its VM discarded.
             Err(fault) => {
-                let _ = self.fault(fault);
+                let preempted = Err(self.fault(fault));
+                self.preempted::<()>(&preempted);
             }
         }
     }
@@ -481,9 +570,16 @@ impl ReplayProgress {
 }
 
 /// Creates and binds a VM for an actor.
-pub(crate) fn new_vm(env: Env<'_>, id: &ActorId) -> Result<GuestInstance, ActorError> {
-    let fault = |fault| ActorError::Fault { actor: id.clone(), fault };
+pub(crate) fn new_vm(env: Env<'_>, id: &ActorId, placement: Placement) -> Result<GuestInstance, ActorError> {
+    let fault = |fault| match fault {
+        // Every VM slot is in use: overload, not the guest's doing.
+        GuestFault::PoolExhausted(_) => {
+            ActorError::Overloaded { what: "VMs", limit: env.component.engine().config().max_instances as usize }
+        }
+        fault => ActorError::Fault { actor: id.clone(), fault },
+    };
     let mut vm = env.component.instantiate().map_err(fault)?;
+    vm.place(placement);
     vm.set_span(tracing::info_span!("actor", aggregate = %id.aggregate, id = %id.id));
     vm.init(&id.aggregate, &id.id).map_err(fault)?;
     Ok(vm)

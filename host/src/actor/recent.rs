@@ -1,5 +1,5 @@
 //! The command ids an actor remembers, to answer a repeated command without
-//! asking the store (invariant 3; the store is the final guard).
+//! asking the store (invariant: idempotent-commands; the store is the final guard).
 //!
 //! Every command looks here first, and with thousands of actors in rotation
 //! the ring is cold in the cache: comparing against 32 strings, each in its

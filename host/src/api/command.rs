@@ -11,7 +11,8 @@ use tokio_util::task::TaskTracker;
 
 /// Runs the command as a task tracked by `tasks`, so a caller that goes
 /// away does not cut it in half and shutdown can wait for it, and answers
-/// `{"version", "events", "duplicate", "command_id"}`.
+/// `{"version", "events", "duplicate", "command_id"}`. The task holds `slot`
+/// (the door's count of commands in flight) until the command is done.
 ///
 /// # Errors
 ///
@@ -20,11 +21,19 @@ pub(super) async fn execute(
     runtime: &Runtime,
     tasks: &TaskTracker,
     request: CommandRequest,
+    slot: impl Send + 'static,
 ) -> Result<Value, ApiError> {
     let runtime = runtime.clone();
-    let outcome = tasks.spawn(async move { runtime.execute(request).await }).await.map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "fault", format!("the command task failed: {e}"))
-    })??;
+    let outcome = tasks
+        .spawn(async move {
+            let outcome = runtime.execute(request).await;
+            drop(slot);
+            outcome
+        })
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "fault", format!("the command task failed: {e}"))
+        })??;
     match outcome {
         CommandOutcome::Accepted { version, events, duplicate } => {
             let command_id = events.first().map(|e| e.provenance.command_id.clone());

@@ -10,7 +10,7 @@
 //! | 413 | `too-large` (with `limit`) |
 //! | 422 | `rejected` (with `code`): the domain said no |
 //! | 500 | `fault` (the guest misbehaved), `replay` / `corrupt` (stored events cannot be used) |
-//! | 503 | `unavailable`: the event store cannot be reached |
+//! | 503 | `unavailable`: the event store cannot be reached; `overloaded` (with `Retry-After` and `limit`): the host is at one of its limits, retry shortly |
 
 use crate::actor::ActorError;
 use crate::store::StoreError;
@@ -18,16 +18,29 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+/// What an overloaded host asks a client to wait, in seconds: its limits
+/// free up as requests in flight finish, in milliseconds.
+const OVERLOAD_RETRY_AFTER_S: u32 = 1;
+
 /// A failed request, ready to be sent.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub body: Value,
+    /// Seconds the client should wait before retrying (`Retry-After`).
+    pub retry_after_s: Option<u32>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, kind: &str, message: impl Into<String>) -> Self {
-        Self { status, body: json!({ "error": kind, "message": message.into() }) }
+        Self { status, body: json!({ "error": kind, "message": message.into() }), retry_after_s: None }
+    }
+
+    /// `503 overloaded`: a limit of the host was reached; nothing was done.
+    pub fn overloaded(message: impl Into<String>, limit: usize) -> Self {
+        let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message).with("limit", limit);
+        err.retry_after_s = Some(OVERLOAD_RETRY_AFTER_S);
+        err.with("retry_after_s", OVERLOAD_RETRY_AFTER_S)
     }
 
     /// Adds a field to the body.
@@ -64,6 +77,7 @@ impl From<ActorError> for ApiError {
             ActorError::Conflict { .. } => Self::new(StatusCode::CONFLICT, "conflict", message),
             ActorError::Fault { .. } => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "fault", message),
             ActorError::Replay { .. } => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "replay", message),
+            ActorError::Overloaded { limit, .. } => Self::overloaded(message, limit),
             ActorError::Store(err) => err.into(),
         }
     }
@@ -86,6 +100,10 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::warn!(status = self.status.as_u16(), body = %self.body, "request failed");
         }
-        (self.status, axum::Json(self.body)).into_response()
+        let mut response = (self.status, axum::Json(self.body)).into_response();
+        if let Some(seconds) = self.retry_after_s {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

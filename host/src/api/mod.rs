@@ -33,6 +33,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
@@ -44,11 +45,13 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// The most events one `GET …/events` returns.
     pub max_events_per_page: usize,
+    /// Commands this door runs at once; more are answered `503 overloaded`.
+    pub max_in_flight_commands: usize,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, max_events_per_page: 1000 }
+        Self { max_body_bytes: 1024 * 1024, max_events_per_page: 1000, max_in_flight_commands: 4096 }
     }
 }
 
@@ -66,7 +69,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let commands = TaskTracker::new();
-    let app = routes::App { runtime, config, commands: commands.clone(), started: Instant::now() };
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight_commands.max(1)));
+    let app = routes::App { runtime, config, commands: commands.clone(), in_flight, started: Instant::now() };
     axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await?;
     commands.close();
     commands.wait().await;

@@ -145,7 +145,8 @@ async fn answer(
         correlation_id: message.correlation_id,
         causation_id: message.causation_id,
     };
-    super::command::execute(runtime, tasks, request).await
+    // This door bounds its commands where it takes them off the subscription.
+    super::command::execute(runtime, tasks, request, ()).await
 }
 
 /// Sends commands to hosts over NATS.

@@ -12,7 +12,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 /// What every handler shares.
@@ -23,6 +25,8 @@ pub(super) struct App {
     /// Commands run as tasks tracked here, so a client that hangs up does not
     /// cut a command in half and shutdown waits for every one of them.
     pub commands: TaskTracker,
+    /// A slot per command in flight, at most `max_in_flight_commands`.
+    pub in_flight: Arc<Semaphore>,
     pub started: Instant,
 }
 
@@ -42,6 +46,13 @@ pub(super) async fn send_command(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let Path((aggregate, id, command)) = path.map_err(bad_path)?;
+    // Held by the command's task, so a client that hangs up does not free
+    // the slot of a command still running.
+    let Ok(slot) = app.in_flight.clone().try_acquire_owned() else {
+        app.runtime.stats().overloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let limit = app.config.max_in_flight_commands;
+        return Err(ApiError::overloaded(format!("the host is at its limit of {limit} commands in flight"), limit));
+    };
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(app.config.max_body_bytes),
         status => ApiError::new(status, "bad-request", rejection.body_text()),
@@ -56,7 +67,7 @@ pub(super) async fn send_command(
         correlation_id: id_header(&headers, CORRELATION_ID)?,
         causation_id: id_header(&headers, CAUSATION_ID)?,
     };
-    super::command::execute(&app.runtime, &app.commands, request).await.map(Json)
+    super::command::execute(&app.runtime, &app.commands, request, slot).await.map(Json)
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,7 +7,9 @@ use aether_host::bus::nats::Subjects;
 use aether_host::bus::{Bus, BusConfig};
 use aether_host::store::{EmbeddedStore, JetStreamEventStore, MemoryStore};
 use aether_host::wasm::MemoryLayout;
-use aether_host::{ActorConfig, AetherEngine, DomainComponent, EngineConfig, EventStore, Runtime, RuntimeConfig};
+use aether_host::{
+    ActorConfig, AdmissionConfig, AetherEngine, DomainComponent, EngineConfig, EventStore, Runtime, RuntimeConfig,
+};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,6 +48,16 @@ pub struct LoadCommand {
     /// Largest command body accepted, in bytes; larger ones get `413`.
     #[arg(long, default_value_t = ApiConfig::default().max_body_bytes)]
     max_body_bytes: usize,
+    /// Commands the HTTP door (and, separately, the NATS door) runs at once;
+    /// more are answered `503 overloaded` with `Retry-After`.
+    #[arg(long, default_value_t = ApiConfig::default().max_in_flight_commands)]
+    max_in_flight_commands: usize,
+    /// Actors being activated (snapshot and replay) at once.
+    #[arg(long, default_value_t = AdmissionConfig::default().max_activations)]
+    max_activations: usize,
+    /// Time-travel reads (`?at_version=`) replaying at once.
+    #[arg(long, default_value_t = AdmissionConfig::default().max_time_travels)]
+    max_time_travels: usize,
     /// Live actors kept in memory; the least recently used beyond it are passivated.
     #[arg(long, default_value_t = RuntimeConfig::default().max_live_actors)]
     max_live_actors: usize,
@@ -65,6 +77,15 @@ pub struct LoadCommand {
     /// The longest one guest call may run, in milliseconds.
     #[arg(long, default_value_t = EngineConfig::default().call_timeout.as_millis() as u64)]
     guest_timeout_ms: u64,
+    /// The longest one guest call may hold a thread that also serves I/O, in
+    /// milliseconds; an actor whose call needs longer runs its calls on
+    /// threads of their own from then on.
+    #[arg(long, default_value_t = EngineConfig::default().inline_budget.as_millis() as u64)]
+    guest_inline_ms: u64,
+    /// Guest calls that may run on threads of their own at once (slow or
+    /// spinning guests); more wait their turn.
+    #[arg(long, default_value_t = EngineConfig::default().max_offloaded_calls)]
+    guest_threads: usize,
     /// How guests' memories sit in the pool: `dense` (no guard pages, no
     /// per-actor mappings, the most actors; bounds checks not hardened
     /// against Spectre) or `guarded` (guard pages and Spectre-hardened
@@ -85,6 +106,8 @@ impl LoadCommand {
             // Room for every live actor plus scratch VMs (time travel, fault isolation).
             max_instances: u32::try_from(max_live_actors + 256).context("--max-live-actors is too large")?,
             call_timeout: Duration::from_millis(self.guest_timeout_ms.max(1)),
+            inline_budget: Duration::from_millis(self.guest_inline_ms.max(1)),
+            max_offloaded_calls: self.guest_threads.max(1),
             layout: if self.guest_memory_layout == "guarded" { MemoryLayout::Guarded } else { MemoryLayout::Dense },
             ..EngineConfig::default()
         })?;
@@ -107,6 +130,11 @@ impl LoadCommand {
             },
             max_live_actors,
             idle_timeout: Duration::from_secs(self.idle_timeout_s.max(1)),
+            admission: AdmissionConfig {
+                max_activations: self.max_activations,
+                max_time_travels: self.max_time_travels,
+                ..AdmissionConfig::default()
+            },
         };
         let runtime = Runtime::with_bus(component, store.clone(), config, bus);
 
@@ -117,7 +145,8 @@ impl LoadCommand {
         tokio::spawn(shutdown_signal(stop.clone()));
         let nats_api = nats.clone().map(|client| {
             let (runtime, stop, subjects) = (runtime.clone(), stop.clone(), subjects.clone());
-            let config = NatsApiConfig { max_body_bytes: self.max_body_bytes, ..NatsApiConfig::default() };
+            let config =
+                NatsApiConfig { max_body_bytes: self.max_body_bytes, max_in_flight: self.max_in_flight_commands };
             tokio::spawn(
                 async move { api::nats::serve(client, subjects, runtime, config, stop.cancelled_owned()).await },
             )
@@ -126,7 +155,11 @@ impl LoadCommand {
         if nats.is_some() {
             println!("commands over NATS on {}", subjects.commands(&domain, "<aggregate>"));
         }
-        let api = ApiConfig { max_body_bytes: self.max_body_bytes, ..ApiConfig::default() };
+        let api = ApiConfig {
+            max_body_bytes: self.max_body_bytes,
+            max_in_flight_commands: self.max_in_flight_commands,
+            ..ApiConfig::default()
+        };
         let http = api::serve(listener, runtime.clone(), api, stop.clone().cancelled_owned()).await;
         stop.cancel();
         if let Some(nats_api) = nats_api {

@@ -47,7 +47,7 @@ impl fmt::Display for ActorId {
     }
 }
 
-/// Where an event came from (invariant 7). Shared by all events of a command.
+/// Where an event came from (invariant: provenance). Shared by all events of a command.
 ///
 /// The ids are shared strings: a command that starts its own conversation
 /// is its own correlation and causation, and every command of a runtime
@@ -131,7 +131,7 @@ pub enum StoreError {
     /// first. Reload and decide again.
     #[error("version conflict on {actor}: expected version {expected}, the stream is at {actual}")]
     Conflict { actor: ActorId, expected: u64, actual: u64 },
-    /// Stored data that cannot be read back. Never skipped (invariant 6).
+    /// Stored data that cannot be read back. Never skipped (invariant: nothing-skipped).
     #[error("corrupt event in {actor} at version {version}: {cause}")]
     Corrupt { actor: ActorId, version: u64, cause: String },
     /// The request itself is invalid, e.g. an empty append.

@@ -129,21 +129,21 @@ impl DomainComponent {
     ///
     /// # Errors
     ///
-    /// [`GuestFault::Instantiate`] if the pool is exhausted or the guest's
-    /// start-up fails.
+    /// [`GuestFault::PoolExhausted`] if every slot of the pool is in use,
+    /// [`GuestFault::Instantiate`] if the guest's start-up fails.
     pub fn instantiate(&self) -> Result<GuestInstance, GuestFault> {
         let config = self.engine.config();
         let mut store = Store::new(self.engine.engine(), Sandbox::new(config.max_memory_bytes));
         store.limiter(|s| s.limiter());
         store.set_epoch_deadline(self.engine.deadline_ticks());
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| GuestFault::Instantiate(format!("{e:#}")))?;
-        let mut vm = GuestInstance::new(
-            store,
-            bindings,
-            self.engine.deadline_ticks(),
-            config.call_timeout,
-            config.max_memory_bytes,
-        );
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| {
+            if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+                GuestFault::PoolExhausted(format!("{e:#}"))
+            } else {
+                GuestFault::Instantiate(format!("{e:#}"))
+            }
+        })?;
+        let mut vm = GuestInstance::new(store, bindings, &self.engine);
         vm.packed = self.packed;
         Ok(vm)
     }

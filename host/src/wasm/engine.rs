@@ -12,8 +12,19 @@
 //! - [`MemoryLayout::Dense`] (the default) never changes memory protections
 //!   after start-up, so a live actor costs no memory mapping of its own and
 //!   `vm.max_map_count` does not cap the number of actors.
-//! - Epoch interruption bounds every call (invariant 5) at a few percent of
+//! - Epoch interruption bounds every call (invariant: fault-isolation) at a few percent of
 //!   call cost, where fuel would cost far more; a thread ticks the epoch.
+//! - Guest calls are synchronous and start on the caller's thread (a Tokio
+//!   worker): no hand-off on the command path. An actor's call may hold that
+//!   thread for [`EngineConfig::inline_budget`] only; one that needs longer
+//!   is interrupted and the actor's calls move off the I/O threads
+//!   ([`Placement`]), so spinning guests cannot starve the runtime's I/O
+//!   (heartbeats, leases, other actors, `/healthz`). Wasmtime's async
+//!   support (calls on fibers that yield at each epoch tick) was ruled out
+//!   by its code: a store keeps its last fiber stack until it is dropped, so
+//!   one store per actor means a pooled stack, two mappings and its resident
+//!   pages, per live actor. Handing every call to another thread
+//!   (`spawn_blocking`) would cost two thread wake-ups per command.
 //! - Only the component-model features guests need: no async, no GC, no
 //!   threads, no concurrency support in stores.
 //!
@@ -35,8 +46,19 @@ pub struct EngineConfig {
     pub max_instances: u32,
     /// The longest one call into a guest may run before it is interrupted.
     pub call_timeout: Duration,
-    /// How often the epoch advances; the granularity of `call_timeout`.
+    /// How often the epoch advances; the granularity of `call_timeout`
+    /// and `inline_budget`.
     pub epoch_interval: Duration,
+    /// The longest an actor's call may run on the thread that made it (a
+    /// Tokio worker, which also serves I/O). A call that needs longer is
+    /// interrupted, its VM rebuilt, and the actor's calls run off the
+    /// workers from then on (see [`Placement::Offloaded`]). Rounded up to
+    /// whole epoch ticks, at least two.
+    pub inline_budget: Duration,
+    /// Guest calls that may run off the workers at once; more wait their
+    /// turn (on threads of their own, not on workers). Bounds the cores
+    /// slow or spinning guests can take from everything else.
+    pub max_offloaded_calls: usize,
     /// How linear memories sit in the pool.
     pub layout: MemoryLayout,
 }
@@ -48,6 +70,8 @@ impl Default for EngineConfig {
             max_instances: 10_000,
             call_timeout: Duration::from_secs(1),
             epoch_interval: Duration::from_millis(5),
+            inline_budget: Duration::from_millis(10),
+            max_offloaded_calls: 16,
             layout: MemoryLayout::default(),
         }
     }
@@ -90,6 +114,7 @@ pub struct AetherEngine {
     engine: Engine,
     config: EngineConfig,
     stop: Arc<AtomicBool>,
+    offloaded: Arc<OffloadedCalls>,
 }
 
 impl AetherEngine {
@@ -148,7 +173,8 @@ impl AetherEngine {
                 ticker.increment_epoch();
             }
         })?;
-        Ok(Arc::new(Self { engine, config, stop }))
+        let offloaded = Arc::new(OffloadedCalls::new(config.max_offloaded_calls));
+        Ok(Arc::new(Self { engine, config, stop, offloaded }))
     }
 
     pub fn engine(&self) -> &Engine {
@@ -161,8 +187,84 @@ impl AetherEngine {
 
     /// Epoch ticks a call may run.
     pub(crate) fn deadline_ticks(&self) -> u64 {
-        let ticks = self.config.call_timeout.as_nanos() / self.config.epoch_interval.as_nanos().max(1);
-        (ticks as u64).max(1) + 1
+        self.ticks(self.config.call_timeout).max(1) + 1
+    }
+
+    /// Epoch ticks a call may run on the caller's thread: at least two, so
+    /// a call that starts just before a tick is not cut short by it.
+    pub(crate) fn inline_ticks(&self) -> u64 {
+        self.ticks(self.config.inline_budget).max(2).min(self.deadline_ticks())
+    }
+
+    fn ticks(&self, span: Duration) -> u64 {
+        (span.as_nanos().div_ceil(self.config.epoch_interval.as_nanos().max(1))) as u64
+    }
+
+    pub(crate) fn offloaded_calls(&self) -> &Arc<OffloadedCalls> {
+        &self.offloaded
+    }
+}
+
+/// Where a VM's calls run, and so how long each may hold its thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// On the caller's thread, up to the call timeout: for tools, tests and
+    /// benchmarks that own their thread.
+    #[default]
+    Caller,
+    /// On the caller's thread (a Tokio worker) for at most the engine's
+    /// inline budget; a call that needs longer fails with
+    /// [`GuestFault::Preempted`](super::GuestFault::Preempted), and the VM
+    /// must be rebuilt and the work redone [`Offloaded`](Self::Offloaded).
+    Inline,
+    /// Off the Tokio workers: the calling thread hands its worker's queue to
+    /// another thread first (`block_in_place`), then runs the call when one
+    /// of the engine's `max_offloaded_calls` is free. On a current-thread
+    /// runtime, which has no other worker, it runs as `Caller` does.
+    Offloaded,
+}
+
+/// Counts the guest calls running off the workers; a call past the bound
+/// waits on its own (non-worker) thread.
+#[derive(Debug)]
+pub(crate) struct OffloadedCalls {
+    running: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+    max: usize,
+}
+
+impl OffloadedCalls {
+    fn new(max: usize) -> Self {
+        Self { running: std::sync::Mutex::new(0), freed: std::sync::Condvar::new(), max: max.max(1) }
+    }
+
+    /// Runs `call` off the Tokio workers, within the bound.
+    pub(crate) fn run<R>(&self, call: impl FnOnce() -> R) -> R {
+        let on_worker_pool = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let bounded = || {
+            let _slot = self.take_slot();
+            call()
+        };
+        if on_worker_pool { tokio::task::block_in_place(bounded) } else { bounded() }
+    }
+
+    fn take_slot(&self) -> Slot<'_> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        while *running >= self.max {
+            running = self.freed.wait(running).unwrap_or_else(|e| e.into_inner());
+        }
+        *running += 1;
+        Slot(self)
+    }
+}
+
+struct Slot<'a>(&'a OffloadedCalls);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.running.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.0.freed.notify_one();
     }
 }
 
@@ -220,6 +322,49 @@ fn open_slots(engine: &Engine, slots: u32, slot_bytes: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offloaded_calls_run_at_most_the_bound_at_once() {
+        use std::sync::atomic::AtomicUsize;
+        let calls = Arc::new(OffloadedCalls::new(2));
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let (calls, running, most) = (calls.clone(), running.clone(), most.clone());
+                std::thread::spawn(move || {
+                    calls.run(|| {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                        running.fetch_sub(1, Ordering::SeqCst);
+                    })
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2, "six calls, two at a time");
+    }
+
+    #[test]
+    fn the_inline_budget_is_whole_ticks_at_least_two_and_within_the_deadline() {
+        let engine = |inline_budget, call_timeout| {
+            let config = EngineConfig {
+                max_instances: 1,
+                inline_budget,
+                call_timeout,
+                epoch_interval: Duration::from_millis(5),
+                ..EngineConfig::default()
+            };
+            AetherEngine::new(config).unwrap()
+        };
+        let e = engine(Duration::from_millis(10), Duration::from_secs(1));
+        assert_eq!((e.inline_ticks(), e.deadline_ticks()), (2, 201));
+        assert_eq!(engine(Duration::from_millis(1), Duration::from_secs(1)).inline_ticks(), 2);
+        assert_eq!(engine(Duration::from_millis(21), Duration::from_secs(1)).inline_ticks(), 5);
+        assert_eq!(engine(Duration::from_secs(5), Duration::from_millis(20)).inline_ticks(), 5);
+    }
     use wasmtime::{Instance, Module, Store, TypedFunc};
 
     /// A module with a 17-page memory and static data, like a small Rust guest.

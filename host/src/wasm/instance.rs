@@ -6,8 +6,11 @@
 
 use super::bindings::DomainHost;
 use super::bindings::aether::domain::types as wit;
+use super::engine::AetherEngine;
+use super::engine::{OffloadedCalls, Placement};
 use super::sandbox::{Sandbox, SeedKey};
 use crate::store::{NewEvent, RecordedEvent};
+use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::Store;
 
@@ -20,6 +23,12 @@ pub enum GuestFault {
     /// The call ran past the deadline and was interrupted.
     #[error("guest ran past its {limit:?} deadline in `{call}` and was interrupted")]
     Timeout { call: &'static str, limit: Duration },
+    /// A call of a VM placed [`Inline`](Placement::Inline) ran past the
+    /// engine's inline budget and was interrupted: not the guest's fault.
+    /// The VM is left mid-call; rebuild it [`Offloaded`](Placement::Offloaded)
+    /// and do the work again there.
+    #[error("guest ran past its {limit:?} inline budget in `{call}`; its calls move off the I/O threads")]
+    Preempted { call: &'static str, limit: Duration },
     /// The guest grew its memory past the cap.
     #[error("guest exceeded its memory cap of {limit} bytes in `{call}` (asked for {asked})")]
     OutOfMemory { call: &'static str, limit: usize, asked: usize },
@@ -30,9 +39,12 @@ pub enum GuestFault {
     /// The guest returned something the host cannot accept.
     #[error("guest returned invalid output from `{call}`: {reason}")]
     InvalidOutput { call: &'static str, reason: String },
-    /// No VM could be created (the pool is exhausted or instantiation failed).
+    /// No VM could be created: instantiation failed.
     #[error("cannot create a VM: {0}")]
     Instantiate(String),
+    /// No VM could be created: every slot of the engine's pool is in use.
+    #[error("cannot create a VM: every slot of the pool is in use ({0})")]
+    PoolExhausted(String),
 }
 
 /// Why a guest refused a call.
@@ -71,6 +83,10 @@ pub struct GuestInstance {
     bindings: DomainHost,
     deadline_ticks: u64,
     call_timeout: Duration,
+    inline_ticks: u64,
+    inline_budget: Duration,
+    placement: Placement,
+    offloaded: Arc<OffloadedCalls>,
     max_memory: usize,
     /// The actor's part of its randomness seeds (`aggregate/id`, hashed).
     seed_key: SeedKey,
@@ -89,19 +105,18 @@ impl std::fmt::Debug for GuestInstance {
 }
 
 impl GuestInstance {
-    pub(super) fn new(
-        store: Store<Sandbox>,
-        bindings: DomainHost,
-        deadline_ticks: u64,
-        call_timeout: Duration,
-        max_memory: usize,
-    ) -> Self {
+    pub(super) fn new(store: Store<Sandbox>, bindings: DomainHost, engine: &AetherEngine) -> Self {
+        let config = engine.config();
         Self {
             store,
             bindings,
-            deadline_ticks,
-            call_timeout,
-            max_memory,
+            deadline_ticks: engine.deadline_ticks(),
+            call_timeout: config.call_timeout,
+            inline_ticks: engine.inline_ticks(),
+            inline_budget: config.inline_budget,
+            placement: Placement::Caller,
+            offloaded: engine.offloaded_calls().clone(),
+            max_memory: config.max_memory_bytes,
             seed_key: SeedKey::default(),
             packed: false,
             tentative: false,
@@ -113,8 +128,14 @@ impl GuestInstance {
         self.store.data_mut().span = span;
     }
 
+    /// Where this VM's calls run from now on (a new VM runs
+    /// [`Caller`](Placement::Caller)).
+    pub fn place(&mut self, placement: Placement) {
+        self.placement = placement;
+    }
+
     /// Runs one bounded call with the clocks at `now_ms` and randomness
-    /// seeded from the actor and `version`.
+    /// seeded from the actor and `version`, where the VM is placed.
     fn call<R>(
         &mut self,
         name: &'static str,
@@ -131,11 +152,14 @@ impl GuestInstance {
             });
         }
         self.store.data_mut().prepare(now_ms, self.seed_key.at(version));
-        self.store.set_epoch_deadline(self.deadline_ticks);
-        match f(&self.bindings, &mut self.store) {
-            Ok(value) => Ok(value),
-            Err(err) => Err(self.classify(name, err)),
-        }
+        let ticks = if self.placement == Placement::Inline { self.inline_ticks } else { self.deadline_ticks };
+        self.store.set_epoch_deadline(ticks);
+        let (bindings, store) = (&self.bindings, &mut self.store);
+        let result = match self.placement {
+            Placement::Offloaded => self.offloaded.run(|| f(bindings, store)),
+            Placement::Caller | Placement::Inline => f(bindings, store),
+        };
+        result.map_err(|err| self.classify(name, err))
     }
 
     fn classify(&mut self, call: &'static str, err: wasmtime::Error) -> GuestFault {
@@ -143,7 +167,12 @@ impl GuestInstance {
             return GuestFault::OutOfMemory { call, limit: self.max_memory, asked };
         }
         if let Some(wasmtime::Trap::Interrupt) = err.downcast_ref::<wasmtime::Trap>() {
-            return GuestFault::Timeout { call, limit: self.call_timeout };
+            return match self.placement {
+                Placement::Inline if self.inline_ticks < self.deadline_ticks => {
+                    GuestFault::Preempted { call, limit: self.inline_budget }
+                }
+                _ => GuestFault::Timeout { call, limit: self.call_timeout },
+            };
         }
         let stderr = self.store.data_mut().recent_stderr();
         let mut message = format!("{err:#}");

@@ -15,5 +15,5 @@ pub mod instance;
 pub mod sandbox;
 
 pub use component::{DomainComponent, LoadError};
-pub use engine::{AetherEngine, EngineConfig, MemoryLayout};
+pub use engine::{AetherEngine, EngineConfig, MemoryLayout, Placement};
 pub use instance::{CommandContext, GuestFault, GuestInstance, HandleResult, RefusalKind};

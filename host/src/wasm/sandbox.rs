@@ -1,6 +1,6 @@
 //! The world an actor's VM lives in: deterministic WASI and logging.
 //!
-//! Invariant 4: a guest has no ambient authority and is deterministic. It
+//! Invariant deterministic-guests: a guest has no ambient authority and is deterministic. It
 //! sees no environment, arguments or working directory; stdin is empty;
 //! stdout and stderr go to the actor's log (and stderr into fault messages,
 //! so a panic message reaches the caller); the wall and monotonic clocks read

@@ -18,7 +18,7 @@ const APPEND: u32 = 1;
 const SNAPSHOT: u32 = 2;
 
 /// A segment row: some of an actor's consecutive commands, each its
-/// provenance (once for all its events, invariant 7) and its events. The
+/// provenance (once for all its events, invariant: provenance) and its events. The
 /// key holds the first version; the value starts with the last, so the head
 /// of a stream is read without decoding the rest.
 pub(super) fn encode_segment(commands: &[Arc<Command>]) -> Vec<u8> {

@@ -28,7 +28,7 @@
 //! last write (never answered) is cut off, any other damage refuses the open
 //! with the file and offset. A value that fails to decode is a
 //! [`StoreError::Corrupt`] naming the actor and version; it is never skipped
-//! (invariant 6).
+//! (invariant: nothing-skipped).
 //!
 //! Layout:
 //! - this file: the store, opening and closing it, and the read side;

@@ -93,7 +93,7 @@
 //! append that times out may still have been stored: retry it with the same
 //! command id. Stored data that does not decode is [`StoreError::Corrupt`]
 //! naming the actor and the version it should have held; it is never
-//! skipped (invariant 6). A stream or bucket that disappeared (a restarted
+//! skipped (invariant: nothing-skipped). A stream or bucket that disappeared (a restarted
 //! server with memory storage) is created again.
 //!
 //! Layout:

@@ -1,6 +1,6 @@
 //! A guest that misbehaves on purpose, to prove one faulty actor never hurts
-//! the host (invariant 5) and that a guest gets no ambient authority
-//! (invariant 4).
+//! the host (invariant: fault-isolation) and that a guest gets no ambient
+//! authority (invariant: deterministic-guests).
 //!
 //! It implements the contract directly on the generated bindings, bypassing
 //! the SDK's safety, so it can return what no SDK guest could. Every
