@@ -11,7 +11,11 @@ use serde::de::DeserializeOwned;
 /// and decoded back, exactly as replay will read them) in the same call, and
 /// the host keeps that state only once the events are durable: if the append
 /// fails, the instance is discarded and rebuilt from the store. Both must be
-/// deterministic: the same events always give the same state.
+/// deterministic: the same events always give the same state. The clock and
+/// randomness are deterministic for them: `handle` reads the command's
+/// recorded time and a seed from the actor and its version; `apply` reads
+/// the event's recorded time and a seed from the actor and the event's
+/// version, the same as it is decided and on every replay, in any batch.
 ///
 /// The state is serialised (MessagePack, field names kept) for snapshots and
 /// for inspection; override [`snapshot`](Aggregate::snapshot) and

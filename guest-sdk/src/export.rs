@@ -67,6 +67,7 @@ impl<A: Aggregate> Slot<A> {
         for (i, item) in codec::unpack(packed).enumerate() {
             let fail = |cause| wit::ApplyError { index: i as u32, error: wit::GuestError::Undecodable(cause) };
             let decoded: A::Event = item.and_then(codec::unpack_one).map_err(fail)?;
+            entering(i);
             self.state.apply(&decoded);
         }
         Ok(())
@@ -83,6 +84,7 @@ impl<A: Aggregate> Actor for Slot<A> {
         for (i, event) in events.iter().enumerate() {
             let decoded: A::Event = codec::join(&event.name, &event.payload)
                 .map_err(|cause| wit::ApplyError { index: i as u32, error: wit::GuestError::Undecodable(cause) })?;
+            entering(i);
             self.state.apply(&decoded);
         }
         Ok(())
@@ -123,7 +125,8 @@ impl<A: Aggregate> Actor for Slot<A> {
             stored.push(read_back);
             out.push(wit::Message { name, payload });
         }
-        for event in &stored {
+        for (i, event) in stored.iter().enumerate() {
+            entering(i);
             self.state.apply(event);
         }
         Ok(wit::HandleOutcome::Accepted(out))
@@ -141,6 +144,17 @@ impl<A: Aggregate> Actor for Slot<A> {
     fn state(&self) -> Vec<u8> {
         codec::encode_named(&self.state)
     }
+}
+
+/// Tells the host the event at `index` of this call's events is folded
+/// next, so the `apply` that folds it reads that event's recorded time and
+/// randomness seeded from its version (WIT `fold.enter-event`): the same
+/// values as it is decided and on every replay, whatever the batch.
+fn entering(index: usize) {
+    #[cfg(target_arch = "wasm32")]
+    crate::bindings::aether::domain::fold::enter_event(index as u32);
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = index;
 }
 
 thread_local! {

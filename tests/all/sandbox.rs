@@ -62,3 +62,50 @@ async fn replaying_the_same_events_twice_gives_byte_identical_state() {
     assert_eq!(first, second);
     assert_eq!(first, third);
 }
+
+/// An `apply` that reads the clock and randomness sees each event's own
+/// recorded time and a seed from its version, identically when the event is
+/// folded as it is decided, replayed after passivation (from a snapshot, in
+/// batches of three), and replayed to every earlier version (time travel,
+/// from the start or a snapshot, in every batch split). They used to be set
+/// once per call: the command's (or the batch's first event's) for all.
+#[tokio::test]
+async fn apply_reads_each_events_own_time_and_randomness_on_every_path() {
+    use aether_host::{ActorConfig, EngineConfig, RuntimeConfig};
+    use clocked::{StampCommand, Stamps};
+    let config = RuntimeConfig {
+        actor: ActorConfig { snapshot_every: 4, replay_batch: 3, ..ActorConfig::default() },
+        ..RuntimeConfig::default()
+    };
+    let kit = aether_host::testkit::TestKit::with_config(
+        &support::component("tests/guests/clocked"),
+        EngineConfig::default(),
+        config,
+    )
+    .await;
+    for events in [3, 1, 4, 2, 5] {
+        kit.send("Stamps", "s", &StampCommand::Stamp { events }, None).await.unwrap();
+        // Commands a few milliseconds apart are recorded at different times.
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    let decided: Stamps = kit.state("Stamps", "s").await;
+    let stored = kit.runtime().events("Stamps", "s", 0, 100).await.unwrap();
+    assert_eq!(decided.seen.len(), 15);
+    for (seen, event) in decided.seen.iter().zip(&stored) {
+        assert_eq!(seen.now_ms, event.provenance.timestamp_ms, "event {}: its own recorded time", event.version);
+    }
+    let mut randoms: Vec<u64> = decided.seen.iter().map(|s| s.random).collect();
+    randoms.sort_unstable();
+    randoms.dedup();
+    assert_eq!(randoms.len(), 15, "every event draws its own numbers");
+
+    kit.runtime().passivate_all().await;
+    let replayed: Stamps = kit.state("Stamps", "s").await;
+    assert_eq!(replayed, decided, "replayed from a snapshot in batches of three, the state is the decided one");
+    for version in 1..=15u64 {
+        let (at, bytes) = kit.runtime().state_at("Stamps", "s", version).await.unwrap();
+        let travelled: Stamps = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(at, version);
+        assert_eq!(travelled.seen, decided.seen[..version as usize], "replayed to version {version}");
+    }
+}

@@ -88,8 +88,6 @@ pub struct GuestInstance {
     placement: Placement,
     offloaded: Arc<OffloadedCalls>,
     max_memory: usize,
-    /// The actor's part of its randomness seeds (`aggregate/id`, hashed).
-    seed_key: SeedKey,
     /// The guest declared that it takes packed batches (see [`PACKED_EVENTS`]).
     pub(super) packed: bool,
     /// The state includes events `handle` decided that are not known to be
@@ -117,7 +115,6 @@ impl GuestInstance {
             placement: Placement::Caller,
             offloaded: engine.offloaded_calls().clone(),
             max_memory: config.max_memory_bytes,
-            seed_key: SeedKey::default(),
             packed: false,
             tentative: false,
         }
@@ -143,6 +140,16 @@ impl GuestInstance {
         version: u64,
         f: impl FnOnce(&DomainHost, &mut Store<Sandbox>) -> wasmtime::Result<R>,
     ) -> Result<R, GuestFault> {
+        self.call_with(name, |sandbox| sandbox.prepare(now_ms, sandbox.seed_key.at(version)), f)
+    }
+
+    /// As [`call`](Self::call), with the clocks and randomness set by `prepare`.
+    fn call_with<R>(
+        &mut self,
+        name: &'static str,
+        prepare: impl FnOnce(&mut Sandbox),
+        f: impl FnOnce(&DomainHost, &mut Store<Sandbox>) -> wasmtime::Result<R>,
+    ) -> Result<R, GuestFault> {
         if self.tentative {
             return Err(GuestFault::InvalidOutput {
                 call: name,
@@ -151,7 +158,7 @@ impl GuestInstance {
                     .into(),
             });
         }
-        self.store.data_mut().prepare(now_ms, self.seed_key.at(version));
+        prepare(self.store.data_mut());
         let ticks = if self.placement == Placement::Inline { self.inline_ticks } else { self.deadline_ticks };
         self.store.set_epoch_deadline(ticks);
         let (bindings, store) = (&self.bindings, &mut self.store);
@@ -184,7 +191,7 @@ impl GuestInstance {
 
     /// Binds the VM to one actor.
     pub fn init(&mut self, aggregate: &str, actor_id: &str) -> Result<(), GuestFault> {
-        self.seed_key = SeedKey::new(&format!("{aggregate}/{actor_id}"));
+        self.store.data_mut().seed_key = SeedKey::new(&format!("{aggregate}/{actor_id}"));
         let out = self.call("init", 0, 0, |b, s| b.aether_domain_aggregate().call_init(s, aggregate, actor_id))?;
         out.map_err(|e| refused("init", e))
     }
@@ -196,7 +203,9 @@ impl GuestInstance {
     /// The fault, and the index in `events` of the event that caused it when
     /// the guest could tell (a trap can only be placed in the batch).
     pub fn apply(&mut self, events: &[RecordedEvent]) -> Result<(), (Option<usize>, GuestFault)> {
-        let Some(first) = events.first() else { return Ok(()) };
+        if events.is_empty() {
+            return Ok(());
+        }
         // A list of messages costs a call into the guest's allocator for every
         // name and payload; a packed batch is one copy for the whole batch.
         let messages: Vec<wit::Message> = if self.packed {
@@ -204,9 +213,13 @@ impl GuestInstance {
         } else {
             events.iter().map(|e| wit::Message { name: e.name.clone(), payload: e.payload.clone() }).collect()
         };
-        let (now, version) = (first.provenance.timestamp_ms, first.version - 1);
+        let stored = events.iter().map(|e| (e.provenance.timestamp_ms, e.version));
         let out = self
-            .call("apply", now, version, |b, s| b.aether_domain_aggregate().call_apply(s, &messages))
+            .call_with(
+                "apply",
+                |sandbox| sandbox.prepare_replay(stored),
+                |b, s| b.aether_domain_aggregate().call_apply(s, &messages),
+            )
             .map_err(|fault| (None, fault))?;
         out.map_err(|e| (Some(e.index as usize), refused("apply", e.error)))
     }
@@ -229,9 +242,11 @@ impl GuestInstance {
             version: ctx.version,
         };
         let command = wit::Message { name: name.to_string(), payload: payload.to_vec() };
-        let out = self.call("handle", ctx.timestamp_ms, ctx.version, |b, s| {
-            b.aether_domain_aggregate().call_handle(s, &wit_ctx, &command)
-        })?;
+        let out = self.call_with(
+            "handle",
+            |sandbox| sandbox.prepare_decision(ctx.timestamp_ms, ctx.version),
+            |b, s| b.aether_domain_aggregate().call_handle(s, &wit_ctx, &command),
+        )?;
         match out.map_err(|e| refused("handle", e))? {
             wit::HandleOutcome::Accepted(events) => {
                 self.tentative = !events.is_empty();

@@ -5,11 +5,15 @@
 //! stdout and stderr go to the actor's log (and stderr into fault messages,
 //! so a panic message reaches the caller); the wall and monotonic clocks read
 //! the recorded time of the command or event being processed; randomness is a
-//! stream seeded from the actor id and version. Files and sockets are not
+//! stream seeded from the actor id and version. While the guest folds an
+//! event (it says so with `fold.enter-event`), both are that event's own: its
+//! recorded time, a seed from its version; so an `apply` reads the same
+//! values when the event is decided, replayed in any batch, or after any
+//! snapshot. Files and sockets are not
 //! linked at all: a guest that imports them traps when it calls them, with
 //! the import's name in the error. `exit` traps.
 
-use super::bindings::aether::domain::log;
+use super::bindings::aether::domain::{fold, log};
 use super::bindings::wasi;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::Resource;
@@ -24,6 +28,25 @@ pub struct Sandbox {
     stderr: LineBuffer,
     /// The span guest logs are recorded under.
     pub(crate) span: tracing::Span,
+    /// The actor's part of its seeds (set by `init`).
+    pub(crate) seed_key: SeedKey,
+    /// The events the current call may fold.
+    folding: Folding,
+    /// `(recorded time, version)` of each event of an `apply` batch; the
+    /// buffer is kept across calls.
+    stored: Vec<(u64, u64)>,
+}
+
+/// The events a call may fold, for `fold.enter-event`.
+#[derive(Debug, Clone, Copy)]
+enum Folding {
+    /// None (`init`, `snapshot`, `restore`, `state`).
+    Nothing,
+    /// The events `handle` accepts: recorded at the command's time, at the
+    /// versions after `first_version - 1`.
+    Decided { timestamp_ms: u64, first_version: u64 },
+    /// A batch of stored events, each with its own time and version.
+    Stored,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -46,11 +69,52 @@ impl Sandbox {
             stdout: LineBuffer::default(),
             stderr: LineBuffer { recent: Some(Vec::new()), ..LineBuffer::default() },
             span: tracing::Span::none(),
+            seed_key: SeedKey::default(),
+            folding: Folding::Nothing,
+            stored: Vec::new(),
         }
     }
 
-    /// Sets what the clocks read and reseeds randomness, before a call.
+    /// Sets what the clocks read and reseeds randomness, before a call
+    /// that folds no event.
     pub fn prepare(&mut self, now_ms: u64, seed: u64) {
+        self.folding = Folding::Nothing;
+        self.set(now_ms, seed);
+    }
+
+    /// As [`prepare`](Self::prepare), before `handle`: the events it
+    /// accepts are folded at the command's time, at the versions after
+    /// `version`.
+    pub(crate) fn prepare_decision(&mut self, now_ms: u64, version: u64) {
+        self.set(now_ms, self.seed_key.at(version));
+        self.folding = Folding::Decided { timestamp_ms: now_ms, first_version: version + 1 };
+    }
+
+    /// As [`prepare`](Self::prepare), before `apply`: each event of the
+    /// batch is folded at its own recorded time and version.
+    pub(crate) fn prepare_replay(&mut self, events: impl Iterator<Item = (u64, u64)>) {
+        self.stored.clear();
+        self.stored.extend(events);
+        let (now_ms, version) = self.stored.first().copied().unwrap_or_default();
+        self.set(now_ms, self.seed_key.at(version.saturating_sub(1)));
+        self.folding = Folding::Stored;
+    }
+
+    /// The clocks and randomness of the event the guest folds next.
+    fn enter_event(&mut self, index: usize) {
+        let (now_ms, version) = match self.folding {
+            Folding::Decided { timestamp_ms, first_version } => (timestamp_ms, first_version + index as u64),
+            Folding::Stored => match self.stored.get(index) {
+                Some(&event) => event,
+                // Past the batch: the guest's own bug; its clock stays as it was.
+                None => return,
+            },
+            Folding::Nothing => return,
+        };
+        self.set(now_ms, self.seed_key.folding(version));
+    }
+
+    fn set(&mut self, now_ms: u64, seed: u64) {
         self.now_ms = now_ms;
         self.rng = SplitMix64(seed);
         if let Some(recent) = &mut self.stderr.recent {
@@ -187,9 +251,16 @@ impl SeedKey {
         Self(fnv1a(Self::OFFSET, actor.bytes()))
     }
 
-    /// The seed at `version`.
+    /// The seed at `version`: what a call made at that version (a command
+    /// deciding on it) reads.
     pub fn at(self, version: u64) -> u64 {
         fnv1a(self.0, version.to_le_bytes())
+    }
+
+    /// The seed an `apply` of the event at `version` reads: kept apart from
+    /// [`at`](Self::at), which the next command's `handle` reads.
+    pub fn folding(self, version: u64) -> u64 {
+        fnv1a(self.at(version), *b"fold")
     }
 }
 
@@ -213,6 +284,12 @@ impl log::Host for Sandbox {
             log::Level::Warn => tracing::warn!(target: "aether::guest", "{message}"),
             log::Level::Error => tracing::error!(target: "aether::guest", "{message}"),
         }
+    }
+}
+
+impl fold::Host for Sandbox {
+    fn enter_event(&mut self, index: u32) {
+        self.enter_event(index as usize);
     }
 }
 

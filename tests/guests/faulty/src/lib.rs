@@ -18,7 +18,7 @@
 //! | `Prober` | `PoisonNext` | returns `Poisoned` without folding it (its `handle` and `apply` disagree), an event its own `apply` traps on when the actor is rebuilt |
 //!
 //! Like an SDK guest, `handle` folds the events it accepts into the state
-//! in the same call (contract 0.3.0), except where it says otherwise.
+//! in the same call (contract 0.3.0 and later), except where it says otherwise.
 
 #[cfg(target_arch = "wasm32")]
 mod guest {
