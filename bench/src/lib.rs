@@ -27,7 +27,8 @@ pub mod report;
 pub mod resident;
 pub mod util;
 
-use aether_host::store::EmbeddedStore;
+use aether_host::store::{EmbeddedStore, JetStreamConfig, JetStreamEventStore};
+use aether_host::testkit::nats::NatsServer;
 use aether_host::{EngineConfig, EventStore, MemoryStore};
 use commands::Shape;
 use fixtures::GuestProfile;
@@ -53,6 +54,8 @@ pub struct Options {
 pub struct Sizes {
     pub activations: usize,
     pub activation_rounds: usize,
+    /// Actors woken from a store's snapshot, per round.
+    pub store_activations: usize,
     pub replay_events: usize,
     pub replay_batch: usize,
     pub replay_rounds: usize,
@@ -71,6 +74,7 @@ impl Sizes {
         Self {
             activations: 20_000,
             activation_rounds: 5,
+            store_activations: 1_000,
             replay_events: 500_000,
             replay_batch: 512,
             replay_rounds: 5,
@@ -89,6 +93,7 @@ impl Sizes {
         Self {
             activations: 200,
             activation_rounds: 1,
+            store_activations: 20,
             replay_events: 5_000,
             replay_batch: 512,
             replay_rounds: 1,
@@ -152,6 +157,26 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     }
 
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    if options.wants("activation") {
+        let in_process = report.figures.iter().find(|f| f.key == "activation_p50_us").map_or(0.0, |f| f.value);
+        let dir = tempfile::tempdir()?;
+        let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path())?);
+        let rounds = sizes.activation_rounds.min(3);
+        let a = tokio.block_on(activation::from_store(&component, store, sizes.store_activations, rounds))?;
+        note(&format!("activation from the embedded store: p50 {:.1} µs, p99 {:.1} µs", a.p50_us, a.p99_us));
+        report.activation_from("embedded", &a, in_process);
+        if nats::server_available() {
+            let server = NatsServer::start();
+            let a = tokio.block_on(async {
+                let client = server.client().await;
+                let config = JetStreamConfig::default();
+                let store = JetStreamEventStore::connect(client, &component.model().name, config).await?;
+                activation::from_store(&component, Arc::new(store), sizes.store_activations, rounds).await
+            })?;
+            note(&format!("activation from JetStream: p50 {:.1} µs, p99 {:.1} µs", a.p50_us, a.p99_us));
+            report.activation_from("jetstream", &a, in_process);
+        }
+    }
     let shape = |clients| Shape { actors: sizes.actors, clients, window: sizes.window, rounds: sizes.rounds };
     if options.wants("memory") {
         let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());

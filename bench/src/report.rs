@@ -4,7 +4,7 @@
 //! the same run, as a ratio (figure / baseline), so a noisy machine moves
 //! both sides together.
 
-use crate::activation::Activation;
+use crate::activation::{Activation, FromStore};
 use crate::commands::Commands;
 use crate::jetstream::JetStream;
 use crate::replay::Replay;
@@ -89,6 +89,18 @@ impl Report {
         self.figure("activation_p99_us", a.p99_us, "µs", Target::AtMost(50.0), native);
         self.extra.push(("activation_native_p50_us", a.native_p50_us));
         self.extra.push(("activation_native_p99_us", a.native_p99_us));
+    }
+
+    /// Activation from a store (`store`: `embedded`, `jetstream`), beside
+    /// the in-process activation of the same run.
+    pub fn activation_from(&mut self, store: &str, a: &FromStore, in_process_p50_us: f64) {
+        let (p50, p99): (&'static str, &'static str) = match store {
+            "embedded" => ("activation_embedded_p50_us", "activation_embedded_p99_us"),
+            _ => ("activation_jetstream_p50_us", "activation_jetstream_p99_us"),
+        };
+        let base = (in_process_p50_us > 0.0).then_some(("in-process activation p50", in_process_p50_us));
+        self.figure(p50, a.p50_us, "µs", Target::None, base);
+        self.figure(p99, a.p99_us, "µs", Target::None, base);
     }
 
     pub fn replay(&mut self, r: &Replay) {

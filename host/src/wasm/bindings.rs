@@ -6,6 +6,8 @@ wasmtime::component::bindgen!({
     world: "aether:domain/domain-host",
     imports: {
         "wasi:cli/exit": trappable,
+        // Called once per event folded: no span per call.
+        "aether:domain/fold.enter-event": exact,
         default: tracing,
     },
 });
