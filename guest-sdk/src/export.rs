@@ -64,10 +64,11 @@ struct Slot<A> {
 impl<A: Aggregate> Slot<A> {
     /// Applies a batch the host packed into one message (see [`codec::pack`]).
     fn apply_packed(&mut self, packed: &[u8]) -> Result<(), wit::ApplyError> {
+        let mut announce = true;
         for (i, item) in codec::unpack(packed).enumerate() {
             let fail = |cause| wit::ApplyError { index: i as u32, error: wit::GuestError::Undecodable(cause) };
             let decoded: A::Event = item.and_then(codec::unpack_one).map_err(fail)?;
-            entering(i);
+            announce = announce && entering(i);
             self.state.apply(&decoded);
         }
         Ok(())
@@ -81,10 +82,11 @@ impl<A: Aggregate> Actor for Slot<A> {
         {
             return self.apply_packed(&only.payload);
         }
+        let mut announce = true;
         for (i, event) in events.iter().enumerate() {
             let decoded: A::Event = codec::join(&event.name, &event.payload)
                 .map_err(|cause| wit::ApplyError { index: i as u32, error: wit::GuestError::Undecodable(cause) })?;
-            entering(i);
+            announce = announce && entering(i);
             self.state.apply(&decoded);
         }
         Ok(())
@@ -125,8 +127,9 @@ impl<A: Aggregate> Actor for Slot<A> {
             stored.push(read_back);
             out.push(wit::Message { name, payload });
         }
+        let mut announce = true;
         for (i, event) in stored.iter().enumerate() {
-            entering(i);
+            announce = announce && entering(i);
             self.state.apply(event);
         }
         Ok(wit::HandleOutcome::Accepted(out))
@@ -149,12 +152,16 @@ impl<A: Aggregate> Actor for Slot<A> {
 /// Tells the host the event at `index` of this call's events is folded
 /// next, so the `apply` that folds it reads that event's recorded time and
 /// randomness seeded from its version (WIT `fold.enter-event`): the same
-/// values as it is decided and on every replay, whatever the batch.
-fn entering(index: usize) {
+/// values as it is decided and on every replay, whatever the batch. Returns
+/// whether the host wants the next events of the call announced too.
+fn entering(index: usize) -> bool {
     #[cfg(target_arch = "wasm32")]
-    crate::bindings::aether::domain::fold::enter_event(index as u32);
+    return crate::bindings::aether::domain::fold::enter_event(index as u32);
     #[cfg(not(target_arch = "wasm32"))]
-    let _ = index;
+    {
+        let _ = index;
+        false
+    }
 }
 
 thread_local! {

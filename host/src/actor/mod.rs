@@ -24,6 +24,9 @@
 //! the operation again from the start (nothing was appended yet: a call
 //! after the append, the snapshot, is not redone). So one slow or spinning
 //! guest holds a worker for a few milliseconds, not for its whole deadline.
+//! The same redo serves an actor whose folds read the clocks or randomness:
+//! its VM is asked to announce every event it folds only once a fold read
+//! them unannounced (`GuestFault::Unannounced`; see `wasm::sandbox`).
 
 use crate::model::AggregateModel;
 use crate::store::StoreError;
@@ -119,6 +122,9 @@ pub(crate) struct Actor {
     /// Where the actor's VM runs its calls: inline until one of them ran
     /// past the inline budget.
     placement: Placement,
+    /// Whether its VM announces every event it folds: from the first fold
+    /// that read the clocks or randomness unannounced.
+    announce_folds: bool,
 }
 
 /// What an actor needs from its runtime.
@@ -140,6 +146,7 @@ impl Actor {
             since_snapshot: 0,
             recent: RecentCommands::new(config.remembered_commands),
             placement: Placement::Inline,
+            announce_folds: false,
         }
     }
 
@@ -147,16 +154,16 @@ impl Actor {
     /// by replaying to that version: time travel.
     pub(crate) async fn state_at(env: Env<'_>, id: ActorId, version: u64) -> Result<(u64, Vec<u8>), ActorError> {
         let mut scratch = Actor::new(id, env.config);
-        let state = scratch.replay_to(env, version).await;
-        if !scratch.preempted(&state) {
-            return state;
+        let mut state = scratch.replay_to(env, version).await;
+        while scratch.must_redo(&state) {
+            state = scratch.replay_to(env, version).await;
         }
-        scratch.replay_to(env, version).await
+        state
     }
 
     /// Time travel in a scratch actor: a fresh VM replayed to `version`.
     async fn replay_to(&mut self, env: Env<'_>, version: u64) -> Result<(u64, Vec<u8>), ActorError> {
-        self.vm = Some(new_vm(env, &self.id, self.placement)?);
+        self.vm = Some(self.new_vm(env)?);
         self.version = 0;
         self.restore_and_replay(env, version).await?;
         let vm = self.vm.as_mut().expect("active");
@@ -164,18 +171,34 @@ impl Actor {
         Ok((self.version, state))
     }
 
-    /// Whether a guest call of the operation that ended in `result` ran past
-    /// the inline budget: then the VM, left mid-call, is discarded, the
-    /// actor's calls move off the I/O threads, and the operation is to be
-    /// done again (it appended nothing: see the module docs).
-    fn preempted<T>(&mut self, result: &Result<T, ActorError>) -> bool {
-        let Err(ActorError::Fault { fault: fault @ GuestFault::Preempted { .. }, .. }) = result else {
-            return false;
-        };
-        tracing::info!(actor = %self.id, cause = %fault, "moving the actor's guest calls off the I/O threads");
+    /// Whether the operation that ended in `result` is to be done again,
+    /// differently (it appended nothing: see the module docs): a guest call
+    /// ran past the inline budget, so the actor's calls move off the I/O
+    /// threads; or a fold read the clocks or randomness unannounced, so the
+    /// actor's VM announces every event from now on. Each happens once per
+    /// actor; the VM, left mid-call, is discarded.
+    fn must_redo<T>(&mut self, result: &Result<T, ActorError>) -> bool {
+        let Err(ActorError::Fault { fault, .. }) = result else { return false };
+        match fault {
+            GuestFault::Preempted { .. } if self.placement != Placement::Offloaded => {
+                tracing::info!(actor = %self.id, cause = %fault, "moving the actor's guest calls off the I/O threads");
+                self.placement = Placement::Offloaded;
+            }
+            GuestFault::Unannounced { .. } if !self.announce_folds => {
+                tracing::debug!(actor = %self.id, "the actor's folds read clocks or randomness: announcing each event");
+                self.announce_folds = true;
+            }
+            _ => return false,
+        }
         self.vm = None;
-        self.placement = Placement::Offloaded;
         true
+    }
+
+    /// A VM for this actor, placed and announcing as it needs.
+    fn new_vm(&self, env: Env<'_>) -> Result<GuestInstance, ActorError> {
+        let mut vm = new_vm(env, &self.id, self.placement)?;
+        vm.announce_folds(self.announce_folds);
+        Ok(vm)
     }
 
     /// Builds the VM if there is none: latest snapshot, then the remaining
@@ -184,7 +207,7 @@ impl Actor {
         if self.vm.is_none() {
             let _slot = env.admission.activation().await?;
             tracing::debug!(actor = %self.id, "activating");
-            self.vm = Some(new_vm(env, &self.id, self.placement)?);
+            self.vm = Some(self.new_vm(env)?);
             self.version = 0;
             self.since_snapshot = 0;
             self.recent.clear();
@@ -216,13 +239,13 @@ impl Actor {
             let vm = self.vm.as_mut().expect("active");
             match vm.restore(&snapshot.state) {
                 Ok(()) => self.version = snapshot.version,
-                Err(fault @ GuestFault::Preempted { .. }) => {
+                Err(fault @ (GuestFault::Preempted { .. } | GuestFault::Unannounced { .. })) => {
                     return Err(ActorError::Fault { actor: self.id.clone(), fault });
                 }
                 Err(fault) => {
                     // A snapshot is an optimisation: fall back to a full replay.
                     tracing::warn!(actor = %self.id, version = snapshot.version, cause = %fault, "snapshot ignored");
-                    *self.vm.as_mut().expect("active") = new_vm(env, &self.id, self.placement)?;
+                    *self.vm.as_mut().expect("active") = self.new_vm(env)?;
                 }
             }
         }
@@ -259,7 +282,7 @@ impl Actor {
             }
             let vm = self.vm.as_mut().expect("active");
             if let Err((index, fault)) = vm.apply(&batch) {
-                if let GuestFault::Preempted { .. } = fault {
+                if let GuestFault::Preempted { .. } | GuestFault::Unannounced { .. } = fault {
                     return Err(ActorError::Fault { actor: self.id.clone(), fault });
                 }
                 let version = match index {
@@ -283,7 +306,7 @@ impl Actor {
     /// Replays from the start one event at a time in a fresh VM, to name the
     /// event that a batch trapped on. Only on the failure path.
     async fn pinpoint(&mut self, env: Env<'_>, up_to: u64) -> ActorError {
-        let mut vm = match new_vm(env, &self.id, self.placement) {
+        let mut vm = match self.new_vm(env) {
             Ok(vm) => vm,
             Err(e) => return e,
         };
@@ -295,7 +318,7 @@ impl Actor {
             };
             let Some(event) = events.into_iter().next() else { break };
             if let Err((_, fault)) = vm.apply(std::slice::from_ref(&event)) {
-                if let GuestFault::Preempted { .. } = fault {
+                if let GuestFault::Preempted { .. } | GuestFault::Unannounced { .. } = fault {
                     return ActorError::Fault { actor: self.id.clone(), fault };
                 }
                 tracing::error!(actor = %self.id, version = event.version, cause = %fault, "replay failed");
@@ -313,11 +336,11 @@ impl Actor {
     /// The current state (MessagePack) and version. A live actor first
     /// catches up with the store: another host may have appended since.
     pub(crate) async fn state(&mut self, env: Env<'_>) -> Result<(u64, Vec<u8>), ActorError> {
-        let state = self.current_state(env).await;
-        if !self.preempted(&state) {
-            return state;
+        let mut state = self.current_state(env).await;
+        while self.must_redo(&state) {
+            state = self.current_state(env).await;
         }
-        self.current_state(env).await
+        state
     }
 
     async fn current_state(&mut self, env: Env<'_>) -> Result<(u64, Vec<u8>), ActorError> {
@@ -332,7 +355,7 @@ impl Actor {
     }
 
     fn fault(&mut self, fault: GuestFault) -> ActorError {
-        if !matches!(fault, GuestFault::Preempted { .. }) {
+        if !matches!(fault, GuestFault::Preempted { .. } | GuestFault::Unannounced { .. }) {
             tracing::warn!(actor = %self.id, cause = %fault, "guest fault; the VM is discarded");
         }
         self.vm = None;
@@ -346,11 +369,11 @@ impl Actor {
         model: &AggregateModel,
         command: &Command,
     ) -> Result<CommandOutcome, ActorError> {
-        let outcome = self.decide_and_append(env, model, command).await;
-        if !self.preempted(&outcome) {
-            return outcome;
+        let mut outcome = self.decide_and_append(env, model, command).await;
+        while self.must_redo(&outcome) {
+            outcome = self.decide_and_append(env, model, command).await;
         }
-        self.decide_and_append(env, model, command).await
+        outcome
     }
 
     async fn decide_and_append(
@@ -507,8 +530,8 @@ impl Actor {
             // The command is durable: a snapshot call that ran past the
             // inline budget is not redone, only its VM discarded.
             Err(fault) => {
-                let preempted = Err(self.fault(fault));
-                self.preempted::<()>(&preempted);
+                let failed = Err(self.fault(fault));
+                self.must_redo::<()>(&failed);
             }
         }
     }

@@ -29,6 +29,13 @@ pub enum GuestFault {
     /// and do the work again there.
     #[error("guest ran past its {limit:?} inline budget in `{call}`; its calls move off the I/O threads")]
     Preempted { call: &'static str, limit: Duration },
+    /// A fold read the clocks or randomness after the host had asked the
+    /// guest to announce no more events (see [`super::sandbox`]): not the
+    /// guest's fault. The VM is left mid-call; rebuild it with
+    /// [`announce_folds`](GuestInstance::announce_folds) and do the work
+    /// again.
+    #[error("a fold in `{call}` read the clock or randomness unannounced; folding again with every event announced")]
+    Unannounced { call: &'static str },
     /// The guest grew its memory past the cap.
     #[error("guest exceeded its memory cap of {limit} bytes in `{call}` (asked for {asked})")]
     OutOfMemory { call: &'static str, limit: usize, asked: usize },
@@ -131,6 +138,13 @@ impl GuestInstance {
         self.placement = placement;
     }
 
+    /// Whether the guest is to announce every event it folds (for actors
+    /// whose folds read the clocks or randomness), or only the first of each
+    /// call (the default: a host call per event is most of a replay's cost).
+    pub fn announce_folds(&mut self, every_event: bool) {
+        self.store.data_mut().announce_folds = every_event;
+    }
+
     /// Runs one bounded call with the clocks at `now_ms` and randomness
     /// seeded from the actor and `version`, where the VM is placed.
     fn call<R>(
@@ -172,6 +186,9 @@ impl GuestInstance {
     fn classify(&mut self, call: &'static str, err: wasmtime::Error) -> GuestFault {
         if let Some(asked) = self.store.data_mut().take_refused_memory() {
             return GuestFault::OutOfMemory { call, limit: self.max_memory, asked };
+        }
+        if err.downcast_ref::<super::sandbox::UnannouncedRead>().is_some() {
+            return GuestFault::Unannounced { call };
         }
         if let Some(wasmtime::Trap::Interrupt) = err.downcast_ref::<wasmtime::Trap>() {
             return match self.placement {

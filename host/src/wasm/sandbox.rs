@@ -9,7 +9,12 @@
 //! event (it says so with `fold.enter-event`), both are that event's own: its
 //! recorded time, a seed from its version; so an `apply` reads the same
 //! values when the event is decided, replayed in any batch, or after any
-//! snapshot. Files and sockets are not
+//! snapshot. A call into the host per event is most of what a replay
+//! costs, so the host asks for those announcements only from actors whose
+//! folds read the clocks or randomness: it answers the first `enter-event`
+//! of a call with "no more", and a fold that then reads them traps
+//! ([`UnannouncedRead`]); the actor folds again announcing every event
+//! (`VmOptions::announce_folds`). Files and sockets are not
 //! linked at all: a guest that imports them traps when it calls them, with
 //! the import's name in the error. `exit` traps.
 
@@ -35,7 +40,27 @@ pub struct Sandbox {
     /// `(recorded time, version)` of each event of an `apply` batch; the
     /// buffer is kept across calls.
     stored: Vec<(u64, u64)>,
+    /// Whether the guest is to announce every event it folds (else only
+    /// the first of each call).
+    pub(crate) announce_folds: bool,
+    /// The guest folds events it no longer announces: a read of the clocks
+    /// or randomness now could belong to any of them, and traps.
+    unannounced: bool,
 }
+
+/// A fold read the clocks or randomness after the host asked for no more
+/// announcements: the call traps with this, and the actor folds again with
+/// every event announced.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UnannouncedRead;
+
+impl std::fmt::Display for UnannouncedRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a fold read the clock or randomness without announcing its event")
+    }
+}
+
+impl std::error::Error for UnannouncedRead {}
 
 /// The events a call may fold, for `fold.enter-event`.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +97,8 @@ impl Sandbox {
             seed_key: SeedKey::default(),
             folding: Folding::Nothing,
             stored: Vec::new(),
+            announce_folds: false,
+            unannounced: false,
         }
     }
 
@@ -100,21 +127,35 @@ impl Sandbox {
         self.folding = Folding::Stored;
     }
 
-    /// The clocks and randomness of the event the guest folds next.
-    fn enter_event(&mut self, index: usize) {
-        let (now_ms, version) = match self.folding {
-            Folding::Decided { timestamp_ms, first_version } => (timestamp_ms, first_version + index as u64),
-            Folding::Stored => match self.stored.get(index) {
-                Some(&event) => event,
-                // Past the batch: the guest's own bug; its clock stays as it was.
-                None => return,
-            },
-            Folding::Nothing => return,
+    /// The clocks and randomness of the event the guest folds next;
+    /// whether the guest is to announce the events after it.
+    fn enter_event(&mut self, index: usize) -> bool {
+        let event = match self.folding {
+            Folding::Decided { timestamp_ms, first_version } => Some((timestamp_ms, first_version + index as u64)),
+            // Past the batch: the guest's own bug; its clock stays as it was.
+            Folding::Stored => self.stored.get(index).copied(),
+            Folding::Nothing => None,
         };
-        self.set(now_ms, self.seed_key.folding(version));
+        if let Some((now_ms, version)) = event {
+            self.set(now_ms, self.seed_key.folding(version));
+        }
+        // Told to announce no more, the guest may fold other events next.
+        self.unannounced = !self.announce_folds;
+        self.announce_folds
+    }
+
+    /// The recorded time, unless no event was announced for it.
+    fn recorded_now(&self) -> wasmtime::Result<u64> {
+        if self.unannounced { Err(UnannouncedRead.into()) } else { Ok(self.now_ms) }
+    }
+
+    /// The random stream, unless no event was announced for it.
+    fn random(&mut self) -> wasmtime::Result<&mut SplitMix64> {
+        if self.unannounced { Err(UnannouncedRead.into()) } else { Ok(&mut self.rng) }
     }
 
     fn set(&mut self, now_ms: u64, seed: u64) {
+        self.unannounced = false;
         self.now_ms = now_ms;
         self.rng = SplitMix64(seed);
         if let Some(recent) = &mut self.stderr.recent {
@@ -288,8 +329,8 @@ impl log::Host for Sandbox {
 }
 
 impl fold::Host for Sandbox {
-    fn enter_event(&mut self, index: u32) {
-        self.enter_event(index as usize);
+    fn enter_event(&mut self, index: u32) -> bool {
+        self.enter_event(index as usize)
     }
 }
 
@@ -485,49 +526,51 @@ use wasi::clocks::{monotonic_clock, wall_clock};
 use wasi::random::{insecure, insecure_seed, random};
 
 impl wall_clock::Host for Sandbox {
-    fn now(&mut self) -> wall_clock::Datetime {
-        wall_clock::Datetime { seconds: self.now_ms / 1000, nanoseconds: (self.now_ms % 1000) as u32 * 1_000_000 }
+    fn now(&mut self) -> wasmtime::Result<wall_clock::Datetime> {
+        let now_ms = self.recorded_now()?;
+        Ok(wall_clock::Datetime { seconds: now_ms / 1000, nanoseconds: (now_ms % 1000) as u32 * 1_000_000 })
     }
-    fn resolution(&mut self) -> wall_clock::Datetime {
-        wall_clock::Datetime { seconds: 0, nanoseconds: 1_000_000 }
+    fn resolution(&mut self) -> wasmtime::Result<wall_clock::Datetime> {
+        Ok(wall_clock::Datetime { seconds: 0, nanoseconds: 1_000_000 })
     }
 }
 
 /// Monotonic time is the recorded time too: it never moves during a call.
 impl monotonic_clock::Host for Sandbox {
-    fn now(&mut self) -> u64 {
-        self.now_ms.saturating_mul(1_000_000)
+    fn now(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.recorded_now()?.saturating_mul(1_000_000))
     }
-    fn resolution(&mut self) -> u64 {
-        1_000_000
+    fn resolution(&mut self) -> wasmtime::Result<u64> {
+        Ok(1_000_000)
     }
-    fn subscribe_instant(&mut self, _: u64) -> Resource<poll::Pollable> {
-        ready()
+    fn subscribe_instant(&mut self, _: u64) -> wasmtime::Result<Resource<poll::Pollable>> {
+        Ok(ready())
     }
-    fn subscribe_duration(&mut self, _: u64) -> Resource<poll::Pollable> {
-        ready()
+    fn subscribe_duration(&mut self, _: u64) -> wasmtime::Result<Resource<poll::Pollable>> {
+        Ok(ready())
     }
 }
 
 impl random::Host for Sandbox {
-    fn get_random_bytes(&mut self, len: u64) -> Vec<u8> {
-        self.rng.bytes(len)
+    fn get_random_bytes(&mut self, len: u64) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.random()?.bytes(len))
     }
-    fn get_random_u64(&mut self) -> u64 {
-        self.rng.next()
+    fn get_random_u64(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.random()?.next())
     }
 }
 impl insecure::Host for Sandbox {
-    fn get_insecure_random_bytes(&mut self, len: u64) -> Vec<u8> {
-        self.rng.bytes(len)
+    fn get_insecure_random_bytes(&mut self, len: u64) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.random()?.bytes(len))
     }
-    fn get_insecure_random_u64(&mut self) -> u64 {
-        self.rng.next()
+    fn get_insecure_random_u64(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.random()?.next())
     }
 }
 impl insecure_seed::Host for Sandbox {
-    fn insecure_seed(&mut self) -> (u64, u64) {
-        (self.rng.next(), self.rng.next())
+    fn insecure_seed(&mut self) -> wasmtime::Result<(u64, u64)> {
+        let rng = self.random()?;
+        Ok((rng.next(), rng.next()))
     }
 }
 
