@@ -8,6 +8,7 @@
 //! - [`actor`]: one actor: activation (snapshot + replay), commands, snapshots.
 //! - [`runtime`]: the registry of live actors, routing, passivation.
 //! - [`bus`]: stored events published in process and on NATS.
+//! - [`cluster`]: membership, leader, shard map and handoff as an I/O-free state machine.
 //! - [`metrics`]: counters and latency histograms, rendered for Prometheus.
 //! - [`api`]: the front doors, HTTP and NATS (JSON in and out), and their clients.
 //! - [`testkit`]: given/when/then against a real `.wasm` (feature `testkit`, on by default).
@@ -19,6 +20,7 @@
 pub mod actor;
 pub mod api;
 pub mod bus;
+pub mod cluster;
 pub mod metrics;
 pub mod model;
 pub mod runtime;

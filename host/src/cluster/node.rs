@@ -1,0 +1,372 @@
+//! One node's protocol state machine: the inputs a driver feeds it, the
+//! actions it asks for, and the glue between membership, leadership and
+//! handoff (each in its own file as an `impl Node` block).
+
+use super::config::{ClusterConfig, ConfigError, Timing};
+use super::handoff::Handoff;
+use super::leader::Leadership;
+use super::map::ShardMap;
+use super::membership::Membership;
+use super::names::Key;
+use super::record::{Member, NodeId};
+use super::shard::ShardId;
+use super::view::{Change, View};
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+
+/// Names one KV operation, so its outcome comes back to what asked for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// One operation on the cluster's KV bucket; each is one NATS KV call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvOp {
+    /// `put`: write whatever is there.
+    Put { key: Key, value: Bytes },
+    /// `create`: write only if the key is absent or deleted.
+    Create { key: Key, value: Bytes },
+    /// `update`: write only if the key's last revision is `expected`.
+    Update { key: Key, value: Bytes, expected: u64 },
+    /// `delete` (a delete marker, kept as the key's last entry), only if the
+    /// last revision is `expected` when given (`delete_expect_revision`).
+    Delete { key: Key, expected: Option<u64> },
+}
+
+impl KvOp {
+    pub fn key(&self) -> &Key {
+        match self {
+            KvOp::Put { key, .. } | KvOp::Create { key, .. } | KvOp::Update { key, .. } | KvOp::Delete { key, .. } => {
+                key
+            }
+        }
+    }
+
+    /// The value written; `None` for a delete.
+    pub fn value(&self) -> Option<&Bytes> {
+        match self {
+            KvOp::Put { value, .. } | KvOp::Create { value, .. } | KvOp::Update { value, .. } => Some(value),
+            KvOp::Delete { .. } => None,
+        }
+    }
+}
+
+/// How a [`KvOp`] ended. Every request must get exactly one outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvOutcome {
+    /// Written, at `revision` when the client reports it (NATS reports none
+    /// for deletes).
+    Ok { revision: Option<u64> },
+    /// `create` found the key, or `update`/`delete` found another revision.
+    Conflict,
+    /// Timed out or disconnected: it may or may not have been written.
+    Unavailable,
+}
+
+/// What a driver feeds the node, with the node's clock (`now`, monotonic
+/// milliseconds) at the time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A timer fired (or any reason to look at the clock).
+    Tick,
+    /// The watch delivered an entry: `value` is `None` for a delete. Late,
+    /// repeated and reordered entries are fine; after a reconnect the driver
+    /// re-reads every key of the cluster and feeds each one.
+    KvChanged { key: Key, value: Option<Bytes>, revision: u64 },
+    /// The outcome of a [`KvOp`] the node asked for.
+    KvResult { request: RequestId, outcome: KvOutcome },
+    /// The runtime finished the shard's in-flight commands and passivated
+    /// its actors, after an [`Action::StopServing`].
+    ShardDrained(ShardId),
+    /// Leave the cluster cleanly (SIGTERM): drain, then delete the member key.
+    Leave,
+}
+
+/// Something worth a log line or a metric.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterEvent {
+    /// This node's member key was created: it is a member.
+    Joined {
+        incarnation: u64,
+    },
+    /// This node's member key was deleted by the leader: it rejoins as a new
+    /// incarnation.
+    Expelled {
+        incarnation: u64,
+    },
+    /// This node's lease ran out: it stopped serving every shard.
+    Fenced,
+    BecameLeader {
+        term: u64,
+    },
+    SteppedDown {
+        term: u64,
+    },
+    /// Another node's claim to lead was seen.
+    LeaderSeen {
+        leader: NodeId,
+        term: u64,
+    },
+    /// As leader, this node removed a member that stopped heartbeating.
+    MemberExpelled {
+        member: Member,
+    },
+    /// As leader, this node published a map: `moved` shards got a new
+    /// owner, `granted` shards a new grant.
+    MapPublished {
+        epoch: u64,
+        moved: u32,
+        granted: u32,
+    },
+    /// A newer map was seen.
+    MapSeen {
+        epoch: u64,
+    },
+    /// The map key holds something this build cannot read; the node keeps
+    /// the last map it could read and, as leader, does not overwrite it.
+    MapUnreadable {
+        revision: u64,
+    },
+}
+
+/// What the node asks its driver to do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Run a KV operation and report its outcome as [`Input::KvResult`].
+    Kv {
+        request: RequestId,
+        op: KvOp,
+    },
+    /// Start taking commands for the shard (subscribe to its subject);
+    /// appends record `epoch`, the epoch of the grant.
+    Serve {
+        shard: ShardId,
+        epoch: u64,
+    },
+    /// Stop taking commands for the shard, finish the ones in flight,
+    /// passivate its actors, then report [`Input::ShardDrained`].
+    StopServing {
+        shard: ShardId,
+    },
+    Event(ClusterEvent),
+    /// The clean leave is complete: the driver may exit.
+    Left,
+}
+
+/// Why a request was sent, and what it wrote.
+#[derive(Debug, Clone)]
+pub(super) enum Purpose {
+    Join { sent_at: u64, nonce: u64 },
+    Heartbeat { sent_at: u64, incarnation: u64 },
+    LeaveDelete,
+    Claim { sent_at: u64, term: u64 },
+    Abdicate,
+    Expel { member: Member },
+    MapWrite { base_revision: u64, moved: u32, granted: u32 },
+    Release { shard: ShardId, grant: u64 },
+}
+
+#[derive(Debug)]
+pub(super) struct Request {
+    pub purpose: Purpose,
+    pub key: Key,
+    pub value: Option<Bytes>,
+}
+
+/// One node of the cluster, without I/O (see the [module docs](super)).
+#[derive(Debug)]
+pub struct Node {
+    pub(super) id: NodeId,
+    pub(super) timing: Timing,
+    /// Shards of a map this node creates.
+    pub(super) shards: u32,
+    pub(super) now: u64,
+    pub(super) view: View,
+    next_request: u64,
+    pub(super) pending: HashMap<RequestId, Request>,
+    actions: VecDeque<Action>,
+    pub(super) membership: Membership,
+    pub(super) leadership: Leadership,
+    pub(super) handoff: Handoff,
+}
+
+impl Node {
+    /// A node that joins as soon as it is polled. `nonce` should differ
+    /// between processes that may use the same id (a random number): it lets
+    /// the node recognise its own member key when an answer is lost.
+    ///
+    /// # Errors
+    ///
+    /// The config's [`ConfigError`].
+    pub fn new(id: NodeId, config: &ClusterConfig, nonce: u64, now: u64) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut node = Self {
+            id,
+            timing: config.timing(),
+            shards: config.shards,
+            now,
+            view: View::default(),
+            next_request: 0,
+            pending: HashMap::new(),
+            actions: VecDeque::new(),
+            membership: Membership::new(nonce, now),
+            leadership: Leadership::new(now),
+            handoff: Handoff::default(),
+        };
+        node.poll(now);
+        Ok(node)
+    }
+
+    /// Feeds one input. Before anything else the node checks its own lease,
+    /// so a node resuming from a pause stops serving before it acts.
+    pub fn handle(&mut self, now: u64, input: Input) {
+        if self.membership.left {
+            return;
+        }
+        self.now = self.now.max(now);
+        let now = self.now;
+        self.fence(now);
+        match input {
+            Input::Tick => {}
+            Input::KvChanged { key, value, revision } => self.observe(now, &key, value.as_deref(), revision),
+            Input::KvResult { request, outcome } => self.on_result(now, request, outcome),
+            Input::ShardDrained(shard) => self.on_drained(shard),
+            Input::Leave => self.leave(now),
+        }
+        self.poll(now);
+    }
+
+    /// The next action to carry out, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When (node clock) the node next needs a [`Input::Tick`], if ever.
+    pub fn next_timer(&self) -> Option<u64> {
+        if self.membership.left {
+            return None;
+        }
+        [self.membership_timer(), self.leader_timer(), self.handoff_timer()].into_iter().flatten().min()
+    }
+
+    /// Whether the node may answer a command for the shard **now**: it
+    /// serves the shard and its lease holds. The driver must ask this before
+    /// answering each command (a node back from a pause may not have had a
+    /// timer yet).
+    pub fn is_serving(&self, now: u64, shard: ShardId) -> bool {
+        self.lease_valid(now) && self.handoff.serving.contains_key(&shard)
+    }
+
+    /// The shards this node believes it serves (between `Serve` and
+    /// `StopServing`), whatever its lease says; see [`Node::is_serving`].
+    pub fn serving(&self) -> impl Iterator<Item = ShardId> + '_ {
+        self.handoff.serving.keys().copied()
+    }
+
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// This node's current incarnation, once it is a member.
+    pub fn incarnation(&self) -> Option<u64> {
+        self.membership.incarnation
+    }
+
+    /// The newest map this node has seen.
+    pub fn map(&self) -> Option<&ShardMap> {
+        self.view.shard_map()
+    }
+
+    /// The newest map's epoch, 0 before any.
+    pub fn epoch(&self) -> u64 {
+        self.view.shard_map().map_or(0, ShardMap::epoch)
+    }
+
+    /// Whether this node acts as leader now (its claim's lease holds).
+    pub fn is_leader(&self, now: u64) -> bool {
+        self.leads(now)
+    }
+
+    /// The newest claim to lead seen: the leader and its term.
+    pub fn leader(&self) -> Option<(&NodeId, u64)> {
+        let claim = self.view.leader.as_ref()?.claim.as_ref()?;
+        Some((&claim.leader.id, claim.term))
+    }
+
+    /// The members whose key holds a heartbeat, as this node has seen them.
+    pub fn members(&self) -> Vec<Member> {
+        self.view.live_members()
+    }
+
+    pub(super) fn me(&self) -> Option<Member> {
+        Some(Member { id: self.id.clone(), incarnation: self.membership.incarnation? })
+    }
+
+    pub(super) fn emit(&mut self, action: Action) {
+        self.actions.push_back(action);
+    }
+
+    pub(super) fn event(&mut self, event: ClusterEvent) {
+        self.actions.push_back(Action::Event(event));
+    }
+
+    pub(super) fn send(&mut self, op: KvOp, purpose: Purpose) -> RequestId {
+        let request = RequestId(self.next_request);
+        self.next_request += 1;
+        let (key, value) = (op.key().clone(), op.value().cloned());
+        self.pending.insert(request, Request { purpose, key, value });
+        self.actions.push_back(Action::Kv { request, op });
+        request
+    }
+
+    /// Applies an entry of the bucket to the view and reacts to what changed.
+    fn observe(&mut self, now: u64, key: &Key, value: Option<&[u8]>, revision: u64) {
+        match self.view.apply(now, key, value, revision) {
+            Change::None => {}
+            Change::Member(node) => {
+                if node == self.id {
+                    self.on_own_key(now);
+                }
+            }
+            Change::Leader => self.on_leader_key(),
+            Change::Map(epoch) => self.event(ClusterEvent::MapSeen { epoch }),
+            Change::BadMap => self.event(ClusterEvent::MapUnreadable { revision }),
+            Change::Release(_) => {}
+        }
+    }
+
+    fn on_result(&mut self, now: u64, request: RequestId, outcome: KvOutcome) {
+        let Some(Request { purpose, key, value }) = self.pending.remove(&request) else { return };
+        // Our own write is the newest entry of its key we know of.
+        if let KvOutcome::Ok { revision: Some(revision) } = outcome {
+            self.observe(now, &key, value.as_deref(), revision);
+        }
+        match purpose {
+            Purpose::Join { .. } | Purpose::Heartbeat { .. } | Purpose::LeaveDelete => {
+                self.on_membership_result(now, purpose, outcome)
+            }
+            Purpose::Claim { .. } | Purpose::Abdicate | Purpose::Expel { .. } | Purpose::MapWrite { .. } => {
+                self.on_leader_result(now, purpose, outcome)
+            }
+            Purpose::Release { shard, grant } => self.on_release_result(now, shard, grant, outcome, value),
+        }
+    }
+
+    fn leave(&mut self, _now: u64) {
+        if self.membership.leaving {
+            return;
+        }
+        self.membership.leaving = true;
+        self.abdicate();
+    }
+
+    /// Everything that may be due: heartbeats, claims, leader duties,
+    /// serving and releases.
+    fn poll(&mut self, now: u64) {
+        self.fence(now);
+        self.poll_membership(now);
+        self.poll_leadership(now);
+        self.reconcile(now);
+        // Serving may have stopped; a leave may now delete the member key.
+        self.poll_membership(now);
+    }
+}
