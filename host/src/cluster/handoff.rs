@@ -16,7 +16,7 @@ use super::node::{Action, ClusterEvent, KvOp, KvOutcome, Node, Purpose};
 use super::record::{Release, encode};
 use super::shard::ShardId;
 use bytes::Bytes;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Default)]
 pub(super) struct Handoff {
@@ -25,14 +25,19 @@ pub(super) struct Handoff {
     /// Shards told to stop, waiting for `ShardDrained`.
     pub draining: BTreeMap<ShardId, u64>,
     /// The grant of each shard this node released; never served again.
-    released: HashMap<ShardId, u64>,
+    released: BTreeMap<ShardId, u64>,
     /// Release writes in flight.
     releasing: BTreeSet<ShardId>,
     /// Acknowledged releases: (grant, revision), so a release is rewritten
     /// only when a newer entry replaced it.
-    acked: HashMap<ShardId, (u64, u64)>,
+    acked: BTreeMap<ShardId, (u64, u64)>,
     release_retry_at: u64,
     fenced: bool,
+    /// Bumped by everything [`Node::reconcile`] depends on besides the
+    /// lease; with the lease it was last run under, it lets a reconcile
+    /// that would change nothing be skipped.
+    pub generation: u64,
+    reconciled: Option<(u64, bool)>,
 }
 
 impl Handoff {
@@ -54,49 +59,73 @@ impl Node {
             self.handoff.fenced = true;
             self.event(ClusterEvent::Fenced);
         }
-        self.stop_all_but(&BTreeMap::new());
+        let all: Vec<ShardId> = self.handoff.serving.keys().copied().collect();
+        self.stop(all);
     }
 
-    fn stop_all_but(&mut self, keep: &BTreeMap<ShardId, u64>) {
-        let stop: Vec<(ShardId, u64)> =
-            self.handoff.serving.iter().filter(|(s, g)| keep.get(s) != Some(g)).map(|(s, g)| (*s, *g)).collect();
-        for (shard, grant) in stop {
-            self.handoff.serving.remove(&shard);
-            self.handoff.draining.insert(shard, grant);
-            self.emit(Action::StopServing { shard });
+    fn stop(&mut self, shards: Vec<ShardId>) {
+        for shard in shards {
+            if let Some(grant) = self.handoff.serving.remove(&shard) {
+                self.handoff.draining.insert(shard, grant);
+                self.emit(Action::StopServing { shard });
+            }
         }
     }
 
     /// Brings serving in line with the newest map, and releases grants this
     /// node holds for shards owned elsewhere.
     pub(super) fn reconcile(&mut self, now: u64) {
-        let me = self.me();
         let lease = self.lease_valid(now);
-        let mut want = BTreeMap::new();
+        let retry_due = self.handoff.release_retry_at != 0 && now >= self.handoff.release_retry_at;
+        if retry_due {
+            self.handoff.release_retry_at = 0;
+        }
+        let state = (self.handoff.generation, lease);
+        if self.handoff.reconciled == Some(state) && !retry_due {
+            return;
+        }
+        self.handoff.reconciled = Some(state);
+        let me = self.me();
+        let serve = lease && !self.membership.leaving;
+        let mine = match (&me, self.view.shard_map()) {
+            (Some(me), Some(map)) => map.index_of(me).map(|index| (map, index)),
+            _ => None,
+        };
+        let Some((map, index)) = mine else {
+            let all: Vec<ShardId> = self.handoff.serving.keys().copied().collect();
+            self.stop(all);
+            return;
+        };
+        // Whether this node should serve the shard under this grant.
+        let released = &self.handoff.released;
+        let wants = |shard: ShardId, since: u64| {
+            serve
+                && map.owner_raw(shard) == Some(index)
+                && map.grant_raw(shard).is_some_and(|g| g.node == index && g.since == since)
+                && released.get(&shard) != Some(&since)
+        };
+        let stop: Vec<ShardId> =
+            self.handoff.serving.iter().filter(|(s, since)| !wants(**s, **since)).map(|(s, _)| *s).collect();
+        let mut start = Vec::new();
         let mut release = Vec::new();
-        if let (Some(me), Some(map)) = (&me, self.view.shard_map()) {
-            for s in 0..map.shard_count() {
-                let shard = ShardId(s);
-                let Some(grant) = map.grant_raw(shard) else { continue };
-                if map.node(grant.node) != me {
-                    continue;
-                }
-                let released = self.handoff.released.get(&shard) == Some(&grant.since);
-                if map.owner_raw(shard) == Some(grant.node) {
-                    if lease && !released && !self.membership.leaving {
-                        want.insert(shard, grant.since);
-                    }
-                } else if !self.membership.leaving {
+        for s in 0..map.shard_count() {
+            let shard = ShardId(s);
+            let Some(grant) = map.grant_raw(shard).filter(|g| g.node == index) else { continue };
+            if map.owner_raw(shard) != Some(index) {
+                if !self.membership.leaving {
                     release.push((shard, grant.since));
                 }
+            } else if wants(shard, grant.since)
+                && !self.handoff.serving.contains_key(&shard)
+                && !self.handoff.draining.contains_key(&shard)
+            {
+                start.push((shard, grant.since));
             }
         }
-        self.stop_all_but(&want);
-        for (shard, epoch) in want {
-            if !self.handoff.serving.contains_key(&shard) && !self.handoff.draining.contains_key(&shard) {
-                self.handoff.serving.insert(shard, epoch);
-                self.emit(Action::Serve { shard, epoch });
-            }
+        self.stop(stop);
+        for (shard, epoch) in start {
+            self.handoff.serving.insert(shard, epoch);
+            self.emit(Action::Serve { shard, epoch });
         }
         if let Some(me) = me {
             for (shard, grant) in release {
@@ -139,6 +168,7 @@ impl Node {
         _value: Option<Bytes>,
     ) {
         self.handoff.releasing.remove(&shard);
+        self.handoff.generation += 1;
         match outcome {
             KvOutcome::Ok { revision } => {
                 self.handoff.released.insert(shard, grant);
@@ -152,6 +182,7 @@ impl Node {
 
     pub(super) fn on_drained(&mut self, shard: ShardId) {
         self.handoff.draining.remove(&shard);
+        self.handoff.generation += 1;
     }
 
     pub(super) fn handoff_timer(&self) -> Option<u64> {

@@ -33,6 +33,8 @@ pub(super) struct Leadership {
     /// Incarnations this node expelled (the watch may not show it yet).
     expelled: BTreeSet<Member>,
     map_in_flight: bool,
+    /// Something the next map depends on changed since it was last computed.
+    pub map_dirty: bool,
     /// After a conflict, wait until the view holds a map newer than this.
     map_wait_for: Option<u64>,
     map_retry_at: u64,
@@ -51,6 +53,7 @@ impl Leadership {
             expel_retry_at: BTreeMap::new(),
             expelled: BTreeSet::new(),
             map_in_flight: false,
+            map_dirty: true,
             map_wait_for: None,
             map_retry_at: 0,
         }
@@ -98,16 +101,16 @@ impl Node {
             }
             None => {
                 let term = self.known_term() + 1;
-                let value = encode(&LeaderClaim { leader: me, term }).into();
+                let value = || encode(&LeaderClaim { leader: me.clone(), term }).into();
                 match &self.view.leader {
                     Some(entry) if entry.claim.is_some() => {
                         if now < entry.seen_at + self.timing.leader_timeout {
                             return;
                         }
-                        (KvOp::Update { key: Key::Leader, value, expected: entry.revision }, term)
+                        (KvOp::Update { key: Key::Leader, value: value(), expected: entry.revision }, term)
                     }
                     // Deleted by a leader that left, or never written.
-                    _ => (KvOp::Create { key: Key::Leader, value }, term),
+                    _ => (KvOp::Create { key: Key::Leader, value: value() }, term),
                 }
             }
         };
@@ -127,6 +130,7 @@ impl Node {
                             l.term = Some(term);
                             l.lease_from = None;
                             l.map_wait_for = None;
+                            l.map_dirty = true;
                             self.event(ClusterEvent::BecameLeader { term });
                         }
                         let l = &mut self.leadership;
@@ -146,6 +150,7 @@ impl Node {
                     KvOutcome::Ok { .. } => {
                         self.leadership.expel_retry_at.remove(&member.id);
                         self.leadership.expelled.insert(member.clone());
+                        self.leadership.map_dirty = true;
                         self.event(ClusterEvent::MemberExpelled { member });
                     }
                     // It renewed, or the answer was lost: look again later.
@@ -161,9 +166,15 @@ impl Node {
                         let epoch = self.epoch();
                         self.event(ClusterEvent::MapPublished { epoch, moved, granted });
                     }
-                    KvOutcome::Conflict => self.leadership.map_wait_for = Some(base_revision),
+                    KvOutcome::Conflict => {
+                        self.leadership.map_wait_for = Some(base_revision);
+                        self.leadership.map_dirty = true;
+                    }
                     // Maybe written: a retry from the same base then conflicts.
-                    KvOutcome::Unavailable => self.leadership.map_retry_at = now + self.timing.heartbeat,
+                    KvOutcome::Unavailable => {
+                        self.leadership.map_retry_at = now + self.timing.heartbeat;
+                        self.leadership.map_dirty = true;
+                    }
                 }
             }
             _ => {}
@@ -198,6 +209,7 @@ impl Node {
                 l.claim_revision = l.claim_revision.max(entry.revision);
                 if l.term.is_none() && !self.membership.leaving {
                     l.term = Some(claim.term);
+                    l.map_dirty = true;
                     self.event(ClusterEvent::BecameLeader { term: claim.term });
                 }
             }
@@ -254,7 +266,7 @@ impl Node {
     /// differs.
     fn publish_map(&mut self, now: u64) {
         let l = &self.leadership;
-        if l.map_in_flight || now < l.map_retry_at || self.view.map_unreadable() {
+        if !l.map_dirty || l.map_in_flight || now < l.map_retry_at || self.view.map_unreadable() {
             return;
         }
         if let Some(wait) = l.map_wait_for {
@@ -268,6 +280,8 @@ impl Node {
         if base.is_some_and(|(_, m)| m.leader_term() > term) {
             return;
         }
+        // Computed from the view alone: it changes only with the view.
+        self.leadership.map_dirty = false;
         let Some((map, moved, granted)) = self.next_map(term) else { return };
         let value = map.encode().into();
         let (op, base_revision) = match base {
@@ -337,7 +351,7 @@ impl Node {
                     timers.push((e.seen_at + self.timing.failure_timeout).max(retry));
                 }
             }
-            if l.map_retry_at > self.now {
+            if l.map_dirty && l.map_retry_at > self.now {
                 timers.push(l.map_retry_at);
             }
         }

@@ -161,8 +161,9 @@ impl ShardMap {
         *self.grants.get(shard.0 as usize)?
     }
 
-    pub(crate) fn node(&self, index: u32) -> &Member {
-        &self.nodes[index as usize]
+    /// The index of a member among the map's nodes.
+    pub(crate) fn index_of(&self, member: &Member) -> Option<u32> {
+        self.nodes.binary_search(member).ok().map(|i| i as u32)
     }
 
     /// The owner index of the shard, for the owner's comparison to its grant.

@@ -80,6 +80,15 @@ impl Node {
         self.membership.in_flight = true;
         let nonce = self.membership.nonce;
         match self.membership.incarnation {
+            // An earlier life of this id (a crash, then a restart under the
+            // same `--node-id`) left its key behind. When it has not changed
+            // for `failure_timeout` its lease is over, so it is safe to
+            // delete at that revision, as the leader would; this also lets a
+            // lone node restart when there is no leader to expel it.
+            None if self.stale_own_key(now).is_some() => {
+                let expected = self.stale_own_key(now);
+                self.send(KvOp::Delete { key, expected }, Purpose::ClearStale);
+            }
             None => {
                 let value = encode(&Heartbeat { nonce, incarnation: 0 }).into();
                 self.send(KvOp::Create { key, value }, Purpose::Join { sent_at: now, nonce });
@@ -123,8 +132,19 @@ impl Node {
             // A conflict or a lost answer: the watch tells what happened (our
             // own write, applied; or an expulsion); retry at the next beat.
             (Purpose::LeaveDelete, _) => m.next_beat_at = now + self.timing.heartbeat,
+            // The key is gone: create ours at once.
+            (Purpose::ClearStale, KvOutcome::Ok { .. }) => m.next_beat_at = now,
             _ => {}
         }
+    }
+
+    /// The revision of a key left by an earlier life of this id that has
+    /// been silent for `failure_timeout`.
+    fn stale_own_key(&self, now: u64) -> Option<u64> {
+        let entry = self.view.members.get(&self.id)?;
+        let beat = entry.heartbeat.as_ref()?;
+        (beat.nonce != self.membership.nonce && now >= entry.seen_at + self.timing.failure_timeout)
+            .then_some(entry.revision)
     }
 
     /// The watch showed a newer entry of this node's own key.

@@ -12,7 +12,7 @@ use super::record::{Member, NodeId};
 use super::shard::ShardId;
 use super::view::{Change, View};
 use bytes::Bytes;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 /// Names one KV operation, so its outcome comes back to what asked for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -155,14 +155,34 @@ pub enum Action {
 /// Why a request was sent, and what it wrote.
 #[derive(Debug, Clone)]
 pub(super) enum Purpose {
-    Join { sent_at: u64, nonce: u64 },
-    Heartbeat { sent_at: u64, incarnation: u64 },
+    Join {
+        sent_at: u64,
+        nonce: u64,
+    },
+    Heartbeat {
+        sent_at: u64,
+        incarnation: u64,
+    },
     LeaveDelete,
-    Claim { sent_at: u64, term: u64 },
+    /// Deleting a silent key an earlier life of this id left behind.
+    ClearStale,
+    Claim {
+        sent_at: u64,
+        term: u64,
+    },
     Abdicate,
-    Expel { member: Member },
-    MapWrite { base_revision: u64, moved: u32, granted: u32 },
-    Release { shard: ShardId, grant: u64 },
+    Expel {
+        member: Member,
+    },
+    MapWrite {
+        base_revision: u64,
+        moved: u32,
+        granted: u32,
+    },
+    Release {
+        shard: ShardId,
+        grant: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -182,7 +202,7 @@ pub struct Node {
     pub(super) now: u64,
     pub(super) view: View,
     next_request: u64,
-    pub(super) pending: HashMap<RequestId, Request>,
+    pub(super) pending: BTreeMap<RequestId, Request>,
     actions: VecDeque<Action>,
     pub(super) membership: Membership,
     pub(super) leadership: Leadership,
@@ -206,7 +226,7 @@ impl Node {
             now,
             view: View::default(),
             next_request: 0,
-            pending: HashMap::new(),
+            pending: BTreeMap::new(),
             actions: VecDeque::new(),
             membership: Membership::new(nonce, now),
             leadership: Leadership::new(now),
@@ -260,6 +280,13 @@ impl Node {
     /// `StopServing`), whatever its lease says; see [`Node::is_serving`].
     pub fn serving(&self) -> impl Iterator<Item = ShardId> + '_ {
         self.handoff.serving.keys().copied()
+    }
+
+    /// The shards the node may answer for **now** ([`Node::is_serving`] of
+    /// each): none once its lease has run out.
+    pub fn serving_now(&self, now: u64) -> impl Iterator<Item = ShardId> + '_ {
+        let lease = self.lease_valid(now);
+        self.handoff.serving.keys().copied().filter(move |_| lease)
     }
 
     pub fn id(&self) -> &NodeId {
@@ -322,15 +349,24 @@ impl Node {
     fn observe(&mut self, now: u64, key: &Key, value: Option<&[u8]>, revision: u64) {
         match self.view.apply(now, key, value, revision) {
             Change::None => {}
-            Change::Member(node) => {
+            Change::Member { node, alive } => {
+                self.leadership.map_dirty |= alive;
                 if node == self.id {
+                    self.handoff.generation += 1;
                     self.on_own_key(now);
                 }
             }
             Change::Leader => self.on_leader_key(),
-            Change::Map(epoch) => self.event(ClusterEvent::MapSeen { epoch }),
+            Change::Map(epoch) => {
+                self.leadership.map_dirty = true;
+                self.handoff.generation += 1;
+                self.event(ClusterEvent::MapSeen { epoch });
+            }
             Change::BadMap => self.event(ClusterEvent::MapUnreadable { revision }),
-            Change::Release(_) => {}
+            Change::Release(_) => {
+                self.leadership.map_dirty = true;
+                self.handoff.generation += 1;
+            }
         }
     }
 
@@ -341,7 +377,8 @@ impl Node {
             self.observe(now, &key, value.as_deref(), revision);
         }
         match purpose {
-            Purpose::Join { .. } | Purpose::Heartbeat { .. } | Purpose::LeaveDelete => {
+            Purpose::Join { .. } | Purpose::Heartbeat { .. } | Purpose::LeaveDelete | Purpose::ClearStale => {
+                self.handoff.generation += 1;
                 self.on_membership_result(now, purpose, outcome)
             }
             Purpose::Claim { .. } | Purpose::Abdicate | Purpose::Expel { .. } | Purpose::MapWrite { .. } => {
@@ -356,6 +393,7 @@ impl Node {
             return;
         }
         self.membership.leaving = true;
+        self.handoff.generation += 1;
         self.abdicate();
     }
 

@@ -9,7 +9,7 @@ use super::map::ShardMap;
 use super::names::Key;
 use super::record::{Heartbeat, LeaderClaim, Member, NodeId, Release};
 use super::shard::ShardId;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// The newest entry seen of one member's key.
 #[derive(Debug, Clone)]
@@ -43,7 +43,12 @@ pub(crate) struct LeaderEntry {
 pub(crate) enum Change {
     /// Stale or duplicate: nothing.
     None,
-    Member(NodeId),
+    /// A member's key changed; `alive` when its incarnation came or went
+    /// (not for a mere renewal).
+    Member {
+        node: NodeId,
+        alive: bool,
+    },
     Leader,
     /// A newer map (its epoch).
     Map(u64),
@@ -60,7 +65,7 @@ pub(crate) struct View {
     pub map: Option<(u64, ShardMap)>,
     /// The newest revision of the map key, readable or not.
     pub map_revision: u64,
-    pub releases: HashMap<ShardId, (u64, Option<Release>)>,
+    pub releases: BTreeMap<ShardId, (u64, Option<Release>)>,
 }
 
 impl View {
@@ -72,8 +77,11 @@ impl View {
                     return Change::None;
                 }
                 let heartbeat = value.and_then(|v| Heartbeat::decode(v).ok());
-                self.members.insert(node.clone(), MemberEntry { revision, heartbeat, seen_at: now });
-                Change::Member(node.clone())
+                let entry = MemberEntry { revision, heartbeat, seen_at: now };
+                let before = self.members.get(node).and_then(MemberEntry::incarnation);
+                let alive = before != entry.incarnation();
+                self.members.insert(node.clone(), entry);
+                Change::Member { node: node.clone(), alive }
             }
             Key::Leader => {
                 if self.leader.as_ref().is_some_and(|e| e.revision >= revision) {
@@ -155,8 +163,9 @@ mod tests {
     fn only_newer_revisions_apply() {
         let mut view = View::default();
         let key = Key::Member(NodeId::new("a"));
-        assert_eq!(view.apply(1, &key, Some(&beat(1, 0)), 5), Change::Member(NodeId::new("a")));
-        assert_eq!(view.apply(2, &key, Some(&beat(1, 5)), 5), Change::None);
+        assert_eq!(view.apply(1, &key, Some(&beat(1, 0)), 5), Change::Member { node: NodeId::new("a"), alive: true });
+        assert_eq!(view.apply(1, &key, Some(&beat(1, 5)), 6), Change::Member { node: NodeId::new("a"), alive: false });
+        assert_eq!(view.apply(2, &key, Some(&beat(1, 5)), 6), Change::None);
         assert_eq!(view.apply(3, &key, None, 4), Change::None);
         assert_eq!(view.members[&NodeId::new("a")].incarnation(), Some(5));
         assert_eq!(view.members[&NodeId::new("a")].seen_at, 1);
