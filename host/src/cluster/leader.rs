@@ -317,11 +317,13 @@ impl Node {
                 moved += 1;
             }
             let grant = match base.and_then(|m| m.grant(shard)) {
-                Some((holder, since)) if Some(holder) == owner.as_ref() => Some((holder.clone(), since)),
-                Some((holder, since)) if !self.view.is_released(shard, holder, since) && !self.is_dead(holder) => {
-                    Some((holder.clone(), since))
+                // The holder released this very grant (it may own the shard
+                // again by now: it still needs a new grant), or is gone.
+                Some((holder, since)) if self.view.is_released(shard, holder, since) || self.is_dead(holder) => {
+                    owner.clone().map(|o| (o, epoch))
                 }
-                _ => owner.clone().map(|o| (o, epoch)),
+                Some((holder, since)) => Some((holder.clone(), since)),
+                None => owner.clone().map(|o| (o, epoch)),
             };
             if grant.as_ref().is_some_and(|(_, since)| *since == epoch) {
                 granted += 1;
