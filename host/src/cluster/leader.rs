@@ -96,6 +96,11 @@ impl Node {
         }
         let (op, term) = match self.leadership.term {
             Some(term) => {
+                // A map from a later term than ours (we claimed before we had
+                // read it): renew under a term above it, or we could never
+                // write the map.
+                let mapped = self.view.shard_map().map_or(0, ShardMap::leader_term);
+                let term = if mapped > term { mapped + 1 } else { term };
                 let value = encode(&LeaderClaim { leader: me, term }).into();
                 (KvOp::Update { key: Key::Leader, value, expected: self.leadership.claim_revision }, term)
             }
@@ -126,7 +131,7 @@ impl Node {
                 match outcome {
                     KvOutcome::Ok { revision } => {
                         let l = &mut self.leadership;
-                        if l.term != Some(term) {
+                        if l.term.is_none() || l.term.is_some_and(|t| t < term) {
                             l.term = Some(term);
                             l.lease_from = None;
                             l.map_wait_for = None;

@@ -11,6 +11,7 @@
 use super::names::Key;
 use super::node::{Action, ClusterEvent, KvOp, KvOutcome, Node, Purpose};
 use super::record::{Heartbeat, encode};
+use bytes::Bytes;
 
 #[derive(Debug)]
 pub(super) struct Membership {
@@ -28,6 +29,8 @@ pub(super) struct Membership {
     pub next_beat_at: u64,
     pub leaving: bool,
     pub left: bool,
+    /// The renewal of the current incarnation, encoded.
+    beat: Option<(u64, Bytes)>,
 }
 
 impl Membership {
@@ -43,6 +46,7 @@ impl Membership {
             next_beat_at: now,
             leaving: false,
             left: false,
+            beat: None,
         }
     }
 
@@ -94,7 +98,15 @@ impl Node {
                 self.send(KvOp::Create { key, value }, Purpose::Join { sent_at: now, nonce });
             }
             Some(incarnation) => {
-                let value = encode(&Heartbeat { nonce, incarnation }).into();
+                // The same bytes every beat of an incarnation: encoded once.
+                let value = match &self.membership.beat {
+                    Some((i, value)) if *i == incarnation => value.clone(),
+                    _ => {
+                        let value: Bytes = encode(&Heartbeat { nonce, incarnation }).into();
+                        self.membership.beat = Some((incarnation, value.clone()));
+                        value
+                    }
+                };
                 let expected = self.membership.revision;
                 self.send(KvOp::Update { key, value, expected }, Purpose::Heartbeat { sent_at: now, incarnation });
             }

@@ -247,7 +247,7 @@ impl Node {
         self.fence(now);
         match input {
             Input::Tick => {}
-            Input::KvChanged { key, value, revision } => self.observe(now, &key, value.as_deref(), revision),
+            Input::KvChanged { key, value, revision } => self.observe(now, &key, value.as_ref(), revision),
             Input::KvResult { request, outcome } => self.on_result(now, request, outcome),
             Input::ShardDrained(shard) => self.on_drained(shard),
             Input::Leave => self.leave(now),
@@ -346,7 +346,7 @@ impl Node {
     }
 
     /// Applies an entry of the bucket to the view and reacts to what changed.
-    fn observe(&mut self, now: u64, key: &Key, value: Option<&[u8]>, revision: u64) {
+    fn observe(&mut self, now: u64, key: &Key, value: Option<&Bytes>, revision: u64) {
         match self.view.apply(now, key, value, revision) {
             Change::None => {}
             Change::Member { node, alive } => {
@@ -374,7 +374,7 @@ impl Node {
         let Some(Request { purpose, key, value }) = self.pending.remove(&request) else { return };
         // Our own write is the newest entry of its key we know of.
         if let KvOutcome::Ok { revision: Some(revision) } = outcome {
-            self.observe(now, &key, value.as_deref(), revision);
+            self.observe(now, &key, value.as_ref(), revision);
         }
         match purpose {
             Purpose::Join { .. } | Purpose::Heartbeat { .. } | Purpose::LeaveDelete | Purpose::ClearStale => {

@@ -9,12 +9,15 @@ use super::map::ShardMap;
 use super::names::Key;
 use super::record::{Heartbeat, LeaderClaim, Member, NodeId, Release};
 use super::shard::ShardId;
+use bytes::Bytes;
 use std::collections::BTreeMap;
 
 /// The newest entry seen of one member's key.
 #[derive(Debug, Clone)]
 pub(crate) struct MemberEntry {
     pub revision: u64,
+    /// The entry as stored: renewals repeat the same bytes, decoded once.
+    raw: Option<Bytes>,
     /// `None`: deleted (left or expelled), or not a readable heartbeat.
     pub heartbeat: Option<Heartbeat>,
     /// Local time this node saw the revision change.
@@ -34,6 +37,7 @@ impl MemberEntry {
 #[derive(Debug, Clone)]
 pub(crate) struct LeaderEntry {
     pub revision: u64,
+    raw: Option<Bytes>,
     pub claim: Option<LeaderClaim>,
     pub seen_at: u64,
 }
@@ -70,15 +74,19 @@ pub(crate) struct View {
 
 impl View {
     /// Applies one entry of the bucket seen at local time `now`.
-    pub(crate) fn apply(&mut self, now: u64, key: &Key, value: Option<&[u8]>, revision: u64) -> Change {
+    pub(crate) fn apply(&mut self, now: u64, key: &Key, value: Option<&Bytes>, revision: u64) -> Change {
         match key {
             Key::Member(node) => {
                 if self.members.get(node).is_some_and(|e| e.revision >= revision) {
                     return Change::None;
                 }
-                let heartbeat = value.and_then(|v| Heartbeat::decode(v).ok());
-                let entry = MemberEntry { revision, heartbeat, seen_at: now };
-                let before = self.members.get(node).and_then(MemberEntry::incarnation);
+                let before = self.members.get(node);
+                let heartbeat = match before {
+                    Some(e) if e.raw.as_ref() == value => e.heartbeat.clone(),
+                    _ => value.and_then(|v| Heartbeat::decode(v).ok()),
+                };
+                let before = before.and_then(MemberEntry::incarnation);
+                let entry = MemberEntry { revision, raw: value.cloned(), heartbeat, seen_at: now };
                 let alive = before != entry.incarnation();
                 self.members.insert(node.clone(), entry);
                 Change::Member { node: node.clone(), alive }
@@ -87,8 +95,11 @@ impl View {
                 if self.leader.as_ref().is_some_and(|e| e.revision >= revision) {
                     return Change::None;
                 }
-                let claim = value.and_then(|v| LeaderClaim::decode(v).ok());
-                self.leader = Some(LeaderEntry { revision, claim, seen_at: now });
+                let claim = match &self.leader {
+                    Some(e) if e.raw.as_ref() == value => e.claim.clone(),
+                    _ => value.and_then(|v| LeaderClaim::decode(v).ok()),
+                };
+                self.leader = Some(LeaderEntry { revision, raw: value.cloned(), claim, seen_at: now });
                 Change::Leader
             }
             Key::Map => {
@@ -155,8 +166,8 @@ mod tests {
     use super::*;
     use crate::cluster::record::encode;
 
-    fn beat(nonce: u64, incarnation: u64) -> Vec<u8> {
-        encode(&Heartbeat { nonce, incarnation })
+    fn beat(nonce: u64, incarnation: u64) -> Bytes {
+        encode(&Heartbeat { nonce, incarnation }).into()
     }
 
     #[test]
@@ -191,10 +202,10 @@ mod tests {
     #[test]
     fn maps_only_move_forward_and_garbage_is_flagged() {
         let mut view = View::default();
-        let map = |epoch| ShardMap::build(epoch, 1, &[None], &[None]).encode();
+        let map = |epoch| Bytes::from(ShardMap::build(epoch, 1, &[None], &[None]).encode());
         assert_eq!(view.apply(0, &Key::Map, Some(&map(2)), 10), Change::Map(2));
         assert_eq!(view.apply(0, &Key::Map, Some(&map(1)), 9), Change::None);
-        assert_eq!(view.apply(0, &Key::Map, Some(b"junk"), 11), Change::BadMap);
+        assert_eq!(view.apply(0, &Key::Map, Some(&Bytes::from_static(b"junk")), 11), Change::BadMap);
         assert!(view.map_unreadable());
         assert_eq!(view.shard_map().map(ShardMap::epoch), Some(2));
         assert_eq!(view.apply(0, &Key::Map, Some(&map(3)), 12), Change::Map(3));
