@@ -128,13 +128,14 @@ impl Node {
                     m.lease_from = Some(m.lease_from.map_or(sent_at, |t| t.max(sent_at)));
                 }
             }
-            (Purpose::Heartbeat { sent_at, incarnation }, KvOutcome::Ok { revision }) => {
-                if m.incarnation == Some(incarnation) {
-                    if let Some(revision) = revision {
-                        m.revision = m.revision.max(revision);
-                    }
-                    m.lease_from = Some(m.lease_from.map_or(sent_at, |t| t.max(sent_at)));
+            // (A renewal of an incarnation since expelled renews nothing.)
+            (Purpose::Heartbeat { sent_at, incarnation }, KvOutcome::Ok { revision })
+                if m.incarnation == Some(incarnation) =>
+            {
+                if let Some(revision) = revision {
+                    m.revision = m.revision.max(revision);
                 }
+                m.lease_from = Some(m.lease_from.map_or(sent_at, |t| t.max(sent_at)));
             }
             (Purpose::LeaveDelete, KvOutcome::Ok { .. }) => {
                 m.left = true;
@@ -170,6 +171,9 @@ impl Node {
             None if ours => {
                 m.incarnation = entry.incarnation();
                 m.revision = entry.revision;
+                if let Some(incarnation) = m.incarnation {
+                    self.event(ClusterEvent::Joined { incarnation });
+                }
             }
             None => {}
             Some(incarnation) if entry.revision > m.revision => {

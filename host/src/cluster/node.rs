@@ -408,3 +408,235 @@ impl Node {
         self.poll_membership(now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeSet, VecDeque};
+
+    /// A perfect bucket and network: every operation applies at once and
+    /// every watcher sees every entry, in order. Drains are held until the
+    /// test releases them.
+    #[derive(Debug, Default)]
+    struct Cluster {
+        now: u64,
+        revision: u64,
+        kv: BTreeMap<Key, (Option<Bytes>, u64)>,
+        nodes: Vec<Node>,
+        serving: Vec<BTreeSet<ShardId>>,
+        drains: Vec<(usize, ShardId)>,
+        events: Vec<(usize, ClusterEvent)>,
+        left: Vec<bool>,
+        crashed: BTreeSet<usize>,
+    }
+
+    impl Cluster {
+        fn config() -> ClusterConfig {
+            ClusterConfig { shards: 8, ..ClusterConfig::default() }
+        }
+
+        fn add(&mut self, id: &str) -> usize {
+            let node = Node::new(NodeId::new(id), &Self::config(), self.nodes.len() as u64 + 1, self.now).unwrap();
+            self.nodes.push(node);
+            self.serving.push(BTreeSet::new());
+            self.left.push(false);
+            let index = self.nodes.len() - 1;
+            // The initial read of the bucket.
+            let entries: Vec<_> = self.kv.iter().map(|(k, (v, r))| (k.clone(), v.clone(), *r)).collect();
+            for (key, value, revision) in entries {
+                self.nodes[index].handle(self.now, Input::KvChanged { key, value, revision });
+            }
+            self.settle();
+            index
+        }
+
+        fn apply(&mut self, op: &KvOp) -> KvOutcome {
+            let last = self.kv.get(op.key()).map(|(_, r)| *r);
+            let present = self.kv.get(op.key()).is_some_and(|(v, _)| v.is_some());
+            let ok = match op {
+                KvOp::Put { .. } => true,
+                KvOp::Create { .. } => !present,
+                KvOp::Update { expected, .. } => last == Some(*expected),
+                KvOp::Delete { expected, .. } => expected.is_none_or(|e| last == Some(e)),
+            };
+            if !ok {
+                return KvOutcome::Conflict;
+            }
+            self.revision += 1;
+            self.kv.insert(op.key().clone(), (op.value().cloned(), self.revision));
+            KvOutcome::Ok { revision: Some(self.revision) }
+        }
+
+        /// Runs every node's actions until none are left.
+        fn settle(&mut self) {
+            let mut queue: VecDeque<(usize, Input)> = VecDeque::new();
+            loop {
+                for index in 0..self.nodes.len() {
+                    while let Some(action) = self.nodes[index].poll_action() {
+                        match action {
+                            Action::Kv { request, op } => {
+                                let outcome = self.apply(&op);
+                                if let KvOutcome::Ok { revision: Some(revision) } = outcome {
+                                    for other in 0..self.nodes.len() {
+                                        let (key, value) = (op.key().clone(), op.value().cloned());
+                                        queue.push_back((other, Input::KvChanged { key, value, revision }));
+                                    }
+                                }
+                                queue.push_back((index, Input::KvResult { request, outcome }));
+                            }
+                            Action::Serve { shard, .. } => assert!(self.serving[index].insert(shard)),
+                            Action::StopServing { shard } => {
+                                assert!(self.serving[index].remove(&shard));
+                                self.drains.push((index, shard));
+                            }
+                            Action::Event(event) => self.events.push((index, event)),
+                            Action::Left => self.left[index] = true,
+                        }
+                    }
+                }
+                let Some((index, input)) = queue.pop_front() else { break };
+                if !self.crashed.contains(&index) {
+                    self.nodes[index].handle(self.now, input);
+                }
+            }
+        }
+
+        fn drain_all(&mut self) {
+            for (index, shard) in std::mem::take(&mut self.drains) {
+                self.nodes[index].handle(self.now, Input::ShardDrained(shard));
+            }
+            self.settle();
+        }
+
+        /// Advances time in heartbeat steps, draining as it goes.
+        fn run_for(&mut self, millis: u64) {
+            let end = self.now + millis;
+            while self.now < end {
+                self.now += 50;
+                for index in 0..self.nodes.len() {
+                    self.nodes[index].handle(self.now, Input::Tick);
+                }
+                self.settle();
+                self.drain_all();
+            }
+        }
+
+        fn served(&self, index: usize) -> usize {
+            (0..8).filter(|s| self.nodes[index].is_serving(self.now, ShardId(*s))).count()
+        }
+    }
+
+    #[test]
+    fn a_lone_node_joins_leads_and_serves_every_shard() {
+        let mut cluster = Cluster::default();
+        let a = cluster.add("a");
+        assert!(cluster.nodes[a].is_leader(cluster.now));
+        assert_eq!(cluster.nodes[a].epoch(), 1);
+        assert_eq!(cluster.served(a), 8);
+        assert_eq!(cluster.nodes[a].leader(), Some((&NodeId::new("a"), 1)));
+        let events: Vec<_> = cluster.events.iter().map(|(_, e)| e.clone()).collect();
+        assert!(events.contains(&ClusterEvent::Joined { incarnation: 1 }));
+        assert!(events.contains(&ClusterEvent::BecameLeader { term: 1 }));
+        assert!(events.contains(&ClusterEvent::MapPublished { epoch: 1, moved: 8, granted: 8 }));
+        assert!(cluster.nodes[a].next_timer().is_some_and(|t| t > cluster.now));
+    }
+
+    #[test]
+    fn a_moving_shard_waits_for_the_old_holder_to_drain_and_release() {
+        let mut cluster = Cluster::default();
+        let a = cluster.add("a");
+        let b = cluster.add("b");
+        // The map now owns half the shards to b, but a still holds them.
+        let map = cluster.nodes[b].map().unwrap().clone();
+        let moving: Vec<ShardId> =
+            (0..8).map(ShardId).filter(|s| map.owner(*s).is_some_and(|o| o.id.as_str() == "b")).collect();
+        assert_eq!(moving.len(), 4);
+        assert!(moving.iter().all(|s| !map.is_settled(*s)));
+        assert_eq!((cluster.served(a), cluster.served(b)), (4, 0), "a stopped the moving shards; b waits");
+        assert_eq!(cluster.drains.len(), 4);
+        // a drains and releases; the leader grants them to b.
+        cluster.drain_all();
+        assert_eq!((cluster.served(a), cluster.served(b)), (4, 4));
+        let map = cluster.nodes[a].map().unwrap();
+        assert!((0..8).all(|s| map.is_settled(ShardId(s))));
+        assert!(map.epoch() >= 3, "one epoch to move the owners, then the grants as releases come");
+    }
+
+    #[test]
+    fn a_node_whose_lease_ran_out_stops_before_anything_else() {
+        let mut cluster = Cluster::default();
+        let a = cluster.add("a");
+        assert_eq!(cluster.served(a), 8);
+        // Nothing is answered for longer than the lease (a pause, a cut).
+        let later = cluster.now + 1_600;
+        assert!(!cluster.nodes[a].is_serving(later, ShardId(0)), "the lease is checked on every question");
+        cluster.nodes[a].handle(later, Input::Tick);
+        let mut stopped = 0;
+        while let Some(action) = cluster.nodes[a].poll_action() {
+            match action {
+                Action::StopServing { .. } => stopped += 1,
+                Action::Serve { .. } => panic!("serves without a lease"),
+                _ => {}
+            }
+        }
+        assert_eq!(stopped, 8);
+        assert_eq!(cluster.nodes[a].serving().count(), 0);
+    }
+
+    #[test]
+    fn a_clean_leave_drains_then_deletes_the_member_key_and_hands_over() {
+        let mut cluster = Cluster::default();
+        let a = cluster.add("a");
+        let b = cluster.add("b");
+        cluster.drain_all();
+        cluster.nodes[a].handle(cluster.now, Input::Leave);
+        cluster.settle();
+        assert!(!cluster.left[a], "not before its shards are drained");
+        assert!(cluster.kv.get(&Key::Member(NodeId::new("a"))).is_some_and(|(v, _)| v.is_some()));
+        cluster.drain_all();
+        assert!(cluster.left[a]);
+        assert!(cluster.kv.get(&Key::Member(NodeId::new("a"))).is_some_and(|(v, _)| v.is_none()));
+        // b takes over the claim at once (it was deleted) and every shard.
+        cluster.run_for(300);
+        assert!(cluster.nodes[b].is_leader(cluster.now));
+        assert_eq!(cluster.served(b), 8);
+        assert_eq!(cluster.nodes[a].next_timer(), None);
+    }
+
+    #[test]
+    fn a_silent_member_is_expelled_and_its_shards_move_after_the_failure_timeout() {
+        let mut cluster = Cluster::default();
+        let a = cluster.add("a");
+        let b = cluster.add("b");
+        cluster.drain_all();
+        assert_eq!((cluster.served(a), cluster.served(b)), (4, 4));
+        // b stops answering anything (crashed): only a runs.
+        cluster.crashed.insert(b);
+        let crashed = cluster.now;
+        while cluster.served(a) < 8 {
+            cluster.now += 50;
+            cluster.nodes[a].handle(cluster.now, Input::Tick);
+            cluster.settle();
+            assert!(cluster.now - crashed < 3_500, "failover took too long");
+        }
+        assert!(cluster.now - crashed >= 2_500, "not before the failure timeout");
+        assert!(cluster.events.iter().any(|(i, e)| *i == a && matches!(e, ClusterEvent::MemberExpelled { .. })));
+    }
+
+    #[test]
+    fn stale_maps_and_unknown_keys_are_ignored() {
+        let mut cluster = Cluster::default();
+        let a = cluster.add("a");
+        let old = ShardMap::build(1, 1, &vec![None; 8], &vec![None; 8]).encode();
+        let revision = cluster.revision + 1;
+        cluster.nodes[a].handle(cluster.now, Input::KvChanged { key: Key::Map, value: Some(old.into()), revision });
+        assert_eq!(cluster.nodes[a].epoch(), 1);
+        assert_eq!(cluster.served(a), 8, "an older epoch at a newer revision changes nothing");
+        let junk = Some(Bytes::from_static(b"junk"));
+        cluster.nodes[a].handle(cluster.now, Input::KvChanged { key: Key::Map, value: junk, revision: revision + 1 });
+        assert_eq!(cluster.served(a), 8);
+        let request = RequestId(9_999);
+        cluster.nodes[a].handle(cluster.now, Input::KvResult { request, outcome: KvOutcome::Conflict });
+        cluster.nodes[a].handle(cluster.now, Input::ShardDrained(ShardId(77)));
+    }
+}

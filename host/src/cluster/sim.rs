@@ -632,7 +632,9 @@ fn seeded_schedules_keep_every_invariant() {
     let schedules = env_u64("AETHER_SIM_SCHEDULES").unwrap_or(DEFAULT_SCHEDULES);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let start = Instant::now();
-    let results: Vec<(u64, Vec<u64>, Option<(u64, String)>)> = std::thread::scope(|scope| {
+    // Per thread: steps, settle times, and the first failing seed.
+    type Outcome = (u64, Vec<u64>, Option<(u64, String)>);
+    let results: Vec<Outcome> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || {
