@@ -352,8 +352,11 @@ impl Node {
             Change::Member { node, alive } => {
                 self.leadership.map_dirty |= alive;
                 if node == self.id {
-                    self.handoff.generation += 1;
+                    let before = self.membership.incarnation;
                     self.on_own_key(now);
+                    if self.membership.incarnation != before {
+                        self.handoff.generation += 1;
+                    }
                 }
             }
             Change::Leader => self.on_leader_key(),
@@ -378,8 +381,13 @@ impl Node {
         }
         match purpose {
             Purpose::Join { .. } | Purpose::Heartbeat { .. } | Purpose::LeaveDelete | Purpose::ClearStale => {
-                self.handoff.generation += 1;
-                self.on_membership_result(now, purpose, outcome)
+                // Serving depends on the incarnation (and the lease, which
+                // reconcile checks itself), not on every renewal.
+                let before = self.membership.incarnation;
+                self.on_membership_result(now, purpose, outcome);
+                if self.membership.incarnation != before {
+                    self.handoff.generation += 1;
+                }
             }
             Purpose::Claim { .. } | Purpose::Abdicate | Purpose::Expel { .. } | Purpose::MapWrite { .. } => {
                 self.on_leader_result(now, purpose, outcome)
