@@ -73,7 +73,16 @@ pub(crate) struct Grant {
     pub since: u64,
 }
 
-/// One published assignment of shards to nodes.
+/// One published assignment of shards to nodes: each shard's owner (where
+/// it should live) and grant (the one incarnation allowed to serve it, and
+/// the epoch of the grant), under an epoch that only grows. Stored as JSON:
+///
+/// ```text
+/// {"v":1,"epoch":7,"term":2,"shards":4,
+///  "nodes":[{"id":"a","inc":3},{"id":"b","inc":5}],
+///  "owners":[0,1,1,0],                     node index per shard, or null
+///  "grants":[[0,1],[0,1],[1,7],null]}      [node index, epoch granted] or null
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardMap {
     epoch: u64,

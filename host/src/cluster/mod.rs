@@ -12,16 +12,19 @@
 //! the protocol through thousands of seeded schedules of crashes, pauses,
 //! lost and reordered messages and drifting clocks.
 //!
-//! Layout:
-//! - [`shard`]: [`ShardId`] and the documented hash [`shard_of`].
+//! Layout (the modules are private; their API is re-exported here):
+//! - `shard`: [`ShardId`] and the documented hash [`shard_of`].
 //! - `assign`: which live node should own each shard (sticky, capped rendezvous).
-//! - [`map`]: the [`ShardMap`] (owners and grants under an epoch) and its wire format.
-//! - [`names`]: every NATS name of the cluster: bucket, keys, shard subjects.
-//! - [`record`]: node ids and the small KV records (heartbeat, leader claim, release).
-//! - [`config`]: [`ClusterConfig`], its defaults and checks.
+//! - `map`: the [`ShardMap`] (owners and grants under an epoch) and its wire format.
+//! - `names`: [`ClusterNames`], every NATS name of the cluster: bucket, keys, shard subjects.
+//! - `record`: [`NodeId`], [`Member`] and the small KV records (heartbeat, leader claim, release).
+//! - `config`: [`ClusterConfig`], its defaults and checks.
 //! - `view`: what a node has seen of the bucket.
-//! - [`node`]: the state machine's inputs and actions; `membership`,
-//!   `leader` and `handoff` hold its three parts.
+//! - `node`: the [`Node`] state machine, its [`Input`]s and [`Action`]s;
+//!   `membership`, `leader` and `handoff` hold its three parts.
+//! - `sim` (tests only): the deterministic simulation; replay a seed with
+//!   `AETHER_SIM_SEED=<seed> cargo test -p aether-host --lib cluster::sim -- --nocapture`,
+//!   run more schedules with `AETHER_SIM_SCHEDULES=100000`.
 //!
 //! # How it works
 //!
@@ -91,24 +94,23 @@
 //! few KV round trips (3 s at p99 is the target); add `leader_timeout` when
 //! the leader dies with it.
 
-pub mod config;
-pub mod map;
-pub mod names;
-pub mod node;
-pub mod record;
-pub mod shard;
-
 mod assign;
+mod config;
 mod handoff;
 mod leader;
+mod map;
 mod membership;
+mod names;
+mod node;
+mod record;
+mod shard;
 #[cfg(test)]
 mod sim;
 mod view;
 
 pub use config::{ClusterConfig, ConfigError};
-pub use map::{MapError, ShardMap};
+pub use map::{MAX_MAP_BYTES, MAX_MAP_NODES, MapError, ShardMap};
 pub use names::{ClusterNames, Key};
 pub use node::{Action, ClusterEvent, Input, KvOp, KvOutcome, Node, RequestId};
-pub use record::{Member, NodeId, RecordError};
-pub use shard::{DEFAULT_SHARDS, ShardId, shard_of};
+pub use record::{MAX_NODE_ID_BYTES, Member, NodeId, RecordError};
+pub use shard::{DEFAULT_SHARDS, MAX_SHARDS, ShardId, shard_of};

@@ -36,7 +36,19 @@ pub enum Key {
     Release(ShardId),
 }
 
-/// The names of one domain's cluster in one namespace.
+/// The names of one domain's cluster in one namespace:
+///
+/// ```text
+/// bucket   aether_cluster | aether_cluster_<ns>
+/// keys     <domain>.member.<node>     a node's heartbeat (one per node)
+///          <domain>.leader            the leader's claim
+///          <domain>.map               the shard map
+///          <domain>.release.<shard>   the last release of a shard
+/// subjects <root>.shard.<domain>.<shard>  commands for a shard's owner
+/// ```
+///
+/// `<root>` is the bus's (`aether` or `aether.ns.<ns>`); names are encoded
+/// as one token each, so keys only hold `[A-Za-z0-9_.-]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterNames {
     bucket: String,
