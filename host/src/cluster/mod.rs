@@ -60,6 +60,14 @@
 //!   heartbeat's lease has run out on the member's clock, provided clocks
 //!   drift apart by less than `max_drift`. Renewals are compare-and-set, so
 //!   an expelled incarnation never renews.
+//! - **Fencing.** A node stops serving everything the moment its lease runs
+//!   out on its own clock (checked before every input and by
+//!   [`Node::is_serving`]). If it was not expelled meanwhile, an
+//!   acknowledged renewal lets it serve its grants again: nobody else can
+//!   hold them, since they move only on its release or the end of its
+//!   incarnation, and a compare-and-set renewal proves the incarnation
+//!   alive. If it was expelled, it rejoins as a new incarnation and serves
+//!   only what a later map grants that incarnation.
 //! - **Epochs only grow**: in the bucket (every map write is a
 //!   compare-and-set from the map it extends) and at each node (a map with
 //!   an epoch no higher than the one held is ignored).
@@ -78,6 +86,12 @@
 //! - Drain a shard after `StopServing` and report `ShardDrained`; record the
 //!   `Serve` epoch on each append. The store's expected-version check stays
 //!   the last guard against an append from a node that was just fenced.
+//! - Map `Delete { expected }` to `delete_expect_revision` (its answer has no
+//!   revision: report `Ok { revision: None }`), a wrong-revision error of
+//!   `create`/`update`/`delete` to `Conflict`, and feed purges like deletes.
+//! - A node restarted under the same `--node-id` after a crash finds its old
+//!   key and waits until it has been silent for `failure_timeout` before
+//!   replacing it; a clean leave deletes the key, so a restart is immediate.
 //!
 //! # Timeouts and what they trade
 //!

@@ -41,7 +41,7 @@ const DEFAULT_SCHEDULES: u64 = 10_000;
 /// How long after the last nemesis (c) must hold, and how long it must then
 /// stay so (a schedule ends there).
 const QUIET_MS: u64 = 16_000;
-const SETTLED_MS: u64 = 2_000;
+const SETTLED_MS: u64 = 1_000;
 
 /// splitmix64: small, fast and good enough to drive schedules.
 #[derive(Debug)]
