@@ -9,6 +9,7 @@
 //! - [`runtime`]: the registry of live actors, routing, passivation.
 //! - [`admission`]: bounds on activations and time travel; overload is `503`, not a queue.
 //! - [`bus`]: stored events published in process and on NATS.
+//! - [`cluster`]: membership, leader, shard map and handoff as an I/O-free state machine.
 //! - [`metrics`]: counters and latency histograms, rendered for Prometheus.
 //! - [`api`]: the front doors, HTTP and NATS (JSON in and out), and their clients.
 //! - [`testkit`]: given/when/then against a real `.wasm` (feature `testkit`, on by default).
@@ -21,6 +22,7 @@ pub mod actor;
 pub mod admission;
 pub mod api;
 pub mod bus;
+pub mod cluster;
 pub mod metrics;
 pub mod model;
 pub mod runtime;

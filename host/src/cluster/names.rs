@@ -1,0 +1,201 @@
+//! Every NATS name the cluster uses, for one namespace and domain: its KV
+//! bucket, the keys in it, and the per-shard command subjects.
+//!
+//! ```text
+//! bucket   aether_cluster | aether_cluster_<ns>
+//! keys     <domain>.member.<node>     a node's heartbeat (one per node)
+//!          <domain>.leader            the leader's claim
+//!          <domain>.map               the shard map
+//!          <domain>.release.<shard>   the last release of a shard
+//! subjects <root>.shard.<domain>.<shard>  commands for a shard's owner
+//! ```
+//!
+//! `<root>` is the bus's (`aether` or `aether.ns.<ns>`, see
+//! [`Subjects`](crate::bus::nats::Subjects)); domains, namespaces and node ids
+//! are encoded as one token with the event store's
+//! [encoding](crate::store::jetstream::subject), so keys only hold
+//! `[A-Za-z0-9_.-]` and every name parses back. The namespace picks the
+//! bucket, the domain the key prefix: each domain of a namespace has its own
+//! cluster (members, leader and map), and one watch of `<domain>.>` sees it.
+
+use super::record::NodeId;
+use super::shard::{MAX_SHARDS, ShardId};
+use crate::bus::nats::Subjects;
+use crate::store::jetstream::subject::{decode_token, encode_token};
+
+/// A key of the cluster's bucket, as the protocol sees it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Key {
+    /// A node's heartbeat.
+    Member(NodeId),
+    /// The leader's claim.
+    Leader,
+    /// The shard map.
+    Map,
+    /// The last release of a shard.
+    Release(ShardId),
+}
+
+/// The names of one domain's cluster in one namespace:
+///
+/// ```text
+/// bucket   aether_cluster | aether_cluster_<ns>
+/// keys     <domain>.member.<node>     a node's heartbeat (one per node)
+///          <domain>.leader            the leader's claim
+///          <domain>.map               the shard map
+///          <domain>.release.<shard>   the last release of a shard
+/// subjects <root>.shard.<domain>.<shard>  commands for a shard's owner
+/// ```
+///
+/// `<root>` is the bus's (`aether` or `aether.ns.<ns>`); names are encoded
+/// as one token each, so keys only hold `[A-Za-z0-9_.-]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterNames {
+    bucket: String,
+    /// `<domain>.`, the prefix of every key.
+    prefix: String,
+    /// `<root>.shard.<domain>`.
+    shard_prefix: String,
+}
+
+impl ClusterNames {
+    /// `None`: the default namespace.
+    pub fn new(namespace: Option<&str>, domain: &str) -> Self {
+        let bucket = match namespace {
+            None => "aether_cluster".to_owned(),
+            Some(ns) => format!("aether_cluster_{}", encode_token(ns)),
+        };
+        let domain = encode_token(domain);
+        let root = Subjects::new(namespace);
+        Self { bucket, prefix: format!("{domain}."), shard_prefix: format!("{}.shard.{domain}", root.root()) }
+    }
+
+    /// The KV bucket holding members, the leader, the map and releases.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The key filter a node watches: every key of this domain's cluster.
+    pub fn watch_filter(&self) -> String {
+        format!("{}>", self.prefix)
+    }
+
+    pub fn key(&self, key: &Key) -> String {
+        let prefix = &self.prefix;
+        match key {
+            Key::Member(node) => format!("{prefix}member.{}", encode_token(node.as_str())),
+            Key::Leader => format!("{prefix}leader"),
+            Key::Map => format!("{prefix}map"),
+            Key::Release(shard) => format!("{prefix}release.{}", shard.0),
+        }
+    }
+
+    /// The protocol's key for a key of the bucket; `None` for keys of other
+    /// domains and anything [`key`](Self::key) cannot produce.
+    pub fn parse_key(&self, key: &str) -> Option<Key> {
+        let rest = key.strip_prefix(&self.prefix)?;
+        match rest {
+            "leader" => return Some(Key::Leader),
+            "map" => return Some(Key::Map),
+            _ => {}
+        }
+        if let Some(token) = rest.strip_prefix("member.") {
+            return NodeId::parse(&decode_token(token)?).ok().map(Key::Member);
+        }
+        let number = rest.strip_prefix("release.")?;
+        // Canonical decimal only, so one shard has one key.
+        if number.is_empty() || number.len() > 5 || !number.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        if number.len() > 1 && number.starts_with('0') {
+            return None;
+        }
+        let shard: u32 = number.parse().ok()?;
+        (shard < MAX_SHARDS).then_some(Key::Release(ShardId(shard)))
+    }
+
+    /// Where commands for actors of a shard are requested; its owner
+    /// subscribes while it serves the shard.
+    pub fn shard_subject(&self, shard: ShardId) -> String {
+        format!("{}.{}", self.shard_prefix, shard.0)
+    }
+
+    /// Every shard's command subject (`<root>.shard.<domain>.*`).
+    pub fn shard_filter(&self) -> String {
+        format!("{}.*", self.shard_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv_safe(key: &str) -> bool {
+        !key.is_empty()
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"_=./-".contains(&b))
+            && !key.starts_with('.')
+            && !key.ends_with('.')
+    }
+
+    #[test]
+    fn names_of_the_default_namespace() {
+        let names = ClusterNames::new(None, "bank");
+        assert_eq!(names.bucket(), "aether_cluster");
+        assert_eq!(names.watch_filter(), "bank.>");
+        assert_eq!(names.key(&Key::Member(NodeId::new("host-1"))), "bank.member.host-1");
+        assert_eq!(names.key(&Key::Leader), "bank.leader");
+        assert_eq!(names.key(&Key::Map), "bank.map");
+        assert_eq!(names.key(&Key::Release(ShardId(17))), "bank.release.17");
+        assert_eq!(names.shard_subject(ShardId(17)), "aether.shard.bank.17");
+        assert_eq!(names.shard_filter(), "aether.shard.bank.*");
+    }
+
+    #[test]
+    fn namespaces_and_awkward_names_are_encoded() {
+        let names = ClusterNames::new(Some("acme.eu"), "bank v2");
+        assert_eq!(names.bucket(), "aether_cluster_acme_2Eeu");
+        assert_eq!(names.key(&Key::Map), "bank_20v2.map");
+        assert_eq!(names.shard_subject(ShardId(0)), "aether.ns.acme_2Eeu.shard.bank_20v2.0");
+        assert_ne!(ClusterNames::new(Some("a.b"), "d").bucket(), ClusterNames::new(Some("a_b"), "d").bucket());
+    }
+
+    #[test]
+    fn every_key_is_kv_safe_and_parses_back() {
+        let names = ClusterNames::new(Some("ns"), "dom.ain");
+        let keys = [
+            Key::Leader,
+            Key::Map,
+            Key::Release(ShardId(0)),
+            Key::Release(ShardId(MAX_SHARDS - 1)),
+            Key::Member(NodeId::new("n")),
+            Key::Member(NodeId::new("a.b c/ü*>")),
+            Key::Member(NodeId::new("release.1")),
+        ];
+        for key in keys {
+            let text = names.key(&key);
+            assert!(kv_safe(&text), "{text:?}");
+            assert_eq!(names.parse_key(&text), Some(key), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn foreign_and_malformed_keys_are_ignored() {
+        let names = ClusterNames::new(None, "bank");
+        for key in [
+            "shop.map",
+            "bank",
+            "bank.",
+            "bank.maps",
+            "bank.member.",
+            "bank.member.a.b",
+            "bank.member._2e",
+            "bank.release.",
+            "bank.release.01",
+            "bank.release.-1",
+            "bank.release.65536",
+            "bank.release.99999999999",
+        ] {
+            assert_eq!(names.parse_key(key), None, "{key:?}");
+        }
+    }
+}
