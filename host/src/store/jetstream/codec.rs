@@ -32,11 +32,11 @@
 //! write a message the host will read, so nothing read is trusted for a
 //! size: an event count must fit the payload's bytes before room is made
 //! for it, and versions and stream positions stay at or below
-//! [`MAX_VERSION`] so arithmetic on them cannot overflow.
+//! `wire::MAX_VERSION` so arithmetic on them cannot overflow.
 
 use super::cache::Mark;
 use super::subject;
-use crate::store::wire::{self, Decoder, Encoder, MAX_VERSION, MIN_EVENT_BYTES};
+use crate::store::wire::{self, Decoder, Encoder, MIN_EVENT_BYTES};
 use crate::store::{NewEvent, Provenance, RecordedEvent, Snapshot};
 use async_nats::header::{HeaderName, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MESSAGE_ID};
 use async_nats::{HeaderMap, HeaderValue};
@@ -192,7 +192,7 @@ pub(crate) fn fuzz(versions: &str, command_id: &str, payload: &[u8], snapshot: &
     }
     let mut decoded = false;
     if let Ok(headers) = command_headers(Some(&map)) {
-        assert!(headers.first_version >= 1 && headers.last_version <= MAX_VERSION);
+        assert!(headers.first_version >= 1 && headers.last_version <= wire::MAX_VERSION);
         if let Ok(events) = decode_events(&headers, payload) {
             assert!(events.capacity() * MIN_EVENT_BYTES <= payload.len(), "more room than the bytes can fill");
             let new: Vec<_> =
@@ -212,6 +212,7 @@ pub(crate) fn fuzz(versions: &str, command_id: &str, payload: &[u8], snapshot: &
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::wire::MAX_VERSION;
 
     fn provenance() -> Provenance {
         Provenance {
