@@ -123,8 +123,11 @@ pub fn nats_request(data: &[u8]) -> bool {
     true
 }
 
+/// An entry: the input's bytes in, whether they decoded out.
+pub type Entry = fn(&[u8]) -> bool;
+
 /// Every entry, by the name of its fuzz target.
-pub const TARGETS: &[(&str, fn(&[u8]) -> bool)] = &[
+pub const TARGETS: &[(&str, Entry)] = &[
     ("jetstream_message", jetstream_message),
     ("jetstream_snapshot", jetstream_snapshot),
     ("embedded_value", embedded_value),

@@ -301,7 +301,7 @@ mod tests {
         for levels in [MAX_DEPTH + 1, 500, 1_000_000] {
             assert_eq!(on_small_stack(nested(levels)), Err(format!("nested deeper than {MAX_DEPTH} levels")));
         }
-        let mut maps = vec![0x81, 0xa1, b'k'].repeat(MAX_DEPTH + 1);
+        let mut maps = [0x81, 0xa1, b'k'].repeat(MAX_DEPTH + 1);
         maps.push(0xc0);
         assert_eq!(on_small_stack(maps), Err(format!("nested deeper than {MAX_DEPTH} levels")));
     }
