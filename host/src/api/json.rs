@@ -6,12 +6,23 @@
 //! including what JSON lacks: binary becomes an array of bytes, non-string
 //! map keys become their JSON text, extension values become
 //! `{"ext": type, "data": [bytes]}`.
+//!
+//! The MessagePack read here was stored by guests, which may nest values as
+//! deep as they like. So the reader keeps its place on a heap stack, not the
+//! call stack, and stops at [`MAX_DEPTH`]: the values it builds are dropped
+//! and serialised recursively. (rmpv's reader, used before, took about 6 KiB
+//! of stack per level and allowed 511 levels: an event a guest had stored
+//! 500 deep aborted the host when its JSON was asked for.)
 
-use rmpv::Value as Msg;
 use serde_json::Value as Json;
 
 /// MessagePack `nil`: the payload of a command without fields.
 pub const NIL: &[u8] = &[0xc0];
+
+/// The deepest nesting of arrays and maps converted to JSON: as deep as a
+/// JSON body may nest (serde_json's limit), so whatever came in as JSON goes
+/// out again.
+pub const MAX_DEPTH: usize = 128;
 
 /// A JSON value as MessagePack with field names.
 pub fn to_msgpack(value: &Json) -> Vec<u8> {
@@ -36,35 +47,163 @@ pub fn body_to_msgpack(body: &[u8]) -> Result<Vec<u8>, String> {
 ///
 /// # Errors
 ///
-/// If the bytes are not exactly one MessagePack value.
+/// If the bytes are not exactly one MessagePack value, or nest arrays and
+/// maps deeper than [`MAX_DEPTH`].
 pub fn from_msgpack(bytes: &[u8]) -> Result<Json, String> {
-    let mut rest = bytes;
-    let value = rmpv::decode::read_value(&mut rest).map_err(|e| format!("not MessagePack: {e}"))?;
-    if !rest.is_empty() {
-        return Err(format!("{} bytes after the MessagePack value", rest.len()));
+    let mut reader = Reader(bytes);
+    // The arrays and maps still being filled, innermost last.
+    let mut open: Vec<Open> = Vec::new();
+    loop {
+        let mut value = match reader.next().map_err(|e| format!("not MessagePack: {e}"))? {
+            Item::Value(value) => value,
+            Item::Array(_) | Item::Map(_) if open.len() == MAX_DEPTH => {
+                return Err(format!("nested deeper than {MAX_DEPTH} levels"));
+            }
+            Item::Array(0) => Json::Array(Vec::new()),
+            Item::Map(0) => Json::Object(serde_json::Map::new()),
+            // Each item takes a byte at least, so the bytes left bound the room reserved.
+            Item::Array(len) => {
+                open.push(Open::Array { items: Vec::with_capacity(len.min(reader.0.len())), left: len });
+                continue;
+            }
+            Item::Map(len) => {
+                open.push(Open::Map { entries: serde_json::Map::new(), key: None, left: len });
+                continue;
+            }
+        };
+        // Place the value in the innermost open container; a container
+        // it completes is itself a value for the next one out.
+        loop {
+            match open.last_mut() {
+                None if reader.0.is_empty() => return Ok(value),
+                None => return Err(format!("{} bytes after the MessagePack value", reader.0.len())),
+                Some(Open::Array { items, left }) => {
+                    items.push(value);
+                    *left -= 1;
+                    if *left > 0 {
+                        break;
+                    }
+                    value = Json::Array(std::mem::take(items));
+                }
+                Some(Open::Map { key: key @ None, .. }) => {
+                    *key = Some(key_text(value));
+                    break;
+                }
+                Some(Open::Map { entries, key, left }) => {
+                    entries.insert(key.take().unwrap_or_default(), value);
+                    *left -= 1;
+                    if *left > 0 {
+                        break;
+                    }
+                    value = Json::Object(std::mem::take(entries));
+                }
+            }
+            open.pop();
+        }
     }
-    Ok(msg_to_json(value))
 }
 
-fn msg_to_json(value: Msg) -> Json {
-    match value {
-        Msg::Nil => Json::Null,
-        Msg::Boolean(b) => Json::Bool(b),
-        Msg::Integer(i) => match (i.as_u64(), i.as_i64()) {
-            (Some(u), _) => Json::from(u),
-            (None, Some(i)) => Json::from(i),
-            (None, None) => Json::Null,
-        },
-        Msg::F32(f) => float(f64::from(f)),
-        Msg::F64(f) => float(f),
-        Msg::String(s) => match s.into_str() {
-            Some(s) => Json::String(s),
-            None => Json::Null,
-        },
-        Msg::Binary(bytes) => bytes_to_json(bytes),
-        Msg::Array(items) => Json::Array(items.into_iter().map(msg_to_json).collect()),
-        Msg::Map(entries) => Json::Object(entries.into_iter().map(|(k, v)| (key_text(k), msg_to_json(v))).collect()),
-        Msg::Ext(kind, data) => serde_json::json!({ "ext": kind, "data": bytes_to_json(data) }),
+/// An array or a map being read.
+enum Open {
+    Array { items: Vec<Json>, left: usize },
+    Map { entries: serde_json::Map<String, Json>, key: Option<String>, left: usize },
+}
+
+/// What a marker starts: a whole value, or the head of a container whose
+/// items follow.
+enum Item {
+    Value(Json),
+    Array(usize),
+    Map(usize),
+}
+
+/// MessagePack markers, read from the front of a slice.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+        let (taken, rest) = self.0.split_at_checked(n).ok_or("it ends inside a value")?;
+        self.0 = rest;
+        Ok(taken)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], &'static str> {
+        let (head, rest) = self.0.split_first_chunk::<N>().ok_or("it ends inside a value")?;
+        self.0 = rest;
+        Ok(*head)
+    }
+
+    /// A big-endian length of `N` bytes.
+    fn len<const N: usize>(&mut self) -> Result<usize, &'static str> {
+        Ok(self.array::<N>()?.iter().fold(0, |n, &b| (n << 8) | usize::from(b)))
+    }
+
+    /// A value whose length comes first, in `N` bytes.
+    fn sized<const N: usize>(
+        &mut self,
+        read: fn(&mut Self, usize) -> Result<Json, &'static str>,
+    ) -> Result<Json, &'static str> {
+        let len = self.len::<N>()?;
+        read(self, len)
+    }
+
+    fn next(&mut self) -> Result<Item, &'static str> {
+        let marker = self.array::<1>()?[0];
+        let value = match marker {
+            0x00..=0x7f => Json::from(marker),
+            0x80..=0x8f => return Ok(Item::Map(usize::from(marker & 0x0f))),
+            0x90..=0x9f => return Ok(Item::Array(usize::from(marker & 0x0f))),
+            0xa0..=0xbf => self.string(usize::from(marker & 0x1f))?,
+            0xc0 => Json::Null,
+            0xc1 => return Err("it uses the reserved marker 0xc1"),
+            0xc2 => Json::Bool(false),
+            0xc3 => Json::Bool(true),
+            0xc4 => self.sized::<1>(Self::bytes)?,
+            0xc5 => self.sized::<2>(Self::bytes)?,
+            0xc6 => self.sized::<4>(Self::bytes)?,
+            0xc7 => self.sized::<1>(Self::ext)?,
+            0xc8 => self.sized::<2>(Self::ext)?,
+            0xc9 => self.sized::<4>(Self::ext)?,
+            0xca => float(f64::from(f32::from_be_bytes(self.array()?))),
+            0xcb => float(f64::from_be_bytes(self.array()?)),
+            0xcc => Json::from(u8::from_be_bytes(self.array()?)),
+            0xcd => Json::from(u16::from_be_bytes(self.array()?)),
+            0xce => Json::from(u32::from_be_bytes(self.array()?)),
+            0xcf => Json::from(u64::from_be_bytes(self.array()?)),
+            0xd0 => Json::from(i8::from_be_bytes(self.array()?)),
+            0xd1 => Json::from(i16::from_be_bytes(self.array()?)),
+            0xd2 => Json::from(i32::from_be_bytes(self.array()?)),
+            0xd3 => Json::from(i64::from_be_bytes(self.array()?)),
+            0xd4 => self.ext(1)?,
+            0xd5 => self.ext(2)?,
+            0xd6 => self.ext(4)?,
+            0xd7 => self.ext(8)?,
+            0xd8 => self.ext(16)?,
+            0xd9 => self.sized::<1>(Self::string)?,
+            0xda => self.sized::<2>(Self::string)?,
+            0xdb => self.sized::<4>(Self::string)?,
+            0xdc => return Ok(Item::Array(self.len::<2>()?)),
+            0xdd => return Ok(Item::Array(self.len::<4>()?)),
+            0xde => return Ok(Item::Map(self.len::<2>()?)),
+            0xdf => return Ok(Item::Map(self.len::<4>()?)),
+            0xe0..=0xff => Json::from(marker as i8),
+        };
+        Ok(Item::Value(value))
+    }
+
+    /// A string that is not UTF-8 becomes `null`, as JSON has no such string.
+    fn string(&mut self, len: usize) -> Result<Json, &'static str> {
+        Ok(std::str::from_utf8(self.take(len)?).map_or(Json::Null, |s| Json::String(s.to_owned())))
+    }
+
+    fn bytes(&mut self, len: usize) -> Result<Json, &'static str> {
+        Ok(bytes_to_json(self.take(len)?))
+    }
+
+    /// An extension of `len` data bytes after its type byte.
+    fn ext(&mut self, len: usize) -> Result<Json, &'static str> {
+        let kind = i8::from_be_bytes(self.array()?);
+        Ok(serde_json::json!({ "ext": kind, "data": bytes_to_json(self.take(len)?) }))
     }
 }
 
@@ -73,20 +212,22 @@ fn float(f: f64) -> Json {
     serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number)
 }
 
-fn bytes_to_json(bytes: Vec<u8>) -> Json {
-    Json::Array(bytes.into_iter().map(Json::from).collect())
+fn bytes_to_json(bytes: &[u8]) -> Json {
+    Json::Array(bytes.iter().map(|&b| Json::from(b)).collect())
 }
 
-fn key_text(key: Msg) -> String {
+/// A map key as JSON text: a string as it is, anything else as its JSON.
+fn key_text(key: Json) -> String {
     match key {
-        Msg::String(s) if s.is_str() => s.into_str().unwrap_or_default(),
-        other => msg_to_json(other).to_string(),
+        Json::String(s) => s,
+        other => other.to_string(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rmpv::Value as Msg;
     use serde_json::json;
 
     #[test]
@@ -114,6 +255,74 @@ mod tests {
         assert_eq!(from_msgpack(&body_to_msgpack(br#"{"amount": 5}"#).unwrap()).unwrap(), json!({"amount": 5}));
         let err = body_to_msgpack(b"{amount: 5}").unwrap_err();
         assert!(err.starts_with("the body is not JSON: key must be a string at line 1 column 2"), "{err}");
+    }
+
+    /// Stored payloads and states are read back through here: headers that
+    /// claim more than the bytes hold are errors found without reserving
+    /// what they claim.
+    #[test]
+    fn lying_lengths_and_deep_nesting_are_errors_not_allocations() {
+        for crafted in [
+            &[0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0][..],   // array32 of four billion
+            &[0xdf, 0xff, 0xff, 0xff, 0xff, 0xc0, 0xc0], // map32 of four billion
+            &[0xc6, 0xff, 0xff, 0xff, 0xff, 1, 2],       // bin32 of 4 GiB
+            &[0xdb, 0xff, 0xff, 0xff, 0xff, b'a'],       // str32 of 4 GiB
+            &[0xc9, 0xff, 0xff, 0xff, 0xff, 1, 2],       // ext32 of 4 GiB
+        ] {
+            let started = std::time::Instant::now();
+            assert!(from_msgpack(crafted).unwrap_err().starts_with("not MessagePack"), "{crafted:02x?}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        }
+        let deep_json = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(body_to_msgpack(deep_json.as_bytes()).unwrap_err().contains("recursion limit"));
+    }
+
+    /// A guest may store a payload nested as deep as it likes (the payload
+    /// check walks without recursion). Read with rmpv, 500 levels overflowed
+    /// a 2 MiB stack (a Tokio worker's) and aborted the host; now the
+    /// reader needs no stack per level and refuses past `MAX_DEPTH`, and
+    /// what it builds up to there drops and serialises on a small stack.
+    #[test]
+    fn deep_nesting_is_refused_without_using_the_stack() {
+        let nested = |levels: usize| {
+            let mut bytes = vec![0x91; levels];
+            bytes.push(0xc0);
+            bytes
+        };
+        let on_small_stack = |bytes: Vec<u8>| {
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || from_msgpack(&bytes).map(|json| json.to_string().len()))
+                .unwrap()
+                .join()
+                .unwrap()
+        };
+        assert_eq!(on_small_stack(nested(MAX_DEPTH)), Ok(2 * MAX_DEPTH + 4));
+        for levels in [MAX_DEPTH + 1, 500, 1_000_000] {
+            assert_eq!(on_small_stack(nested(levels)), Err(format!("nested deeper than {MAX_DEPTH} levels")));
+        }
+        let mut maps = [0x81, 0xa1, b'k'].repeat(MAX_DEPTH + 1);
+        maps.push(0xc0);
+        assert_eq!(on_small_stack(maps), Err(format!("nested deeper than {MAX_DEPTH} levels")));
+    }
+
+    #[test]
+    fn every_kind_of_marker_converts() {
+        let mut bytes = vec![0x9f]; // fixarray of 15
+        bytes.extend([0x05, 0xe0, 0xcc, 0xff, 0xcd, 0x01, 0x00, 0xd0, 0x80, 0xd1, 0x80, 0x00]);
+        bytes.extend([0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        bytes.extend([0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0]);
+        bytes.extend([0xca, 0x3f, 0xc0, 0, 0, 0xcb, 0x3f, 0xe0, 0, 0, 0, 0, 0, 0]);
+        bytes.extend([0xd9, 2, b'h', b'i', 0xa2, 0xff, 0xfe]);
+        bytes.extend([0xc4, 2, 7, 8, 0xd5, 0xfe, 1, 2]);
+        bytes.extend([0x82, 0xc3, 0xc2, 0x91, 0x01, 0xc0]);
+        assert_eq!(
+            from_msgpack(&bytes).unwrap(),
+            json!([5, -32, 255, 256, -128, -32768, u64::MAX, i64::MIN, 1.5, 0.5, "hi", null, [7, 8],
+                {"ext": -2, "data": [1, 2]}, {"true": false, "[1]": null}])
+        );
+        assert_eq!(from_msgpack(&[0xc1]).unwrap_err(), "not MessagePack: it uses the reserved marker 0xc1");
+        assert_eq!(from_msgpack(&[0xdc, 0xff]).unwrap_err(), "not MessagePack: it ends inside a value");
     }
 
     #[test]

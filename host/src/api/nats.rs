@@ -92,10 +92,7 @@ pub async fn serve(
         let Ok(slot) = slots.clone().acquire_owned().await else { break };
         let (client, runtime, tasks_inner, config) = (client.clone(), runtime.clone(), tasks.clone(), config.clone());
         tasks.spawn(async move {
-            // The last token is the aggregate, encoded like every subject token.
-            let token = message.subject.rsplit('.').next().unwrap_or_default();
-            let aggregate = decode_token(token).unwrap_or_else(|| token.to_owned());
-            let answer = match answer(&runtime, &tasks_inner, &config, aggregate, &message.payload).await {
+            let answer = match answer(&runtime, &tasks_inner, &config, &message.subject, &message.payload).await {
                 Ok(mut body) => {
                     body["status"] = 200.into();
                     body
@@ -123,12 +120,30 @@ async fn answer(
     runtime: &Runtime,
     tasks: &TaskTracker,
     config: &NatsApiConfig,
-    aggregate: String,
+    subject: &str,
     body: &[u8],
 ) -> Result<Value, ApiError> {
+    let request = parse_request(config, subject, body)?;
+    // This door bounds its commands where it takes them off the subscription.
+    super::command::execute(runtime, tasks, request, ()).await
+}
+
+/// The command a request on `subject` with `body` asks for. Everything here
+/// came off the wire: the body's size is checked before it is parsed, and
+/// the JSON parser bounds nesting (128 levels) and reserves nothing ahead
+/// of the bytes it reads.
+///
+/// # Errors
+///
+/// `413` for a body over [`NatsApiConfig::max_body_bytes`], `400` for one
+/// that is not a command message.
+pub(crate) fn parse_request(config: &NatsApiConfig, subject: &str, body: &[u8]) -> Result<CommandRequest, ApiError> {
     if body.len() > config.max_body_bytes {
         return Err(ApiError::too_large(config.max_body_bytes));
     }
+    // The last token is the aggregate, encoded like every subject token.
+    let token = subject.rsplit('.').next().unwrap_or_default();
+    let aggregate = decode_token(token).unwrap_or_else(|| token.to_owned());
     let message: CommandMessage = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_json(format!("the request is not a command message ({{\"id\", \"command\", \"payload\"}}): {e}"))
     })?;
@@ -136,7 +151,7 @@ async fn answer(
         None | Some(Value::Null) => json::NIL.to_vec(),
         Some(value) => json::to_msgpack(value),
     };
-    let request = CommandRequest {
+    Ok(CommandRequest {
         aggregate,
         id: message.id,
         command: message.command,
@@ -144,9 +159,7 @@ async fn answer(
         command_id: message.command_id,
         correlation_id: message.correlation_id,
         causation_id: message.causation_id,
-    };
-    // This door bounds its commands where it takes them off the subscription.
-    super::command::execute(runtime, tasks, request, ()).await
+    })
 }
 
 /// Sends commands to hosts over NATS.
@@ -212,5 +225,38 @@ impl NatsClient {
             return Ok(body);
         }
         Err(ClientError::from_answer(status, body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(subject: &str, body: &[u8]) -> Result<CommandRequest, ApiError> {
+        parse_request(&NatsApiConfig { max_body_bytes: 4096, ..NatsApiConfig::default() }, subject, body)
+    }
+
+    #[test]
+    fn a_request_names_its_aggregate_by_subject_and_its_command_by_body() {
+        let body = br#"{"id": "a.b", "command": "Deposit", "payload": {"amount": 5}, "command_id": "k1"}"#;
+        let request = parse("aether.cmd.bank.Acc_2Eount", body).unwrap();
+        assert_eq!((request.aggregate.as_str(), request.id.as_str()), ("Acc.ount", "a.b"));
+        assert_eq!(json::from_msgpack(&request.payload).unwrap(), json!({"amount": 5}));
+        assert_eq!(request.command_id.as_deref(), Some("k1"));
+        let without = parse("aether.cmd.bank.Account", br#"{"id": "a", "command": "Close"}"#).unwrap();
+        assert_eq!(without.payload, json::NIL);
+    }
+
+    /// Bodies an attacker may send: too large, too deep, lying about
+    /// lengths, not JSON. Each is a clean `4xx` before anything is sized by it.
+    #[test]
+    fn hostile_bodies_are_answered_with_client_errors() {
+        assert_eq!(parse("aether.cmd.bank.Account", &[b' '; 4097]).unwrap_err().status, StatusCode::PAYLOAD_TOO_LARGE);
+        let deep = format!(r#"{{"id": "a", "command": "C", "payload": {}{}}}"#, "[".repeat(2000), "]".repeat(2000));
+        let err = parse("aether.cmd.bank.Account", deep.as_bytes()).unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        for body in [&b""[..], b"\xff\xfe", b"{\"id\": 1}", b"[", br#"{"id": "a", "command": "C", "payload": 1e999}"#] {
+            assert_eq!(parse("aether.cmd.bank.Account", body).unwrap_err().status, StatusCode::BAD_REQUEST, "{body:?}");
+        }
     }
 }

@@ -60,10 +60,21 @@ impl BusEvent {
 
     /// # Errors
     ///
-    /// If the bytes are not a bus event.
+    /// If the bytes are not a bus event, or nest deeper than
+    /// [`MAX_DEPTH`](Self::MAX_DEPTH).
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        rmp_serde::from_slice(bytes).map_err(|e| format!("not an aether bus event: {e}"))
+        let mut decoder = rmp_serde::Deserializer::from_read_ref(bytes);
+        decoder.set_max_depth(Self::MAX_DEPTH);
+        Self::deserialize(&mut decoder).map_err(|e| format!("not an aether bus event: {e}"))
     }
+
+    /// The deepest nesting [`decode`](Self::decode) reads: an envelope nests
+    /// three deep (its provenance's fields), with room for fields a newer
+    /// host may add. Anyone may publish on the bus's subjects, and rmp-serde
+    /// recurses once per level, skipped fields included, a few kilobytes of
+    /// stack each: its own limit of 1,024 levels overflowed a 2 MiB Tokio
+    /// worker's stack, and aborted the process, at about 500.
+    pub const MAX_DEPTH: usize = 16;
 }
 
 /// Which events a subscriber wants; `None` matches anything.
@@ -231,6 +242,38 @@ mod tests {
         let bytes = e.encode();
         assert_eq!(BusEvent::decode(&bytes).unwrap(), e);
         assert!(BusEvent::decode(b"\x01").unwrap_err().starts_with("not an aether bus event"));
+    }
+
+    /// Anyone may publish on the bus's subjects: envelopes that claim more
+    /// than they hold are refused without reserving what they claim.
+    #[test]
+    fn crafted_envelopes_are_errors_not_allocations() {
+        let e = BusEvent::new("bank", &ActorId::new("Account", "a"), &event(3));
+        let bytes = e.encode();
+        for cut in 0..bytes.len() {
+            assert!(BusEvent::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        // An unknown field nested 100,000 deep, read on a thread with less
+        // stack than a Tokio worker's: an overflow aborted the process.
+        let mut deep = vec![0x81, 0xa1, b'x'];
+        deep.extend(std::iter::repeat_n(0x91, 100_000));
+        deep.push(0xc0);
+        let err = std::thread::Builder::new()
+            .stack_size(512 * 1024)
+            .spawn(move || BusEvent::decode(&deep).unwrap_err())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(err, "not an aether bus event: depth limit exceeded");
+        for crafted in [
+            &[0xdf, 0xff, 0xff, 0xff, 0xff, 0xa6, b'd', b'o', b'm', b'a', b'i', b'n'][..], // map32 of four billion
+            &[0xdd, 0xff, 0xff, 0xff, 0xff, 0xdb, 0xff, 0xff, 0xff, 0xff], // array32, then str32 of 4 GiB
+            &[0x97, 0xa1, b'd', 0xa1, b'a', 0xa1, b'i', 0x01, 0xa1, b'n', 0xc6, 0xff, 0xff, 0xff, 0xff], // bin32 of 4 GiB
+        ] {
+            let started = std::time::Instant::now();
+            assert!(BusEvent::decode(crafted).is_err(), "{crafted:02x?}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        }
     }
 
     #[tokio::test]

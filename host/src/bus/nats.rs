@@ -89,9 +89,42 @@ pub(super) async fn publish_all(
 #[derive(Debug)]
 pub struct NatsSubscription {
     messages: async_nats::Subscriber,
+    gaps: Gaps,
+    undecodable: u64,
+}
+
+/// Each actor's last version seen, and the events missed as counted from
+/// the jumps. Versions come from the wire: a message may claim any, so the
+/// count saturates rather than overflow.
+#[derive(Debug)]
+pub(crate) struct Gaps {
     last_versions: LruCache<(String, String), u64>,
     dropped: u64,
-    undecodable: u64,
+}
+
+impl Gaps {
+    /// Remembers at most `actors` actors, the least recently seen forgotten.
+    pub(crate) fn new(actors: NonZeroUsize) -> Self {
+        Self { last_versions: LruCache::new(actors), dropped: 0 }
+    }
+
+    /// Notes an event; a jump past the actor's last version counts the
+    /// versions skipped as dropped.
+    pub(crate) fn observe(&mut self, event: &BusEvent) {
+        match self.last_versions.get_mut(&(event.aggregate.clone(), event.id.clone())) {
+            Some(last) if event.version > *last => {
+                self.dropped = self.dropped.saturating_add(event.version - *last - 1);
+                *last = event.version;
+            }
+            // Two hosts' publications may interleave: an older version is no gap.
+            Some(_) => {}
+            None => _ = self.last_versions.put((event.aggregate.clone(), event.id.clone()), event.version),
+        }
+    }
+
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped
+    }
 }
 
 impl NatsSubscription {
@@ -108,7 +141,7 @@ impl NatsSubscription {
     ) -> Result<Self, async_nats::SubscribeError> {
         let messages = client.subscribe(subjects.bus_filter(domain, filter)).await?;
         let actors = NonZeroUsize::new(100_000).expect("non-zero");
-        Ok(Self { messages, last_versions: LruCache::new(actors), dropped: 0, undecodable: 0 })
+        Ok(Self { messages, gaps: Gaps::new(actors), undecodable: 0 })
     }
 
     /// The next event; `None` when the subscription ends.
@@ -123,27 +156,56 @@ impl NatsSubscription {
                     continue;
                 }
             };
-            let key = (event.aggregate.clone(), event.id.clone());
-            match self.last_versions.get_mut(&key) {
-                Some(last) if event.version > *last => {
-                    self.dropped += event.version - *last - 1;
-                    *last = event.version;
-                }
-                // Two hosts' publications may interleave: an older version is no gap.
-                Some(_) => {}
-                None => _ = self.last_versions.put(key, event.version),
-            }
+            self.gaps.observe(&event);
             return Some(event);
         }
     }
 
     /// Events missed, as counted from version gaps of actors seen before.
     pub fn dropped(&self) -> u64 {
-        self.dropped
+        self.gaps.dropped()
     }
 
     /// Messages on the subjects that were not bus events.
     pub fn undecodable(&self) -> u64 {
         self.undecodable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Provenance;
+
+    fn event(id: &str, version: u64) -> BusEvent {
+        let provenance = Provenance {
+            command_id: "c".into(),
+            correlation_id: "c".into(),
+            causation_id: "c".into(),
+            timestamp_ms: 1,
+            component_hash: "ab".into(),
+        };
+        let (domain, aggregate, name) = ("bank".into(), "Account".into(), "Deposited".into());
+        BusEvent { domain, aggregate, id: id.into(), version, name, payload: vec![0xc0], provenance }
+    }
+
+    #[test]
+    fn jumps_count_as_dropped_and_older_versions_do_not() {
+        let mut gaps = Gaps::new(NonZeroUsize::new(10).unwrap());
+        for (id, version) in [("a", 1), ("a", 4), ("b", 7), ("a", 2), ("b", 8), ("a", 5)] {
+            gaps.observe(&event(id, version));
+        }
+        assert_eq!(gaps.dropped(), 2);
+    }
+
+    /// Versions are whatever a message on the subject claims: two jumps to
+    /// `u64::MAX` overflowed the count (a panic in a debug build).
+    #[test]
+    fn crafted_versions_saturate_the_count() {
+        let mut gaps = Gaps::new(NonZeroUsize::new(10).unwrap());
+        for (id, version) in [("a", 0), ("a", u64::MAX), ("b", 0), ("b", u64::MAX)] {
+            gaps.observe(&BusEvent::decode(&event(id, version).encode()).unwrap());
+        }
+        assert_eq!(gaps.dropped(), u64::MAX);
     }
 }

@@ -6,13 +6,30 @@
 //! inside already are MessagePack.
 //!
 //! Decoders return a message for `StoreError::Corrupt`; they never panic on
-//! malformed bytes.
+//! malformed bytes, and never allocate more than the bytes they are given
+//! can fill: a length is checked against the bytes left before anything is
+//! reserved, and a count of items against the least those items can take
+//! ([`Decoder::count`]), so a value claiming four billion events is refused
+//! at once rather than reserving hundreds of gigabytes.
 
 use super::Provenance;
 use std::sync::Arc;
 
 /// The format byte of every value written today.
 const FORMAT: u8 = 1;
+
+/// The highest version, and stream position, a stored value may name. No
+/// stream comes near it (a billion events a second would take 292 years),
+/// and a decoded version at or below it can be counted on by `+ 1`, or by
+/// adding a command's event count, without overflow. Decoders refuse more.
+pub(super) const MAX_VERSION: u64 = i64::MAX as u64;
+
+/// The fewest bytes one event takes: its name's and its payload's lengths.
+pub(super) const MIN_EVENT_BYTES: usize = 8;
+
+/// The fewest bytes one command's provenance takes: three ids' and the
+/// component hash's lengths and the timestamp.
+pub(super) const MIN_PROVENANCE_BYTES: usize = 24;
 
 pub(super) struct Encoder(Vec<u8>);
 
@@ -85,10 +102,32 @@ impl<'a> Decoder<'a> {
         self.array(field).map(u64::from_le_bytes)
     }
 
+    /// A version (or stream position), at most [`MAX_VERSION`].
+    pub(super) fn version(&mut self, field: &str) -> Result<u64, String> {
+        let version = self.u64(field)?;
+        check_version(field, version)?;
+        Ok(version)
+    }
+
+    /// A `u32` count of items that each take at least `min_item_bytes`:
+    /// refused if the bytes left cannot hold that many, so a caller may
+    /// reserve room for the count.
+    pub(super) fn count(&mut self, field: &str, min_item_bytes: usize) -> Result<usize, String> {
+        let count = self.u32(field)? as usize;
+        let needed = count.saturating_mul(min_item_bytes.max(1));
+        if needed > self.0.len() {
+            return Err(format!(
+                "{field} {count} needs at least {needed} bytes, but {} are left in the value",
+                self.0.len()
+            ));
+        }
+        Ok(count)
+    }
+
     pub(super) fn bytes(&mut self, field: &str) -> Result<&'a [u8], String> {
         let len = self.u32(field)? as usize;
         if self.0.len() < len {
-            return Err(format!("value ends inside {field}"));
+            return Err(format!("value ends inside {field}: it claims {len} bytes, {} are left", self.0.len()));
         }
         let (head, rest) = self.0.split_at(len);
         self.0 = rest;
@@ -132,6 +171,14 @@ impl<'a> Decoder<'a> {
     pub(super) fn end(self) -> Result<(), String> {
         if self.0.is_empty() { Ok(()) } else { Err(format!("{} unexpected trailing bytes", self.0.len())) }
     }
+}
+
+/// Refuses a version above [`MAX_VERSION`], naming `field`.
+pub(super) fn check_version(field: &str, version: u64) -> Result<(), String> {
+    if version > MAX_VERSION {
+        return Err(format!("{field} {version} is above the highest version a store writes ({MAX_VERSION})"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -182,5 +229,38 @@ mod tests {
         assert_eq!(decoded, p);
         assert!(Arc::ptr_eq(&decoded.command_id, &decoded.correlation_id), "one allocation for both");
         assert!(!Arc::ptr_eq(&decoded.command_id, &decoded.causation_id));
+    }
+
+    #[test]
+    fn a_count_the_bytes_cannot_hold_is_refused_before_anything_is_reserved() {
+        let mut e = Encoder::new(16);
+        e.u32(u32::MAX);
+        e.u64(0);
+        let bytes = e.finish(&[]);
+        let err = Decoder::new(&bytes).unwrap().count("event count", MIN_EVENT_BYTES).unwrap_err();
+        assert_eq!(err, "event count 4294967295 needs at least 34359738360 bytes, but 8 are left in the value");
+        // Exactly as many as fit is fine; a zero item size still counts one byte each.
+        let mut e = Encoder::new(16);
+        e.u32(2);
+        e.u64(0);
+        let bytes = e.finish(&[]);
+        assert_eq!(Decoder::new(&bytes).unwrap().count("n", 4), Ok(2));
+        assert!(Decoder::new(&bytes).unwrap().count("n", 5).is_err());
+        assert!(Decoder::new(&[FORMAT, 9, 0, 0, 0]).unwrap().count("n", 0).is_err());
+    }
+
+    #[test]
+    fn versions_past_the_maximum_are_refused() {
+        let mut e = Encoder::new(16);
+        e.u64(MAX_VERSION);
+        e.u64(MAX_VERSION + 1);
+        let bytes = e.finish(&[]);
+        let mut d = Decoder::new(&bytes).unwrap();
+        assert_eq!(d.version("first version"), Ok(MAX_VERSION));
+        let err = d.version("last version").unwrap_err();
+        assert_eq!(
+            err,
+            format!("last version {} is above the highest version a store writes ({MAX_VERSION})", 1u64 << 63)
+        );
     }
 }

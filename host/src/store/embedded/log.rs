@@ -123,15 +123,12 @@ pub(super) fn replay(
 ) -> Result<(), String> {
     let name = path.display();
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read log {name}: {e}"))?;
-    let mut at = 0;
-    while let Some(record) = record_at(&bytes, at) {
-        apply(&bytes[record.clone()]).map_err(|e| format!("log {name}, record at byte {at}: {e}"))?;
-        at = record.end;
-    }
+    let at =
+        valid_records(&bytes, |at, record| apply(record).map_err(|e| format!("log {name}, record at byte {at}: {e}")))?;
     if at == bytes.len() {
         return Ok(());
     }
-    if let Some(next) = (at + 1..bytes.len()).find(|&y| record_at(&bytes, y).is_some()) {
+    if let Some(next) = next_record(&bytes, at) {
         return Err(format!(
             "log {name} is damaged at bytes {at}..{next} and a valid record follows, so this is not a torn \
              write: answered writes may be in it; restore the file, or move it away to accept losing them"
@@ -146,6 +143,31 @@ pub(super) fn replay(
     tracing::warn!(log = %name, offset = at, dropped = bytes.len() - at, "cutting a torn write off the log");
     let file = OpenOptions::new().write(true).open(path).map_err(|e| format!("cannot open log {name}: {e}"))?;
     file.set_len(at as u64).and_then(|()| file.sync_all()).map_err(|e| format!("cannot cut log {name}: {e}"))
+}
+
+/// Calls `apply` with the offset and payload of each valid record from the
+/// start of `bytes`, in order; returns the offset where they end (the length
+/// of `bytes` when every byte is in a record). A record's length is trusted
+/// only once its bytes are present and its checksum matches.
+///
+/// # Errors
+///
+/// `apply`'s.
+pub(super) fn valid_records(
+    bytes: &[u8],
+    mut apply: impl FnMut(usize, &[u8]) -> Result<(), String>,
+) -> Result<usize, String> {
+    let mut at = 0;
+    while let Some(record) = record_at(bytes, at) {
+        apply(at, &bytes[record.clone()])?;
+        at = record.end;
+    }
+    Ok(at)
+}
+
+/// The offset of the first valid record after `at`, if any.
+pub(super) fn next_record(bytes: &[u8], at: usize) -> Option<usize> {
+    (at + 1..bytes.len()).find(|&y| record_at(bytes, y).is_some())
 }
 
 /// The payload of a valid record starting at `at`, if there is one.
@@ -230,6 +252,18 @@ mod tests {
         let err = records(&path, true).unwrap_err();
         assert!(err.contains("a valid record follows"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing is cut");
+    }
+
+    /// A header claiming a 4 GiB record is a torn write, found from the
+    /// bytes present, not a read of what it claims.
+    #[test]
+    fn a_length_past_the_end_is_damage_not_a_read() {
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend(u32::MAX.to_le_bytes());
+        bytes.extend(checksum(b"x").to_le_bytes());
+        bytes.extend(b"x");
+        assert_eq!(valid_records(&bytes, |_, _| Err("no record is valid".into())), Ok(0));
+        assert_eq!(next_record(&bytes, 0), None);
     }
 
     #[test]

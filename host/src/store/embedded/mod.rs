@@ -63,6 +63,9 @@ use tables::Lookup;
 use tokio::sync::{mpsc, oneshot};
 use writer::{CheckpointPolicy, Job, Writer};
 
+#[cfg(feature = "fuzzing")]
+pub(crate) use codec::fuzz;
+
 /// The database file inside the data directory.
 pub const FILE_NAME: &str = "events.redb";
 

@@ -297,7 +297,7 @@ impl Lookup {
 
 /// The versions an index entry names, if they can be a command's.
 fn checked_versions(actor: &ActorId, command_id: &str, (first, last): (u64, u64)) -> Result<Appended, StoreError> {
-    if first == 0 || last < first {
+    if first == 0 || last < first || last > crate::store::wire::MAX_VERSION {
         return Err(StoreError::Corrupt {
             actor: actor.clone(),
             // The entry that names the versions is the broken one.
@@ -311,4 +311,19 @@ fn checked_versions(actor: &ActorId, command_id: &str, (first, last): (u64, u64)
 fn corrupt_snapshot(actor: &ActorId) -> impl FnOnce(String) -> StoreError + '_ {
     // The version is inside the value that failed to decode.
     move |cause| StoreError::Corrupt { actor: actor.clone(), version: 0, cause: format!("snapshot: {cause}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_entry_must_name_versions_a_command_can_have() {
+        let actor = ActorId::new("A", "a");
+        assert!(checked_versions(&actor, "c", (2, 3)).is_ok());
+        for bad in [(0, 1), (3, 2), (1, u64::MAX)] {
+            let err = checked_versions(&actor, "c", bad).unwrap_err().to_string();
+            assert!(err.contains("command index entry \"c\" names versions"), "{err}");
+        }
+    }
 }

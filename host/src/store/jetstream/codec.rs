@@ -28,11 +28,15 @@
 //! state to the end.
 //!
 //! Decoders return a message for `StoreError::Corrupt`; they never panic on
-//! malformed bytes.
+//! malformed bytes. Anyone who may publish on the stream's subjects can
+//! write a message the host will read, so nothing read is trusted for a
+//! size: an event count must fit the payload's bytes before room is made
+//! for it, and versions and stream positions stay at or below
+//! `wire::MAX_VERSION` so arithmetic on them cannot overflow.
 
 use super::cache::Mark;
 use super::subject;
-use crate::store::wire::{Decoder, Encoder};
+use crate::store::wire::{self, Decoder, Encoder, MIN_EVENT_BYTES};
 use crate::store::{NewEvent, Provenance, RecordedEvent, Snapshot};
 use async_nats::header::{HeaderName, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MESSAGE_ID};
 use async_nats::{HeaderMap, HeaderValue};
@@ -98,6 +102,7 @@ pub(super) fn command_headers(headers: Option<&HeaderMap>) -> Result<CommandHead
     if first_version == 0 || last_version < first_version {
         return Err(format!("versions {first_version}..={last_version} in the headers are not a range"));
     }
+    wire::check_version("the last version in the headers", last_version)?;
     let token = get(COMMAND_ID)?;
     let command_id =
         subject::decode_token(token).ok_or_else(|| format!("{COMMAND_ID} header {token:?} does not decode"))?;
@@ -127,15 +132,17 @@ pub(super) fn decode_events(headers: &CommandHeaders, payload: &[u8]) -> Result<
             provenance.command_id, headers.command_id
         ));
     }
-    let count = u64::from(d.u32("event count")?);
-    if count != headers.last_version - headers.first_version + 1 {
+    // The count must fit the bytes left before it sizes anything: a payload
+    // claiming four billion events would otherwise reserve 256 GiB.
+    let count = d.count("event count", MIN_EVENT_BYTES)?;
+    if count as u64 != headers.last_version - headers.first_version + 1 {
         return Err(format!(
             "{count} events in the payload, versions {}..={} in the headers",
             headers.first_version, headers.last_version
         ));
     }
     let provenance = Arc::new(provenance);
-    let mut events = Vec::with_capacity(count as usize);
+    let mut events = Vec::with_capacity(count);
     for version in headers.first_version..=headers.last_version {
         let name = d.string("event name")?;
         let payload = d.bytes("event payload")?.to_vec();
@@ -157,13 +164,13 @@ pub(super) fn encode_snapshot(snapshot: &Snapshot, start: Mark) -> Vec<u8> {
 
 /// The snapshot's version alone, to compare without copying the state.
 pub(super) fn snapshot_version(bytes: &[u8]) -> Result<u64, String> {
-    Decoder::new(bytes)?.u64("snapshot version")
+    Decoder::new(bytes)?.version("snapshot version")
 }
 
 pub(super) fn decode_snapshot(bytes: &[u8]) -> Result<(Snapshot, Mark), String> {
     let mut d = Decoder::new(bytes)?;
-    let version = d.u64("snapshot version")?;
-    let start = Mark { version: d.u64("replay start version")?, seq: d.u64("replay start sequence")? };
+    let version = d.version("snapshot version")?;
+    let start = Mark { version: d.version("replay start version")?, seq: d.version("replay start sequence")? };
     if start.version > version {
         return Err(format!("replay start at version {} is past the snapshot's {version}", start.version));
     }
@@ -171,9 +178,41 @@ pub(super) fn decode_snapshot(bytes: &[u8]) -> Result<(Snapshot, Mark), String> 
     Ok((Snapshot { version, component_hash, state: d.rest().to_vec() }, start))
 }
 
+/// Fuzzing (feature `fuzzing`): decodes a message whose headers hold
+/// `versions` and `command_id`, and `snapshot` as a snapshot entry. Nothing
+/// may panic; whatever decodes must hold no more events than its bytes can,
+/// and encode back to exactly the bytes it came from. True if either decoded.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz(versions: &str, command_id: &str, payload: &[u8], snapshot: &[u8]) -> bool {
+    let mut map = HeaderMap::new();
+    for (name, value) in [(VERSIONS, versions), (COMMAND_ID, command_id)] {
+        if let Ok(value) = value.parse::<HeaderValue>() {
+            map.insert(name, value);
+        }
+    }
+    let mut decoded = false;
+    if let Ok(headers) = command_headers(Some(&map)) {
+        assert!(headers.first_version >= 1 && headers.last_version <= wire::MAX_VERSION);
+        if let Ok(events) = decode_events(&headers, payload) {
+            assert!(events.capacity() * MIN_EVENT_BYTES <= payload.len(), "more room than the bytes can fill");
+            let new: Vec<_> =
+                events.iter().map(|e| NewEvent { name: e.name.clone(), payload: e.payload.clone() }).collect();
+            assert_eq!(encode_events(&events[0].provenance, &new), payload, "a decoded message encodes back");
+            decoded = true;
+        }
+    }
+    if let Ok((snap, start)) = decode_snapshot(snapshot) {
+        assert_eq!(snapshot_version(snapshot), Ok(snap.version));
+        assert_eq!(encode_snapshot(&snap, start), snapshot, "a decoded snapshot encodes back");
+        decoded = true;
+    }
+    decoded
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::wire::MAX_VERSION;
 
     fn provenance() -> Provenance {
         Provenance {
@@ -254,5 +293,41 @@ mod tests {
         assert_eq!(decode_snapshot(&bytes).unwrap(), (snapshot, start));
         assert!(decode_snapshot(&bytes[..20]).is_err());
         assert!(decode_snapshot(b"garbage").is_err());
+    }
+
+    /// The attack of issue 19: a message whose headers and payload agree on
+    /// four billion events, with nothing behind the count. The old decoder
+    /// reserved `u32::MAX` events (256 GiB) before reading the first.
+    #[test]
+    fn a_message_claiming_four_billion_events_is_refused_before_allocating() {
+        let mut payload = Encoder::new(64);
+        payload.provenance(&provenance());
+        payload.u32(u32::MAX);
+        let payload = payload.finish(b"a few bytes, not four billion events");
+        let headers = CommandHeaders {
+            first_version: 1,
+            last_version: u64::from(u32::MAX),
+            command_id: provenance().command_id.to_string(),
+        };
+        let started = std::time::Instant::now();
+        let err = decode_events(&headers, &payload).unwrap_err();
+        assert!(err.starts_with("event count 4294967295 needs at least 34359738360 bytes"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "refused at once, not after reading");
+    }
+
+    #[test]
+    fn versions_and_positions_that_would_overflow_are_refused() {
+        let mut map = HeaderMap::new();
+        map.insert(VERSIONS, format!("1-{}", u64::MAX).as_str());
+        map.insert(COMMAND_ID, "c");
+        let err = command_headers(Some(&map)).unwrap_err();
+        assert!(err.contains("above the highest version"), "{err}");
+        let snapshot = Snapshot { version: 9, component_hash: "cd".into(), state: vec![] };
+        for start in [Mark { version: 1, seq: u64::MAX }, Mark { version: MAX_VERSION + 1, seq: 1 }] {
+            let err = decode_snapshot(&encode_snapshot(&snapshot, start)).unwrap_err();
+            assert!(err.contains("above the highest version"), "{err}");
+        }
+        let huge = Snapshot { version: u64::MAX, ..snapshot };
+        assert!(snapshot_version(&encode_snapshot(&huge, Mark::START)).is_err());
     }
 }

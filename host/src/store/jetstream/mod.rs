@@ -127,6 +127,8 @@ use async_nats::{Client, HeaderMap};
 use async_trait::async_trait;
 use cache::{Mark, Positions};
 use codec::CommandHeaders;
+#[cfg(feature = "fuzzing")]
+pub(crate) use codec::fuzz;
 use fetch::{Cursor, FetchError, Fetched, Source};
 use replays::Replays;
 use setup::ensure_storage;
