@@ -365,3 +365,31 @@ impl Node {
         timers.into_iter().min()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cluster::node::tests::Cluster;
+    use crate::cluster::{ClusterEvent, NodeId};
+
+    #[test]
+    fn a_dead_leader_is_replaced_and_its_shards_move() {
+        let mut cluster = Cluster::default();
+        let a = cluster.add("a");
+        let b = cluster.add("b");
+        cluster.drain_all();
+        assert!(cluster.nodes[a].is_leader(cluster.now) && !cluster.nodes[b].is_leader(cluster.now));
+        cluster.crashed.insert(a);
+        let crashed = cluster.now;
+        while !cluster.nodes[b].is_leader(cluster.now) {
+            cluster.run_for(50);
+        }
+        let took = cluster.now - crashed;
+        assert!((2_500..3_000).contains(&took), "took over after {took} ms");
+        assert_eq!(cluster.nodes[b].leader(), Some((&NodeId::new("b"), 2)));
+        // a's lease ran out long ago; its shards move once it is expelled.
+        cluster.run_for(500);
+        assert_eq!(cluster.served(b), 8);
+        assert!(cluster.nodes[b].epoch() > 3);
+        assert!(cluster.events.contains(&(b, ClusterEvent::BecameLeader { term: 2 })));
+    }
+}

@@ -206,3 +206,51 @@ impl Node {
         Some(m.next_beat_at)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cluster::node::tests::Cluster;
+    use crate::cluster::{Action, ClusterConfig, ClusterEvent, Input, Key, KvOp, KvOutcome, Node, NodeId, ShardId};
+
+    #[test]
+    fn an_expelled_node_fences_and_rejoins_as_a_new_incarnation() {
+        let mut cluster = Cluster::default();
+        let a = cluster.add("a");
+        let b = cluster.add("b");
+        cluster.drain_all();
+        let old = cluster.nodes[b].incarnation().unwrap();
+        // b freezes for longer than the failure timeout; a expels it.
+        cluster.crashed.insert(b);
+        cluster.run_for(3_000);
+        assert_eq!(cluster.served(a), 8);
+        assert!(cluster.kv[&Key::Member(NodeId::new("b"))].0.is_none(), "b's key is deleted");
+        // b resumes with its stale state: the lease check comes first.
+        cluster.crashed.remove(&b);
+        assert!(!cluster.nodes[b].is_serving(cluster.now, ShardId(0)));
+        cluster.resync(b);
+        cluster.run_for(1_000);
+        let events: Vec<&ClusterEvent> = cluster.events.iter().filter(|(i, _)| *i == b).map(|(_, e)| e).collect();
+        assert!(events.contains(&&ClusterEvent::Fenced));
+        assert!(events.contains(&&ClusterEvent::Expelled { incarnation: old }));
+        let new = cluster.nodes[b].incarnation().unwrap();
+        assert!(new > old);
+        assert_eq!((cluster.served(a), cluster.served(b)), (4, 4), "b serves again under new grants");
+    }
+
+    #[test]
+    fn a_create_whose_answer_was_lost_is_recognised_on_the_watch() {
+        let config = ClusterConfig { shards: 4, ..ClusterConfig::default() };
+        let mut node = Node::new(NodeId::new("a"), &config, 7, 0).unwrap();
+        let Some(Action::Kv { request, op: op @ KvOp::Create { .. } }) = node.poll_action() else {
+            panic!("a node starts by creating its key")
+        };
+        node.handle(10, Input::KvResult { request, outcome: KvOutcome::Unavailable });
+        assert_eq!(node.incarnation(), None);
+        let (key, value) = (op.key().clone(), op.value().cloned());
+        node.handle(11, Input::KvChanged { key, value, revision: 42 });
+        assert_eq!(node.incarnation(), Some(42));
+        let actions: Vec<Action> = std::iter::from_fn(|| node.poll_action()).collect();
+        assert!(actions.contains(&Action::Event(ClusterEvent::Joined { incarnation: 42 })));
+        assert!(!node.is_serving(11, ShardId(0)), "no lease before an acknowledged renewal");
+    }
+}

@@ -418,7 +418,7 @@ impl Node {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::collections::{BTreeSet, VecDeque};
 
@@ -426,16 +426,17 @@ mod tests {
     /// every watcher sees every entry, in order. Drains are held until the
     /// test releases them.
     #[derive(Debug, Default)]
-    struct Cluster {
-        now: u64,
-        revision: u64,
-        kv: BTreeMap<Key, (Option<Bytes>, u64)>,
-        nodes: Vec<Node>,
+    pub(in crate::cluster) struct Cluster {
+        pub now: u64,
+        pub revision: u64,
+        pub kv: BTreeMap<Key, (Option<Bytes>, u64)>,
+        pub nodes: Vec<Node>,
         serving: Vec<BTreeSet<ShardId>>,
         drains: Vec<(usize, ShardId)>,
-        events: Vec<(usize, ClusterEvent)>,
+        pub events: Vec<(usize, ClusterEvent)>,
         left: Vec<bool>,
-        crashed: BTreeSet<usize>,
+        /// Nodes that get no input (crashed, or paused until removed).
+        pub crashed: BTreeSet<usize>,
     }
 
     impl Cluster {
@@ -443,7 +444,7 @@ mod tests {
             ClusterConfig { shards: 8, ..ClusterConfig::default() }
         }
 
-        fn add(&mut self, id: &str) -> usize {
+        pub(in crate::cluster) fn add(&mut self, id: &str) -> usize {
             let node = Node::new(NodeId::new(id), &Self::config(), self.nodes.len() as u64 + 1, self.now).unwrap();
             self.nodes.push(node);
             self.serving.push(BTreeSet::new());
@@ -458,7 +459,7 @@ mod tests {
             index
         }
 
-        fn apply(&mut self, op: &KvOp) -> KvOutcome {
+        pub(in crate::cluster) fn apply(&mut self, op: &KvOp) -> KvOutcome {
             let last = self.kv.get(op.key()).map(|(_, r)| *r);
             let present = self.kv.get(op.key()).is_some_and(|(v, _)| v.is_some());
             let ok = match op {
@@ -476,7 +477,7 @@ mod tests {
         }
 
         /// Runs every node's actions until none are left.
-        fn settle(&mut self) {
+        pub(in crate::cluster) fn settle(&mut self) {
             let mut queue: VecDeque<(usize, Input)> = VecDeque::new();
             loop {
                 for index in 0..self.nodes.len() {
@@ -509,27 +510,41 @@ mod tests {
             }
         }
 
-        fn drain_all(&mut self) {
-            for (index, shard) in std::mem::take(&mut self.drains) {
+        /// Feeds a node every key of the bucket, as after a reconnect.
+        pub(in crate::cluster) fn resync(&mut self, index: usize) {
+            let entries: Vec<_> = self.kv.iter().map(|(k, (v, r))| (k.clone(), v.clone(), *r)).collect();
+            for (key, value, revision) in entries {
+                self.nodes[index].handle(self.now, Input::KvChanged { key, value, revision });
+            }
+            self.settle();
+        }
+
+        pub(in crate::cluster) fn drain_all(&mut self) {
+            let drains = std::mem::take(&mut self.drains);
+            let (skip, drains): (Vec<_>, Vec<_>) = drains.into_iter().partition(|(i, _)| self.crashed.contains(i));
+            self.drains = skip;
+            for (index, shard) in drains {
                 self.nodes[index].handle(self.now, Input::ShardDrained(shard));
             }
             self.settle();
         }
 
         /// Advances time in heartbeat steps, draining as it goes.
-        fn run_for(&mut self, millis: u64) {
+        pub(in crate::cluster) fn run_for(&mut self, millis: u64) {
             let end = self.now + millis;
             while self.now < end {
                 self.now += 50;
                 for index in 0..self.nodes.len() {
-                    self.nodes[index].handle(self.now, Input::Tick);
+                    if !self.crashed.contains(&index) {
+                        self.nodes[index].handle(self.now, Input::Tick);
+                    }
                 }
                 self.settle();
                 self.drain_all();
             }
         }
 
-        fn served(&self, index: usize) -> usize {
+        pub(in crate::cluster) fn served(&self, index: usize) -> usize {
             (0..8).filter(|s| self.nodes[index].is_serving(self.now, ShardId(*s))).count()
         }
     }
