@@ -136,14 +136,19 @@ async fn answer(
         None | Some(Value::Null) => json::NIL.to_vec(),
         Some(value) => json::to_msgpack(value),
     };
+    // The same rules as the HTTP door's headers.
+    let id = |name: &str, value: Option<String>| match value {
+        Some(value) => super::command::check_id(name, value.as_bytes()).map(str::to_owned).map(Some),
+        None => Ok(None),
+    };
     let request = CommandRequest {
         aggregate,
         id: message.id,
         command: message.command,
         payload,
-        command_id: message.command_id,
-        correlation_id: message.correlation_id,
-        causation_id: message.causation_id,
+        command_id: id("command_id", message.command_id)?,
+        correlation_id: id("correlation_id", message.correlation_id)?,
+        causation_id: id("causation_id", message.causation_id)?,
     };
     // This door bounds its commands where it takes them off the subscription.
     super::command::execute(runtime, tasks, request, ()).await
