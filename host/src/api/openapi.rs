@@ -281,7 +281,7 @@ fn parameters() -> Value {
     let integer = |name: &str, what: &str| {
         json!({
             "name": name, "in": "query", "required": false, "description": what,
-            "schema": { "type": "integer", "format": "int64", "minimum": 0, "maximum": i64::MAX },
+            "schema": { "type": "integer", "minimum": 0, "maximum": u64::MAX },
         })
     };
     json!({
