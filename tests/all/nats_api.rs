@@ -101,6 +101,48 @@ async fn commands_over_nats_answer_as_http_does() {
     }
 }
 
+/// The NATS door checks command, correlation and causation ids by the
+/// HTTP door's rule (1 to 256 bytes of visible ASCII), and a refused id
+/// appends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nats_door_enforces_the_http_id_rules() {
+    let server = NatsServer::start();
+    let host = host(&server, None).await;
+    let nats = client(&server, None).await;
+    let open = json!({"owner": "Ada"});
+    let long = "k".repeat(257);
+    let bad: [(CommandIds, &str); 5] = [
+        (
+            CommandIds { idempotency_key: Some(&long), ..CommandIds::default() },
+            "`command_id` must be 1 to 256 bytes, not 257",
+        ),
+        (
+            CommandIds { idempotency_key: Some(""), ..CommandIds::default() },
+            "`command_id` must be 1 to 256 bytes, not 0",
+        ),
+        (
+            CommandIds { correlation_id: Some("caf\u{e9}"), ..CommandIds::default() },
+            "`correlation_id` must be visible ASCII",
+        ),
+        (CommandIds { causation_id: Some("a\nb"), ..CommandIds::default() }, "`causation_id` must be visible ASCII"),
+        (CommandIds { causation_id: Some(&long), ..CommandIds::default() }, "`causation_id` must be 1 to 256 bytes"),
+    ];
+    for (ids, message) in bad {
+        let (status, kind, body) = api_error(nats.send("Account", "ids", "Open", Some(&open), ids).await);
+        assert_eq!((status, kind.as_str()), (400, "bad-request"), "{body}");
+        assert!(body["message"].as_str().unwrap().starts_with(message), "{body}");
+    }
+    assert_eq!(host.runtime.state("Account", "ids").await.unwrap().0, 0, "a refused command appended");
+
+    // The longest id both doors take is taken, and recorded as sent.
+    let key = "k".repeat(256);
+    let ids = CommandIds { idempotency_key: Some(&key), correlation_id: Some("order 17"), ..CommandIds::default() };
+    let opened = nats.send("Account", "ids", "Open", Some(&open), ids).await.unwrap();
+    assert_eq!((opened["version"].clone(), opened["command_id"].clone()), (json!(1), json!(key)));
+    let events = host.runtime.events("Account", "ids", 0, 10).await.unwrap();
+    assert_eq!(&*events[0].provenance.correlation_id, "order 17");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_events_reach_bus_subscribers_filtered_and_in_order() {
     let server = NatsServer::start();

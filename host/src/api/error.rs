@@ -5,7 +5,9 @@
 //! | status | kinds |
 //! |---|---|
 //! | 400 | `bad-json`, `bad-payload`, `bad-request` |
+//! | 401 | `unauthorized`: no or the wrong bearer token (see [`super::auth`]), with `WWW-Authenticate: Bearer` |
 //! | 404 | `unknown-aggregate`, `unknown-command` (with `known`), `not-found` |
+//! | 405 | `method-not-allowed`, with `Allow` |
 //! | 409 | `conflict`: retries did not resolve a concurrent writer; retry |
 //! | 413 | `too-large` (with `limit`) |
 //! | 422 | `rejected` (with `code`): the domain said no |

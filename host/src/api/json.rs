@@ -25,9 +25,53 @@ pub const NIL: &[u8] = &[0xc0];
 pub const MAX_DEPTH: usize = 128;
 
 /// A JSON value as MessagePack with field names.
+///
+/// A number written with a fraction or exponent but integral (`5.0`, `1e3`)
+/// travels as an integer: JSON Schema counts it as one, so a payload the
+/// model's schema allows decodes into a guest's integer field (and a float
+/// field still takes an integer).
 pub fn to_msgpack(value: &Json) -> Vec<u8> {
     // A `serde_json::Value` always serialises: its maps have string keys.
-    rmp_serde::to_vec_named(value).expect("a JSON value serialises as MessagePack")
+    rmp_serde::to_vec_named(&Integral(value)).expect("a JSON value serialises as MessagePack")
+}
+
+/// Serialises a JSON value with integral floats as integers.
+struct Integral<'a>(&'a Json);
+
+impl serde::Serialize for Integral<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Json::Number(n) => match n.as_f64().filter(|_| n.is_f64()) {
+                // -0.0 stays a float, so a float field keeps its sign.
+                Some(f) if f.fract() == 0.0 && !(f == 0.0 && f.is_sign_negative()) => {
+                    if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                        serializer.serialize_u64(f as u64)
+                    } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                        serializer.serialize_i64(f as i64)
+                    } else {
+                        serializer.serialize_f64(f)
+                    }
+                }
+                _ => n.serialize(serializer),
+            },
+            Json::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&Integral(item))?;
+                }
+                seq.end()
+            }
+            Json::Object(entries) => {
+                let mut map = serializer.serialize_map(Some(entries.len()))?;
+                for (key, value) in entries {
+                    map.serialize_entry(key, &Integral(value))?;
+                }
+                map.end()
+            }
+            other => other.serialize(serializer),
+        }
+    }
 }
 
 /// A command body as MessagePack: an empty body is `nil` (a command
@@ -234,6 +278,22 @@ mod tests {
     fn json_round_trips_through_msgpack() {
         let value = json!({"owner": "Ada", "amount": 5, "neg": -3, "ratio": 0.5, "tags": ["a", null, true], "nested": {"x": {}}});
         assert_eq!(from_msgpack(&to_msgpack(&value)).unwrap(), value);
+    }
+
+    #[test]
+    fn integral_floats_travel_as_integers() {
+        let value: Json =
+            serde_json::from_str(r#"{"a": 5.0, "b": 1e3, "c": -2.0, "d": 0.5, "e": -0.0, "f": 1e30}"#).unwrap();
+        let back = from_msgpack(&to_msgpack(&value)).unwrap();
+        assert_eq!(back, json!({"a": 5, "b": 1000, "c": -2, "d": 0.5, "e": -0.0, "f": 1e30}));
+        assert!(back["a"].is_u64() && back["c"].is_i64() && back["e"].is_f64() && back["f"].is_f64());
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Payload {
+            amount: u64,
+            ratio: f64,
+        }
+        let payload = to_msgpack(&json!({"amount": 57099.0, "ratio": 2}));
+        assert_eq!(rmp_serde::from_slice::<Payload>(&payload).unwrap(), Payload { amount: 57099, ratio: 2.0 });
     }
 
     #[test]

@@ -8,25 +8,36 @@
 //! | `GET /model` | the EventStorming model with payload schemas |
 //! | `GET /healthz` | `{"status": "ok", ...}` |
 //! | `GET /metrics` | Prometheus text |
+//! | `GET /openapi.json` | an OpenAPI 3.1 document of all of the above, from the loaded model |
 //!
-//! Failures are JSON with a stable `error` kind: see [`error`].
+//! Failures are JSON with a stable `error` kind: see [`error`]. With a
+//! token ([`ApiConfig::token`]) every route but `/healthz` asks for
+//! `Authorization: Bearer <token>`; with [`ApiConfig::tls`] the listener
+//! speaks HTTPS.
 //!
 //! Layout:
 //! - [`routes`](self): the handlers.
+//! - [`openapi`](self): the OpenAPI document.
+//! - [`auth`]: the bearer token; [`tls`]: HTTPS.
 //! - [`error`]: statuses and error bodies.
 //! - [`json`]: JSON ↔ MessagePack.
 //! - [`client`]: [`HttpClient`], what the CLI uses to talk to a host.
 //! - [`nats`]: the same commands as NATS request/reply, and [`NatsClient`](nats::NatsClient).
 
+pub mod auth;
 pub mod client;
 mod command;
 pub mod error;
 pub mod json;
 pub mod nats;
+mod openapi;
 mod routes;
+pub mod tls;
 
+pub use auth::HttpToken;
 pub use client::{ClientError, HttpClient};
 pub use error::ApiError;
+pub use tls::TlsConfig;
 
 use crate::runtime::Runtime;
 use axum::Router;
@@ -47,11 +58,21 @@ pub struct ApiConfig {
     pub max_events_per_page: usize,
     /// Commands this door runs at once; more are answered `503 overloaded`.
     pub max_in_flight_commands: usize,
+    /// If set, every route but `GET /healthz` needs `Authorization: Bearer <token>`.
+    pub token: Option<HttpToken>,
+    /// If set, the listener speaks HTTPS only.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, max_events_per_page: 1000, max_in_flight_commands: 4096 }
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_events_per_page: 1000,
+            max_in_flight_commands: 4096,
+            token: None,
+            tls: None,
+        }
     }
 }
 
@@ -70,8 +91,16 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let commands = TaskTracker::new();
     let in_flight = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight_commands.max(1)));
-    let app = routes::App { runtime, config, commands: commands.clone(), in_flight, started: Instant::now() };
-    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await?;
+    let openapi = Arc::new(openapi::document(runtime.model(), &config));
+    let tls = config.tls.clone();
+    let app = routes::App { runtime, config, commands: commands.clone(), in_flight, started: Instant::now(), openapi };
+    let router = router(app);
+    match tls {
+        Some(tls) => {
+            axum::serve(tls::TlsListener::new(listener, &tls)?, router).with_graceful_shutdown(shutdown).await?;
+        }
+        None => axum::serve(listener, router).with_graceful_shutdown(shutdown).await?,
+    }
     commands.close();
     commands.wait().await;
     Ok(())
@@ -79,14 +108,21 @@ pub async fn serve(
 
 fn router(app: routes::App) -> Router {
     let limit = app.config.max_body_bytes;
-    Router::new()
+    let token = app.config.token.clone();
+    let router = Router::new()
         .route("/actors/{aggregate}/{id}/commands/{command}", post(routes::send_command))
         .route("/actors/{aggregate}/{id}", get(routes::actor_state))
         .route("/actors/{aggregate}/{id}/events", get(routes::actor_events))
         .route("/model", get(routes::model))
         .route("/healthz", get(routes::health))
         .route("/metrics", get(routes::metrics))
+        .route("/openapi.json", get(routes::openapi))
         .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(app)
+        .with_state(app);
+    match token {
+        Some(token) => router.layer(axum::middleware::from_fn_with_state(token, auth::require_token)),
+        None => router,
+    }
 }

@@ -151,14 +151,19 @@ pub(crate) fn parse_request(config: &NatsApiConfig, subject: &str, body: &[u8]) 
         None | Some(Value::Null) => json::NIL.to_vec(),
         Some(value) => json::to_msgpack(value),
     };
+    // The same rules as the HTTP door's headers.
+    let id = |name: &str, value: Option<String>| match value {
+        Some(value) => super::command::check_id(name, value.as_bytes()).map(str::to_owned).map(Some),
+        None => Ok(None),
+    };
     Ok(CommandRequest {
         aggregate,
         id: message.id,
         command: message.command,
         payload,
-        command_id: message.command_id,
-        correlation_id: message.correlation_id,
-        causation_id: message.causation_id,
+        command_id: id("command_id", message.command_id)?,
+        correlation_id: id("correlation_id", message.correlation_id)?,
+        causation_id: id("causation_id", message.causation_id)?,
     })
 }
 

@@ -28,13 +28,15 @@ pub(super) struct App {
     /// A slot per command in flight, at most `max_in_flight_commands`.
     pub in_flight: Arc<Semaphore>,
     pub started: Instant,
+    /// `GET /openapi.json`, built once.
+    pub openapi: Arc<Value>,
 }
 
 /// Headers a command may carry; each at most [`MAX_ID_LEN`] bytes.
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
-const CORRELATION_ID: &str = "correlation-id";
-const CAUSATION_ID: &str = "causation-id";
-const MAX_ID_LEN: usize = 256;
+pub(super) const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+pub(super) const CORRELATION_ID: &str = "Correlation-Id";
+pub(super) const CAUSATION_ID: &str = "Causation-Id";
+pub(super) use super::command::MAX_ID_LEN;
 
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
 
@@ -134,6 +136,11 @@ pub(super) async fn health(State(app): State<App>) -> Json<Value> {
     }))
 }
 
+/// `GET /openapi.json`: the OpenAPI document of this host.
+pub(super) async fn openapi(State(app): State<App>) -> Json<Value> {
+    Json(Value::clone(&app.openapi))
+}
+
 /// `GET /metrics`: Prometheus text.
 pub(super) async fn metrics(State(app): State<App>) -> impl IntoResponse {
     let body = app.runtime.render_metrics();
@@ -146,8 +153,13 @@ pub(super) async fn not_found() -> ApiError {
         StatusCode::NOT_FOUND,
         "not-found",
         "no such route; the API has POST /actors/{aggregate}/{id}/commands/{command}, GET /actors/{aggregate}/{id}, \
-         GET /actors/{aggregate}/{id}/events, GET /model, GET /healthz, GET /metrics",
+         GET /actors/{aggregate}/{id}/events, GET /model, GET /healthz, GET /metrics, GET /openapi.json",
     )
+}
+
+/// A route asked with a method it does not have (axum adds `Allow`).
+pub(super) async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "the route does not take this method")
 }
 
 pub(super) fn event_json(event: &RecordedEvent, with_provenance: bool) -> Result<Value, ApiError> {
@@ -165,19 +177,10 @@ pub(super) fn event_json(event: &RecordedEvent, with_provenance: bool) -> Result
     Ok(value)
 }
 
+/// A command id header, checked as the NATS door checks its ids.
 fn id_header(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(name) else { return Ok(None) };
-    let value = value.to_str().map_err(|_| {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad-request", format!("`{name}` must be visible ASCII"))
-    })?;
-    if value.is_empty() || value.len() > MAX_ID_LEN {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            format!("`{name}` must be 1 to {MAX_ID_LEN} characters, not {}", value.len()),
-        ));
-    }
-    Ok(Some(value.to_owned()))
+    super::command::check_id(name, value.as_bytes()).map(|id| Some(id.to_owned()))
 }
 
 fn bad_path(rejection: PathRejection) -> ApiError {

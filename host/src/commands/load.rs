@@ -2,7 +2,7 @@
 
 use super::nats_args::NatsArgs;
 use aether_host::api::nats::NatsApiConfig;
-use aether_host::api::{self, ApiConfig};
+use aether_host::api::{self, ApiConfig, HttpToken, TlsConfig};
 use aether_host::bus::nats::Subjects;
 use aether_host::bus::{Bus, BusConfig};
 use aether_host::store::{EmbeddedStore, JetStreamEventStore, MemoryStore};
@@ -45,6 +45,19 @@ pub struct LoadCommand {
     /// Address to serve the HTTP API on; port 0 picks a free one.
     #[arg(long, env = "AETHER_LISTEN", default_value = "127.0.0.1:7070")]
     listen: String,
+    /// Require `Authorization: Bearer <TOKEN>` on every HTTP route but
+    /// `GET /healthz` (which load balancers probe without credentials).
+    #[arg(long, env = "AETHER_HTTP_TOKEN", hide_env_values = true, conflicts_with = "http_token_file")]
+    http_token: Option<String>,
+    /// As --http-token, with the token read from a file (trailing newline ignored).
+    #[arg(long, env = "AETHER_HTTP_TOKEN_FILE")]
+    http_token_file: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "AETHER_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "AETHER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Largest command body accepted, in bytes; larger ones get `413`.
     #[arg(long, default_value_t = ApiConfig::default().max_body_bytes)]
     max_body_bytes: usize,
@@ -138,6 +151,11 @@ impl LoadCommand {
         };
         let runtime = Runtime::with_bus(component, store.clone(), config, bus);
 
+        let token = self.http_token()?;
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsConfig::from_pem_files(cert, key)?),
+            _ => None,
+        };
         let listener = tokio::net::TcpListener::bind(&self.listen)
             .await
             .with_context(|| format!("cannot listen on {}", self.listen))?;
@@ -151,13 +169,16 @@ impl LoadCommand {
                 async move { api::nats::serve(client, subjects, runtime, config, stop.cancelled_owned()).await },
             )
         });
-        println!("listening on http://{}", listener.local_addr()?);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        println!("listening on {scheme}://{}", listener.local_addr()?);
         if nats.is_some() {
             println!("commands over NATS on {}", subjects.commands(&domain, "<aggregate>"));
         }
         let api = ApiConfig {
             max_body_bytes: self.max_body_bytes,
             max_in_flight_commands: self.max_in_flight_commands,
+            token,
+            tls,
             ..ApiConfig::default()
         };
         let http = api::serve(listener, runtime.clone(), api, stop.clone().cancelled_owned()).await;
@@ -178,6 +199,19 @@ impl LoadCommand {
         }
         eprintln!("aether-host: stopped");
         Ok(())
+    }
+}
+
+impl LoadCommand {
+    /// The token of --http-token or --http-token-file, if either is given.
+    fn http_token(&self) -> anyhow::Result<Option<HttpToken>> {
+        let text = match (&self.http_token, &self.http_token_file) {
+            (Some(token), _) => token.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the HTTP token from {}", path.display()))?,
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(HttpToken::new(&text)?))
     }
 }
 

@@ -1,7 +1,10 @@
 //! What the client subcommands share: the host's URL and how answers print.
 
+use aether_host::api::client::HttpClientConfig;
 use aether_host::api::{ClientError, HttpClient};
+use anyhow::Context;
 use serde_json::Value;
+use std::path::PathBuf;
 
 /// Where the running host is.
 #[derive(Debug, clap::Args)]
@@ -9,11 +12,24 @@ pub struct Remote {
     /// The host's HTTP address, as `aether-host load` printed it.
     #[arg(long, env = "AETHER_URL", default_value = "http://127.0.0.1:7070", global = true)]
     pub url: String,
+    /// The host's bearer token (`aether-host load --http-token`).
+    #[arg(long, env = "AETHER_HTTP_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// A PEM CA certificate to trust for an https:// URL (a self-signed host).
+    #[arg(long, env = "AETHER_CA_CERT", global = true)]
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Remote {
     pub fn client(&self) -> anyhow::Result<HttpClient> {
-        Ok(HttpClient::new(&self.url)?)
+        let ca_cert = match &self.ca_cert {
+            Some(path) => Some(
+                std::fs::read(path).with_context(|| format!("cannot read the CA certificate {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let config = HttpClientConfig { token: self.token.clone(), ca_cert };
+        Ok(HttpClient::with_config(&self.url, config)?)
     }
 }
 

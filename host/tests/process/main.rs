@@ -9,4 +9,6 @@ mod cli;
 mod http;
 mod lifecycle;
 mod nats;
+mod openapi;
+mod secure;
 mod support;

@@ -1,0 +1,606 @@
+//! `GET /openapi.json`: an OpenAPI 3.1 description of this host's HTTP API,
+//! built once at start-up from the loaded model, so a stranger (or a tool
+//! such as schemathesis) can probe every route without reading our code.
+//!
+//! Every aggregate and every command is a concrete path
+//! (`/actors/Account/{id}/commands/Deposit`) whose request body is the
+//! command's payload schema, and the state and events of an aggregate are
+//! described by its state and event schemas. OpenAPI 3.1 rather than 3.0:
+//! the guest SDK's schemas come from schemars as JSON Schema 2020-12
+//! (`"type": "null"`, `const`, `$defs`), which 3.1 takes as is.
+//!
+//! Schemars puts the types a schema refers to under its own `$defs` (or
+//! `definitions`) and points at them with `#/$defs/Name`, which means nothing
+//! inside an OpenAPI document: they are hoisted into `components/schemas`
+//! (as `<Aggregate>.<Name>`) and every `$ref` rewritten to point there.
+//! Integer formats (`uint64`, `int32`, …) gain the bounds the guest's decoder
+//! enforces, so a value the document allows is one the guest can decode.
+
+use super::ApiConfig;
+use super::routes::{CAUSATION_ID, CORRELATION_ID, IDEMPOTENCY_KEY, MAX_ID_LEN};
+use crate::model::{AggregateModel, DomainModel, MessageModel};
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+
+/// The OpenAPI document of a host serving `model` with `config`.
+pub(super) fn document(model: &DomainModel, config: &ApiConfig) -> Value {
+    let secured = config.token.is_some();
+    let mut components = Components::default();
+    let mut paths = Map::new();
+    for aggregate in &model.aggregates {
+        aggregate_paths(aggregate, &mut components, &mut paths, secured);
+    }
+    paths.insert(
+        "/model".into(),
+        json!({ "get": operation(
+            "model", "The EventStorming model with each message's payload schema", &[], secured,
+            ok(json!({ "$ref": "#/components/schemas/Model" })), &[],
+        )}),
+    );
+    let mut health = operation(
+        "healthz",
+        "Whether the host is up; never asks for a token",
+        &[],
+        false,
+        ok(json!({ "$ref": "#/components/schemas/Health" })),
+        &[],
+    );
+    if secured {
+        // Load balancers probe it without credentials.
+        health["security"] = json!([]);
+    }
+    paths.insert("/healthz".into(), json!({ "get": health }));
+    let mut metrics =
+        operation("metrics", "Counters and latency histograms, as Prometheus text", &[], secured, json!({}), &[]);
+    metrics["responses"]["200"] = json!({
+        "description": "Prometheus text exposition format 0.0.4",
+        "content": { "text/plain": { "schema": { "type": "string" } } },
+    });
+    paths.insert("/metrics".into(), json!({ "get": metrics }));
+    paths.insert(
+        "/openapi.json".into(),
+        json!({ "get": operation(
+            "openapi", "This document", &[], secured,
+            ok(json!({ "type": "object", "required": ["openapi", "paths"] })), &[],
+        )}),
+    );
+
+    let mut schemas = shared_schemas();
+    schemas.append(&mut components.schemas);
+    let mut doc = json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": format!("Aether host: domain `{}`", model.name),
+            "version": model.sdk_version,
+            "description": "Commands, state, time travel and events of the actors this host runs. \
+                Failures are JSON `{\"error\": kind, \"message\": text}` with a stable kind.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "parameters": parameters(),
+            "responses": error_responses(config),
+        },
+    });
+    if secured {
+        doc["components"]["securitySchemes"] = json!({ "bearer": { "type": "http", "scheme": "bearer" } });
+        doc["security"] = json!([{ "bearer": [] }]);
+    }
+    doc
+}
+
+/// The command, state and events paths of one aggregate.
+fn aggregate_paths(
+    aggregate: &AggregateModel,
+    components: &mut Components,
+    paths: &mut Map<String, Value>,
+    secured: bool,
+) {
+    let name = &aggregate.name;
+    let state = components.hoist(name, &format!("{name}.State"), &aggregate.state_schema);
+    let events: Vec<Value> = aggregate.events.iter().map(|event| event_schema(name, event, components)).collect();
+    let event = components.add(&format!("{name}.Event"), json!({ "oneOf": events }));
+    let event_ref = json!({ "$ref": format!("#/components/schemas/{event}") });
+
+    for command in &aggregate.commands {
+        let payload = components.hoist(name, &format!("{name}.{}", command.name), &command.schema);
+        let schema = &components.schemas[&payload];
+        // An empty body is a command without fields (`null`).
+        let required = !accepts_null(schema);
+        let mut summary = schema.get("description").and_then(Value::as_str).unwrap_or_default().to_owned();
+        if summary.is_empty() {
+            summary = format!("Sends `{}` to an actor of `{name}`", command.name);
+        }
+        let answer = json!({
+            "type": "object",
+            "required": ["version", "events", "duplicate", "command_id"],
+            "properties": {
+                "version": { "type": "integer", "minimum": 0, "description": "The actor's version after the command" },
+                "events": { "type": "array", "items": event_ref },
+                "duplicate": { "type": "boolean", "description": "A repeat of a command already applied: nothing new was appended" },
+                "command_id": { "type": ["string", "null"], "description": "The command's id; null if it decided no events" },
+            },
+        });
+        let mut op = operation(
+            &format!("{name}.{}", command.name),
+            &summary,
+            &["id", "Idempotency-Key", "Correlation-Id", "Causation-Id"],
+            secured,
+            ok(answer),
+            &["BadRequest", "NotFound", "Conflict", "TooLarge", "Rejected", "ServerError", "Unavailable"],
+        );
+        op["tags"] = json!([name]);
+        op["requestBody"] = json!({
+            "required": required,
+            "description": "The command's payload as JSON; empty or `null` for a command without fields",
+            "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{payload}") } } },
+        });
+        paths.insert(format!("/actors/{name}/{{id}}/commands/{}", command.name), json!({ "post": op }));
+    }
+
+    let mut get_state = operation(
+        &format!("{name}.state"),
+        &format!("The state and version of an actor of `{name}`, or its state at an earlier version"),
+        &["id", "at_version"],
+        secured,
+        ok(json!({
+            "type": "object",
+            "required": ["aggregate", "id", "version", "state"],
+            "properties": {
+                "aggregate": { "const": name },
+                "id": { "type": "string" },
+                "version": { "type": "integer", "minimum": 0 },
+                "state": { "$ref": format!("#/components/schemas/{state}") },
+            },
+        })),
+        &["BadRequest", "NotFound", "ServerError", "Unavailable"],
+    );
+    get_state["tags"] = json!([name]);
+    paths.insert(format!("/actors/{name}/{{id}}"), json!({ "get": get_state }));
+
+    let mut get_events = operation(
+        &format!("{name}.events"),
+        &format!("A page of the events of an actor of `{name}`, with their provenance"),
+        &["id", "from", "limit"],
+        secured,
+        ok(json!({
+            "type": "object",
+            "required": ["aggregate", "id", "events", "next"],
+            "properties": {
+                "aggregate": { "const": name },
+                "id": { "type": "string" },
+                "events": { "type": "array", "items": event_ref },
+                "next": { "type": ["integer", "null"], "minimum": 1, "description": "`from` of the next page; null at the end" },
+            },
+        })),
+        &["BadRequest", "NotFound", "ServerError", "Unavailable"],
+    );
+    get_events["tags"] = json!([name]);
+    paths.insert(format!("/actors/{name}/{{id}}/events"), json!({ "get": get_events }));
+}
+
+/// One event of an aggregate: its name, payload and (in pages of events) provenance.
+fn event_schema(aggregate: &str, event: &MessageModel, components: &mut Components) -> Value {
+    let payload = components.hoist(aggregate, &format!("{aggregate}.{}.Payload", event.name), &event.schema);
+    json!({
+        "type": "object",
+        "required": ["version", "name", "payload"],
+        "properties": {
+            "version": { "type": "integer", "minimum": 1 },
+            "name": { "const": event.name },
+            "payload": { "$ref": format!("#/components/schemas/{payload}") },
+            "provenance": { "$ref": "#/components/schemas/Provenance" },
+        },
+    })
+}
+
+/// An operation with its parameters (names in `components/parameters`),
+/// its `200` answer and its error answers (names in `components/responses`).
+fn operation(id: &str, summary: &str, params: &[&str], secured: bool, ok: Value, errors: &[&str]) -> Value {
+    let mut responses = Map::new();
+    responses.insert("200".into(), ok);
+    for error in errors {
+        let (status, _, _) = ERRORS.iter().find(|(_, name, _)| name == error).expect("a known error response");
+        responses.insert(status.to_string(), json!({ "$ref": format!("#/components/responses/{error}") }));
+    }
+    let mut op = json!({ "operationId": id, "summary": summary, "responses": responses });
+    if secured {
+        op["responses"]["401"] = json!({ "$ref": "#/components/responses/Unauthorized" });
+    }
+    if !params.is_empty() {
+        op["parameters"] = params.iter().map(|p| json!({ "$ref": format!("#/components/parameters/{p}") })).collect();
+    }
+    op
+}
+
+fn ok(schema: Value) -> Value {
+    json!({ "description": "OK", "content": { "application/json": { "schema": schema } } })
+}
+
+/// Error answers: status, response name, and the kinds each may carry
+/// (see [`super::error`]).
+const ERRORS: &[(u16, &str, &[&str])] = &[
+    (400, "BadRequest", &["bad-json", "bad-payload", "bad-request"]),
+    (401, "Unauthorized", &["unauthorized"]),
+    (404, "NotFound", &["unknown-aggregate", "unknown-command", "not-found"]),
+    (409, "Conflict", &["conflict"]),
+    (413, "TooLarge", &["too-large"]),
+    (422, "Rejected", &["rejected"]),
+    (500, "ServerError", &["fault", "replay", "corrupt"]),
+    (503, "Unavailable", &["unavailable", "overloaded"]),
+];
+
+fn error_responses(config: &ApiConfig) -> Value {
+    let mut responses = Map::new();
+    for (status, name, kinds) in ERRORS {
+        let mut schema = json!({ "allOf": [
+            { "$ref": "#/components/schemas/Error" },
+            { "properties": { "error": { "enum": kinds } } },
+        ]});
+        let description = match *status {
+            400 => "The request is malformed: the body is not JSON, the payload does not fit the command, or a header, path or query parameter is invalid".to_owned(),
+            401 => "No `Authorization: Bearer <token>`, or the wrong token".to_owned(),
+            404 => "No such aggregate, command or route; `known` lists the valid names".to_owned(),
+            409 => "Another writer kept winning; retry".to_owned(),
+            413 => format!("The body exceeds {} bytes", config.max_body_bytes),
+            422 => "The domain rejected the command; `code` says why, for programs".to_owned(),
+            500 => "A guest fault, or stored events that cannot be used".to_owned(),
+            _ => "The event store cannot be reached, or the host is at a limit (`overloaded`, retry after `Retry-After` seconds)".to_owned(),
+        };
+        let mut response = json!({ "description": description });
+        match *status {
+            401 => {
+                response["headers"] = json!({ "WWW-Authenticate": {
+                    "description": "`Bearer`", "required": true, "schema": { "type": "string" },
+                }});
+            }
+            413 => schema["allOf"][1]["required"] = json!(["limit"]),
+            422 => schema["allOf"][1]["required"] = json!(["code"]),
+            503 => {
+                response["headers"] = json!({ "Retry-After": {
+                    "description": "Seconds to wait before retrying (`overloaded` only)",
+                    "schema": { "type": "integer", "minimum": 0 },
+                }});
+            }
+            _ => {}
+        }
+        response["content"] = json!({ "application/json": { "schema": schema } });
+        responses.insert((*name).to_owned(), response);
+    }
+    Value::Object(responses)
+}
+
+fn parameters() -> Value {
+    let id_header = |name: &str, what: &str| {
+        json!({
+            "name": name, "in": "header", "required": false, "description": what,
+            // Visible ASCII and inner spaces, as HTTP carries them (invariant: provenance).
+            "schema": { "type": "string", "minLength": 1, "maxLength": MAX_ID_LEN, "pattern": ID_PATTERN },
+        })
+    };
+    let integer = |name: &str, what: &str| {
+        json!({
+            "name": name, "in": "query", "required": false, "description": what,
+            "schema": { "type": "integer", "minimum": 0, "maximum": u64::MAX },
+        })
+    };
+    json!({
+        "id": {
+            "name": "id", "in": "path", "required": true,
+            "description": "The actor's id: any non-empty string, percent-encoded",
+            "schema": { "type": "string", "minLength": 1 },
+        },
+        "Idempotency-Key": id_header(IDEMPOTENCY_KEY, "The command's id: a retry with the same key appends nothing and answers the original events"),
+        "Correlation-Id": id_header(CORRELATION_ID, "Recorded in the events' provenance"),
+        "Causation-Id": id_header(CAUSATION_ID, "Recorded in the events' provenance"),
+        "at_version": integer("at_version", "Time travel: the state after this many events (0: the initial state)"),
+        "from": integer("from", "The first version to return; 1 if absent"),
+        "limit": integer("limit", "The most events to return; the host caps it"),
+    })
+}
+
+/// What an id header may hold: 1 to [`MAX_ID_LEN`] visible ASCII
+/// characters, spaces only inside.
+pub(super) const ID_PATTERN: &str = "^[!-~]([ -~]*[!-~])?$";
+
+/// Schemas every host has, whatever its model.
+fn shared_schemas() -> Map<String, Value> {
+    let json = json!({
+        "Error": {
+            "type": "object",
+            "required": ["error", "message"],
+            "properties": {
+                "error": { "type": "string", "description": "A stable kind, for programs" },
+                "message": { "type": "string", "description": "Why, for people" },
+                "known": { "type": "array", "items": { "type": "string" } },
+                "code": { "type": "string" },
+                "limit": { "type": "integer", "minimum": 0 },
+                "retry_after_s": { "type": "integer", "minimum": 0 },
+            },
+        },
+        "Provenance": {
+            "type": "object",
+            "required": ["command_id", "correlation_id", "causation_id", "timestamp_ms", "component_hash"],
+            "properties": {
+                "command_id": { "type": "string" },
+                "correlation_id": { "type": "string" },
+                "causation_id": { "type": "string" },
+                "timestamp_ms": { "type": "integer", "minimum": 0 },
+                "component_hash": { "type": "string", "pattern": "^[0-9a-f]{64}$" },
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status", "domain", "component_hash", "live_actors", "uptime_s"],
+            "properties": {
+                "status": { "const": "ok" },
+                "domain": { "type": "string" },
+                "component_hash": { "type": "string" },
+                "live_actors": { "type": "integer", "minimum": 0 },
+                "uptime_s": { "type": "integer", "minimum": 0 },
+            },
+        },
+        "Model": {
+            "type": "object",
+            "required": ["name", "sdk_version", "aggregates", "policies", "read_models"],
+            "properties": {
+                "name": { "type": "string" },
+                "sdk_version": { "type": "string" },
+                "aggregates": { "type": "array", "items": { "type": "object", "required": ["name", "commands", "events", "state_schema"] } },
+                "policies": { "type": "array" },
+                "read_models": { "type": "array" },
+            },
+        },
+    });
+    match json {
+        Value::Object(map) => map,
+        _ => unreachable!("an object literal"),
+    }
+}
+
+/// Whether `null` (an empty body) fits `schema`, judged shallowly: the
+/// command's payload schema is `{"type": "null"}` for a unit variant.
+fn accepts_null(schema: &Value) -> bool {
+    match schema.get("type") {
+        Some(Value::String(t)) => t == "null",
+        Some(Value::Array(types)) => types.iter().any(|t| t == "null"),
+        _ => schema.as_object().is_some_and(|o| o.keys().all(|k| k == "description" || k == "title")),
+    }
+}
+
+/// `components/schemas`, filled by hoisting schemars' schemas.
+#[derive(Debug, Default)]
+struct Components {
+    schemas: Map<String, Value>,
+    /// Each hoisted definition as the guest wrote it, to tell a second
+    /// mention of the same type from another type of the same name.
+    origins: HashMap<String, Value>,
+}
+
+impl Components {
+    /// Adds `schema` as `name` (made unique) and returns the name used.
+    fn add(&mut self, name: &str, schema: Value) -> String {
+        let name = self.unique(&component_name(name), &schema);
+        self.origins.insert(name.clone(), schema.clone());
+        self.schemas.insert(name.clone(), schema);
+        name
+    }
+
+    /// A free name, or the name under which `origin` is already.
+    fn unique(&self, base: &str, origin: &Value) -> String {
+        (1..)
+            .map(|n| if n == 1 { base.to_owned() } else { format!("{base}_{n}") })
+            .find(|name| self.origins.get(name).is_none_or(|o| o == origin))
+            .expect("a free name")
+    }
+
+    /// Hoists a schemars root schema as `name`: its `$defs` become
+    /// components `<prefix>.<Def>` and every `$ref` points at them.
+    /// Returns the name used.
+    fn hoist(&mut self, prefix: &str, name: &str, schema: &Value) -> String {
+        let mut root = schema.clone();
+        let mut defs = Map::new();
+        if let Value::Object(obj) = &mut root {
+            obj.remove("$schema");
+            for key in ["$defs", "definitions"] {
+                if let Some(Value::Object(mut found)) = obj.remove(key) {
+                    defs.append(&mut found);
+                }
+            }
+        }
+        let names: HashMap<String, String> = defs
+            .iter()
+            .map(|(def, body)| (def.clone(), self.unique(&component_name(&format!("{prefix}.{def}")), body)))
+            .collect();
+        for (def, body) in defs {
+            let origin = body.clone();
+            let mut body = body;
+            rewrite(&mut body, &names);
+            let name = names[&def].clone();
+            self.origins.insert(name.clone(), origin);
+            self.schemas.insert(name, body);
+        }
+        let origin = root.clone();
+        rewrite(&mut root, &names);
+        let name = self.unique(&component_name(name), &origin);
+        self.origins.insert(name.clone(), origin);
+        self.schemas.insert(name.clone(), root);
+        name
+    }
+}
+
+/// A name `components` accepts: `^[a-zA-Z0-9.\-_]+$`.
+fn component_name(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect()
+}
+
+/// Keywords whose values are data, not schemas: left as they are.
+const DATA_KEYWORDS: &[&str] = &["enum", "const", "default", "examples", "example"];
+
+/// Points `$ref`s at hoisted components and bounds integer formats.
+fn rewrite(schema: &mut Value, names: &HashMap<String, String>) {
+    match schema {
+        Value::Object(obj) => {
+            if let Some(Value::String(target)) = obj.get("$ref") {
+                let def = target.strip_prefix("#/$defs/").or_else(|| target.strip_prefix("#/definitions/"));
+                match def.map(|d| d.replace("~1", "/").replace("~0", "~")).and_then(|d| names.get(&d)) {
+                    Some(name) => {
+                        obj.insert("$ref".into(), format!("#/components/schemas/{name}").into());
+                    }
+                    // `#` (the whole enum a variant came from) or a reference
+                    // out of reach: any value, rather than a dangling pointer.
+                    None if target.starts_with('#') => {
+                        obj.remove("$ref");
+                    }
+                    None => {}
+                }
+            }
+            bound_integer(obj);
+            for (key, value) in obj.iter_mut() {
+                if !DATA_KEYWORDS.contains(&key.as_str()) {
+                    rewrite(value, names);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| rewrite(item, names)),
+        _ => {}
+    }
+}
+
+/// Adds the range of a sized integer format (schemars writes `uint64`,
+/// `int32`, …) where the schema does not give one.
+fn bound_integer(obj: &mut Map<String, Value>) {
+    let Some(format) = obj.get("format").and_then(Value::as_str) else { return };
+    let (min, max): (Value, Value) = match format {
+        "int8" => (i8::MIN.into(), i8::MAX.into()),
+        "int16" => (i16::MIN.into(), i16::MAX.into()),
+        "int32" => (i32::MIN.into(), i32::MAX.into()),
+        "int64" | "int" => (i64::MIN.into(), i64::MAX.into()),
+        "uint8" => (0.into(), u8::MAX.into()),
+        "uint16" => (0.into(), u16::MAX.into()),
+        "uint32" => (0.into(), u32::MAX.into()),
+        "uint64" | "uint" => (0.into(), u64::MAX.into()),
+        _ => return,
+    };
+    obj.entry("minimum").or_insert(min);
+    obj.entry("maximum").or_insert(max);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::HttpToken;
+
+    fn message(name: &str, schema: Value) -> MessageModel {
+        MessageModel { name: name.into(), schema }
+    }
+
+    fn model() -> DomainModel {
+        DomainModel {
+            name: "shop".into(),
+            sdk_version: "0.4.0".into(),
+            aggregates: vec![AggregateModel {
+                name: "Cart".into(),
+                commands: vec![
+                    message(
+                        "AddItem",
+                        json!({
+                            "$schema": "https://json-schema.org/draft/2020-12/schema",
+                            "type": "object",
+                            "properties": { "item": { "$ref": "#/$defs/Item" }, "qty": { "type": "integer", "format": "uint32", "minimum": 0 } },
+                            "required": ["item", "qty"],
+                            "$defs": {
+                                "Item": { "type": "object", "properties": { "sku": { "$ref": "#/$defs/Sku" } } },
+                                "Sku": { "type": "string", "enum": ["a", "b"] },
+                            },
+                        }),
+                    ),
+                    message("Clear", json!({ "type": "null" })),
+                ],
+                events: vec![message("Cleared", json!({ "type": "null" }))],
+                state_schema: json!({
+                    "type": "object",
+                    "properties": { "items": { "type": "array", "items": { "$ref": "#/definitions/Item" } } },
+                    "definitions": { "Item": { "type": "object", "properties": { "sku": { "type": "string" } } } },
+                }),
+            }],
+            policies: vec![],
+            read_models: vec![],
+        }
+    }
+
+    /// Every `$ref` in the document, with where it points.
+    fn refs(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(obj) => {
+                if let Some(Value::String(r)) = obj.get("$ref") {
+                    out.push(r.clone());
+                }
+                obj.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    fn resolve<'a>(doc: &'a Value, pointer: &str) -> Option<&'a Value> {
+        doc.pointer(pointer.strip_prefix('#')?)
+    }
+
+    #[test]
+    fn every_reference_resolves_inside_the_document() {
+        let doc = document(&model(), &ApiConfig::default());
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(found.len() > 20, "{found:?}");
+        for r in &found {
+            assert!(r.starts_with("#/components/"), "{r}");
+            assert!(resolve(&doc, r).is_some(), "{r} does not resolve");
+        }
+        let text = doc.to_string();
+        assert!(!text.contains("$defs") && !text.contains("definitions") && !text.contains("$schema"), "{text}");
+    }
+
+    #[test]
+    fn commands_are_concrete_paths_with_their_payloads() {
+        let doc = document(&model(), &ApiConfig::default());
+        let add = &doc["paths"]["/actors/Cart/{id}/commands/AddItem"]["post"];
+        assert_eq!(add["requestBody"]["required"], true);
+        let payload =
+            resolve(&doc, add["requestBody"]["content"]["application/json"]["schema"]["$ref"].as_str().unwrap());
+        let payload = payload.unwrap();
+        assert_eq!(payload["properties"]["item"]["$ref"], "#/components/schemas/Cart.Item_2");
+        assert_eq!(payload["properties"]["qty"]["maximum"], u32::MAX);
+        assert_eq!(
+            doc["components"]["schemas"]["Cart.Item_2"]["properties"]["sku"]["$ref"],
+            "#/components/schemas/Cart.Sku"
+        );
+        // The state (hoisted first) has another type of the same name.
+        assert_eq!(doc["components"]["schemas"]["Cart.Item"]["properties"]["sku"]["type"], "string");
+        let clear = &doc["paths"]["/actors/Cart/{id}/commands/Clear"]["post"];
+        assert_eq!(clear["requestBody"]["required"], false);
+        for status in ["200", "400", "404", "409", "413", "422", "500", "503"] {
+            assert!(add["responses"].get(status).is_some(), "{status}");
+        }
+        assert!(add["responses"].get("401").is_none());
+        for path in ["/actors/Cart/{id}", "/actors/Cart/{id}/events", "/model", "/healthz", "/metrics", "/openapi.json"]
+        {
+            assert!(doc["paths"][path]["get"].is_object(), "{path}");
+        }
+        assert_eq!(
+            doc["components"]["responses"]["Unavailable"]["headers"]["Retry-After"]["schema"]["type"],
+            "integer"
+        );
+        assert_eq!(doc["components"]["parameters"]["Idempotency-Key"]["schema"]["maxLength"], MAX_ID_LEN);
+    }
+
+    #[test]
+    fn a_token_secures_every_route_but_health() {
+        let config = ApiConfig { token: Some(HttpToken::new("t").unwrap()), ..ApiConfig::default() };
+        let doc = document(&model(), &config);
+        assert_eq!(doc["security"], json!([{ "bearer": [] }]));
+        assert_eq!(doc["paths"]["/healthz"]["get"]["security"], json!([]));
+        assert!(doc["paths"]["/model"]["get"].get("security").is_none());
+        assert_eq!(doc["paths"]["/model"]["get"]["responses"]["401"]["$ref"], "#/components/responses/Unauthorized");
+    }
+}
