@@ -30,6 +30,7 @@ use super::node::{Action, Input, KvOp, KvOutcome, Node, RequestId};
 use super::record::NodeId;
 use super::shard::ShardId;
 use super::{ClusterConfig, ShardMap};
+use crate::wasm::sandbox::SplitMix64;
 use bytes::Bytes;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -43,17 +44,13 @@ const DEFAULT_SCHEDULES: u64 = 10_000;
 const QUIET_MS: u64 = 16_000;
 const SETTLED_MS: u64 = 1_000;
 
-/// splitmix64: small, fast and good enough to drive schedules.
+/// The sandbox's splitmix64: small, fast and good enough to drive schedules.
 #[derive(Debug)]
-struct Rng(u64);
+struct Rng(SplitMix64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next()
     }
 
     /// Uniform in `lo..=hi`.
@@ -216,7 +213,7 @@ struct Sim {
 impl Sim {
     fn new(seed: u64, trace: bool) -> Self {
         Self {
-            rng: Rng(seed),
+            rng: Rng(SplitMix64(seed)),
             config: ClusterConfig { shards: 16, ..ClusterConfig::default() },
             now: 0,
             seq: 0,

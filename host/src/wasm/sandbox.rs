@@ -249,12 +249,13 @@ impl LineBuffer {
     }
 }
 
-/// A small, fast, seedable generator: the guest's only source of randomness.
+/// A small, fast, seedable generator: the guest's only source of randomness
+/// (and the cluster simulation's).
 #[derive(Debug, Clone, Copy)]
-struct SplitMix64(u64);
+pub(crate) struct SplitMix64(pub(crate) u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
