@@ -76,6 +76,7 @@ pub(super) fn smoke() -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    fuzz.build()?;
     let runs = TARGETS.iter().map(|target| fuzz.run(target, CI_SECONDS)).collect::<anyhow::Result<Vec<_>>>()?;
     report(&runs);
     Ok(())
@@ -96,7 +97,7 @@ struct Run {
 }
 
 impl Fuzz {
-    /// Finds or installs cargo-fuzz, checks for a C++ compiler, builds the targets.
+    /// Finds or installs cargo-fuzz and checks for a C++ compiler.
     fn prepare() -> anyhow::Result<Self> {
         let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
         if !Command::new(&cxx).arg("--version").output().is_ok_and(|o| o.status.success()) {
@@ -110,10 +111,14 @@ impl Fuzz {
             Some(dir) => PathBuf::from(dir).join("fuzz"),
             None => dir.join("target"),
         };
-        let fuzz = Self { cargo_fuzz, dir, target_dir };
-        status(fuzz.command("build").arg("--codegen-units").arg("16"))
-            .context("building the fuzz targets (cargo fuzz build)")?;
-        Ok(fuzz)
+        Ok(Self { cargo_fuzz, dir, target_dir })
+    }
+
+    /// Builds the targets. Unlike a missing tool, a failed build fails the
+    /// run: it is the code that is broken.
+    fn build(&self) -> anyhow::Result<()> {
+        status(self.command("build").arg("--codegen-units").arg("16"))
+            .context("building the fuzz targets (cargo fuzz build)")
     }
 
     /// `cargo fuzz <subcommand>` on the stable toolchain.
