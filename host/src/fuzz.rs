@@ -84,7 +84,10 @@ pub fn msgpack_json(data: &[u8]) -> bool {
     match &converted {
         Ok(value) => assert_eq!(reference::from_msgpack(data).as_ref(), Some(value), "rmpv reads the same"),
         // rmpv reads the marker 0xc1 as nil; MessagePack never assigned it.
-        Err(e) if e.starts_with("nested deeper") || e.ends_with("reserved marker 0xc1") => {}
+        // rmpv has no budget for keys' text: it would take the time and
+        // memory the budget spares.
+        Err(e)
+            if e.starts_with("nested deeper") || e.starts_with("map keys") || e.ends_with("reserved marker 0xc1") => {}
         Err(e) => assert_eq!(reference::from_msgpack(data), None, "rmpv reads what was refused: {e}"),
     }
     if let Ok(value) = converted {

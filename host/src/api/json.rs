@@ -95,6 +95,7 @@ pub fn body_to_msgpack(body: &[u8]) -> Result<Vec<u8>, String> {
 /// maps deeper than [`MAX_DEPTH`].
 pub fn from_msgpack(bytes: &[u8]) -> Result<Json, String> {
     let mut reader = Reader(bytes);
+    let mut key_budget = KEY_TEXT_PER_BYTE * bytes.len() + 256;
     // The arrays and maps still being filled, innermost last.
     let mut open: Vec<Open> = Vec::new();
     loop {
@@ -130,7 +131,7 @@ pub fn from_msgpack(bytes: &[u8]) -> Result<Json, String> {
                     value = Json::Array(std::mem::take(items));
                 }
                 Some(Open::Map { key: key @ None, .. }) => {
-                    *key = Some(key_text(value));
+                    *key = Some(key_text(value, &mut key_budget)?);
                     break;
                 }
                 Some(Open::Map { entries, key, left }) => {
@@ -260,11 +261,27 @@ fn bytes_to_json(bytes: &[u8]) -> Json {
     Json::Array(bytes.iter().map(|&b| Json::from(b)).collect())
 }
 
-/// A map key as JSON text: a string as it is, anything else as its JSON.
-fn key_text(key: Json) -> String {
+/// Map keys that are not strings become their JSON text, which quotes and
+/// escapes the strings inside: a key nested in keys grows with each level
+/// (every escape at least doubles a backslash), exponentially, so 284 bytes
+/// could ask for gigabytes. Such keys' text may take this many bytes per
+/// byte of input, in all.
+const KEY_TEXT_PER_BYTE: usize = 16;
+
+/// A map key as JSON text: a string as it is, anything else as its JSON,
+/// paid from `budget`.
+fn key_text(key: Json, budget: &mut usize) -> Result<String, String> {
     match key {
-        Json::String(s) => s,
-        other => other.to_string(),
+        Json::String(s) => Ok(s),
+        other => {
+            // Each level's text is at most six times the last's (`\u0000`
+            // for a control character), so the largest made is bounded too.
+            let text = other.to_string();
+            *budget = budget.checked_sub(text.len()).ok_or_else(|| {
+                format!("map keys that are not strings take more than {KEY_TEXT_PER_BYTE} bytes of JSON per byte")
+            })?;
+            Ok(text)
+        }
     }
 }
 
@@ -364,6 +381,23 @@ mod tests {
         let mut maps = [0x81, 0xa1, b'k'].repeat(MAX_DEPTH + 1);
         maps.push(0xc0);
         assert_eq!(on_small_stack(maps), Err(format!("nested deeper than {MAX_DEPTH} levels")));
+    }
+
+    /// Found by the `msgpack_json` fuzz target: maps as keys of maps, each
+    /// level's JSON text escaping the last's. The rmpv-based conversion
+    /// (and this one before its budget) doubled the text per level: 40
+    /// levels asked for a terabyte.
+    #[test]
+    fn keys_nested_in_keys_cannot_grow_exponentially() {
+        let mut bytes = vec![0x81; 40];
+        bytes.extend([0xa1, b'"']);
+        bytes.extend([0xc0; 40]);
+        let started = std::time::Instant::now();
+        let err = from_msgpack(&bytes).unwrap_err();
+        assert_eq!(err, "map keys that are not strings take more than 16 bytes of JSON per byte");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let three = [0x81, 0x81, 0x81, 0xa1, b'"', 0xc0, 0xc0, 0xc0];
+        assert_eq!(from_msgpack(&three).unwrap(), json!({ r#"{"{\"\\\"\":null}":null}"#: null }));
     }
 
     #[test]
