@@ -51,6 +51,7 @@ pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
     let fuzz = Fuzz::prepare()?;
+    fuzz.build()?;
     let targets: Vec<&str> = match &only {
         Some(target) => vec![target.as_str()],
         None => TARGETS.to_vec(),
@@ -62,8 +63,8 @@ pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
 
 /// `cargo xtask ci`'s part: every target for a few seconds, or a printed
 /// reason to skip (no C++ compiler for libFuzzer, cargo-fuzz cannot be
-/// installed, `AETHER_SKIP_FUZZ=1`: the first instrumented build takes about
-/// half an hour on two cores). A failing target fails CI.
+/// installed, `AETHER_SKIP_FUZZ=1`: the first instrumented build takes a
+/// while on two cores). A failed build or target fails CI.
 pub(super) fn smoke() -> anyhow::Result<()> {
     if std::env::var_os("AETHER_SKIP_FUZZ").is_some_and(|v| v != "0") {
         eprintln!("xtask: fuzz targets not run: AETHER_SKIP_FUZZ is set");
