@@ -48,6 +48,20 @@ impl KvOp {
             KvOp::Delete { .. } => None,
         }
     }
+
+    /// Whether a NATS KV bucket takes this operation on a key whose newest
+    /// entry is `current` (its value, `None` once deleted, and revision):
+    /// the compare-and-set rule the test buckets share.
+    #[cfg(test)]
+    pub(in crate::cluster) fn takes_on(&self, current: Option<&(Option<Bytes>, u64)>) -> bool {
+        let last = current.map(|(_, revision)| *revision);
+        match self {
+            KvOp::Put { .. } => true,
+            KvOp::Create { .. } => !current.is_some_and(|(value, _)| value.is_some()),
+            KvOp::Update { expected, .. } => last == Some(*expected),
+            KvOp::Delete { expected, .. } => expected.is_none_or(|e| last == Some(e)),
+        }
+    }
 }
 
 /// How a [`KvOp`] ended. Every request must get exactly one outcome.
@@ -460,15 +474,7 @@ pub(super) mod tests {
         }
 
         pub(in crate::cluster) fn apply(&mut self, op: &KvOp) -> KvOutcome {
-            let last = self.kv.get(op.key()).map(|(_, r)| *r);
-            let present = self.kv.get(op.key()).is_some_and(|(v, _)| v.is_some());
-            let ok = match op {
-                KvOp::Put { .. } => true,
-                KvOp::Create { .. } => !present,
-                KvOp::Update { expected, .. } => last == Some(*expected),
-                KvOp::Delete { expected, .. } => expected.is_none_or(|e| last == Some(e)),
-            };
-            if !ok {
+            if !op.takes_on(self.kv.get(op.key())) {
                 return KvOutcome::Conflict;
             }
             self.revision += 1;

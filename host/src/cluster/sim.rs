@@ -80,16 +80,7 @@ struct Kv {
 
 impl Kv {
     fn apply(&mut self, op: &KvOp) -> Result<Option<u64>, String> {
-        let current = self.entries.get(op.key());
-        let last = current.map(|(_, r)| *r);
-        let present = current.is_some_and(|(v, _)| v.is_some());
-        let ok = match op {
-            KvOp::Put { .. } => true,
-            KvOp::Create { .. } => !present,
-            KvOp::Update { expected, .. } => last == Some(*expected),
-            KvOp::Delete { expected, .. } => expected.is_none_or(|e| last == Some(e)),
-        };
-        if !ok {
+        if !op.takes_on(self.entries.get(op.key())) {
             return Ok(None);
         }
         if let (Key::Map, Some(value)) = (op.key(), op.value()) {
