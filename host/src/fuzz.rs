@@ -93,7 +93,10 @@ pub fn msgpack_json(data: &[u8]) -> bool {
     if let Ok(value) = converted {
         let again = json::to_msgpack(&value);
         assert_eq!(walker::check_one_value(&again), Ok(()));
-        assert_eq!(json::from_msgpack(&again).as_ref(), Ok(&value), "JSON from MessagePack is a fixed point");
+        // One round turns integral floats into integers (as JSON Schema
+        // counts them); after it, the conversion is a fixed point.
+        let value = json::from_msgpack(&again).expect("what the host wrote reads back");
+        assert_eq!(json::to_msgpack(&value), again, "MessagePack from JSON is a fixed point after one round");
         decoded = true;
     }
     if let Ok(msgpack) = json::body_to_msgpack(data) {
