@@ -48,7 +48,7 @@ impl Histogram {
         self.count.load(Ordering::Relaxed)
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
+    pub(crate) fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
         for (i, bucket) in self.buckets.iter().enumerate() {
@@ -107,8 +107,7 @@ impl Stats {
             ("aether_bus_lagged_total", "Bus events in-process subscribers missed by falling behind.", &bus.lagged),
         ];
         for (name, help, value) in counters {
-            let _ =
-                writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+            counter(&mut out, name, help, value.load(Ordering::Relaxed));
         }
         let _ = writeln!(
             out,
@@ -126,6 +125,16 @@ impl Stats {
         );
         out
     }
+}
+
+/// One counter in the text format.
+pub(crate) fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+}
+
+/// One gauge in the text format.
+pub(crate) fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
 }
 
 #[cfg(test)]

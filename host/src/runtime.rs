@@ -294,6 +294,26 @@ impl Runtime {
         self.inner.stats.passivations.fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// Passivates the live actors `leaving` picks, after the command each
+    /// is running, snapshotting those with a long tail of events since their
+    /// last snapshot: what a node does with a shard it hands to another.
+    /// Returns how many it passivated.
+    pub async fn passivate_where(&self, leaving: impl Fn(&ActorId) -> bool) -> usize {
+        let cells: Vec<Arc<Cell>> = {
+            let mut actors = self.inner.lock_actors();
+            let ids: Vec<ActorId> = actors.iter().filter(|(id, _)| leaving(id)).map(|(id, _)| id.clone()).collect();
+            ids.iter().filter_map(|id| actors.pop(id)).collect()
+        };
+        let n = cells.len();
+        for cell in cells {
+            let mut slot = cell.lock().await;
+            slot.actor.snapshot_for_handoff(self.env()).await;
+            slot.evicted = true;
+        }
+        self.inner.stats.passivations.fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+
     fn aggregate_model(&self, aggregate: &str) -> Result<&crate::model::AggregateModel, ActorError> {
         let model = self.inner.component.model();
         model.aggregate(aggregate).ok_or_else(|| ActorError::UnknownAggregate {

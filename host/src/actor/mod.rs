@@ -512,11 +512,26 @@ impl Actor {
         CommandOutcome::Accepted { version: appended.last_version, events: recorded, duplicate: false }
     }
 
+    /// Before the actor moves to another node: snapshots it if the events
+    /// since its last snapshot are a long tail (a quarter of
+    /// `snapshot_every` or more), so the new owner does not replay them.
+    pub(crate) async fn snapshot_for_handoff(&mut self, env: Env<'_>) {
+        let every = env.config.snapshot_every;
+        if every == 0 || self.vm.is_none() || self.since_snapshot < (every / 4).max(1) {
+            return;
+        }
+        self.snapshot(env).await;
+    }
+
     async fn maybe_snapshot(&mut self, env: Env<'_>) {
         let every = env.config.snapshot_every;
         if every == 0 || self.since_snapshot < every {
             return;
         }
+        self.snapshot(env).await;
+    }
+
+    async fn snapshot(&mut self, env: Env<'_>) {
         let vm = self.vm.as_mut().expect("active");
         match vm.snapshot() {
             Ok(state) => {

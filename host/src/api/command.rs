@@ -2,6 +2,7 @@
 //! answer: the same JSON and the same error kinds whichever door it came in by.
 
 use super::error::ApiError;
+use super::forward::{self, ClusterDoor, Op};
 use super::routes::event_json;
 use crate::actor::CommandOutcome;
 use crate::runtime::{CommandRequest, Runtime};
@@ -32,7 +33,8 @@ pub(crate) fn check_id<'a>(name: &str, id: &'a [u8]) -> Result<&'a str, ApiError
     Ok(std::str::from_utf8(id).expect("ASCII is UTF-8"))
 }
 
-/// Runs the command as a task tracked by `tasks`, so a caller that goes
+/// Runs the command where its actor lives (in a cluster, on the node serving
+/// its shard: see [`forward`]), as a task tracked by `tasks`, so a caller that goes
 /// away does not cut it in half and shutdown can wait for it, and answers
 /// `{"version", "events", "duplicate", "command_id"}`. The task holds `slot`
 /// (the door's count of commands in flight) until the command is done.
@@ -41,6 +43,23 @@ pub(crate) fn check_id<'a>(name: &str, id: &'a [u8]) -> Result<&'a str, ApiError
 ///
 /// A rejection (`422`) and every [`ActorError`](crate::ActorError), as [`ApiError`].
 pub(super) async fn execute(
+    runtime: &Runtime,
+    cluster: Option<&ClusterDoor>,
+    tasks: &TaskTracker,
+    request: CommandRequest,
+    slot: impl Send + 'static,
+) -> Result<Value, ApiError> {
+    match cluster {
+        None => execute_here(runtime, tasks, request, slot).await,
+        Some(door) => {
+            forward::route(door, Op::Command(request), |op, pass| forward::run_here(runtime, tasks, op, (slot, pass)))
+                .await
+        }
+    }
+}
+
+/// As [`execute`], on this node whatever the cluster says.
+pub(super) async fn execute_here(
     runtime: &Runtime,
     tasks: &TaskTracker,
     request: CommandRequest,

@@ -6,6 +6,7 @@
 //! | `GET /actors/{aggregate}/{id}[?at_version=N]` | `{"version", "state"}`, at version N if asked (time travel) |
 //! | `GET /actors/{aggregate}/{id}/events[?from=N&limit=M]` | `{"events": [{version, name, payload, provenance}], "next"}` |
 //! | `GET /model` | the EventStorming model with payload schemas |
+//! | `GET /cluster` | in a cluster: nodes, leader, map epoch, shards per node |
 //! | `GET /healthz` | `{"status": "ok", ...}` |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /openapi.json` | an OpenAPI 3.1 document of all of the above, from the loaded model |
@@ -23,11 +24,13 @@
 //! - [`json`]: JSON ↔ MessagePack.
 //! - [`client`]: [`HttpClient`], what the CLI uses to talk to a host.
 //! - [`nats`]: the same commands as NATS request/reply, and [`NatsClient`](nats::NatsClient).
+//! - [`forward`]: in a cluster, requests sent to the node serving their shard.
 
 pub mod auth;
 pub mod client;
 mod command;
 pub mod error;
+pub mod forward;
 pub mod json;
 pub mod nats;
 mod openapi;
@@ -37,6 +40,7 @@ pub mod tls;
 pub use auth::HttpToken;
 pub use client::{ClientError, HttpClient};
 pub use error::ApiError;
+pub use forward::{ClusterDoor, ShardServer};
 pub use tls::TlsConfig;
 
 use crate::runtime::Runtime;
@@ -62,6 +66,9 @@ pub struct ApiConfig {
     pub token: Option<HttpToken>,
     /// If set, the listener speaks HTTPS only.
     pub tls: Option<TlsConfig>,
+    /// In a cluster: commands and reads for actors of shards served
+    /// elsewhere are sent there.
+    pub cluster: Option<ClusterDoor>,
 }
 
 impl Default for ApiConfig {
@@ -72,6 +79,7 @@ impl Default for ApiConfig {
             max_in_flight_commands: 4096,
             token: None,
             tls: None,
+            cluster: None,
         }
     }
 }
@@ -114,6 +122,7 @@ fn router(app: routes::App) -> Router {
         .route("/actors/{aggregate}/{id}", get(routes::actor_state))
         .route("/actors/{aggregate}/{id}/events", get(routes::actor_events))
         .route("/model", get(routes::model))
+        .route("/cluster", get(routes::cluster))
         .route("/healthz", get(routes::health))
         .route("/metrics", get(routes::metrics))
         .route("/openapi.json", get(routes::openapi))

@@ -18,6 +18,7 @@
 
 use super::client::{ClientError, CommandIds};
 use super::error::ApiError;
+use super::forward::{ClusterDoor, with_status};
 use super::json;
 use crate::bus::nats::Subjects;
 use crate::runtime::{CommandRequest, Runtime};
@@ -42,11 +43,13 @@ pub struct NatsApiConfig {
     pub max_body_bytes: usize,
     /// Commands handled at once; further requests wait in the subscription.
     pub max_in_flight: usize,
+    /// In a cluster: commands for shards served elsewhere are sent there.
+    pub cluster: Option<ClusterDoor>,
 }
 
 impl Default for NatsApiConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, max_in_flight: 4096 }
+        Self { max_body_bytes: 1024 * 1024, max_in_flight: 4096, cluster: None }
     }
 }
 
@@ -92,17 +95,7 @@ pub async fn serve(
         let Ok(slot) = slots.clone().acquire_owned().await else { break };
         let (client, runtime, tasks_inner, config) = (client.clone(), runtime.clone(), tasks.clone(), config.clone());
         tasks.spawn(async move {
-            let answer = match answer(&runtime, &tasks_inner, &config, &message.subject, &message.payload).await {
-                Ok(mut body) => {
-                    body["status"] = 200.into();
-                    body
-                }
-                Err(err) => {
-                    let mut body = err.body;
-                    body["status"] = err.status.as_u16().into();
-                    body
-                }
-            };
+            let answer = with_status(answer(&runtime, &tasks_inner, &config, &message.subject, &message.payload).await);
             let bytes = serde_json::to_vec(&answer).expect("JSON serialises");
             if let Err(e) = client.publish(reply, bytes.into()).await {
                 tracing::warn!(cause = %e, "cannot send a command reply");
@@ -125,7 +118,7 @@ async fn answer(
 ) -> Result<Value, ApiError> {
     let request = parse_request(config, subject, body)?;
     // This door bounds its commands where it takes them off the subscription.
-    super::command::execute(runtime, tasks, request, ()).await
+    super::command::execute(runtime, config.cluster.as_ref(), tasks, request, ()).await
 }
 
 /// The command a request on `subject` with `body` asks for. Everything here

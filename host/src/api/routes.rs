@@ -1,6 +1,7 @@
 //! The HTTP routes: one handler per route, JSON in and out.
 
 use super::error::ApiError;
+use super::forward::{self, Op};
 use super::json;
 use crate::runtime::{CommandRequest, Runtime};
 use crate::store::RecordedEvent;
@@ -69,7 +70,7 @@ pub(super) async fn send_command(
         correlation_id: id_header(&headers, CORRELATION_ID)?,
         causation_id: id_header(&headers, CAUSATION_ID)?,
     };
-    super::command::execute(&app.runtime, &app.commands, request, slot).await.map(Json)
+    super::command::execute(&app.runtime, app.config.cluster.as_ref(), &app.commands, request, slot).await.map(Json)
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,14 +86,33 @@ pub(super) async fn actor_state(
 ) -> ApiResult {
     let Path((aggregate, id)) = path.map_err(bad_path)?;
     let Query(query) = query.map_err(bad_query)?;
-    let (version, state) = match query.at_version {
-        Some(at) => app.runtime.state_at(&aggregate, &id, at).await?,
-        None => app.runtime.state(&aggregate, &id).await?,
-    };
-    let state = json::from_msgpack(&state).map_err(|e| {
+    match (query.at_version, &app.config.cluster) {
+        // Time travel replays in a scratch VM from the store: any node can.
+        (Some(at), _) => {
+            let (version, state) = app.runtime.state_at(&aggregate, &id, at).await?;
+            state_answer(&aggregate, &id, version, &state).map(Json)
+        }
+        (None, None) => state_json(&app.runtime, &aggregate, &id).await.map(Json),
+        // The live actor is on the node serving its shard.
+        (None, Some(door)) => {
+            let op = Op::State { aggregate, id };
+            let runtime = &app.runtime;
+            forward::route(door, op, |op, pass| forward::run_here(runtime, &app.commands, op, pass)).await.map(Json)
+        }
+    }
+}
+
+/// An actor's current state as `GET /actors/{aggregate}/{id}` answers it.
+pub(super) async fn state_json(runtime: &Runtime, aggregate: &str, id: &str) -> Result<Value, ApiError> {
+    let (version, state) = runtime.state(aggregate, id).await?;
+    state_answer(aggregate, id, version, &state)
+}
+
+fn state_answer(aggregate: &str, id: &str, version: u64, state: &[u8]) -> Result<Value, ApiError> {
+    let state = json::from_msgpack(state).map_err(|e| {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "fault", format!("the state of {aggregate}/{id} is {e}"))
     })?;
-    Ok(Json(json!({ "aggregate": aggregate, "id": id, "version": version, "state": state })))
+    Ok(json!({ "aggregate": aggregate, "id": id, "version": version, "state": state }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,9 +161,24 @@ pub(super) async fn openapi(State(app): State<App>) -> Json<Value> {
     Json(Value::clone(&app.openapi))
 }
 
+/// `GET /cluster`: this node's view of its cluster.
+pub(super) async fn cluster(State(app): State<App>) -> ApiResult {
+    match &app.config.cluster {
+        Some(door) => Ok(Json(serde_json::to_value(door.cluster.status()).expect("the status serialises"))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "this host is not in a cluster; hosts started with --nats are",
+        )),
+    }
+}
+
 /// `GET /metrics`: Prometheus text.
 pub(super) async fn metrics(State(app): State<App>) -> impl IntoResponse {
-    let body = app.runtime.render_metrics();
+    let mut body = app.runtime.render_metrics();
+    if let Some(door) = &app.config.cluster {
+        door.cluster.render_metrics(&mut body);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 
@@ -153,7 +188,7 @@ pub(super) async fn not_found() -> ApiError {
         StatusCode::NOT_FOUND,
         "not-found",
         "no such route; the API has POST /actors/{aggregate}/{id}/commands/{command}, GET /actors/{aggregate}/{id}, \
-         GET /actors/{aggregate}/{id}/events, GET /model, GET /healthz, GET /metrics, GET /openapi.json",
+         GET /actors/{aggregate}/{id}/events, GET /model, GET /cluster, GET /healthz, GET /metrics, GET /openapi.json",
     )
 }
 

@@ -110,6 +110,8 @@
 
 mod assign;
 mod config;
+mod driver;
+mod gate;
 mod handoff;
 mod leader;
 mod map;
@@ -123,6 +125,8 @@ mod sim;
 mod view;
 
 pub use config::{ClusterConfig, ConfigError};
+pub use driver::{Cluster, ClusterStats, ClusterStatus, DriverConfig, JoinError, MemberStatus, ShardRequests};
+pub use gate::{ShardGate, ShardPass};
 pub use map::{MAX_MAP_BYTES, MAX_MAP_NODES, MapError, ShardMap};
 pub use names::{ClusterNames, Key};
 pub use node::{Action, ClusterEvent, Input, KvOp, KvOutcome, Node, RequestId};

@@ -290,6 +290,17 @@ impl Node {
         self.lease_valid(now) && self.handoff.serving.contains_key(&shard)
     }
 
+    /// When (node clock) this node's lease runs out, if it holds one: until
+    /// then [`Node::is_serving`] answers from the shards it serves alone, so
+    /// a driver may cache both and check them without locking the node.
+    pub fn lease_until(&self) -> Option<u64> {
+        let m = &self.membership;
+        if m.left || m.incarnation.is_none() {
+            return None;
+        }
+        m.lease_from.map(|from| from.saturating_add(self.timing.member_lease))
+    }
+
     /// The shards this node believes it serves (between `Serve` and
     /// `StopServing`), whatever its lease says; see [`Node::is_serving`].
     pub fn serving(&self) -> impl Iterator<Item = ShardId> + '_ {

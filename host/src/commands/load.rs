@@ -2,9 +2,10 @@
 
 use super::nats_args::NatsArgs;
 use aether_host::api::nats::NatsApiConfig;
-use aether_host::api::{self, ApiConfig, HttpToken, TlsConfig};
+use aether_host::api::{self, ApiConfig, ClusterDoor, HttpToken, ShardServer, TlsConfig};
 use aether_host::bus::nats::Subjects;
 use aether_host::bus::{Bus, BusConfig};
+use aether_host::cluster::{Cluster, ClusterConfig, ClusterNames, DriverConfig, NodeId};
 use aether_host::store::{EmbeddedStore, JetStreamEventStore, MemoryStore};
 use aether_host::wasm::MemoryLayout;
 use aether_host::{
@@ -21,9 +22,10 @@ use tokio_util::sync::CancellationToken;
 ///
 /// Events go to an embedded, crash-safe file store under `--data`; an
 /// answered command is on disk. With `--nats URL` they go to NATS JetStream
-/// instead, every stored event is published on the NATS bus, and commands
-/// are served over NATS request/reply too (several hosts may share one
-/// JetStream). On Ctrl-C the host stops accepting requests, lets commands in
+/// instead, every stored event is published on the NATS bus, commands are
+/// served over NATS request/reply too, and the host joins the cluster of the
+/// model's domain: hosts sharing one NATS split the actors between them by
+/// shard, and each forwards what another serves (see `GET /cluster`). On Ctrl-C the host stops accepting requests, lets commands in
 /// flight finish, flushes the store and exits.
 ///
 /// Talk to it with `aether-host send|state|events|model`, or with curl:
@@ -42,6 +44,23 @@ pub struct LoadCommand {
     memory: bool,
     #[command(flatten)]
     nats: NatsArgs,
+    /// With --nats, serve every actor without joining a cluster: several such
+    /// hosts on one JetStream are kept apart only by the store's
+    /// expected-version check (conflicts, `409` when retries run out).
+    #[arg(long, requires = "nats")]
+    no_cluster: bool,
+    /// This host's name in its cluster (with --nats); unique per process by
+    /// default. Give a restarted host its old id to have it back at once
+    /// after a clean stop.
+    #[arg(long, env = "AETHER_NODE_ID", requires = "nats")]
+    node_id: Option<String>,
+    /// Shards of a new cluster (a cluster keeps the count it was created with).
+    #[arg(long, default_value_t = ClusterConfig::default().shards, requires = "nats")]
+    shards: u32,
+    /// How long a command waits for its shard to be served (during a handoff
+    /// or a failover) before it is answered `503`, in milliseconds.
+    #[arg(long, default_value_t = 15_000)]
+    shard_wait_ms: u64,
     /// Address to serve the HTTP API on; port 0 picks a free one.
     #[arg(long, env = "AETHER_LISTEN", default_value = "127.0.0.1:7070")]
     listen: String,
@@ -150,6 +169,10 @@ impl LoadCommand {
             },
         };
         let runtime = Runtime::with_bus(component, store.clone(), config, bus);
+        let cluster = match &nats {
+            Some(client) if !self.no_cluster => Some(self.join(client, &runtime).await?),
+            _ => None,
+        };
 
         let token = self.http_token()?;
         let tls = match (&self.tls_cert, &self.tls_key) {
@@ -162,9 +185,13 @@ impl LoadCommand {
         let stop = CancellationToken::new();
         tokio::spawn(shutdown_signal(stop.clone()));
         let nats_api = nats.clone().map(|client| {
+            let cluster = cluster.clone();
             let (runtime, stop, subjects) = (runtime.clone(), stop.clone(), subjects.clone());
-            let config =
-                NatsApiConfig { max_body_bytes: self.max_body_bytes, max_in_flight: self.max_in_flight_commands };
+            let config = NatsApiConfig {
+                max_body_bytes: self.max_body_bytes,
+                max_in_flight: self.max_in_flight_commands,
+                cluster: cluster.as_ref().map(|(door, _)| door.clone()),
+            };
             tokio::spawn(
                 async move { api::nats::serve(client, subjects, runtime, config, stop.cancelled_owned()).await },
             )
@@ -179,6 +206,7 @@ impl LoadCommand {
             max_in_flight_commands: self.max_in_flight_commands,
             token,
             tls,
+            cluster: cluster.as_ref().map(|(door, _)| door.clone()),
             ..ApiConfig::default()
         };
         let http = api::serve(listener, runtime.clone(), api, stop.clone().cancelled_owned()).await;
@@ -187,6 +215,14 @@ impl LoadCommand {
             nats_api.await.context("the NATS command API failed")?.context("the NATS command API failed")?;
         }
         http.context("the HTTP server failed")?;
+        if let Some((door, server)) = cluster {
+            // Hand every shard on (draining what runs here) before going.
+            eprintln!("aether-host: leaving the cluster; handing shards on");
+            if door.cluster.leave(Duration::from_secs(30)).await.is_err() {
+                eprintln!("aether-host: the leave did not finish in 30 s; the cluster will expel this node");
+            }
+            server.close().await;
+        }
         if let Some(client) = nats {
             // Publishes and replies still buffered go out before the exit.
             let _ = client.flush().await;
@@ -203,6 +239,32 @@ impl LoadCommand {
 }
 
 impl LoadCommand {
+    /// Joins the cluster of the model's domain and namespace.
+    async fn join(
+        &self,
+        client: &async_nats::Client,
+        runtime: &Runtime,
+    ) -> anyhow::Result<(ClusterDoor, Arc<ShardServer>)> {
+        let domain = runtime.model().name.clone();
+        let node_id = match &self.node_id {
+            Some(id) => NodeId::parse(id).context("--node-id")?,
+            None => default_node_id(),
+        };
+        let names = ClusterNames::new(self.nats.namespace.as_deref(), &domain);
+        let mut config = DriverConfig::new(node_id.clone(), names);
+        config.protocol.shards = self.shards;
+        config.kv_replicas = self.nats.js_replicas;
+        let server = ShardServer::new(runtime.clone(), client.clone(), self.max_in_flight_commands);
+        let cluster = Cluster::join(client.clone(), runtime.clone(), server.clone(), config)
+            .await
+            .context("cannot join the cluster")?;
+        server.attach(cluster.clone());
+        println!("cluster: node {node_id} of {domain} (GET /cluster)");
+        let mut door = ClusterDoor::new(cluster, client.clone());
+        door.wait = Duration::from_millis(self.shard_wait_ms.max(1));
+        Ok((door, server))
+    }
+
     /// The token of --http-token or --http-token-file, if either is given.
     fn http_token(&self) -> anyhow::Result<Option<HttpToken>> {
         let text = match (&self.http_token, &self.http_token_file) {
@@ -243,6 +305,16 @@ impl LoadCommand {
         println!("event store: embedded, at {}", self.data.display());
         Ok(Backend { store: store.clone(), embedded: Some(store), nats: None })
     }
+}
+
+/// `<hostname>-<6 hex digits>`: unique per process, readable in `/cluster`.
+fn default_node_id() -> NodeId {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    let host = if host.is_empty() { "aether" } else { host };
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let host: String = host.chars().take(64).collect();
+    NodeId::new(format!("{host}-{suffix}"))
 }
 
 /// Compiles the component off the async threads, saying so when it takes

@@ -6,6 +6,7 @@
 //! tests the path of its binaries.
 
 mod cli;
+mod cluster;
 mod http;
 mod lifecycle;
 mod nats;

@@ -58,8 +58,10 @@ async fn two_hosts_on_one_jetstream_append_to_one_actor_without_losing_or_doubli
 async fn a_conflict_retries_cannot_resolve_answers_409() {
     let server = NatsServer::start();
     let url = server.url();
-    let a = Host::load(&["--nats", &url, "--conflict-retries", "0"]);
-    let b = Host::load(&["--nats", &url]);
+    // Outside a cluster both serve the actor: the store's check is all
+    // that keeps them apart (the last guard of fencing).
+    let a = Host::load(&["--nats", &url, "--no-cluster", "--conflict-retries", "0"]);
+    let b = Host::load(&["--nats", &url, "--no-cluster"]);
     let (a, b) = (Http::new(&a), Http::new(&b));
     assert_eq!(a.post("/actors/Account/c/commands/Open", r#"{"owner": "c"}"#, &[]).await.status, 200);
     // `b` appends behind the back of `a`'s live actor, which still holds version 1.

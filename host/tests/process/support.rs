@@ -88,14 +88,23 @@ impl Host {
 
     /// Ctrl-C, then waits for the exit.
     pub fn interrupt(&mut self) -> ExitStatus {
-        let status = Command::new("kill").args(["-INT", &self.pid().to_string()]).status().expect("kill runs");
+        self.signal("-INT")
+    }
+
+    /// SIGTERM (what a process supervisor sends), then waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("-TERM")
+    }
+
+    fn signal(&mut self, signal: &str) -> ExitStatus {
+        let status = Command::new("kill").args([signal, &self.pid().to_string()]).status().expect("kill runs");
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("waitable") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "the host did not stop after Ctrl-C:\n{}", self.stderr());
+            assert!(Instant::now() < deadline, "the host did not stop after {signal}:\n{}", self.stderr());
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -1,0 +1,331 @@
+//! Commands and state reads in a cluster: run here when this node serves
+//! the actor's shard, sent on to the shard's subject otherwise, and answered
+//! back the same way; and [`ShardServer`], the side that answers what
+//! arrives on the subject of a shard served here.
+//!
+//! A request on `<root>.shard.<domain>.<shard>` (see
+//! [`ClusterNames`](crate::cluster::ClusterNames)) carries its fields in
+//! headers and the command's MessagePack payload as its body:
+//!
+//! | header | value |
+//! |---|---|
+//! | `Aether-Op` | `command` or `state` |
+//! | `Aether-Aggregate`, `Aether-Id`, `Aether-Command` | as [subject tokens](crate::store::jetstream::subject) (header values cannot hold every string) |
+//! | `Aether-Command-Id`, `Aether-Correlation-Id`, `Aether-Causation-Id` | optional, as the doors checked them |
+//!
+//! The reply is the NATS door's JSON (`{"status": 200, ...}`), or no body
+//! and `Aether-Not-Serving: 1` from a node that no longer serves the shard:
+//! nothing was done, and the sender tries again. So does a sender that
+//! finds no responder (a shard between owners). Both wait on the sender's
+//! view of the cluster, for at most [`ClusterDoor::wait`], then answer
+//! `503 unavailable`. A request that reached a node but got no answer in
+//! time is not sent again (it may have run): `503 unavailable`, and the
+//! client's retry with its idempotency key is safe.
+
+use super::error::ApiError;
+use crate::cluster::{Cluster, ShardId, ShardPass, ShardRequests};
+use crate::runtime::{CommandRequest, Runtime};
+use crate::store::jetstream::subject::{decode_token, encode_token};
+use async_nats::HeaderMap;
+use axum::http::StatusCode;
+use serde_json::Value;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+const OP: &str = "Aether-Op";
+const AGGREGATE: &str = "Aether-Aggregate";
+const ID: &str = "Aether-Id";
+const COMMAND: &str = "Aether-Command";
+const COMMAND_ID: &str = "Aether-Command-Id";
+const CORRELATION_ID: &str = "Aether-Correlation-Id";
+const CAUSATION_ID: &str = "Aether-Causation-Id";
+const NOT_SERVING: &str = "Aether-Not-Serving";
+
+/// A front door's view of the cluster: where to send what it does not serve.
+#[derive(Debug, Clone)]
+pub struct ClusterDoor {
+    pub cluster: Cluster,
+    pub client: async_nats::Client,
+    /// How long a request waits for its shard to be served (during a
+    /// handoff, a failover, or before the first map) before `503`.
+    pub wait: Duration,
+    /// How long a request sent to another node may take to be answered.
+    pub timeout: Duration,
+}
+
+impl ClusterDoor {
+    pub fn new(cluster: Cluster, client: async_nats::Client) -> Self {
+        Self { cluster, client, wait: Duration::from_secs(15), timeout: Duration::from_secs(30) }
+    }
+}
+
+/// What a request asks of the node serving its actor.
+pub(super) enum Op {
+    Command(CommandRequest),
+    State { aggregate: String, id: String },
+}
+
+impl Op {
+    fn actor(&self) -> (&str, &str) {
+        match self {
+            Op::Command(request) => (&request.aggregate, &request.id),
+            Op::State { aggregate, id } => (aggregate, id),
+        }
+    }
+
+    fn message(&self) -> (HeaderMap, bytes::Bytes) {
+        let mut headers = HeaderMap::new();
+        let (aggregate, id) = self.actor();
+        headers.insert(AGGREGATE, encode_token(aggregate));
+        headers.insert(ID, encode_token(id));
+        match self {
+            Op::Command(request) => {
+                headers.insert(OP, "command");
+                headers.insert(COMMAND, encode_token(&request.command));
+                for (name, value) in [
+                    (COMMAND_ID, &request.command_id),
+                    (CORRELATION_ID, &request.correlation_id),
+                    (CAUSATION_ID, &request.causation_id),
+                ] {
+                    if let Some(value) = value {
+                        headers.insert(name, value.as_str());
+                    }
+                }
+                (headers, bytes::Bytes::copy_from_slice(&request.payload))
+            }
+            Op::State { .. } => {
+                headers.insert(OP, "state");
+                (headers, bytes::Bytes::new())
+            }
+        }
+    }
+}
+
+/// Runs `op` where its actor's shard is served: here through `local` (with
+/// the shard's pass held until it is done), or on the serving node.
+///
+/// # Errors
+///
+/// What the serving node answered, or `503 unavailable` when no node
+/// served the shard within [`ClusterDoor::wait`] or the one that took the
+/// request did not answer in time.
+pub(super) async fn route<F, Fut>(door: &ClusterDoor, op: Op, local: F) -> Result<Value, ApiError>
+where
+    F: FnOnce(Op, ShardPass) -> Fut,
+    Fut: Future<Output = Result<Value, ApiError>>,
+{
+    let deadline = Instant::now() + door.wait;
+    let mut changes = door.cluster.changes();
+    let mut backoff = Duration::from_millis(2);
+    let mut message = None;
+    loop {
+        let (aggregate, id) = op.actor();
+        if let Some((shard, subject)) = door.cluster.subject_of(aggregate, id) {
+            if let Some(pass) = door.cluster.gate().enter(shard) {
+                return local(op, pass).await;
+            }
+            let (headers, body) = message.get_or_insert_with(|| op.message()).clone();
+            let request = async_nats::Request::new().headers(headers).payload(body).timeout(Some(door.timeout));
+            door.cluster.stats().forwarded.fetch_add(1, Ordering::Relaxed);
+            match door.client.send_request(subject.clone(), request).await {
+                Ok(reply) if reply.headers.as_ref().is_some_and(|h| h.get(NOT_SERVING).is_some()) => {}
+                Ok(reply) => return answer(&reply.payload),
+                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
+                Err(e) => {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        format!(
+                            "the node serving shard {shard} did not answer ({e}); the command may have run: \
+                             retry with the same idempotency key"
+                        ),
+                    ));
+                }
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let (aggregate, id) = op.actor();
+            let what = door
+                .cluster
+                .subject_of(aggregate, id)
+                .map_or("no shard map yet".to_owned(), |(shard, _)| format!("no node served shard {shard}"));
+            let mut err = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("{what} within {:?}; retry", door.wait),
+            );
+            err.retry_after_s = Some(1);
+            return Err(err);
+        }
+        // A handoff ends with a map this node sees, or a subscription the
+        // next try finds: wait for either, briefly.
+        let nap = backoff.min(deadline - now);
+        let _ = tokio::time::timeout(nap, changes.changed()).await;
+        backoff = (backoff * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// A reply of the serving node as this door's answer.
+fn answer(payload: &[u8]) -> Result<Value, ApiError> {
+    let mut body: Value = serde_json::from_slice(payload).map_err(|e| {
+        ApiError::new(StatusCode::BAD_GATEWAY, "fault", format!("the serving node's answer is not JSON: {e}"))
+    })?;
+    let status = body.as_object_mut().and_then(|o| o.remove("status")).and_then(|s| s.as_u64()).unwrap_or(0);
+    let status = u16::try_from(status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_GATEWAY, "fault", "the serving node's answer has no status"))?;
+    if status == StatusCode::OK {
+        return Ok(body);
+    }
+    let retry_after_s = body.get("retry_after_s").and_then(Value::as_u64).and_then(|s| u32::try_from(s).ok());
+    Err(ApiError { status, body, retry_after_s })
+}
+
+/// Answers requests arriving on the subjects of shards served here.
+#[derive(Debug)]
+pub struct ShardServer {
+    runtime: Runtime,
+    client: async_nats::Client,
+    cluster: std::sync::OnceLock<Cluster>,
+    tasks: TaskTracker,
+    slots: Arc<Semaphore>,
+    max_in_flight: usize,
+}
+
+impl ShardServer {
+    /// A server running at most `max_in_flight` requests at once.
+    pub fn new(runtime: Runtime, client: async_nats::Client, max_in_flight: usize) -> Arc<Self> {
+        Arc::new(Self {
+            runtime,
+            client,
+            cluster: std::sync::OnceLock::new(),
+            tasks: TaskTracker::new(),
+            slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            max_in_flight: max_in_flight.max(1),
+        })
+    }
+
+    /// Connects the server to the cluster it serves for (once it has joined).
+    pub fn attach(&self, cluster: Cluster) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// Waits for the requests it started.
+    pub async fn close(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    async fn answer(&self, shard: ShardId, headers: Option<&HeaderMap>, payload: &[u8]) -> Option<Value> {
+        let cluster = self.cluster.get()?;
+        let request = match parse(headers, payload) {
+            Ok(request) => request,
+            Err(err) => return Some(with_status(Err(err))),
+        };
+        let (aggregate, id) = request.actor();
+        if cluster.gate().shard_of(aggregate, id) != Some(shard) {
+            let err = ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                format!("{aggregate}/{id} is not in shard {shard}"),
+            );
+            return Some(with_status(Err(err)));
+        }
+        let pass = cluster.gate().enter(shard)?;
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            self.runtime.stats().overloads.fetch_add(1, Ordering::Relaxed);
+            let limit = self.max_in_flight;
+            let err = ApiError::overloaded(format!("the node is at its limit of {limit} forwarded requests"), limit);
+            return Some(with_status(Err(err)));
+        };
+        Some(with_status(run_here(&self.runtime, &self.tasks, request, (slot, pass)).await))
+    }
+}
+
+impl ShardRequests for ShardServer {
+    fn handle(self: Arc<Self>, shard: ShardId, message: async_nats::Message) {
+        let Some(reply) = message.reply.clone() else { return };
+        let tasks = self.tasks.clone();
+        tasks.spawn(async move {
+            let published = match self.answer(shard, message.headers.as_ref(), &message.payload).await {
+                Some(answer) => {
+                    let bytes = serde_json::to_vec(&answer).expect("JSON serialises");
+                    self.client.publish(reply, bytes.into()).await
+                }
+                None => {
+                    let mut headers = HeaderMap::new();
+                    headers.insert(NOT_SERVING, "1");
+                    self.client.publish_with_headers(reply, headers, bytes::Bytes::new()).await
+                }
+            };
+            if let Err(e) = published {
+                tracing::warn!(cause = %e, "cannot answer a forwarded request");
+            }
+        });
+    }
+}
+
+/// Reads a forwarded request. Another node sent it, but the subject is
+/// open to any client of the NATS account: everything is checked as the
+/// doors check it.
+fn parse(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Op, ApiError> {
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", message);
+    let headers = headers.ok_or_else(|| bad("a forwarded request needs headers".into()))?;
+    let get = |name: &str| headers.get(name).map(|v| v.as_str());
+    let token = |name: &str| {
+        let value = get(name).ok_or_else(|| bad(format!("the {name} header is missing")))?;
+        decode_token(value).ok_or_else(|| bad(format!("the {name} header does not decode")))
+    };
+    let id = |name: &str| match get(name) {
+        Some(value) => super::command::check_id(name, value.as_bytes()).map(|id| Some(id.to_owned())),
+        None => Ok(None),
+    };
+    let (aggregate, actor) = (token(AGGREGATE)?, token(ID)?);
+    match get(OP) {
+        Some("command") => Ok(Op::Command(CommandRequest {
+            aggregate,
+            id: actor,
+            command: token(COMMAND)?,
+            payload: payload.to_vec(),
+            command_id: id(COMMAND_ID)?,
+            correlation_id: id(CORRELATION_ID)?,
+            causation_id: id(CAUSATION_ID)?,
+        })),
+        Some("state") => Ok(Op::State { aggregate, id: actor }),
+        other => Err(bad(format!("unknown {OP} {other:?}"))),
+    }
+}
+
+/// Runs a request on this node; `hold` (the shard's pass, a door's slot)
+/// is kept until it is done.
+pub(super) async fn run_here(
+    runtime: &Runtime,
+    tasks: &TaskTracker,
+    op: Op,
+    hold: impl Send + 'static,
+) -> Result<Value, ApiError> {
+    match op {
+        Op::Command(request) => super::command::execute_here(runtime, tasks, request, hold).await,
+        Op::State { aggregate, id } => {
+            let state = super::routes::state_json(runtime, &aggregate, &id).await;
+            drop(hold);
+            state
+        }
+    }
+}
+
+/// An answer as the NATS door sends it: the body with its status.
+pub(super) fn with_status(answer: Result<Value, ApiError>) -> Value {
+    let (status, mut body) = match answer {
+        Ok(body) => (StatusCode::OK, body),
+        Err(err) => (err.status, err.body),
+    };
+    body["status"] = status.as_u16().into();
+    body
+}
