@@ -30,6 +30,7 @@ pub mod cluster;
 pub mod fuzz;
 pub mod metrics;
 pub mod model;
+pub mod names;
 pub mod runtime;
 pub mod store;
 #[cfg(feature = "testkit")]

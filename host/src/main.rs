@@ -12,8 +12,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Hosts event-sourced actors written as WebAssembly components.
 ///
 /// Start a host with `aether-host load model.wasm`, then talk to it with
-/// `send`, `state`, `events` and `model` (they find it at --url, by default
-/// the address `load` listens on).
+/// `send`, `state`, `events`, `model` and `cluster status` (they find it at
+/// --url, by default the address `load` listens on).
 #[derive(Debug, Parser)]
 #[command(name = "aether-host", version)]
 struct Cli {
@@ -32,6 +32,7 @@ enum Command {
     Events(commands::events::EventsCommand),
     Model(commands::model::ModelCommand),
     Check(commands::check::CheckCommand),
+    Cluster(commands::cluster::ClusterCommand),
 }
 
 fn main() {
@@ -48,6 +49,7 @@ fn main() {
         Command::Events(cmd) => cmd.execute(),
         Command::Model(cmd) => cmd.execute(),
         Command::Check(cmd) => cmd.execute(),
+        Command::Cluster(cmd) => cmd.execute(),
     };
     if let Err(err) = result {
         eprintln!("aether-host: {err:#}");

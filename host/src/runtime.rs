@@ -57,6 +57,10 @@ pub struct CommandRequest {
     pub command_id: Option<String>,
     pub correlation_id: Option<String>,
     pub causation_id: Option<String>,
+    /// In a cluster: the epoch of the map that granted this node the
+    /// actor's shard. Recorded with the command's events (fencing for
+    /// audits and later checks).
+    pub shard_epoch: Option<u64>,
 }
 
 /// Hosts one domain component's actors on one event store.
@@ -196,6 +200,7 @@ impl Runtime {
             payload: request.payload,
             provenance: Arc::new(provenance),
             id_from_caller,
+            shard_epoch: request.shard_epoch,
         };
         self.inner.stats.commands.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();

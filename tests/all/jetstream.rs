@@ -4,8 +4,9 @@
 //! after a snapshot, and the bank hosted on it. No NATS mocks.
 
 use super::support;
+use aether_host::names::NatsNames;
 use aether_host::store::contract;
-use aether_host::store::jetstream::{JetStreamStorage, subject};
+use aether_host::store::jetstream::{EPOCH_HEADER, JetStreamStorage, subject};
 use aether_host::store::{
     ActorId, AppendRequest, EventStore, JetStreamConfig, JetStreamEventStore, NewEvent, Provenance, Snapshot,
     StoreError,
@@ -42,6 +43,7 @@ fn request(expected_version: u64, command_id: &str, events: usize) -> AppendRequ
             .map(|i| NewEvent { name: "Deposited".into(), payload: vec![0x81, 0xa1, b'n', i as u8] })
             .collect(),
         id_from_caller: true,
+        shard_epoch: None,
     }
 }
 
@@ -77,6 +79,24 @@ async fn hosts_starting_together_create_the_stream_once() {
     store.append(&ActorId::new("Account", "a"), request(0, "c", 1)).await.unwrap();
 }
 
+/// Fencing for audits: an append made under a shard map epoch carries it
+/// in its message; one made outside a cluster carries none.
+#[tokio::test]
+async fn an_append_records_the_shard_map_epoch_it_was_made_under() {
+    let server = NatsServer::start();
+    let store = store(&server, JetStreamConfig::default()).await;
+    let names = NatsNames::new(None);
+    let stream = async_nats::jetstream::new(server.client().await).get_stream(names.events_stream()).await.unwrap();
+    for (id, epoch) in [("fenced", Some(42)), ("alone", None)] {
+        let actor = ActorId::new("Account", id);
+        store.append(&actor, AppendRequest { shard_epoch: epoch, ..request(0, id, 1) }).await.unwrap();
+        let subject = names.event_subject("bank", "Account", id);
+        let message = stream.get_last_raw_message_by_subject(&subject).await.unwrap();
+        let stored = message.headers.get(EPOCH_HEADER).map(|v| v.as_str().parse::<u64>().unwrap());
+        assert_eq!(stored, epoch, "{id}");
+    }
+}
+
 #[tokio::test]
 async fn awkward_ids_are_one_subject_each_and_decode_back() {
     let server = NatsServer::start();
@@ -106,11 +126,12 @@ async fn awkward_ids_are_one_subject_each_and_decode_back() {
     // Every actor is exactly one subject, and its last token decodes to the id.
     let client = server.client().await;
     let js = async_nats::jetstream::new(client);
-    let stream = js.get_stream("AETHER_EVENTS").await.unwrap();
-    let info = stream.info_with_subjects("aether.ev.bank.Account.*").await.unwrap();
-    let subjects: Vec<(String, usize)> = collect_subjects(info).await;
-    assert_eq!(subjects.len(), ids.len());
-    let decoded: BTreeSet<String> = subjects
+    let names = NatsNames::new(None);
+    let stream = js.get_stream(names.events_stream()).await.unwrap();
+    let info = stream.info_with_subjects(names.events_filter("bank", "Account")).await.unwrap();
+    let names: Vec<(String, usize)> = collect_subjects(info).await;
+    assert_eq!(names.len(), ids.len());
+    let decoded: BTreeSet<String> = names
         .iter()
         .map(|(s, count)| {
             assert_eq!(*count, 2, "two commands on {s}");
@@ -271,7 +292,7 @@ async fn a_minted_command_id_asks_for_no_duplicate_entry_and_its_repeat_is_still
 
 /// The subject the store keeps the actor's events on (domain `bank`).
 fn subject_of(actor: &ActorId) -> String {
-    format!("aether.ev.bank.{}.{}", subject::encode_token(&actor.aggregate), subject::encode_token(&actor.id))
+    NatsNames::new(None).event_subject("bank", &actor.aggregate, &actor.id)
 }
 
 /// Publishes a raw message onto the actor's subject, as a foreign writer would.
@@ -322,7 +343,7 @@ async fn corrupt_data_is_reported_with_its_version_never_skipped() {
 
     // A snapshot that does not decode.
     let js = async_nats::jetstream::new(server.client().await);
-    let bucket = js.get_key_value("aether_snapshots").await.unwrap();
+    let bucket = js.get_key_value(NatsNames::new(None).snapshots_bucket()).await.unwrap();
     bucket.put("bank.Account.garbage", b"\x01\x02"[..].into()).await.unwrap();
     assert!(matches!(store.load_snapshot(&garbage).await, Err(StoreError::Corrupt { .. })));
 }
@@ -541,7 +562,7 @@ async fn replay_throughput() {
     let server = NatsServer::start();
     let store = store(&server, config(JetStreamStorage::File)).await;
     let actor = ActorId::new("Account", "bench");
-    let subject = format!("aether.ev.bank.Account.{}", subject::encode_token(&actor.id));
+    let subject = subject_of(&actor);
     let started = Instant::now();
     for v in 0..EVENTS {
         store.append(&actor, request(v, &format!("c{v}"), 1)).await.unwrap();

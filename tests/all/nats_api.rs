@@ -6,8 +6,9 @@ use super::support;
 use aether_host::api::ClientError;
 use aether_host::api::client::CommandIds;
 use aether_host::api::nats::{self as nats_api, NatsApiConfig, NatsClient};
-use aether_host::bus::nats::{NatsSubscription, Subjects};
+use aether_host::bus::nats::NatsSubscription;
 use aether_host::bus::{Bus, BusConfig, Filter};
+use aether_host::names::NatsNames;
 use aether_host::store::{JetStreamConfig, JetStreamEventStore};
 use aether_host::testkit::nats::NatsServer;
 use aether_host::{AetherEngine, DomainComponent, EngineConfig, Runtime, RuntimeConfig};
@@ -33,13 +34,13 @@ async fn host(server: &NatsServer, namespace: Option<&str>) -> NatsHost {
     let client = server.client().await;
     let config = JetStreamConfig { namespace: namespace.map(str::to_owned), ..JetStreamConfig::default() };
     let store = JetStreamEventStore::connect(client.clone(), "bank", config).await.unwrap();
-    let subjects = Subjects::new(namespace);
-    let bus = Bus::with_nats("bank", &BusConfig::default(), client.clone(), subjects.clone());
+    let names = NatsNames::new(namespace);
+    let bus = Bus::with_nats("bank", &BusConfig::default(), client.clone(), names.clone());
     let runtime = Runtime::with_bus(component, Arc::new(store), RuntimeConfig::default(), bus);
     let stop = CancellationToken::new();
     let serve = nats_api::serve(
         client.clone(),
-        subjects,
+        names,
         runtime.clone(),
         NatsApiConfig::default(),
         stop.clone().cancelled_owned(),
@@ -52,7 +53,7 @@ async fn host(server: &NatsServer, namespace: Option<&str>) -> NatsHost {
 }
 
 async fn client(server: &NatsServer, namespace: Option<&str>) -> NatsClient {
-    NatsClient::new(server.client().await, Subjects::new(namespace), "bank")
+    NatsClient::new(server.client().await, NatsNames::new(namespace), "bank")
 }
 
 fn api_error(result: Result<Value, ClientError>) -> (u16, String, Value) {
@@ -89,7 +90,7 @@ async fn commands_over_nats_answer_as_http_does() {
 
     // A request that is not a command message at all.
     let raw = server.client().await;
-    let reply = raw.request("aether.cmd.bank.Account", "{not json".into()).await.unwrap();
+    let reply = raw.request(NatsNames::new(None).commands("bank", "Account"), "{not json".into()).await.unwrap();
     let body: Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!((body["status"].clone(), body["error"].clone()), (json!(400), json!("bad-json")));
 
@@ -147,11 +148,11 @@ async fn the_nats_door_enforces_the_http_id_rules() {
 async fn stored_events_reach_bus_subscribers_filtered_and_in_order() {
     let server = NatsServer::start();
     let host = host(&server, None).await;
-    let subjects = Subjects::new(None);
+    let names = NatsNames::new(None);
     let listener = server.client().await;
-    let mut everything = NatsSubscription::subscribe(&listener, &subjects, "bank", &Filter::default()).await.unwrap();
+    let mut everything = NatsSubscription::subscribe(&listener, &names, "bank", &Filter::default()).await.unwrap();
     let only_b = Filter { aggregate: Some("Account".into()), id: Some("b.*>".into()) };
-    let mut just_b = NatsSubscription::subscribe(&listener, &subjects, "bank", &only_b).await.unwrap();
+    let mut just_b = NatsSubscription::subscribe(&listener, &names, "bank", &only_b).await.unwrap();
     listener.flush().await.unwrap();
 
     let nats = client(&server, None).await;
@@ -193,7 +194,7 @@ async fn a_slow_bus_subscriber_never_blocks_appends_and_its_losses_are_counted()
     // while 400 commands go through.
     let slow_client = async_nats::ConnectOptions::new().subscription_capacity(16).connect(server.url()).await.unwrap();
     let mut slow =
-        NatsSubscription::subscribe(&slow_client, &Subjects::new(None), "bank", &Filter::default()).await.unwrap();
+        NatsSubscription::subscribe(&slow_client, &NatsNames::new(None), "bank", &Filter::default()).await.unwrap();
     slow_client.flush().await.unwrap();
 
     let send = |command: &'static str, payload: Value| {

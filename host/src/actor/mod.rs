@@ -72,6 +72,8 @@ pub struct Command {
     /// random UUID) cannot be a repeat, so such a command skips the lookups
     /// that answer repeats; the store still checks every id.
     pub id_from_caller: bool,
+    /// In a cluster: the epoch of the map its shard was served under.
+    pub shard_epoch: Option<u64>,
 }
 
 /// What became of a command that was not an error.
@@ -436,6 +438,7 @@ impl Actor {
                 provenance: provenance.clone(),
                 events,
                 id_from_caller: command.id_from_caller,
+                shard_epoch: command.shard_epoch,
             };
             let events = request.events.clone();
             // The VM holds the events tentatively: it is out of the actor

@@ -191,6 +191,17 @@ impl HttpClient {
         self.answer(url.clone(), self.http.get(url)).await
     }
 
+    /// The cluster as the host sees it (`GET /cluster`).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Api`] `not-found` from a host outside a cluster;
+    /// [`ClientError::Unreachable`] if no host answers.
+    pub async fn cluster(&self) -> Result<Value, ClientError> {
+        let url = self.url(&["cluster"], &[]);
+        self.answer(url.clone(), self.http.get(url)).await
+    }
+
     /// The host's health.
     ///
     /// # Errors

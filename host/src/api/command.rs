@@ -52,7 +52,7 @@ pub(super) async fn execute(
     match cluster {
         None => execute_here(runtime, tasks, request, slot).await,
         Some(door) => {
-            forward::route(door, Op::Command(request), |op, pass| forward::run_here(runtime, tasks, op, (slot, pass)))
+            forward::route(door, Op::Command(request), |op, pass| forward::run_here(runtime, tasks, op, pass, slot))
                 .await
         }
     }

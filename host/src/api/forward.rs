@@ -244,7 +244,7 @@ impl ShardServer {
             let err = ApiError::overloaded(format!("the node is at its limit of {limit} forwarded requests"), limit);
             return Some(with_status(Err(err)));
         };
-        Some(with_status(run_here(&self.runtime, &self.tasks, request, (slot, pass)).await))
+        Some(with_status(run_here(&self.runtime, &self.tasks, request, pass, slot).await))
     }
 }
 
@@ -296,25 +296,30 @@ fn parse(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Op, ApiError> {
             command_id: id(COMMAND_ID)?,
             correlation_id: id(CORRELATION_ID)?,
             causation_id: id(CAUSATION_ID)?,
+            shard_epoch: None,
         })),
         Some("state") => Ok(Op::State { aggregate, id: actor }),
         other => Err(bad(format!("unknown {OP} {other:?}"))),
     }
 }
 
-/// Runs a request on this node; `hold` (the shard's pass, a door's slot)
-/// is kept until it is done.
+/// Runs a request on this node under the shard's pass, kept (with `hold`,
+/// a door's slot) until it is done; a command records the pass's epoch.
 pub(super) async fn run_here(
     runtime: &Runtime,
     tasks: &TaskTracker,
     op: Op,
+    pass: ShardPass,
     hold: impl Send + 'static,
 ) -> Result<Value, ApiError> {
     match op {
-        Op::Command(request) => super::command::execute_here(runtime, tasks, request, hold).await,
+        Op::Command(mut request) => {
+            request.shard_epoch = Some(pass.epoch());
+            super::command::execute_here(runtime, tasks, request, (pass, hold)).await
+        }
         Op::State { aggregate, id } => {
             let state = super::routes::state_json(runtime, &aggregate, &id).await;
-            drop(hold);
+            drop((pass, hold));
             state
         }
     }

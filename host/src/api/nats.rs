@@ -3,7 +3,7 @@
 //!
 //! Subject, one per aggregate: `<root>.cmd.<domain>.<aggregate>`, where
 //! `<root>` is `aether` (or the namespace's root, see
-//! [`Subjects`]); e.g. `aether.cmd.bank.Account`.
+//! [`NatsNames`]); e.g. `aether.cmd.bank.Account`.
 //! Hosts subscribe in the queue group `aether-hosts`, so each request
 //! reaches one host.
 //!
@@ -20,7 +20,7 @@ use super::client::{ClientError, CommandIds};
 use super::error::ApiError;
 use super::forward::{ClusterDoor, with_status};
 use super::json;
-use crate::bus::nats::Subjects;
+use crate::names::NatsNames;
 use crate::runtime::{CommandRequest, Runtime};
 use crate::store::jetstream::subject::decode_token;
 use axum::http::StatusCode;
@@ -73,22 +73,36 @@ struct CommandMessage {
 /// If the subscription cannot be made.
 pub async fn serve(
     client: async_nats::Client,
-    subjects: Subjects,
+    names: NatsNames,
     runtime: Runtime,
     config: NatsApiConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), async_nats::SubscribeError> {
     let domain = runtime.model().name.clone();
-    let subject = subjects.commands(&domain, "*");
+    let subject = names.commands(&domain, "*");
     let mut requests = client.queue_subscribe(subject.clone(), QUEUE_GROUP.into()).await?;
     tracing::info!(%subject, "serving commands over NATS");
     let tasks = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
     tokio::pin!(shutdown);
+    let mut draining = false;
     loop {
         let message = tokio::select! {
             message = requests.next() => message,
-            () = &mut shutdown => break,
+            // A drain the server never confirms (a lost connection) ends here.
+            () = tokio::time::sleep(Duration::from_secs(10)), if draining => break,
+            () = &mut shutdown, if !draining => {
+                // Requests the server already sent still arrive and are
+                // answered (an unsubscribe would drop them and leave their
+                // clients waiting); the stream ends once the server has
+                // confirmed nothing more comes. The other hosts of the queue
+                // group take the new ones.
+                draining = true;
+                if requests.drain().await.is_err() {
+                    break;
+                }
+                continue;
+            }
         };
         let Some(message) = message else { break };
         let Some(reply) = message.reply.clone() else { continue };
@@ -103,7 +117,6 @@ pub async fn serve(
             drop(slot);
         });
     }
-    let _ = requests.unsubscribe().await;
     tasks.close();
     tasks.wait().await;
     Ok(())
@@ -157,6 +170,7 @@ pub(crate) fn parse_request(config: &NatsApiConfig, subject: &str, body: &[u8]) 
         command_id: id("command_id", message.command_id)?,
         correlation_id: id("correlation_id", message.correlation_id)?,
         causation_id: id("causation_id", message.causation_id)?,
+        shard_epoch: None,
     })
 }
 
@@ -164,15 +178,15 @@ pub(crate) fn parse_request(config: &NatsApiConfig, subject: &str, body: &[u8]) 
 #[derive(Debug, Clone)]
 pub struct NatsClient {
     client: async_nats::Client,
-    subjects: Subjects,
+    names: NatsNames,
     domain: String,
     timeout: Duration,
 }
 
 impl NatsClient {
     /// A client for `domain`'s hosts; replies are awaited for 10 seconds.
-    pub fn new(client: async_nats::Client, subjects: Subjects, domain: &str) -> Self {
-        Self { client, subjects, domain: domain.to_owned(), timeout: Duration::from_secs(10) }
+    pub fn new(client: async_nats::Client, names: NatsNames, domain: &str) -> Self {
+        Self { client, names, domain: domain.to_owned(), timeout: Duration::from_secs(10) }
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
@@ -195,7 +209,7 @@ impl NatsClient {
         payload: Option<&Value>,
         ids: CommandIds<'_>,
     ) -> Result<Value, ClientError> {
-        let subject = self.subjects.commands(&self.domain, aggregate);
+        let subject = self.names.commands(&self.domain, aggregate);
         let request = json!({
             "id": id,
             "command": command,
@@ -230,6 +244,10 @@ impl NatsClient {
 mod tests {
     use super::*;
 
+    fn account() -> String {
+        NatsNames::new(None).commands("bank", "Account")
+    }
+
     fn parse(subject: &str, body: &[u8]) -> Result<CommandRequest, ApiError> {
         parse_request(&NatsApiConfig { max_body_bytes: 4096, ..NatsApiConfig::default() }, subject, body)
     }
@@ -237,11 +255,11 @@ mod tests {
     #[test]
     fn a_request_names_its_aggregate_by_subject_and_its_command_by_body() {
         let body = br#"{"id": "a.b", "command": "Deposit", "payload": {"amount": 5}, "command_id": "k1"}"#;
-        let request = parse("aether.cmd.bank.Acc_2Eount", body).unwrap();
+        let request = parse(&NatsNames::new(None).commands("bank", "Acc.ount"), body).unwrap();
         assert_eq!((request.aggregate.as_str(), request.id.as_str()), ("Acc.ount", "a.b"));
         assert_eq!(json::from_msgpack(&request.payload).unwrap(), json!({"amount": 5}));
         assert_eq!(request.command_id.as_deref(), Some("k1"));
-        let without = parse("aether.cmd.bank.Account", br#"{"id": "a", "command": "Close"}"#).unwrap();
+        let without = parse(&account(), br#"{"id": "a", "command": "Close"}"#).unwrap();
         assert_eq!(without.payload, json::NIL);
     }
 
@@ -249,12 +267,12 @@ mod tests {
     /// lengths, not JSON. Each is a clean `4xx` before anything is sized by it.
     #[test]
     fn hostile_bodies_are_answered_with_client_errors() {
-        assert_eq!(parse("aether.cmd.bank.Account", &[b' '; 4097]).unwrap_err().status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(parse(&account(), &[b' '; 4097]).unwrap_err().status, StatusCode::PAYLOAD_TOO_LARGE);
         let deep = format!(r#"{{"id": "a", "command": "C", "payload": {}{}}}"#, "[".repeat(2000), "]".repeat(2000));
-        let err = parse("aether.cmd.bank.Account", deep.as_bytes()).unwrap_err();
+        let err = parse(&account(), deep.as_bytes()).unwrap_err();
         assert_eq!(err.status, StatusCode::BAD_REQUEST);
         for body in [&b""[..], b"\xff\xfe", b"{\"id\": 1}", b"[", br#"{"id": "a", "command": "C", "payload": 1e999}"#] {
-            assert_eq!(parse("aether.cmd.bank.Account", body).unwrap_err().status, StatusCode::BAD_REQUEST, "{body:?}");
+            assert_eq!(parse(&account(), body).unwrap_err().status, StatusCode::BAD_REQUEST, "{body:?}");
         }
     }
 }

@@ -69,6 +69,7 @@ pub(super) async fn send_command(
         command_id: id_header(&headers, IDEMPOTENCY_KEY)?,
         correlation_id: id_header(&headers, CORRELATION_ID)?,
         causation_id: id_header(&headers, CAUSATION_ID)?,
+        shard_epoch: None,
     };
     super::command::execute(&app.runtime, app.config.cluster.as_ref(), &app.commands, request, slot).await.map(Json)
 }
@@ -97,7 +98,7 @@ pub(super) async fn actor_state(
         (None, Some(door)) => {
             let op = Op::State { aggregate, id };
             let runtime = &app.runtime;
-            forward::route(door, op, |op, pass| forward::run_here(runtime, &app.commands, op, pass)).await.map(Json)
+            forward::route(door, op, |op, pass| forward::run_here(runtime, &app.commands, op, pass, ())).await.map(Json)
         }
     }
 }

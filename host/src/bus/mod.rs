@@ -12,7 +12,7 @@
 //!
 //! Layout:
 //! - [`BusEvent`](self): the envelope one event travels in.
-//! - [`nats`]: subjects, the NATS publisher and [`NatsSubscription`](nats::NatsSubscription).
+//! - [`nats`]: the NATS publisher and [`NatsSubscription`](nats::NatsSubscription).
 
 pub mod nats;
 
@@ -138,10 +138,15 @@ impl Bus {
     /// A bus that also publishes every event on NATS (see [`nats`] for the
     /// subjects). Must be called within a Tokio runtime: it starts the
     /// publisher task.
-    pub fn with_nats(domain: &str, config: &BusConfig, client: async_nats::Client, subjects: nats::Subjects) -> Self {
+    pub fn with_nats(
+        domain: &str,
+        config: &BusConfig,
+        client: async_nats::Client,
+        names: crate::names::NatsNames,
+    ) -> Self {
         let stats = Arc::new(BusStats::default());
         let (queue, events) = mpsc::channel(config.nats_queue.max(1));
-        tokio::spawn(nats::publish_all(client, subjects, events, stats.clone()));
+        tokio::spawn(nats::publish_all(client, names, events, stats.clone()));
         Self::build(domain, config, Some(queue), stats)
     }
 

@@ -1,4 +1,4 @@
-//! The bus on NATS: subjects, the publisher task, and subscriptions that
+//! The bus on NATS: the publisher task, and subscriptions that
 //! count what they missed.
 //!
 //! Every stored event is published (core NATS, no acknowledgement) on
@@ -7,9 +7,10 @@
 //! `<root>` is `aether`, or `aether.ns.<namespace>` for a namespace (tenant),
 //! as for the event store's stream, so tenants never share a subject. Ids are encoded as one subject token
 //! (see [`crate::store::jetstream`]), so filter by domain (`aether.bus.bank.>`),
-//! aggregate (`aether.bus.bank.Account.*`) or actor with [`Subjects::bus_filter`].
+//! aggregate (`aether.bus.bank.Account.*`) or actor with [`NatsNames::bus_filter`].
 
 use super::{BusEvent, BusStats, Filter};
+use crate::names::NatsNames;
 use async_nats::HeaderMap;
 use futures_util::StreamExt;
 use lru::LruCache;
@@ -18,58 +19,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 
-/// The subjects of one namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subjects {
-    root: String,
-}
-
-impl Subjects {
-    /// `None`: the default namespace, root `aether`.
-    pub fn new(namespace: Option<&str>) -> Self {
-        let root = match namespace {
-            None => "aether".to_owned(),
-            Some(ns) => format!("aether.ns.{}", token(ns)),
-        };
-        Self { root }
-    }
-
-    pub fn root(&self) -> &str {
-        &self.root
-    }
-
-    /// Where an actor's events are published on the bus.
-    pub fn bus(&self, domain: &str, aggregate: &str, id: &str) -> String {
-        format!("{}.bus.{}.{}.{}", self.root, token(domain), token(aggregate), token(id))
-    }
-
-    /// The subscription subject for a filter (wildcards where it is open).
-    pub fn bus_filter(&self, domain: &str, filter: &Filter) -> String {
-        let aggregate = filter.aggregate.as_deref().map_or("*".to_owned(), token);
-        let id = filter.id.as_deref().map_or("*".to_owned(), token);
-        format!("{}.bus.{}.{aggregate}.{id}", self.root, token(domain))
-    }
-
-    /// Where an aggregate's commands are requested (`*` for all aggregates).
-    pub fn commands(&self, domain: &str, aggregate: &str) -> String {
-        let aggregate = if aggregate == "*" { "*".to_owned() } else { token(aggregate) };
-        format!("{}.cmd.{}.{aggregate}", self.root, token(domain))
-    }
-}
-
-fn token(text: &str) -> String {
-    crate::store::jetstream::subject::encode_token(text)
-}
-
 /// Publishes queued events until the bus is dropped.
 pub(super) async fn publish_all(
     client: async_nats::Client,
-    subjects: Subjects,
+    names: NatsNames,
     mut events: mpsc::Receiver<Arc<BusEvent>>,
     stats: Arc<BusStats>,
 ) {
     while let Some(event) = events.recv().await {
-        let subject = subjects.bus(&event.domain, &event.aggregate, &event.id);
+        let subject = names.bus(&event.domain, &event.aggregate, &event.id);
         let mut headers = HeaderMap::new();
         headers.insert("Aether-Event", event.name.as_str());
         headers.insert("Aether-Version", event.version.to_string().as_str());
@@ -135,11 +93,11 @@ impl NatsSubscription {
     /// If NATS refuses the subscription.
     pub async fn subscribe(
         client: &async_nats::Client,
-        subjects: &Subjects,
+        names: &NatsNames,
         domain: &str,
         filter: &Filter,
     ) -> Result<Self, async_nats::SubscribeError> {
-        let messages = client.subscribe(subjects.bus_filter(domain, filter)).await?;
+        let messages = client.subscribe(names.bus_filter(domain, filter)).await?;
         let actors = NonZeroUsize::new(100_000).expect("non-zero");
         Ok(Self { messages, gaps: Gaps::new(actors), undecodable: 0 })
     }
@@ -166,7 +124,7 @@ impl NatsSubscription {
         self.gaps.dropped()
     }
 
-    /// Messages on the subjects that were not bus events.
+    /// Messages on the names that were not bus events.
     pub fn undecodable(&self) -> u64 {
         self.undecodable
     }

@@ -500,10 +500,12 @@ impl Driver {
                     _ = &mut stopped => break,
                 }
             }
-            // The gate is closed: what is still buffered is answered "not
-            // serving", and its senders try the next owner.
-            let _ = subscription.unsubscribe().await;
-            while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(1), subscription.next()).await {
+            // The gate is closed: what is still on its way is answered "not
+            // serving", and its senders try the next owner. A drain (not an
+            // unsubscribe, which drops messages the server already sent)
+            // ends the stream once the server confirms nothing more comes.
+            let _ = subscription.drain().await;
+            while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(10), subscription.next()).await {
                 requests.clone().handle(shard, message);
             }
         });

@@ -10,8 +10,8 @@
 //! subjects <root>.shard.<domain>.<shard>  commands for a shard's owner
 //! ```
 //!
-//! `<root>` is the bus's (`aether` or `aether.ns.<ns>`, see
-//! [`Subjects`](crate::bus::nats::Subjects)); domains, namespaces and node ids
+//! `<root>` is the namespace's (`aether` or `aether.ns.<ns>`, see
+//! [`NatsNames`], which names everything else); domains, namespaces and node ids
 //! are encoded as one token with the event store's
 //! [encoding](crate::store::jetstream::subject), so keys only hold
 //! `[A-Za-z0-9_.-]` and every name parses back. The namespace picks the
@@ -20,7 +20,7 @@
 
 use super::record::NodeId;
 use super::shard::{MAX_SHARDS, ShardId};
-use crate::bus::nats::Subjects;
+use crate::names::NatsNames;
 use crate::store::jetstream::subject::{decode_token, encode_token};
 
 /// A key of the cluster's bucket, as the protocol sees it.
@@ -59,15 +59,15 @@ pub struct ClusterNames {
 }
 
 impl ClusterNames {
-    /// `None`: the default namespace.
-    pub fn new(namespace: Option<&str>, domain: &str) -> Self {
-        let bucket = match namespace {
-            None => "aether_cluster".to_owned(),
-            Some(ns) => format!("aether_cluster_{}", encode_token(ns)),
-        };
+    /// The names of `domain`'s cluster in a namespace; see also
+    /// [`NatsNames::cluster`].
+    pub fn new(names: &NatsNames, domain: &str) -> Self {
         let domain = encode_token(domain);
-        let root = Subjects::new(namespace);
-        Self { bucket, prefix: format!("{domain}."), shard_prefix: format!("{}.shard.{domain}", root.root()) }
+        Self {
+            bucket: names.cluster_bucket(),
+            prefix: format!("{domain}."),
+            shard_prefix: format!("{}.shard.{domain}", names.root()),
+        }
     }
 
     /// The KV bucket holding members, the leader, the map and releases.
@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn names_of_the_default_namespace() {
-        let names = ClusterNames::new(None, "bank");
+        let names = ClusterNames::new(&NatsNames::new(None), "bank");
         assert_eq!(names.bucket(), "aether_cluster");
         assert_eq!(names.watch_filter(), "bank.>");
         assert_eq!(names.key(&Key::Member(NodeId::new("host-1"))), "bank.member.host-1");
@@ -152,16 +152,19 @@ mod tests {
 
     #[test]
     fn namespaces_and_awkward_names_are_encoded() {
-        let names = ClusterNames::new(Some("acme.eu"), "bank v2");
+        let names = ClusterNames::new(&NatsNames::new(Some("acme.eu")), "bank v2");
         assert_eq!(names.bucket(), "aether_cluster_acme_2Eeu");
         assert_eq!(names.key(&Key::Map), "bank_20v2.map");
         assert_eq!(names.shard_subject(ShardId(0)), "aether.ns.acme_2Eeu.shard.bank_20v2.0");
-        assert_ne!(ClusterNames::new(Some("a.b"), "d").bucket(), ClusterNames::new(Some("a_b"), "d").bucket());
+        assert_ne!(
+            ClusterNames::new(&NatsNames::new(Some("a.b")), "d").bucket(),
+            ClusterNames::new(&NatsNames::new(Some("a_b")), "d").bucket()
+        );
     }
 
     #[test]
     fn every_key_is_kv_safe_and_parses_back() {
-        let names = ClusterNames::new(Some("ns"), "dom.ain");
+        let names = ClusterNames::new(&NatsNames::new(Some("ns")), "dom.ain");
         let keys = [
             Key::Leader,
             Key::Map,
@@ -180,7 +183,7 @@ mod tests {
 
     #[test]
     fn foreign_and_malformed_keys_are_ignored() {
-        let names = ClusterNames::new(None, "bank");
+        let names = ClusterNames::new(&NatsNames::new(None), "bank");
         for key in [
             "shop.map",
             "bank",

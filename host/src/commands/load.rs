@@ -3,9 +3,9 @@
 use super::nats_args::NatsArgs;
 use aether_host::api::nats::NatsApiConfig;
 use aether_host::api::{self, ApiConfig, ClusterDoor, HttpToken, ShardServer, TlsConfig};
-use aether_host::bus::nats::Subjects;
 use aether_host::bus::{Bus, BusConfig};
-use aether_host::cluster::{Cluster, ClusterConfig, ClusterNames, DriverConfig, NodeId};
+use aether_host::cluster::{Cluster, ClusterConfig, DriverConfig, NodeId};
+use aether_host::names::NatsNames;
 use aether_host::store::{EmbeddedStore, JetStreamEventStore, MemoryStore};
 use aether_host::wasm::MemoryLayout;
 use aether_host::{
@@ -149,9 +149,9 @@ impl LoadCommand {
 
         let domain = component.model().name.clone();
         let Backend { store, embedded, nats } = self.open_store(&domain).await?;
-        let subjects = Subjects::new(self.nats.namespace.as_deref());
+        let names = NatsNames::new(self.nats.namespace.as_deref());
         let bus = match &nats {
-            Some(client) => Bus::with_nats(&domain, &BusConfig::default(), client.clone(), subjects.clone()),
+            Some(client) => Bus::with_nats(&domain, &BusConfig::default(), client.clone(), names.clone()),
             None => Bus::local(&domain, &BusConfig::default()),
         };
         let config = RuntimeConfig {
@@ -186,20 +186,18 @@ impl LoadCommand {
         tokio::spawn(shutdown_signal(stop.clone()));
         let nats_api = nats.clone().map(|client| {
             let cluster = cluster.clone();
-            let (runtime, stop, subjects) = (runtime.clone(), stop.clone(), subjects.clone());
+            let (runtime, stop, names) = (runtime.clone(), stop.clone(), names.clone());
             let config = NatsApiConfig {
                 max_body_bytes: self.max_body_bytes,
                 max_in_flight: self.max_in_flight_commands,
                 cluster: cluster.as_ref().map(|(door, _)| door.clone()),
             };
-            tokio::spawn(
-                async move { api::nats::serve(client, subjects, runtime, config, stop.cancelled_owned()).await },
-            )
+            tokio::spawn(async move { api::nats::serve(client, names, runtime, config, stop.cancelled_owned()).await })
         });
         let scheme = if tls.is_some() { "https" } else { "http" };
         println!("listening on {scheme}://{}", listener.local_addr()?);
         if nats.is_some() {
-            println!("commands over NATS on {}", subjects.commands(&domain, "<aggregate>"));
+            println!("commands over NATS on {}", names.commands(&domain, "<aggregate>"));
         }
         let api = ApiConfig {
             max_body_bytes: self.max_body_bytes,
@@ -250,7 +248,7 @@ impl LoadCommand {
             Some(id) => NodeId::parse(id).context("--node-id")?,
             None => default_node_id(),
         };
-        let names = ClusterNames::new(self.nats.namespace.as_deref(), &domain);
+        let names = NatsNames::new(self.nats.namespace.as_deref()).cluster(&domain);
         let mut config = DriverConfig::new(node_id.clone(), names);
         config.protocol.shards = self.shards;
         config.kv_replicas = self.nats.js_replicas;

@@ -1,6 +1,7 @@
 //! One module per subcommand, each with an `execute`.
 
 pub mod check;
+pub mod cluster;
 pub mod events;
 pub mod load;
 pub mod model;

@@ -102,6 +102,10 @@ pub struct AppendRequest {
     /// then asks the server for no de-duplication entry. Either way a
     /// store answers a repeat it meets as a duplicate.
     pub id_from_caller: bool,
+    /// In a cluster: the epoch of the shard map under which the appending
+    /// node served the actor's shard. The JetStream store records it in the
+    /// `Aether-Epoch` header; stores of one host have no epochs.
+    pub shard_epoch: Option<u64>,
 }
 
 /// The versions a command's events occupy.

@@ -182,6 +182,7 @@ impl TestKit {
                 provenance: Arc::new(provenance),
                 events,
                 id_from_caller: false,
+                shard_epoch: None,
             };
             self.store.append(&actor, request).await.expect("memory store append");
         }

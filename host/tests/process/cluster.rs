@@ -3,11 +3,12 @@
 //! joins, leaves and a rolling restart under load without a client error,
 //! and every acknowledged command stored exactly once.
 
-use super::support::{Host, Http};
+use super::support::{Host, Http, aether_host};
 use aether_host::api::client::CommandIds;
 use aether_host::api::nats::NatsClient;
-use aether_host::bus::nats::Subjects;
-use aether_host::cluster::{ClusterNames, Key, ShardMap, shard_of};
+use aether_host::cluster::{Key, ShardMap, shard_of};
+use aether_host::names::NatsNames;
+use aether_host::store::jetstream::EPOCH_HEADER;
 use aether_host::testkit::nats::NatsServer;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,7 +65,7 @@ fn owned(view: &Value) -> BTreeMap<String, u64> {
 /// The map in the bucket, read as any client can.
 async fn map(server: &NatsServer) -> ShardMap {
     let js = async_nats::jetstream::new(server.client().await);
-    let names = ClusterNames::new(None, "bank");
+    let names = NatsNames::new(None).cluster("bank");
     let kv = js.get_key_value(names.bucket()).await.unwrap();
     ShardMap::decode(&kv.get(names.key(&Key::Map)).await.unwrap().unwrap()).unwrap()
 }
@@ -255,6 +256,24 @@ async fn three_nodes_share_the_shards_and_a_join_and_a_leave_under_load_lose_not
         assert_eq!(metric(&metrics, "aether_cluster_owned_shards"), shares[id], "node {id}");
     }
     assert!(metric(&Http::new(&a).text("/metrics").await, "aether_cluster_forwarded_total") > 0);
+    // `aether-host cluster status` shows the same.
+    let out = aether_host().args(["cluster", "status", "--url", &b.url]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("leader   {}", views[0]["leader"].as_str().unwrap())), "{text}");
+    for (id, n) in &shares {
+        assert!(text.lines().any(|l| l.starts_with(id.as_str()) && l.contains(&format!(" {n} "))), "{text}");
+    }
+    // Each append records the epoch of the map it was made under.
+    let names = NatsNames::new(None);
+    let stream = async_nats::jetstream::new(server.client().await).get_stream(names.events_stream()).await.unwrap();
+    for i in (0..accounts).step_by(97) {
+        let subject = names.event_subject("bank", "Account", &format!("acct-{i}"));
+        let message = stream.get_last_raw_message_by_subject(&subject).await.unwrap();
+        let epoch: u64 = message.headers.get(EPOCH_HEADER).expect("an epoch").as_str().parse().unwrap();
+        let (_, granted) = map.grant(shard_of("Account", &format!("acct-{i}"), SHARDS)).unwrap();
+        assert!(epoch >= granted && epoch <= map.epoch(), "acct-{i}: epoch {epoch}, granted at {granted}");
+    }
 
     // A fourth node joins under load.
     let load = Load::start(Target::Http(vec![a.url.clone(), b.url.clone(), c.url.clone()]), accounts, 6, "j");
@@ -314,7 +333,7 @@ async fn a_rolling_restart_under_a_steady_stream_shows_no_client_error() {
         );
     }
     let client =
-        NatsClient::new(server.client().await, Subjects::new(None), "bank").with_timeout(Duration::from_secs(30));
+        NatsClient::new(server.client().await, NatsNames::new(None), "bank").with_timeout(Duration::from_secs(30));
     let load = Load::start(Target::Nats(client), accounts, 4, "r");
     until_acked(&load, 50).await;
     for (i, id) in ids.iter().enumerate() {

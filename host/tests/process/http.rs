@@ -193,6 +193,11 @@ async fn model_health_and_metrics() {
 
     let unknown = http.get("/nowhere").await;
     assert_eq!((unknown.status, unknown.body["error"].clone()), (404, "not-found".into()));
+    // A host on its embedded store is in no cluster, and says so.
+    let cluster = http.get("/cluster").await;
+    assert_eq!((cluster.status, cluster.body["error"].clone()), (404, "not-found".into()));
+    assert!(cluster.body["message"].as_str().unwrap().contains("--nats"), "{}", cluster.body);
+    assert!(!metrics.contains("aether_cluster_"), "no cluster figures outside a cluster");
 }
 
 fn urlencode(text: &str) -> String {

@@ -18,6 +18,7 @@ fn request(expected_version: u64, command_id: &str, names: &[&str]) -> AppendReq
         }),
         events: names.iter().map(|n| NewEvent { name: n.to_string(), payload: vec![0x81, 0xa1, b'n', 0x01] }).collect(),
         id_from_caller: true,
+        shard_epoch: None,
     }
 }
 

@@ -11,6 +11,7 @@
 //! | `Aether-Command-Id` | the command id, as a [subject token](super::subject) (header values cannot hold every string) |
 //! | `Nats-Expected-Last-Subject-Sequence` | set by the store for concurrency |
 //! | `Nats-Msg-Id` | set by the store for de-duplication, when the caller chose the command id |
+//! | `Aether-Epoch` | in a cluster, the epoch of the shard map under which the appending node served the actor |
 //!
 //! Every header is a hash-map entry and a few allocations for the client,
 //! and bytes the server parses and stores with every message, so the
@@ -44,6 +45,8 @@ use std::sync::Arc;
 
 pub(super) const VERSIONS: &str = "Aether-Versions";
 pub(super) const COMMAND_ID: &str = "Aether-Command-Id";
+/// The shard map epoch an append was made under (fencing, for audits).
+pub const EPOCH: &str = "Aether-Epoch";
 /// The versions of messages written before `Aether-Versions`.
 const FIRST_VERSION: &str = "Aether-First-Version";
 const LAST_VERSION: &str = "Aether-Last-Version";
@@ -65,6 +68,7 @@ pub(super) fn headers(
     command_id: &str,
     message_id: Option<String>,
     expected_last_seq: u64,
+    epoch: Option<u64>,
 ) -> HeaderMap {
     // Names made once, without an allocation each (a name given as `&str` is
     // copied into a new buffer); values moved in rather than copied.
@@ -77,6 +81,10 @@ pub(super) fn headers(
         headers.insert(NATS_MESSAGE_ID, message_id);
     }
     headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, HeaderValue::from(expected_last_seq));
+    if let Some(epoch) = epoch {
+        const EPOCH_NAME: HeaderName = HeaderName::from_static(EPOCH);
+        headers.insert(EPOCH_NAME, HeaderValue::from(epoch));
+    }
     headers
 }
 
@@ -230,7 +238,8 @@ mod tests {
             NewEvent { name: "Opened".into(), payload: vec![0x81, 0xa1, b'n', 1] },
             NewEvent { name: "Deposited".into(), payload: vec![] },
         ];
-        let headers = command_headers(Some(&headers(4, 5, &provenance().command_id, Some("m".into()), 9))).unwrap();
+        let headers =
+            command_headers(Some(&headers(4, 5, &provenance().command_id, Some("m".into()), 9, Some(3)))).unwrap();
         assert_eq!(headers, CommandHeaders { first_version: 4, last_version: 5, command_id: "cmd.1 ü\r\n".into() });
         let decoded = decode_events(&headers, &encode_events(&provenance(), &events)).unwrap();
         assert_eq!(decoded.iter().map(|e| e.version).collect::<Vec<_>>(), [4, 5]);
@@ -243,7 +252,7 @@ mod tests {
     fn malformed_messages_are_errors_not_panics() {
         let events = [NewEvent { name: "E".into(), payload: vec![1, 2, 3] }];
         let good = encode_events(&provenance(), &events);
-        let headers = command_headers(Some(&headers(1, 1, &provenance().command_id, None, 0))).unwrap();
+        let headers = command_headers(Some(&headers(1, 1, &provenance().command_id, None, 0, None))).unwrap();
         for cut in 0..good.len() {
             assert!(decode_events(&headers, &good[..cut]).is_err(), "a payload cut at {cut} must not decode");
         }

@@ -1,6 +1,7 @@
 //! The settings of the JetStream store, and what each choice risks.
 
 use super::subject;
+use crate::names::NatsNames;
 use std::time::Duration;
 
 /// Where the server keeps a stream's messages.
@@ -87,29 +88,25 @@ impl JetStreamConfig {
     /// The stream holding the events: `AETHER_EVENTS`, or
     /// `AETHER_EVENTS_<namespace>` (namespace encoded as a subject token).
     pub fn stream_name(&self) -> String {
-        match &self.namespace {
-            None => "AETHER_EVENTS".into(),
-            Some(ns) => format!("AETHER_EVENTS_{}", subject::encode_token(ns)),
-        }
+        self.names().events_stream()
     }
 
     /// The key-value bucket holding snapshots: `aether_snapshots`, or
     /// `aether_snapshots_<namespace>`.
     pub fn bucket_name(&self) -> String {
-        match &self.namespace {
-            None => "aether_snapshots".into(),
-            Some(ns) => format!("aether_snapshots_{}", subject::encode_token(ns)),
-        }
+        self.names().snapshots_bucket()
     }
 
     /// The subjects of the stream, without the trailing `.>`: `aether.ev`, or
     /// `aether.ns.<namespace>.ev`. The two shapes never overlap, so streams of
     /// different namespaces can live on one server.
     pub fn subject_prefix(&self) -> String {
-        match &self.namespace {
-            None => "aether.ev".into(),
-            Some(ns) => format!("aether.ns.{}.ev", subject::encode_token(ns)),
-        }
+        self.names().events_prefix()
+    }
+
+    /// Every NATS name of the store's namespace.
+    pub fn names(&self) -> NatsNames {
+        NatsNames::new(self.namespace.as_deref())
     }
 
     /// Checks the settings the server would refuse less clearly.

@@ -114,6 +114,7 @@ mod replays;
 mod setup;
 pub mod subject;
 
+pub use codec::EPOCH as EPOCH_HEADER;
 pub use config::{JetStreamConfig, JetStreamStorage};
 
 use super::{ActorId, AppendRequest, Appended, EventStore, RecordedEvent, Snapshot, StoreError};
@@ -525,8 +526,10 @@ impl EventStore for JetStreamEventStore {
         let message_id = request.id_from_caller.then(|| subject::message_id(&subject, command_id));
         // Built per attempt rather than cloned: a header map is a hash map of
         // vectors of strings, as many allocations either way.
-        let headers =
-            |last_seq: u64| codec::headers(first_version, last_version, command_id, message_id.clone(), last_seq);
+        let epoch = request.shard_epoch;
+        let headers = |last_seq: u64| {
+            codec::headers(first_version, last_version, command_id, message_id.clone(), last_seq, epoch)
+        };
 
         // `last`: the subject's last message as an append needs it, its mark
         // and, if it is this very command, the answer to a retry (only ever

@@ -292,6 +292,10 @@ mod tests {
         let names = Names::new("aether.ev", "bank.v2");
         let actor = ActorId::new("Account", "a.b");
         assert_eq!(names.subject(&actor).unwrap(), "aether.ev.bank_2Ev2.Account.a_2Eb");
+        // The store's one-buffer builder agrees with the naming module.
+        let nats = crate::names::NatsNames::new(Some("t"));
+        let fast = Names::new(&nats.events_prefix(), "bank.v2").subject(&actor).unwrap();
+        assert_eq!(fast, nats.event_subject("bank.v2", "Account", "a.b"));
         assert_eq!(names.snapshot_key(&actor), "bank_2Ev2.Account.a_2Eb");
         assert!(names.subject(&ActorId::new("Account", "x".repeat(MAX_SUBJECT_BYTES))).is_none());
         let subject = names.subject(&actor).unwrap();
