@@ -13,7 +13,7 @@
 //! commands door    <root>.cmd.<domain>.<aggregate>        (queue group aether-hosts)
 //! cluster bucket   aether_cluster                 aether_cluster_<ns>
 //!   keys           <domain>.member.<node>, <domain>.leader, <domain>.map, <domain>.release.<shard>
-//! shard subjects   <root>.shard.<domain>.<shard>          (see ClusterNames)
+//! node subjects    <root>.node.<domain>.<node>            (see ClusterNames)
 //! ```
 //!
 //! Namespaces, domains, aggregates, ids and node ids are each encoded as one
@@ -100,7 +100,7 @@ impl NatsNames {
         format!("aether_cluster{}", self.suffix)
     }
 
-    /// The names of one domain's cluster: its keys and shard subjects.
+    /// The names of one domain's cluster: its keys and node subjects.
     pub fn cluster(&self, domain: &str) -> ClusterNames {
         ClusterNames::new(self, domain)
     }
@@ -109,7 +109,7 @@ impl NatsNames {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{Key, ShardId};
+    use crate::cluster::{Key, NodeId};
 
     #[test]
     fn names_of_the_default_namespace() {
@@ -124,7 +124,7 @@ mod tests {
         assert_eq!(names.cluster_bucket(), "aether_cluster");
         let cluster = names.cluster("bank");
         assert_eq!((cluster.bucket(), cluster.key(&Key::Map).as_str()), ("aether_cluster", "bank.map"));
-        assert_eq!(cluster.shard_subject(ShardId(3)), "aether.shard.bank.3");
+        assert_eq!(cluster.node_subject(&NodeId::new("n1")), "aether.node.bank.n1");
     }
 
     #[test]
@@ -135,7 +135,7 @@ mod tests {
         assert_eq!(names.snapshots_bucket(), "aether_snapshots_acme_2Eeu");
         assert_eq!(names.commands("bank", "Acc.ount"), "aether.ns.acme_2Eeu.cmd.bank.Acc_2Eount");
         assert_eq!(names.cluster_bucket(), "aether_cluster_acme_2Eeu");
-        assert_eq!(names.cluster("bank").shard_subject(ShardId(0)), "aether.ns.acme_2Eeu.shard.bank.0");
+        assert_eq!(names.cluster("bank").node_subject(&NodeId::new("n1")), "aether.ns.acme_2Eeu.node.bank.n1");
         assert_ne!(NatsNames::new(Some("a.b")).events_stream(), NatsNames::new(Some("a_b")).events_stream());
     }
 }

@@ -1,29 +1,35 @@
 //! Commands and state reads in a cluster: run here when this node serves
-//! the actor's shard, sent on to the shard's subject otherwise, and answered
-//! back the same way; and [`ShardServer`], the side that answers what
-//! arrives on the subject of a shard served here.
+//! the actor's shard, sent to the node the shard map grants it to otherwise,
+//! and answered back the same way; and [`ShardServer`], the side that
+//! answers what other nodes send.
 //!
-//! A request on `<root>.shard.<domain>.<shard>` (see
-//! [`ClusterNames`](crate::cluster::ClusterNames)) carries its fields in
+//! A request goes to the holder's subject `<root>.node.<domain>.<node>` (see
+//! [`ClusterNames`](crate::cluster::ClusterNames)) with its fields in
 //! headers and the command's MessagePack payload as its body:
 //!
 //! | header | value |
 //! |---|---|
 //! | `Aether-Op` | `command` or `state` |
 //! | `Aether-Aggregate`, `Aether-Id`, `Aether-Command` | as [subject tokens](crate::store::jetstream::subject) (header values cannot hold every string) |
-//! | `Aether-Command-Id`, `Aether-Correlation-Id`, `Aether-Causation-Id` | optional, as the doors checked them |
+//! | `Aether-Command-Id`, `Aether-Correlation-Id`, `Aether-Causation-Id` | as the doors checked them; a command always has an id (see [`route`]) |
 //!
 //! The reply is the NATS door's JSON (`{"status": 200, ...}`), or no body
-//! and `Aether-Not-Serving: 1` from a node that no longer serves the shard:
-//! nothing was done, and the sender tries again. So does a sender that
-//! finds no responder (a shard between owners). Both wait on the sender's
-//! view of the cluster, for at most [`ClusterDoor::wait`], then answer
-//! `503 unavailable`. A request that reached a node but got no answer in
-//! time is not sent again (it may have run): `503 unavailable`, and the
-//! client's retry with its idempotency key is safe.
+//! and `Aether-Not-Serving: 1` from a node that does not serve the shard
+//! (any more, or yet): nothing was done. Then, or when no node answers the
+//! subject (it left), the sender waits for its view of the map to change,
+//! briefly, and tries again, for at most [`ClusterDoor::wait`] before
+//! `503 unavailable`. An attempt whose answer does not come in
+//! [`ClusterDoor::attempt_timeout`] is sent again with the same command id,
+//! until [`ClusterDoor::timeout`].
+//!
+//! Why a subject per node and not per shard: a subject per shard would be
+//! subscribed and unsubscribed at every handoff, and async-nats drops the
+//! messages that reach a subscription after its unsubscribe (or drain)
+//! without waiting for the server to confirm it: their senders would wait
+//! for nothing. A node's own subscription lasts as long as the node.
 
 use super::error::ApiError;
-use crate::cluster::{Cluster, ShardId, ShardPass, ShardRequests};
+use crate::cluster::{Cluster, ShardPass, ShardRequests};
 use crate::runtime::{CommandRequest, Runtime};
 use crate::store::jetstream::subject::{decode_token, encode_token};
 use async_nats::HeaderMap;
@@ -53,13 +59,22 @@ pub struct ClusterDoor {
     /// How long a request waits for its shard to be served (during a
     /// handoff, a failover, or before the first map) before `503`.
     pub wait: Duration,
-    /// How long a request sent to another node may take to be answered.
+    /// How long a request may take in all, answers included, before `503`.
     pub timeout: Duration,
+    /// How long one attempt waits for the serving node's answer before it
+    /// is sent again (with the same command id).
+    pub attempt_timeout: Duration,
 }
 
 impl ClusterDoor {
     pub fn new(cluster: Cluster, client: async_nats::Client) -> Self {
-        Self { cluster, client, wait: Duration::from_secs(15), timeout: Duration::from_secs(30) }
+        Self {
+            cluster,
+            client,
+            wait: Duration::from_secs(15),
+            timeout: Duration::from_secs(30),
+            attempt_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -106,68 +121,108 @@ impl Op {
 }
 
 /// Runs `op` where its actor's shard is served: here through `local` (with
-/// the shard's pass held until it is done), or on the serving node.
+/// the shard's pass held until it is done), or on the node the newest map
+/// grants the shard to.
+///
+/// A command sent to another node carries a command id (one is minted if
+/// the client gave none), so an attempt whose answer is lost (the node died,
+/// the message was dropped) is sent again without risk of applying it
+/// twice; a minted id's retry is not reported as a duplicate, since the
+/// client sent the command once.
 ///
 /// # Errors
 ///
 /// What the serving node answered, or `503 unavailable` when no node
-/// served the shard within [`ClusterDoor::wait`] or the one that took the
-/// request did not answer in time.
-pub(super) async fn route<F, Fut>(door: &ClusterDoor, op: Op, local: F) -> Result<Value, ApiError>
+/// served the shard within [`ClusterDoor::wait`] or none answered within
+/// [`ClusterDoor::timeout`].
+pub(super) async fn route<F, Fut>(door: &ClusterDoor, mut op: Op, local: F) -> Result<Value, ApiError>
 where
     F: FnOnce(Op, ShardPass) -> Fut,
     Fut: Future<Output = Result<Value, ApiError>>,
 {
-    let deadline = Instant::now() + door.wait;
+    let started = Instant::now();
+    let (wait_until, give_up) = (started + door.wait, started + door.timeout);
+    let gate = door.cluster.gate();
     let mut changes = door.cluster.changes();
     let mut backoff = Duration::from_millis(2);
+    let mut minted = false;
     let mut message = None;
+    let mut why = "no shard map yet".to_owned();
     loop {
         let (aggregate, id) = op.actor();
-        if let Some((shard, subject)) = door.cluster.subject_of(aggregate, id) {
-            if let Some(pass) = door.cluster.gate().enter(shard) {
-                return local(op, pass).await;
+        if let Some(shard) = gate.shard_of(aggregate, id) {
+            if let Some(pass) = gate.enter(shard) {
+                let answer = local(op, pass).await;
+                return if minted { once(answer) } else { answer };
             }
-            let (headers, body) = message.get_or_insert_with(|| op.message()).clone();
-            let request = async_nats::Request::new().headers(headers).payload(body).timeout(Some(door.timeout));
-            door.cluster.stats().forwarded.fetch_add(1, Ordering::Relaxed);
-            match door.client.send_request(subject.clone(), request).await {
-                Ok(reply) if reply.headers.as_ref().is_some_and(|h| h.get(NOT_SERVING).is_some()) => {}
-                Ok(reply) => return answer(&reply.payload),
-                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
-                Err(e) => {
-                    return Err(ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        format!(
-                            "the node serving shard {shard} did not answer ({e}); the command may have run: \
-                             retry with the same idempotency key"
-                        ),
-                    ));
+            why = format!("no node served shard {shard}");
+            if let Some(subject) = door.cluster.holder_subject(shard) {
+                if let Op::Command(request) = &mut op
+                    && request.command_id.is_none()
+                {
+                    request.command_id = Some(uuid::Uuid::new_v4().to_string());
+                    minted = true;
+                }
+                let (headers, body) = message.get_or_insert_with(|| op.message()).clone();
+                let attempt = door.attempt_timeout.min(give_up.saturating_duration_since(Instant::now()));
+                let request = async_nats::Request::new()
+                    .headers(headers)
+                    .payload(body)
+                    .timeout(Some(attempt.max(Duration::from_millis(1))));
+                door.cluster.stats().forwarded.fetch_add(1, Ordering::Relaxed);
+                match door.client.send_request(subject, request).await {
+                    Ok(reply) if reply.headers.as_ref().is_some_and(|h| h.get(NOT_SERVING).is_some()) => {}
+                    Ok(reply) => {
+                        let answer = answer(&reply.payload);
+                        return if minted { once(answer) } else { answer };
+                    }
+                    Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
+                    // The answer was lost or is late: ask again (the id
+                    // makes it safe), wherever the shard is served by then.
+                    Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
+                        if Instant::now() >= give_up {
+                            return Err(ApiError::new(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "unavailable",
+                                format!(
+                                    "no node answered for shard {shard} within {:?}; the command may have run: \
+                                     retry with the same idempotency key",
+                                    door.timeout
+                                ),
+                            ));
+                        }
+                        continue;
+                    }
+                    Err(e) => why = format!("cannot reach the node serving shard {shard}: {e}"),
                 }
             }
         }
         let now = Instant::now();
-        if now >= deadline {
-            let (aggregate, id) = op.actor();
-            let what = door
-                .cluster
-                .subject_of(aggregate, id)
-                .map_or("no shard map yet".to_owned(), |(shard, _)| format!("no node served shard {shard}"));
+        if now >= wait_until {
             let mut err = ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
-                format!("{what} within {:?}; retry", door.wait),
+                format!("{why} within {:?}; retry", door.wait),
             );
             err.retry_after_s = Some(1);
             return Err(err);
         }
-        // A handoff ends with a map this node sees, or a subscription the
-        // next try finds: wait for either, briefly.
-        let nap = backoff.min(deadline - now);
+        // A handoff ends with a map this node sees: wait for one, briefly.
+        let nap = backoff.min(wait_until - now);
         let _ = tokio::time::timeout(nap, changes.changed()).await;
         backoff = (backoff * 2).min(Duration::from_millis(50));
     }
+}
+
+/// The answer to a command whose id this door minted: the client sent it
+/// once, so an answer to one of the door's own retries is not a duplicate.
+fn once(answer: Result<Value, ApiError>) -> Result<Value, ApiError> {
+    answer.map(|mut body| {
+        if body.get("duplicate").is_some() {
+            body["duplicate"] = false.into();
+        }
+        body
+    })
 }
 
 /// A reply of the serving node as this door's answer.
@@ -222,22 +277,14 @@ impl ShardServer {
         self.tasks.wait().await;
     }
 
-    async fn answer(&self, shard: ShardId, headers: Option<&HeaderMap>, payload: &[u8]) -> Option<Value> {
+    async fn answer(&self, headers: Option<&HeaderMap>, payload: &[u8]) -> Option<Value> {
         let cluster = self.cluster.get()?;
         let request = match parse(headers, payload) {
             Ok(request) => request,
             Err(err) => return Some(with_status(Err(err))),
         };
         let (aggregate, id) = request.actor();
-        if cluster.gate().shard_of(aggregate, id) != Some(shard) {
-            let err = ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad-request",
-                format!("{aggregate}/{id} is not in shard {shard}"),
-            );
-            return Some(with_status(Err(err)));
-        }
-        let pass = cluster.gate().enter(shard)?;
+        let pass = cluster.gate().enter(cluster.gate().shard_of(aggregate, id)?)?;
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             self.runtime.stats().overloads.fetch_add(1, Ordering::Relaxed);
             let limit = self.max_in_flight;
@@ -249,11 +296,11 @@ impl ShardServer {
 }
 
 impl ShardRequests for ShardServer {
-    fn handle(self: Arc<Self>, shard: ShardId, message: async_nats::Message) {
+    fn handle(self: Arc<Self>, message: async_nats::Message) {
         let Some(reply) = message.reply.clone() else { return };
         let tasks = self.tasks.clone();
         tasks.spawn(async move {
-            let published = match self.answer(shard, message.headers.as_ref(), &message.payload).await {
+            let published = match self.answer(message.headers.as_ref(), &message.payload).await {
                 Some(answer) => {
                     let bytes = serde_json::to_vec(&answer).expect("JSON serialises");
                     self.client.publish(reply, bytes.into()).await

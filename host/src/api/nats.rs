@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
@@ -196,6 +196,15 @@ impl NatsClient {
 
     /// Sends a command and returns the host's answer (`{"version", "events", …}`).
     ///
+    /// NATS request/reply delivers at most once: a host that stops (or
+    /// hands its requests on) may drop one already on its way. So every
+    /// command carries an id (the idempotency key, or one minted here) and an
+    /// attempt unanswered after [`ATTEMPT_TIMEOUT`] is sent again, as is one
+    /// no host was there to take (for [`NO_HOST_PATIENCE`]), until the
+    /// client's timeout: the command
+    /// is applied once whatever happened to each attempt. An answer to a
+    /// retry of a minted id is not reported as a duplicate.
+    ///
     /// # Errors
     ///
     /// [`ClientError::Api`] for every answer but `200` (kind `rejected` for a
@@ -210,35 +219,66 @@ impl NatsClient {
         ids: CommandIds<'_>,
     ) -> Result<Value, ClientError> {
         let subject = self.names.commands(&self.domain, aggregate);
+        let minted = ids.idempotency_key.is_none().then(|| uuid::Uuid::new_v4().to_string());
         let request = json!({
             "id": id,
             "command": command,
             "payload": payload,
-            "command_id": ids.idempotency_key,
+            "command_id": ids.idempotency_key.or(minted.as_deref()),
             "correlation_id": ids.correlation_id,
             "causation_id": ids.causation_id,
         });
-        let request = async_nats::Request::new()
-            .payload(serde_json::to_vec(&request).expect("JSON serialises").into())
-            .timeout(Some(self.timeout));
+        let body: bytes::Bytes = serde_json::to_vec(&request).expect("JSON serialises").into();
         let unreachable = |cause: String| ClientError::Unreachable { url: format!("nats subject {subject}"), cause };
-        let reply = self.client.send_request(subject.clone(), request).await.map_err(|e| match e.kind() {
-            async_nats::RequestErrorKind::NoResponders => unreachable("no host serves it".into()),
-            async_nats::RequestErrorKind::TimedOut => unreachable(format!("no answer within {:?}", self.timeout)),
-            _ => unreachable(e.to_string()),
-        })?;
-        let body: Value = serde_json::from_slice(&reply.payload).map_err(|e| ClientError::Protocol {
+        let started = Instant::now();
+        let give_up = started + self.timeout;
+        let mut backoff = Duration::from_millis(10);
+        let reply = loop {
+            let left = give_up.saturating_duration_since(Instant::now());
+            let attempt = ATTEMPT_TIMEOUT.min(left).max(Duration::from_millis(1));
+            let request = async_nats::Request::new().payload(body.clone()).timeout(Some(attempt));
+            let failed = match self.client.send_request(subject.clone(), request).await {
+                Ok(reply) => break reply,
+                // A host restarting alone; a namespace without hosts fails soon.
+                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                    if started.elapsed() >= NO_HOST_PATIENCE {
+                        return Err(unreachable("no host serves it".into()));
+                    }
+                    "no host serves it".to_owned()
+                }
+                Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
+                    format!("no answer within {:?}", self.timeout)
+                }
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() + backoff >= give_up {
+                return Err(unreachable(failed));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        };
+        let mut body: Value = serde_json::from_slice(&reply.payload).map_err(|e| ClientError::Protocol {
             url: subject.clone(),
             status: 0,
             cause: e.to_string(),
         })?;
         let status = body["status"].as_u64().unwrap_or(0) as u16;
         if status == StatusCode::OK.as_u16() {
+            if minted.is_some() {
+                body["duplicate"] = false.into();
+            }
             return Ok(body);
         }
         Err(ClientError::from_answer(status, body))
     }
 }
+
+/// How long [`NatsClient::send`] waits for one attempt's answer before it
+/// sends the command again (with the same id).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long [`NatsClient::send`] keeps asking when no host subscribes at all.
+pub const NO_HOST_PATIENCE: Duration = Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {

@@ -4,12 +4,18 @@
 //!
 //! - `Kv`: one call on the bucket, as a task of its own with a timeout; its
 //!   outcome comes back as an input (exactly one per request).
-//! - `Serve`: opens the shard in the [`ShardGate`] and subscribes to the
-//!   shard's subject; requests arriving there go to [`ShardRequests`].
-//! - `StopServing`: closes the shard, unsubscribes (requests still buffered
-//!   are answered "not serving"), waits for the commands holding passes,
+//! - `Serve`: opens the shard in the [`ShardGate`].
+//! - `StopServing`: closes the shard, waits for the commands holding passes,
 //!   passivates the shard's actors (snapshotting long tails), then reports
 //!   `ShardDrained`.
+//! - Requests from other nodes arrive on this node's own subject
+//!   ([`ClusterNames::node_subject`]), subscribed from the join until the
+//!   node has left and every other node had `leave_grace` to see the map
+//!   that moved its shards: a subscription never ends while requests may be
+//!   on their way to it (async-nats drops what arrives after an unsubscribe
+//!   or a drain, without waiting for the server to confirm), and the gate,
+//!   not the subscription, decides what is served. They go to
+//!   [`ShardRequests`].
 //! - The watch is made again, re-reading every key, when it ends, fails, or
 //!   the connection comes back after a loss (watches have been seen not to
 //!   resume after a server restart).
@@ -18,6 +24,7 @@
 //! into the gate, and a summary into [`ClusterStatus`] for `GET /cluster`.
 
 use super::gate::ShardGate;
+use super::map::ShardMap;
 use super::names::ClusterNames;
 use super::node::{Action, ClusterEvent, Input, KvOp, KvOutcome, Node, RequestId};
 use super::record::NodeId;
@@ -28,7 +35,7 @@ use crate::runtime::Runtime;
 use async_nats::jetstream::kv;
 use futures_util::StreamExt;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,18 +51,30 @@ pub struct DriverConfig {
     pub kv_replicas: usize,
     /// The longest one KV call may take before it counts as unavailable.
     pub kv_timeout: Duration,
+    /// How long a node that has left keeps answering "not serving" on its
+    /// subject, so senders holding an older map are told to look again
+    /// rather than lose their request.
+    pub leave_grace: Duration,
 }
 
 impl DriverConfig {
     pub fn new(node_id: NodeId, names: ClusterNames) -> Self {
-        Self { protocol: ClusterConfig::default(), node_id, names, kv_replicas: 1, kv_timeout: Duration::from_secs(1) }
+        Self {
+            protocol: ClusterConfig::default(),
+            node_id,
+            names,
+            kv_replicas: 1,
+            kv_timeout: Duration::from_secs(1),
+            leave_grace: Duration::from_millis(500),
+        }
     }
 }
 
 /// Where requests that arrive on the subject of a shard served here go.
 pub trait ShardRequests: Send + Sync + std::fmt::Debug + 'static {
-    /// Answers one request; must not block (spawn the work).
-    fn handle(self: Arc<Self>, shard: ShardId, message: async_nats::Message);
+    /// Answers one request that arrived on this node's subject; must not
+    /// block (spawn the work).
+    fn handle(self: Arc<Self>, message: async_nats::Message);
 }
 
 /// Why a node could not join.
@@ -67,6 +86,8 @@ pub enum JoinError {
     Bucket { bucket: String, cause: String },
     #[error("cannot watch the cluster's KV bucket {bucket}: {cause}")]
     Watch { bucket: String, cause: String },
+    #[error("cannot subscribe to this node's subject {subject}: {cause}")]
+    Subscribe { subject: String, cause: String },
 }
 
 /// What the cluster counts, for `/metrics`.
@@ -124,9 +145,14 @@ pub struct Cluster {
 
 #[derive(Debug)]
 struct Shared {
+    id: NodeId,
     names: ClusterNames,
     gate: Arc<ShardGate>,
     status: Mutex<ClusterStatus>,
+    /// The newest map seen, for senders choosing the node to ask.
+    map: Mutex<Option<Arc<ShardMap>>>,
+    /// This node's incarnation, 0 before it joined.
+    incarnation: AtomicU64,
     /// Bumped after every input that changed what is served or known.
     changes: watch::Sender<u64>,
     inputs: mpsc::UnboundedSender<Input>,
@@ -157,14 +183,22 @@ impl Cluster {
             .watch_with_history(config.names.watch_filter())
             .await
             .map_err(|e| JoinError::Watch { bucket: bucket.clone(), cause: e.to_string() })?;
+        let subject = config.names.node_subject(&config.node_id);
+        let subscription = client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| JoinError::Subscribe { subject, cause: e.to_string() })?;
         let origin = Instant::now();
         let node = Node::new(config.node_id.clone(), &config.protocol, rand_u64(), 0)?;
         let (inputs, inputs_rx) = mpsc::unbounded_channel();
         let (results_tx, results) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
+            id: config.node_id.clone(),
             names: config.names.clone(),
             gate: Arc::new(ShardGate::new(origin)),
             status: Mutex::new(status_of(&node, 0, 0)),
+            map: Mutex::new(None),
+            incarnation: AtomicU64::new(0),
             changes: watch::channel(0).0,
             inputs,
             stats: ClusterStats::default(),
@@ -180,14 +214,14 @@ impl Cluster {
             results,
             inputs: inputs_rx,
             runtime,
-            requests,
-            subscriptions: HashMap::new(),
             pending_handoffs: BTreeMap::new(),
             changes: 0,
             leaving: false,
             left: false,
         };
-        tokio::spawn(driver.run(watch));
+        let (stop_requests, stopped) = oneshot::channel();
+        let requests = tokio::spawn(take_requests(subscription, requests, stopped));
+        tokio::spawn(driver.run(watch, stop_requests, requests));
         Ok(Self { shared })
     }
 
@@ -242,10 +276,15 @@ impl Cluster {
         self.shared.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The subject of an actor's shard, once the shard count is known.
-    pub fn subject_of(&self, aggregate: &str, id: &str) -> Option<(ShardId, String)> {
-        let shard = self.shared.gate.shard_of(aggregate, id)?;
-        Some((shard, self.shared.names.shard_subject(shard)))
+    /// The subject of the node the newest map grants `shard` to, unless
+    /// that is this node (it then serves the shard, or is about to).
+    pub fn holder_subject(&self, shard: ShardId) -> Option<String> {
+        let map = self.shared.map.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+        let (holder, _) = map.grant(shard)?;
+        if holder.id == self.shared.id && holder.incarnation == self.shared.incarnation.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(self.shared.names.node_subject(&holder.id))
     }
 
     /// A receiver that sees a new value after every change of the node's
@@ -318,9 +357,6 @@ struct Driver {
     results: mpsc::UnboundedReceiver<(RequestId, KvOutcome)>,
     inputs: mpsc::UnboundedReceiver<Input>,
     runtime: Runtime,
-    requests: Arc<dyn ShardRequests>,
-    /// Stops the subscription of each shard served here.
-    subscriptions: HashMap<ShardId, oneshot::Sender<()>>,
     /// Shards the map names this node owner of that it does not serve yet,
     /// since when.
     pending_handoffs: BTreeMap<ShardId, Instant>,
@@ -335,7 +371,12 @@ impl Driver {
         self.shared.gate.now()
     }
 
-    async fn run(mut self, mut watch: kv::Watch) {
+    async fn run(
+        mut self,
+        mut watch: kv::Watch,
+        stop_requests: oneshot::Sender<()>,
+        requests: tokio::task::JoinHandle<()>,
+    ) {
         let mut connected = true;
         let mut rewatch_at: Option<Instant> = None;
         self.after_input();
@@ -393,10 +434,16 @@ impl Driver {
                 self.after_input();
             }
         }
-        for (_, stop) in self.subscriptions.drain() {
-            let _ = stop.send(());
-        }
+        // Senders with an older map are told "not serving" a while longer.
+        tokio::time::sleep(self.config.leave_grace).await;
+        let _ = stop_requests.send(());
+        let _ = requests.await;
         tracing::info!(node = %self.config.node_id, "left the cluster");
+        let status =
+            ClusterStatus { left: true, ..self.shared.status.lock().unwrap_or_else(|e| e.into_inner()).clone() };
+        *self.shared.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+        self.changes += 1;
+        self.shared.changes.send_replace(self.changes);
     }
 
     /// A watch entry as an input; `None` for keys of no interest.
@@ -421,6 +468,7 @@ impl Driver {
             );
         }
         self.shared.gate.set_lease(self.node.lease_until());
+        self.shared.incarnation.store(self.node.incarnation().unwrap_or(0), Ordering::Relaxed);
         while let Some(action) = self.node.poll_action() {
             match action {
                 Action::Kv { request, op } => self.kv(request, op),
@@ -431,8 +479,13 @@ impl Driver {
             }
         }
         self.track_handoffs();
+        if let Some(map) = self.node.map() {
+            let mut held = self.shared.map.lock().unwrap_or_else(|e| e.into_inner());
+            if held.as_ref().is_none_or(|h| h.epoch() < map.epoch()) {
+                *held = Some(Arc::new(map.clone()));
+            }
+        }
         let status = status_of(&self.node, self.now(), self.shared.gate.open_count());
-        let status = ClusterStatus { left: self.left, ..status };
         let mut current = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
         self.log_membership(&current.members, &status.members);
         if *current != status {
@@ -474,48 +527,10 @@ impl Driver {
             self.shared.stats.handoffs.fetch_add(1, Ordering::Relaxed);
             self.shared.stats.handoff_duration.observe(since.elapsed());
         }
-        let (stop, stopped) = oneshot::channel();
-        if let Some(old) = self.subscriptions.insert(shard, stop) {
-            let _ = old.send(());
-        }
-        let subject = self.config.names.shard_subject(shard);
-        let (client, requests) = (self.client.clone(), self.requests.clone());
-        tokio::spawn(async move {
-            let mut subscription = match client.subscribe(subject.clone()).await {
-                Ok(subscription) => subscription,
-                Err(e) => {
-                    // Forwarders find no responders and wait; the next
-                    // map (or this node's restart) tries again.
-                    tracing::error!(%subject, cause = %e, "cannot subscribe to a shard's subject");
-                    return;
-                }
-            };
-            tokio::pin!(stopped);
-            loop {
-                tokio::select! {
-                    message = subscription.next() => match message {
-                        Some(message) => requests.clone().handle(shard, message),
-                        None => return,
-                    },
-                    _ = &mut stopped => break,
-                }
-            }
-            // The gate is closed: what is still on its way is answered "not
-            // serving", and its senders try the next owner. A drain (not an
-            // unsubscribe, which drops messages the server already sent)
-            // ends the stream once the server confirms nothing more comes.
-            let _ = subscription.drain().await;
-            while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(10), subscription.next()).await {
-                requests.clone().handle(shard, message);
-            }
-        });
     }
 
     fn stop_serving(&mut self, shard: ShardId) {
         self.shared.gate.close(shard);
-        if let Some(stop) = self.subscriptions.remove(&shard) {
-            let _ = stop.send(());
-        }
         let (gate, runtime, inputs) = (self.shared.gate.clone(), self.runtime.clone(), self.shared.inputs.clone());
         tokio::spawn(async move {
             let started = Instant::now();
@@ -574,6 +589,29 @@ impl Driver {
                 )
             }
         }
+    }
+}
+
+/// Hands every request on this node's subject to `requests` until told to
+/// stop; then drains the subscription and answers what was still on its way.
+async fn take_requests(
+    mut subscription: async_nats::Subscriber,
+    requests: Arc<dyn ShardRequests>,
+    stop: oneshot::Receiver<()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            message = subscription.next() => match message {
+                Some(message) => requests.clone().handle(message),
+                None => return,
+            },
+            _ = &mut stop => break,
+        }
+    }
+    let _ = subscription.drain().await;
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(5), subscription.next()).await {
+        requests.clone().handle(message);
     }
 }
 

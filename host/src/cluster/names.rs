@@ -7,7 +7,7 @@
 //!          <domain>.leader            the leader's claim
 //!          <domain>.map               the shard map
 //!          <domain>.release.<shard>   the last release of a shard
-//! subjects <root>.shard.<domain>.<shard>  commands for a shard's owner
+//! subjects <root>.node.<domain>.<node>  requests for the shards a node serves
 //! ```
 //!
 //! `<root>` is the namespace's (`aether` or `aether.ns.<ns>`, see
@@ -44,7 +44,7 @@ pub enum Key {
 ///          <domain>.leader            the leader's claim
 ///          <domain>.map               the shard map
 ///          <domain>.release.<shard>   the last release of a shard
-/// subjects <root>.shard.<domain>.<shard>  commands for a shard's owner
+/// subjects <root>.node.<domain>.<node>  requests for the shards a node serves
 /// ```
 ///
 /// `<root>` is the bus's (`aether` or `aether.ns.<ns>`); names are encoded
@@ -54,8 +54,8 @@ pub struct ClusterNames {
     bucket: String,
     /// `<domain>.`, the prefix of every key.
     prefix: String,
-    /// `<root>.shard.<domain>`.
-    shard_prefix: String,
+    /// `<root>.node.<domain>`.
+    node_prefix: String,
 }
 
 impl ClusterNames {
@@ -66,7 +66,7 @@ impl ClusterNames {
         Self {
             bucket: names.cluster_bucket(),
             prefix: format!("{domain}."),
-            shard_prefix: format!("{}.shard.{domain}", names.root()),
+            node_prefix: format!("{}.node.{domain}", names.root()),
         }
     }
 
@@ -114,15 +114,12 @@ impl ClusterNames {
         (shard < MAX_SHARDS).then_some(Key::Release(ShardId(shard)))
     }
 
-    /// Where commands for actors of a shard are requested; its owner
-    /// subscribes while it serves the shard.
-    pub fn shard_subject(&self, shard: ShardId) -> String {
-        format!("{}.{}", self.shard_prefix, shard.0)
-    }
-
-    /// Every shard's command subject (`<root>.shard.<domain>.*`).
-    pub fn shard_filter(&self) -> String {
-        format!("{}.*", self.shard_prefix)
+    /// Where a node takes requests (commands, reads) for the shards it
+    /// serves. Each node subscribes to its own for as long as it runs, so a
+    /// handoff never unsubscribes anything (an unsubscribe loses the requests
+    /// the server already sent); senders pick the node by the shard map.
+    pub fn node_subject(&self, node: &NodeId) -> String {
+        format!("{}.{}", self.node_prefix, encode_token(node.as_str()))
     }
 }
 
@@ -146,8 +143,7 @@ mod tests {
         assert_eq!(names.key(&Key::Leader), "bank.leader");
         assert_eq!(names.key(&Key::Map), "bank.map");
         assert_eq!(names.key(&Key::Release(ShardId(17))), "bank.release.17");
-        assert_eq!(names.shard_subject(ShardId(17)), "aether.shard.bank.17");
-        assert_eq!(names.shard_filter(), "aether.shard.bank.*");
+        assert_eq!(names.node_subject(&NodeId::new("host-1")), "aether.node.bank.host-1");
     }
 
     #[test]
@@ -155,7 +151,7 @@ mod tests {
         let names = ClusterNames::new(&NatsNames::new(Some("acme.eu")), "bank v2");
         assert_eq!(names.bucket(), "aether_cluster_acme_2Eeu");
         assert_eq!(names.key(&Key::Map), "bank_20v2.map");
-        assert_eq!(names.shard_subject(ShardId(0)), "aether.ns.acme_2Eeu.shard.bank_20v2.0");
+        assert_eq!(names.node_subject(&NodeId::new("a.b")), "aether.ns.acme_2Eeu.node.bank_20v2.a_2Eb");
         assert_ne!(
             ClusterNames::new(&NatsNames::new(Some("a.b")), "d").bucket(),
             ClusterNames::new(&NatsNames::new(Some("a_b")), "d").bucket()

@@ -89,6 +89,7 @@ struct Load {
     errors: Arc<Mutex<Vec<String>>>,
 }
 
+#[allow(clippy::large_enum_variant)]
 enum Target {
     Http(Vec<String>),
     Nats(NatsClient),
