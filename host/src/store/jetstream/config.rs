@@ -39,8 +39,10 @@ pub enum JetStreamStorage {
 /// - [`duplicate_window`](Self::duplicate_window): a retried command inside
 ///   the window is recognised by the server (`Nats-Msg-Id`); the server keeps
 ///   every message id of the window in memory, so a longer window costs memory
-///   proportional to the append rate. Beyond it, only the actor's last command
-///   is recognised by the store (see the [module docs](super)).
+///   proportional to the append rate. The store does not depend on it: a
+///   command whose id the caller chose is recorded in the command index
+///   atomically with its events, and a retry is recognised however late it
+///   comes (see the [module docs](super)).
 #[derive(Debug, Clone)]
 pub struct JetStreamConfig {
     /// A tenant: stores in different namespaces use different streams,
@@ -112,6 +114,17 @@ impl JetStreamConfig {
         }
     }
 
+    /// The subjects of the command index, without the trailing `.>`:
+    /// `aether.ix`, or `aether.ns.<namespace>.ix` (see the store's
+    /// Idempotency docs). Beside the events' subjects rather than under
+    /// them, so a consumer of `aether.ev.>` sees events only.
+    pub fn index_prefix(&self) -> String {
+        match &self.namespace {
+            None => "aether.ix".into(),
+            Some(ns) => format!("aether.ns.{}.ix", subject::encode_token(ns)),
+        }
+    }
+
     /// Checks the settings the server would refuse less clearly.
     pub(super) fn validate(&self) -> Result<(), String> {
         if let Some(ns) = &self.namespace
@@ -148,6 +161,8 @@ mod tests {
         );
         assert_ne!(names(&tenant("")), names(&default), "an empty namespace is not the default one");
         assert_ne!(names(&tenant("a_b")), names(&tenant("a.b")));
+        assert_eq!(default.index_prefix(), "aether.ix");
+        assert_eq!(tenant("acme.eu").index_prefix(), "aether.ns.acme_2Eeu.ix");
     }
 
     #[test]
