@@ -5,8 +5,8 @@
 //! when it decided them (optimistic concurrency) and the command id
 //! (idempotency). The shape follows JetStream: one message per command on a
 //! per-actor subject, `Nats-Expected-Last-Subject-Sequence` for the expected
-//! version and `Nats-Msg-Id` for the command id; a file store keeps the same
-//! contract with a table per concern.
+//! version, and a command index for the ids callers chose; a file store keeps
+//! the same contract with a table per concern.
 //!
 //! Layout:
 //! - [`memory`]: the in-memory store for tests and benchmarks.
@@ -180,8 +180,7 @@ impl StoreError {
 /// its retry is found too. A command id the host minted is only ever
 /// repeated as the actor's last command (the same append sent again), and a
 /// store may find it there only. On JetStream this costs an index message
-/// per caller-id command, published in one atomic batch with the events
-/// (see [`jetstream`]).
+/// per caller-id command, published before the events (see [`jetstream`]).
 #[async_trait]
 pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// Appends one command's events.
@@ -206,8 +205,9 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
 
     /// Where a command's events were stored, if that command id was appended
     /// (an empty range for one recorded with no events). Cheap on every
-    /// store: one lookup (on JetStream one round trip; streams written
-    /// before the command index may need a scan of their older messages).
+    /// store: one lookup (on JetStream two requests, the entry and the
+    /// message it names; streams written before the command index may need
+    /// a scan of their older messages).
     async fn find_command(&self, actor: &ActorId, command_id: &str) -> Result<Option<Appended>, StoreError>;
 
     /// The latest snapshot, if any.

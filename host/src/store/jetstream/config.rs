@@ -36,13 +36,11 @@ pub enum JetStreamStorage {
 ///   acknowledged appends from the last interval unless the server runs with
 ///   `jetstream { sync_interval: always }` (an fsync per message, much slower)
 ///   or the stream has replicas on other machines.
-/// - [`duplicate_window`](Self::duplicate_window): a retried command inside
-///   the window is recognised by the server (`Nats-Msg-Id`); the server keeps
-///   every message id of the window in memory, so a longer window costs memory
-///   proportional to the append rate. The store does not depend on it: a
-///   command whose id the caller chose is recorded in the command index
-///   atomically with its events, and a retry is recognised however late it
-///   comes (see the [module docs](super)).
+/// - [`duplicate_window`](Self::duplicate_window): the stream's setting for
+///   messages with a `Nats-Msg-Id`. The store no longer sends message ids and
+///   does not depend on it: a command whose id the caller chose is claimed in
+///   the command index before its events are appended, and a retry is
+///   recognised however late it comes (see the [module docs](super)).
 #[derive(Debug, Clone)]
 pub struct JetStreamConfig {
     /// A tenant: stores in different namespaces use different streams,

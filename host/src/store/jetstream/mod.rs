@@ -55,16 +55,19 @@
 //! is recorded in the **command index**: a subject per command,
 //! `aether.ix.<domain>.<aggregate>.<id>.<hash>` (namespaced:
 //! `aether.ns.<namespace>.ix.…`; the hash covers the actor and the command
-//! id, see [`subject`]), in the same stream. Its one message carries the
-//! command's versions and id. The index message and the events message are
-//! published as one NATS **atomic batch** (server 2.12+; `index` has the
-//! protocol and what the server was checked to do): both are stored or
-//! neither. The index message expects its subject to be empty
-//! (`Nats-Expected-Last-Subject-Sequence: 0`), so the server refuses a
-//! second append of the same command id for the actor, however late it
-//! comes: there is no window. A refused batch is answered from the index
-//! (one request): the original's versions, nothing appended. No
-//! `Nats-Msg-Id` is sent, so the server keeps no de-duplication entries and
+//! id, see [`subject`]), in the same stream, beside the events' subjects so
+//! a consumer of `aether.ev.>` sees events only. The store first publishes
+//! a **claim** there, expecting the subject empty and naming the stream
+//! sequence the actor's subject ends at, then the events message, expecting
+//! that same sequence: two ordinary publishes, no batch. A reader of an
+//! entry checks the actor's first message after the named sequence, which
+//! is this command's events if they were stored; a claim whose slot another
+//! command took is abandoned and a retry takes it over (compare-and-set on
+//! the index subject), and one whose slot is still empty is left alone
+//! (its writer may be between its two publishes). `index` has the protocol
+//! and why it never stores a command twice. A retry is recognised however
+//! late it comes: there is no window. No `Nats-Msg-Id` is sent, so the
+//! server keeps no de-duplication entries and
 //! [`JetStreamConfig::duplicate_window`] no longer matters to the store.
 //!
 //! A command accepted with no events and a caller-chosen id is recorded by
@@ -73,39 +76,30 @@
 //! with no events.
 //!
 //! A command id the host minted (a fresh random UUID) names no earlier
-//! message, so it gets no index entry: its message is published alone, as
-//! before. The one repeat it can see, the same request sent again after its
-//! ack was lost, is answered from the subject's last message.
+//! message, so it gets no index entry: its message is published alone, one
+//! round trip as before. The one repeat it can see, the same request sent
+//! again after its ack was lost, is answered from the subject's last
+//! message.
 //!
-//! What it costs: a caller-id command stores two messages instead of one
-//! (the index message is headers only, about 250 bytes with the batch
-//! headers the server keeps), and the server stages the batch before the
-//! commit. **On R1 file storage the server stages each batch in a file
-//! store of its own** (created, flushed and deleted per batch), and that
-//! dominates: measured here (nats-server 2.15.1, debug client, a loaded
-//! 2-core machine, timed loop) a caller-id append took 16–21 ms against
-//! 0.1 ms for a minted id, ~60 commands/s whatever the concurrency, and a
-//! raw two-message batch 15–19 ms against 0.11–0.13 ms for the former
-//! single message with a `Nats-Msg-Id`. With replicas (or memory storage)
-//! the server stages batches in memory. See `docs/performance.md`
-//! ("Idempotency") for the numbers and what is left to do.
-//! The server lets at most 50 batches be open per stream at once by default
-//! (`jetstream { limits { max_batch_inflight_per_stream } }`); a refused
-//! batch is published again after a short pause.
+//! What it costs: a caller-id command is two round trips and two stored
+//! messages (the claim is headers only) instead of one; `docs/performance.md`
+//! ("Idempotency") has the measured ratio. A conflict of a caller-id
+//! command reads its entry (two requests) before answering, since it may be
+//! a retry of an older command.
 //!
-//! [`find_command`](EventStore::find_command) is one round trip: the index
-//! subject's last message (a direct get), with the actor's last message
-//! asked at the same time for a minted id. The runtime calls it for a
-//! rejected command whose id it does not remember, under the actor's lock;
-//! that is now as cheap as reading the version. A stream created before the
-//! index (by an older aether-host) is given the index subjects and atomic
-//! publish when a host connects, and the stream sequence at that moment is
-//! kept in its metadata (`aether.index-since`); commands stored up to it
-//! have no index entry, so a lookup that misses the index scans the actor's
-//! messages up to that sequence (as every lookup did before; 1.5–2.5 s for
-//! 100,000 commands). A stream made with the index never scans. Hosts older
-//! than the index must not keep writing to a stream once it has it: their
-//! commands would not be indexed.
+//! [`find_command`](EventStore::find_command) is two requests: the entry,
+//! and the message it names (or, with no entry, the actor's last message,
+//! for a minted id). The runtime calls it for a rejected command whose id
+//! it does not remember, under the actor's lock; no history is read. A
+//! stream created before the index (by an older aether-host) is given the
+//! index subjects when a host connects, and the stream sequence at that
+//! moment is kept in its metadata (`aether.index-since`); commands stored
+//! up to it have no index entry, so a lookup that misses the index scans
+//! the actor's messages up to that sequence (as every lookup did before;
+//! 1.5–2.5 s for 100,000 commands), and a retry of such a command beyond
+//! the actor's last is still decided again. A stream made with the index
+//! never scans. Hosts older than the index must not keep writing to a
+//! stream once it has it: their commands would not be indexed.
 //!
 //! # Failures
 //!
@@ -122,7 +116,7 @@
 //! - [`config`](JetStreamConfig): the settings and what each risks;
 //! - [`subject`]: the id encoding and the names derived from it;
 //! - `codec`: the message and snapshot formats;
-//! - `index`: the command index's headers and the atomic batch protocol;
+//! - `index`: the command index: claims, takeovers, lookups;
 //! - `cache`: the positions remembered per actor;
 //! - `fetch`: the cursor that reads a subject (direct gets, then a consumer);
 //! - `replays`: cursors kept between the reads of a long replay;
@@ -712,17 +706,21 @@ impl EventStore for JetStreamEventStore {
         let index = self.names.index_subject(actor, command_id).ok_or_else(|| Self::too_long(actor))?;
         // Every command whose id its caller chose has an entry: it and the
         // message it names answer (two requests). An entry whose claim is
-        // open or abandoned is a command not (yet) stored.
-        if let Some(entry) = self.read_entry(actor, &index, command_id).await?
-            && let index::State::Stored(original) = self.check(actor, &subject, &entry).await?
-        {
-            return Ok(Some(original));
-        }
-        // A minted id is found as the last command only.
-        if let Some(head) = self.fetch_head(actor, &subject).await?
-            && head.command_id == command_id
-        {
-            return Ok(Some(duplicate_of(&head)));
+        // open or abandoned is a command not (yet) stored. With no entry,
+        // a minted id is found as the last command only.
+        match self.read_entry(actor, &index, command_id).await? {
+            Some(entry) => {
+                if let index::State::Stored(original) = self.check(actor, &subject, &entry).await? {
+                    return Ok(Some(original));
+                }
+            }
+            None => {
+                if let Some(head) = self.fetch_head(actor, &subject).await?
+                    && head.command_id == command_id
+                {
+                    return Ok(Some(duplicate_of(&head)));
+                }
+            }
         }
         // Commands stored before the stream had the index are found by a
         // scan, of the messages up to the stream's index mark only.

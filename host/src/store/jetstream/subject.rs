@@ -137,8 +137,9 @@ impl Names {
     /// command's [`message_id`] (128 bits of SHA-256 over the actor's event
     /// subject and the command id, in hex): any command id fits, and two
     /// ids share a subject only by a collision as likely as two random
-    /// UUIDs'. Its only message says where the command's events are; a
-    /// second is refused by the server (expected last subject sequence 0).
+    /// UUIDs'. Its last message says where the command's events are (see
+    /// `index`): a first claim expects the subject empty, a takeover the
+    /// sequence of the entry it replaces.
     /// `None` when the actor's event subject would be too long.
     pub(super) fn index_subject(&self, actor: &ActorId, command_id: &str) -> Option<String> {
         let events = self.subject(actor)?;
@@ -161,12 +162,11 @@ impl Names {
     }
 }
 
-/// The `Nats-Msg-Id` of a command's message. The server de-duplicates by
-/// message id across the whole stream, and clients reuse idempotency keys
-/// across actors, so the id covers the subject too; hashed, so that any
-/// command id and subject fit in a header of fixed size. 128 bits of
-/// SHA-256 in hex: the server keeps every id of its duplicate window, and a
-/// collision is as likely as one of two random UUIDs.
+/// The last token of a command's index subject (and the `Nats-Msg-Id` the
+/// store sent before the index). Clients reuse idempotency keys across
+/// actors, so it covers the actor's subject too; hashed, so that any
+/// command id fits in one token of fixed size. 128 bits of SHA-256 in hex:
+/// a collision is as likely as one of two random UUIDs.
 pub(super) fn message_id(subject: &str, command_id: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut hash = Sha256::new();
