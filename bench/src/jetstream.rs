@@ -23,12 +23,12 @@ use std::sync::Arc;
 pub struct JetStream {
     /// Commands whose ids the host mints (the headline figure).
     pub commands: Commands,
-    /// Commands whose ids their caller chose, which the store asks the
-    /// server to de-duplicate.
+    /// Commands whose ids their caller chose, which the store claims in the
+    /// command index before appending their events: two publishes each.
     pub caller_ids: Commands,
     pub raw: LoadResult,
-    /// Raw publishes carrying the two headers the store asks the server to
-    /// check for a caller's id: a message id and the expected sequence.
+    /// Raw publishes carrying a message id and the expected sequence: what
+    /// the store sent for a caller's id before the command index.
     pub with_headers: LoadResult,
     /// Bytes the server stores per deposit's message with a minted id
     /// (payload, headers, subject): the size of the raw messages.

@@ -7,6 +7,7 @@
 //! root             aether                         aether.ns.<ns>
 //! event stream     AETHER_EVENTS                  AETHER_EVENTS_<ns>
 //! event subjects   <root>.ev.<domain>.<aggregate>.<id>
+//! command index    <root>.ix.<domain>.<aggregate>.<id>.<command id hash>
 //! snapshot bucket  aether_snapshots               aether_snapshots_<ns>
 //!   keys           <domain>.<aggregate>.<id>
 //! bus              <root>.bus.<domain>.<aggregate>.<id>
@@ -67,6 +68,14 @@ impl NatsNames {
         format!("{}.{}.{}.{}", self.events_prefix(), encode_token(domain), encode_token(aggregate), encode_token(id))
     }
 
+    /// The command index's subjects without the trailing `.>`: `<root>.ix`,
+    /// beside the events' (a consumer of `<root>.ev.>` sees events only);
+    /// one subject per actor and caller-chosen command id,
+    /// `<root>.ix.<domain>.<aggregate>.<id>.<hash of the command id>`.
+    pub fn index_prefix(&self) -> String {
+        format!("{}.ix", self.root)
+    }
+
     /// The subjects of every actor of an aggregate: `<root>.ev.<domain>.<aggregate>.*`.
     pub fn events_filter(&self, domain: &str, aggregate: &str) -> String {
         format!("{}.{}.{}.*", self.events_prefix(), encode_token(domain), encode_token(aggregate))
@@ -117,6 +126,7 @@ mod tests {
         assert_eq!(names.events_stream(), "AETHER_EVENTS");
         assert_eq!(names.event_subject("bank", "Account", "a.b"), "aether.ev.bank.Account.a_2Eb");
         assert_eq!(names.events_filter("bank", "Account"), "aether.ev.bank.Account.*");
+        assert_eq!(names.index_prefix(), "aether.ix");
         assert_eq!(names.snapshots_bucket(), "aether_snapshots");
         assert_eq!(names.bus("bank", "Account", "a"), "aether.bus.bank.Account.a");
         assert_eq!(names.bus_filter("bank", &Filter::default()), "aether.bus.bank.*.*");

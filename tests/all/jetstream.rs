@@ -19,6 +19,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod command_index;
+
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 fn config(storage: JetStreamStorage) -> JetStreamConfig {
@@ -51,16 +53,23 @@ fn versions(events: &[aether_host::store::RecordedEvent]) -> Vec<u64> {
     events.iter().map(|e| e.version).collect()
 }
 
+/// The contract with a duplicate window short enough that its checks retry
+/// older commands beyond it.
+async fn keep_the_contract(storage: JetStreamStorage) {
+    let server = NatsServer::start();
+    let window = Duration::from_millis(500);
+    let config = JetStreamConfig { duplicate_window: window, ..config(storage) };
+    contract::check_all_beyond(&store(&server, config).await, window).await;
+}
+
 #[tokio::test]
 async fn keeps_the_store_contract_on_file_storage() {
-    let server = NatsServer::start();
-    contract::check_all(&store(&server, config(JetStreamStorage::File)).await).await;
+    keep_the_contract(JetStreamStorage::File).await;
 }
 
 #[tokio::test]
 async fn keeps_the_store_contract_on_memory_storage() {
-    let server = NatsServer::start();
-    contract::check_all(&store(&server, config(JetStreamStorage::Memory)).await).await;
+    keep_the_contract(JetStreamStorage::Memory).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,8 +245,8 @@ async fn a_retried_command_returns_the_original_inside_and_beyond_the_duplicate_
     writer.append(&actor, request(1, "c2", 2)).await.unwrap();
     writer.append(&actor, request(3, "c3", 1)).await.unwrap();
 
-    // Inside the window, a host that never saw the commands: the server
-    // recognises the message id and the store reads the original's headers.
+    // Inside the window, a host that never saw the commands: the command
+    // index names the original.
     let fresh = store(&server, short.clone()).await;
     let again = fresh.append(&actor, request(4, "c2", 2)).await.unwrap();
     assert_eq!((again.first_version, again.last_version, again.duplicate), (2, 3, true));
@@ -250,7 +259,7 @@ async fn a_retried_command_returns_the_original_inside_and_beyond_the_duplicate_
         let again = late.append(&actor, request(expected, "c3", 1)).await.unwrap();
         assert_eq!((again.first_version, again.last_version, again.duplicate), (4, 4, true), "at {expected}");
     }
-    // Older commands are found by scanning the actor's headers.
+    // Older commands are found in the command index.
     let found = late.find_command(&actor, "c2").await.unwrap().expect("c2 is stored");
     assert_eq!((found.first_version, found.last_version), (2, 3));
     assert_eq!(late.find_command(&actor, "c1").await.unwrap().map(|a| a.last_version), Some(1));
@@ -278,7 +287,16 @@ async fn a_minted_command_id_asks_for_no_duplicate_entry_and_its_repeat_is_still
         }
     };
     assert_eq!(message_id(&minted).await, None, "a minted id needs no de-duplication entry");
-    assert!(message_id(&chosen).await.is_some_and(|id| id.len() == 32), "a caller's id gets one");
+    assert_eq!(message_id(&chosen).await, None, "a caller's id neither: the command index replaces it");
+    let index_entries = |id: &str| {
+        let stream = stream.clone();
+        let filter = format!("aether.ix.bank.Account.{id}.*");
+        async move { collect_subjects(stream.info_with_subjects(filter).await.unwrap()).await }
+    };
+    assert!(index_entries("minted").await.is_empty(), "a minted id gets no index entry");
+    let entries = index_entries("chosen").await;
+    assert_eq!(entries.len(), 1, "a caller's id gets one: {entries:?}");
+    assert_eq!(entries[0].1, 1, "one message");
 
     // The same request again, as after a lost ack, from a host that never
     // saw it: the subject's last message is this command.
@@ -504,9 +522,10 @@ async fn the_bank_runs_on_jetstream_and_rebuilds_from_it() {
     let wasm = support::component("examples/bank");
     let mut runtime_config = RuntimeConfig::default();
     runtime_config.actor.snapshot_every = 4;
-    let host = |store: JetStreamEventStore| {
-        Runtime::new(DomainComponent::from_file(&engine, &wasm).unwrap(), Arc::new(store), runtime_config.clone())
+    let host_on = |store: Arc<JetStreamEventStore>| {
+        Runtime::new(DomainComponent::from_file(&engine, &wasm).unwrap(), store, runtime_config.clone())
     };
+    let host = |store: JetStreamEventStore| host_on(Arc::new(store));
     let send = |runtime: &Runtime, command: &str, payload: serde_json::Value, command_id: Option<&str>| {
         let request = CommandRequest {
             aggregate: "Account".into(),
@@ -525,7 +544,7 @@ async fn the_bank_runs_on_jetstream_and_rebuilds_from_it() {
     };
 
     let first = host(store(&server, config(JetStreamStorage::File)).await);
-    send(&first, "Open", serde_json::json!({ "owner": "ada" }), None).await;
+    send(&first, "Open", serde_json::json!({ "owner": "ada" }), Some("open")).await;
     for amount in 1..=10 {
         let outcome =
             send(&first, "Deposit", serde_json::json!({ "amount": amount }), Some(&format!("d{amount}"))).await;
@@ -537,10 +556,18 @@ async fn the_bank_runs_on_jetstream_and_rebuilds_from_it() {
 
     // Another host on the same stream: rebuilds from JetStream, and knows
     // a retried command.
-    let second = host(store(&server, config(JetStreamStorage::File)).await);
+    let second_store = Arc::new(store(&server, config(JetStreamStorage::File)).await);
+    let second = host_on(second_store.clone());
     assert_eq!(balance(&second).await, (11, 55));
     let again = send(&second, "Deposit", serde_json::json!({ "amount": 10 }), Some("d10")).await;
     assert!(matches!(again, CommandOutcome::Accepted { duplicate: true, version: 11, .. }), "{again:?}");
+    // A retry the state now rejects: the store finds the original by its
+    // index entry, without reading the actor's history (the one message
+    // read holds the original's events, for the answer).
+    let read = second_store.messages_read();
+    let again = send(&second, "Open", serde_json::json!({ "owner": "eve" }), Some("open")).await;
+    assert!(matches!(again, CommandOutcome::Accepted { duplicate: true, version: 1, .. }), "{again:?}");
+    assert_eq!(second_store.messages_read(), read + 1, "the original's message, no scan");
     send(&second, "Withdraw", serde_json::json!({ "amount": 5 }), None).await;
     assert_eq!(balance(&second).await, (12, 50));
     // The first host's live actor is stale: its next command catches up.

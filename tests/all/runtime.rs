@@ -51,6 +51,39 @@ async fn a_hundred_concurrent_deposits_give_the_exact_balance() {
     assert_eq!(version, 101, "one event per command, none lost or doubled");
 }
 
+/// A command accepted with no events names its id, and a retry of it (its
+/// key chosen by the caller) is a duplicate, even after the actor forgot it:
+/// the store recorded it.
+#[tokio::test]
+async fn a_command_accepted_with_no_events_is_recorded_and_its_retry_answers_the_same() {
+    use clocked::StampCommand;
+    let kit = aether_host::testkit::TestKit::from_file(&support::component("tests/guests/clocked")).await;
+    let none = StampCommand::Stamp { events: 0 };
+    let first = kit.send("Stamps", "s", &none, Some("nothing")).await.unwrap();
+    let CommandOutcome::Accepted { version: 0, events, duplicate: false, command_id } = &first else {
+        panic!("{first:?}")
+    };
+    assert!(events.is_empty());
+    assert_eq!(&**command_id, "nothing", "the answer names the command, events or none");
+    kit.send("Stamps", "s", &StampCommand::Stamp { events: 2 }, Some("two")).await.unwrap();
+    for forget in [false, true] {
+        if forget {
+            kit.runtime().passivate_all().await;
+        }
+        let again = kit.send("Stamps", "s", &none, Some("nothing")).await.unwrap();
+        let CommandOutcome::Accepted { version: 0, events, duplicate: true, command_id } = &again else {
+            panic!("a retry answers as the original did, at the version it was accepted at: {again:?}")
+        };
+        assert!(events.is_empty() && &**command_id == "nothing");
+    }
+    // A generated id is its own, never null either.
+    let minted = kit.send("Stamps", "s", &none, None).await.unwrap();
+    assert!(
+        matches!(&minted, CommandOutcome::Accepted { version: 2, duplicate: false, command_id, .. } if !command_id.is_empty())
+    );
+    assert_eq!(kit.runtime().events("Stamps", "s", 0, 100).await.unwrap().len(), 2);
+}
+
 #[tokio::test]
 async fn a_repeated_command_id_appends_once_and_returns_the_original_result() {
     let kit = support::bank().await;

@@ -80,8 +80,11 @@ pub struct Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandOutcome {
     /// The events are durable. `duplicate` if the command id had been seen:
-    /// the events are the original ones and nothing was appended.
-    Accepted { version: u64, events: Vec<RecordedEvent>, duplicate: bool },
+    /// the events are the original ones and nothing was appended. A command
+    /// accepted with no events has none, and `version` is the version it
+    /// was accepted at; if its caller chose its id, it was recorded, and a
+    /// retry is a duplicate too.
+    Accepted { version: u64, events: Vec<RecordedEvent>, duplicate: bool, command_id: Arc<str> },
     /// A business rejection: nothing was appended.
     Rejected { code: String, message: String },
 }
@@ -388,7 +391,7 @@ impl Actor {
         if command.id_from_caller
             && let Some(original) = self.recent.find(&command.provenance.command_id)
         {
-            return self.original_outcome(env, original).await;
+            return self.original_outcome(env, command, original).await;
         }
         let provenance = &command.provenance;
         let mut ctx = CommandContext {
@@ -406,11 +409,13 @@ impl Actor {
                 Ok(HandleResult::Accepted(events)) => events,
                 Ok(HandleResult::Rejected { code, message }) => {
                     // A repeat whose original fell out of the remembered ids
-                    // may be rejected by the new state; the store knows.
+                    // may be rejected by the new state; the store knows, in
+                    // one lookup (on JetStream one round trip, under the
+                    // actor's lock: see the store's Idempotency docs).
                     if command.id_from_caller
                         && let Some(original) = env.store.find_command(&self.id, &provenance.command_id).await?
                     {
-                        return self.original_outcome(env, original).await;
+                        return self.original_outcome(env, command, original).await;
                     }
                     // A rejection appends nothing, so no version check guards
                     // it: make sure it was decided on the latest state (another
@@ -430,8 +435,16 @@ impl Actor {
             if let Err(reason) = check_events(model, &events) {
                 return Err(self.fault(GuestFault::InvalidOutput { call: "handle", reason }));
             }
-            if events.is_empty() {
-                return Ok(CommandOutcome::Accepted { version: self.version, events: vec![], duplicate: false });
+            // With no events, only an id its caller chose can come again: that
+            // command is recorded (an empty append), a minted one needs nothing.
+            if events.is_empty() && !command.id_from_caller {
+                let command_id = provenance.command_id.clone();
+                return Ok(CommandOutcome::Accepted {
+                    version: self.version,
+                    events: vec![],
+                    duplicate: false,
+                    command_id,
+                });
             }
             let request = AppendRequest {
                 expected_version: self.version,
@@ -456,7 +469,7 @@ impl Actor {
             // The VM folded events the store did not take: only a rebuild
             // from the store gives the actor's state back.
             match appended {
-                Ok(original) => return self.original_outcome(env, original).await,
+                Ok(original) => return self.original_outcome(env, command, original).await,
                 Err(StoreError::Conflict { expected, actual, .. }) => {
                     env.stats.conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if retries >= env.config.conflict_retries {
@@ -512,7 +525,8 @@ impl Actor {
                 provenance: provenance.clone(),
             })
             .collect();
-        CommandOutcome::Accepted { version: appended.last_version, events: recorded, duplicate: false }
+        let command_id = provenance.command_id.clone();
+        CommandOutcome::Accepted { version: appended.last_version, events: recorded, duplicate: false, command_id }
     }
 
     /// Before the actor moves to another node: snapshots it if the events
@@ -554,11 +568,23 @@ impl Actor {
         }
     }
 
-    async fn original_outcome(&mut self, env: Env<'_>, original: Appended) -> Result<CommandOutcome, ActorError> {
-        let count = (original.last_version + 1 - original.first_version) as usize;
-        let events = env.store.read(&self.id, original.first_version - 1, count).await?;
-        let events: Vec<_> = events.into_iter().filter(|e| e.version <= original.last_version).collect();
-        Ok(CommandOutcome::Accepted { version: original.last_version, events, duplicate: true })
+    /// The answer to a repeated command: its original events (none for a
+    /// command recorded with none) at the version it left the actor at.
+    async fn original_outcome(
+        &mut self,
+        env: Env<'_>,
+        command: &Command,
+        original: Appended,
+    ) -> Result<CommandOutcome, ActorError> {
+        let events = match original.events() {
+            0 => Vec::new(),
+            count => {
+                let events = env.store.read(&self.id, original.first_version - 1, count as usize).await?;
+                events.into_iter().filter(|e| e.version <= original.last_version).collect()
+            }
+        };
+        let command_id = command.provenance.command_id.clone();
+        Ok(CommandOutcome::Accepted { version: original.last_version, events, duplicate: true, command_id })
     }
 }
 

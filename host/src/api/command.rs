@@ -77,8 +77,8 @@ pub(super) async fn execute_here(
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "fault", format!("the command task failed: {e}"))
         })??;
     match outcome {
-        CommandOutcome::Accepted { version, events, duplicate } => {
-            let command_id = events.first().map(|e| e.provenance.command_id.clone());
+        // Every accepted command names its id, with or without events.
+        CommandOutcome::Accepted { version, events, duplicate, command_id } => {
             let events: Vec<Value> = events.iter().map(|e| event_json(e, false)).collect::<Result<_, _>>()?;
             Ok(json!({ "version": version, "events": events, "duplicate": duplicate, "command_id": command_id }))
         }

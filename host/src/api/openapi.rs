@@ -118,7 +118,7 @@ fn aggregate_paths(
                 "version": { "type": "integer", "minimum": 0, "description": "The actor's version after the command" },
                 "events": { "type": "array", "items": event_ref },
                 "duplicate": { "type": "boolean", "description": "A repeat of a command already applied: nothing new was appended" },
-                "command_id": { "type": ["string", "null"], "description": "The command's id; null if it decided no events" },
+                "command_id": { "type": "string", "description": "The command's id (the `Idempotency-Key`, or one the host minted)" },
             },
         });
         let mut op = operation(

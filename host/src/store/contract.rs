@@ -1,10 +1,14 @@
 //! The behaviour every [`EventStore`] must show, as reusable checks.
 //!
 //! Each store's tests call [`check_all`] on a fresh, empty store, so the
-//! in-memory, embedded and JetStream stores are held to one contract.
+//! in-memory, embedded and JetStream stores are held to one contract. A
+//! store that de-duplicates for a while only (JetStream's duplicate window)
+//! runs [`check_all_beyond`] with that while, so idempotency is checked
+//! after it has passed.
 
 use super::{ActorId, AppendRequest, EventStore, NewEvent, Provenance, Snapshot, StoreError};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Runs every check on an empty store.
 ///
@@ -12,13 +16,25 @@ use std::sync::Arc;
 ///
 /// On the first behaviour that breaks the contract, naming it.
 pub async fn check_all(store: &dyn EventStore) {
+    check_all_beyond(store, Duration::ZERO).await;
+}
+
+/// Runs every check on an empty store, retrying old commands only once
+/// `window` (the store's duplicate window, if it has one) has passed.
+///
+/// # Panics
+///
+/// On the first behaviour that breaks the contract, naming it.
+pub async fn check_all_beyond(store: &dyn EventStore, window: Duration) {
     appends_in_order_and_reads_from_a_version(store).await;
     rejects_a_stale_expected_version(store).await;
     answers_a_repeated_command_id_with_the_original(store).await;
     answers_a_repeat_of_the_last_append_with_a_minted_id(store).await;
+    answers_an_older_command_as_a_duplicate_however_late(store, window).await;
+    records_a_command_accepted_with_no_events(store).await;
     keeps_streams_apart_whatever_their_ids(store).await;
     keeps_the_latest_snapshot(store).await;
-    refuses_an_empty_append(store).await;
+    refuses_an_empty_append_with_a_minted_id(store).await;
 }
 
 fn provenance(command_id: &str) -> Provenance {
@@ -122,6 +138,59 @@ async fn answers_a_repeat_of_the_last_append_with_a_minted_id(store: &dyn EventS
     assert_eq!(store.version(&actor).await.unwrap(), 3, "the repeat wrote nothing");
 }
 
+/// A retry of a command that is neither the last nor recent (beyond any
+/// duplicate window), at the version the stream has now and at older ones:
+/// the original versions, nothing appended.
+async fn answers_an_older_command_as_a_duplicate_however_late(store: &dyn EventStore, window: Duration) {
+    let actor = ActorId::new("Account", "older");
+    store.append(&actor, request(0, "old", &["Opened"])).await.unwrap();
+    store.append(&actor, request(1, "mid", &["Deposited", "Deposited"])).await.unwrap();
+    store.append(&actor, request(3, "new", &["Withdrawn"])).await.unwrap();
+    if !window.is_zero() {
+        tokio::time::sleep(window + Duration::from_millis(300)).await;
+    }
+    for expected in [4, 3, 1, 0] {
+        for (id, names, versions) in [("mid", &["Deposited", "Deposited"][..], (2, 3)), ("old", &["Opened"], (1, 1))] {
+            let again = store.append(&actor, request(expected, id, names)).await;
+            let again = again.unwrap_or_else(|e| panic!("a retry of {id:?} at version {expected} failed: {e}"));
+            assert!(again.duplicate, "a retry of the older command {id:?} at version {expected} is a duplicate");
+            assert_eq!((again.first_version, again.last_version), versions, "{id:?} at version {expected}");
+        }
+    }
+    assert_eq!(store.version(&actor).await.unwrap(), 4, "no retry of an older command appended anything");
+    assert_eq!(store.read(&actor, 0, 100).await.unwrap().len(), 4);
+    let found = store.find_command(&actor, "mid").await.unwrap().map(|a| (a.first_version, a.last_version));
+    assert_eq!(found, Some((2, 3)), "an older command is found by its id");
+}
+
+/// A command accepted with no events whose id the caller chose is recorded
+/// at the version it was decided at, without moving it; a retry answers a
+/// duplicate with the empty range at that version.
+async fn records_a_command_accepted_with_no_events(store: &dyn EventStore) {
+    let actor = ActorId::new("Account", "no-events");
+    store.append(&actor, request(0, "open", &["Opened"])).await.unwrap();
+    let recorded = store.append(&actor, request(1, "noop", &[])).await.expect("a command with no events is recorded");
+    assert_eq!((recorded.first_version, recorded.last_version, recorded.duplicate), (2, 1, false));
+    assert_eq!(store.version(&actor).await.unwrap(), 1, "recording a command with no events moves no version");
+    store.append(&actor, request(1, "dep", &["Deposited"])).await.expect("the next command appends at version 1");
+    for expected in [1, 2] {
+        let again = store.append(&actor, request(expected, "noop", &[])).await.unwrap();
+        assert!(again.duplicate, "a retry of a command accepted with no events is a duplicate (at {expected})");
+        assert_eq!((again.first_version, again.last_version), (2, 1), "accepted at version 1, no events");
+    }
+    let found = store.find_command(&actor, "noop").await.unwrap().map(|a| (a.first_version, a.last_version));
+    assert_eq!(found, Some((2, 1)));
+    // A retry that brings events this time is still the same command.
+    let again = store.append(&actor, request(2, "noop", &["Deposited"])).await.unwrap();
+    assert!(again.duplicate && (again.first_version, again.last_version) == (2, 1), "{again:?}");
+    match store.append(&actor, request(0, "late", &[])).await {
+        Err(StoreError::Conflict { expected: 0, actual: 2, .. }) => {}
+        other => panic!("a command with no events decided at a stale version must conflict, got {other:?}"),
+    }
+    assert_eq!(store.version(&actor).await.unwrap(), 2);
+    assert_eq!(store.read(&actor, 0, 100).await.unwrap().len(), 2, "only the events were appended");
+}
+
 async fn keeps_streams_apart_whatever_their_ids(store: &dyn EventStore) {
     let ids = ["a.b", "a b", "*", ">", "a.>", "ünï/cødé", "", "x".repeat(300).leak(), "a\nb", "%2E"];
     for (i, id) in ids.iter().enumerate() {
@@ -155,8 +224,10 @@ async fn keeps_the_latest_snapshot(store: &dyn EventStore) {
     );
 }
 
-async fn refuses_an_empty_append(store: &dyn EventStore) {
+/// An id the host minted cannot come again: nothing to record without events.
+async fn refuses_an_empty_append_with_a_minted_id(store: &dyn EventStore) {
     let actor = ActorId::new("Account", "empty");
-    assert!(matches!(store.append(&actor, request(0, "e", &[])).await, Err(StoreError::Invalid { .. })));
+    let minted = AppendRequest { id_from_caller: false, ..request(0, "e", &[]) };
+    assert!(matches!(store.append(&actor, minted).await, Err(StoreError::Invalid { .. })));
     assert_eq!(store.version(&actor).await.unwrap(), 0);
 }

@@ -117,8 +117,8 @@ impl MemoryStore {
 #[async_trait]
 impl EventStore for MemoryStore {
     async fn append(&self, actor: &ActorId, request: AppendRequest) -> Result<Appended, StoreError> {
-        if request.events.is_empty() {
-            return Err(StoreError::Invalid { actor: actor.clone(), reason: "no events".into() });
+        if request.events.is_empty() && !request.id_from_caller {
+            return Err(StoreError::Invalid { actor: actor.clone(), reason: super::NOTHING_TO_RECORD.into() });
         }
         self.with_stream(actor, |stream| {
             if let Some(original) = stream.command(&request.provenance.command_id) {
@@ -130,6 +130,12 @@ impl EventStore for MemoryStore {
             }
             let provenance = request.provenance;
             let first_version = actual + 1;
+            if request.events.is_empty() {
+                // Accepted with no events: recorded, the version unmoved.
+                let recorded = Appended { first_version, last_version: actual, duplicate: false };
+                stream.commands.insert(CommandKey(provenance), Appended { duplicate: true, ..recorded });
+                return Ok(recorded);
+            }
             if stream.events.is_empty() {
                 // Many streams hold a command or two: room for the first
                 // command's events only, rather than four events at least.

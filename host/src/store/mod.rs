@@ -5,8 +5,8 @@
 //! when it decided them (optimistic concurrency) and the command id
 //! (idempotency). The shape follows JetStream: one message per command on a
 //! per-actor subject, `Nats-Expected-Last-Subject-Sequence` for the expected
-//! version and `Nats-Msg-Id` for the command id; a file store keeps the same
-//! contract with a table per concern.
+//! version, and a command index for the ids callers chose; a file store keeps
+//! the same contract with a table per concern.
 //!
 //! Layout:
 //! - [`memory`]: the in-memory store for tests and benchmarks.
@@ -93,7 +93,10 @@ pub struct AppendRequest {
     pub expected_version: u64,
     /// Shared with the events once recorded: one command, one provenance.
     pub provenance: Arc<Provenance>,
-    /// At least one event.
+    /// The command's events. Empty only for a command accepted with no
+    /// events whose id the caller chose: the store then records the command
+    /// id at `expected_version` without moving the version, so a retry is
+    /// answered as a duplicate (an empty [`Appended`] range).
     pub events: Vec<NewEvent>,
     /// The caller chose the command id, so it may name a command appended
     /// before (a retry reuses its id). An id the host minted for this
@@ -108,7 +111,10 @@ pub struct AppendRequest {
     pub shard_epoch: Option<u64>,
 }
 
-/// The versions a command's events occupy.
+/// The versions a command's events occupy: `first_version..=last_version`.
+/// A command recorded with no events has the empty range
+/// `first_version == last_version + 1`, `last_version` being the version it
+/// was accepted at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
     pub first_version: u64,
@@ -146,6 +152,17 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// Why an empty append of a minted command id is refused: such an id cannot
+/// come again, so there is nothing to record.
+pub(crate) const NOTHING_TO_RECORD: &str = "no events, and a command id the host minted needs no record";
+
+impl Appended {
+    /// How many events the command appended (0 for one recorded with none).
+    pub fn events(&self) -> u64 {
+        (self.last_version + 1).saturating_sub(self.first_version)
+    }
+}
+
 impl StoreError {
     /// True for errors a retry with fresh state may resolve.
     pub fn is_conflict(&self) -> bool {
@@ -160,14 +177,23 @@ impl StoreError {
 /// check the command id before the expected version (so a retry of a command
 /// that was stored answers `duplicate` rather than a conflict), and return
 /// events in version order.
+///
+/// Idempotency holds over the whole history, on every store: a command
+/// whose id its caller chose ([`AppendRequest::id_from_caller`]) is found
+/// again however old it is, and one accepted with no events is recorded so
+/// its retry is found too. A command id the host minted is only ever
+/// repeated as the actor's last command (the same append sent again), and a
+/// store may find it there only. On JetStream this costs an index message
+/// per caller-id command, published before the events (see [`jetstream`]).
 #[async_trait]
 pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// Appends one command's events.
     ///
     /// # Errors
     ///
-    /// [`StoreError::Conflict`] if the stream is not at `expected_version`;
-    /// [`StoreError::Invalid`] for an empty request.
+    /// [`StoreError::Conflict`] if the stream is not at `expected_version`
+    /// (and the command id is not stored); [`StoreError::Invalid`] for an
+    /// empty request with a minted command id.
     async fn append(&self, actor: &ActorId, request: AppendRequest) -> Result<Appended, StoreError>;
 
     /// Reads events with a version greater than `after`, in order, at most
@@ -181,7 +207,11 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// The stream's current version (0 if it has no events).
     async fn version(&self, actor: &ActorId) -> Result<u64, StoreError>;
 
-    /// Where a command's events were stored, if that command id was appended.
+    /// Where a command's events were stored, if that command id was appended
+    /// (an empty range for one recorded with no events). Cheap on every
+    /// store: one lookup (on JetStream two requests, the entry and the
+    /// message it names; streams written before the command index may need
+    /// a scan of their older messages).
     async fn find_command(&self, actor: &ActorId, command_id: &str) -> Result<Option<Appended>, StoreError>;
 
     /// The latest snapshot, if any.

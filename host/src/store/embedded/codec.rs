@@ -40,9 +40,9 @@ pub(super) fn encode_segment(commands: &[Arc<Command>]) -> Vec<u8> {
     e.finish(&[])
 }
 
-/// The fewest bytes one command takes in a segment: its provenance, its
-/// event count and one event.
-const MIN_COMMAND_BYTES: usize = MIN_PROVENANCE_BYTES + 4 + MIN_EVENT_BYTES;
+/// The fewest bytes one command takes in a segment: its provenance and its
+/// event count (a command accepted with no events is recorded with none).
+const MIN_COMMAND_BYTES: usize = MIN_PROVENANCE_BYTES + 4;
 
 /// The last version a segment holds.
 pub(super) fn segment_last(bytes: &[u8]) -> Result<u64, String> {
@@ -79,10 +79,8 @@ pub(super) fn segment(bytes: &[u8], first_version: u64) -> Result<Vec<Command>, 
 }
 
 fn events(d: &mut Decoder<'_>) -> Result<Vec<NewEvent>, String> {
+    // 0 for a command accepted with no events, recorded for its id.
     let n = d.count("event count", MIN_EVENT_BYTES)?;
-    if n == 0 {
-        return Err("a command without events".into());
-    }
     let mut events = Vec::with_capacity(n);
     for _ in 0..n {
         events.push(NewEvent { name: d.string("event name")?, payload: d.bytes("payload")?.to_vec() });

@@ -25,11 +25,14 @@ pub(super) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::
 pub(super) struct Command {
     pub first_version: u64,
     pub provenance: Arc<Provenance>,
-    /// At least one.
+    /// None for a command accepted with no events, kept so that its id is
+    /// recorded (with the empty range `first_version..=first_version - 1`);
+    /// it occupies no version.
     pub events: Vec<NewEvent>,
 }
 
 impl Command {
+    /// `first_version - 1` for a command with no events: the version it was accepted at.
     pub(super) fn last_version(&self) -> u64 {
         self.first_version + self.events.len() as u64 - 1
     }

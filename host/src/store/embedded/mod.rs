@@ -256,8 +256,8 @@ fn stop_writer(queue: Option<mpsc::Sender<Job>>, writer: Option<JoinHandle<()>>)
 #[async_trait]
 impl EventStore for EmbeddedStore {
     async fn append(&self, actor: &ActorId, request: AppendRequest) -> Result<Appended, StoreError> {
-        if request.events.is_empty() {
-            return Err(StoreError::Invalid { actor: actor.clone(), reason: "no events".into() });
+        if request.events.is_empty() && !request.id_from_caller {
+            return Err(StoreError::Invalid { actor: actor.clone(), reason: super::NOTHING_TO_RECORD.into() });
         }
         let (reply, answer) = oneshot::channel();
         self.write(Job::Append { actor: actor.clone(), request, reply }, answer).await

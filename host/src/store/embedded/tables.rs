@@ -297,7 +297,8 @@ impl Lookup {
 
 /// The versions an index entry names, if they can be a command's.
 fn checked_versions(actor: &ActorId, command_id: &str, (first, last): (u64, u64)) -> Result<Appended, StoreError> {
-    if first == 0 || last < first || last > crate::store::wire::MAX_VERSION {
+    // `last + 1 == first`: a command accepted with no events at version `last`.
+    if first == 0 || last.checked_add(1).is_none_or(|end| end < first) || last > crate::store::wire::MAX_VERSION {
         return Err(StoreError::Corrupt {
             actor: actor.clone(),
             // The entry that names the versions is the broken one.
@@ -321,7 +322,8 @@ mod tests {
     fn an_index_entry_must_name_versions_a_command_can_have() {
         let actor = ActorId::new("A", "a");
         assert!(checked_versions(&actor, "c", (2, 3)).is_ok());
-        for bad in [(0, 1), (3, 2), (1, u64::MAX)] {
+        assert!(checked_versions(&actor, "c", (3, 2)).is_ok(), "accepted at version 2 with no events");
+        for bad in [(0, 1), (4, 2), (1, u64::MAX), (u64::MAX, u64::MAX - 1)] {
             let err = checked_versions(&actor, "c", bad).unwrap_err().to_string();
             assert!(err.contains("command index entry \"c\" names versions"), "{err}");
         }

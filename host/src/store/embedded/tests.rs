@@ -370,3 +370,51 @@ async fn a_retry_is_a_duplicate_when_only_redb_holds_its_id() {
     let fresh = store.append(&actor, request(1, "c2", &["Deposited"])).await.unwrap();
     assert_eq!((fresh.first_version, fresh.duplicate), (2, false));
 }
+
+/// A command accepted with no events occupies no version but keeps its id:
+/// in the log (replayed after a crash), in memory, and in redb, where a
+/// segment holding only it shares its key with the next command's segment.
+#[tokio::test]
+async fn a_command_recorded_with_no_events_survives_checkpoints_and_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let actor = ActorId::new("Account", "quiet");
+    let other = ActorId::new("Account", "busy");
+    let store = EmbeddedStore::open_with(dir.path(), checkpoint_always()).unwrap();
+    let mut busy = 0;
+    let checkpoint = async |busy: &mut u64| {
+        while store.shared.tail_read().actor(&actor).iter().any(Option::is_some) {
+            store.append(&other, request(*busy, &format!("o{busy}"), &["Deposited"])).await.unwrap();
+            *busy += 1;
+            assert!(*busy < 10_000, "a checkpoint ran");
+        }
+    };
+    store.append(&actor, request(0, "open", &["Opened"])).await.unwrap();
+    store.append(&actor, request(1, "none-1", &[])).await.unwrap();
+    checkpoint(&mut busy).await;
+    // A segment of `none-1` alone, at the key version 2 that the next holds too.
+    store.append(&actor, request(1, "none-2", &[])).await.unwrap();
+    store.append(&actor, request(1, "dep", &["Deposited"])).await.unwrap();
+    checkpoint(&mut busy).await;
+    store.append(&actor, request(2, "none-3", &[])).await.unwrap();
+
+    let check = async |store: &EmbeddedStore, when: &str| {
+        assert_eq!(store.version(&actor).await.unwrap(), 2, "{when}");
+        assert_eq!(versions(store, &actor).await, [1, 2], "{when}");
+        for (id, range) in [("none-1", (2, 1)), ("none-2", (2, 1)), ("dep", (2, 2)), ("none-3", (3, 2))] {
+            let found = store.find_command(&actor, id).await.unwrap().map(|a| (a.first_version, a.last_version));
+            assert_eq!(found, Some(range), "{id} {when}");
+            let again = store.append(&actor, request(2, id, &[])).await.unwrap();
+            assert_eq!((again.first_version, again.last_version, again.duplicate), (range.0, range.1, true));
+        }
+    };
+    check(&store, "running").await;
+    store.close().await.unwrap();
+    let store = EmbeddedStore::open_with(dir.path(), no_checkpoints()).unwrap();
+    check(&store, "after a restart").await;
+    store.append(&actor, request(2, "none-4", &[])).await.unwrap();
+    let copy = crash_copy(dir.path());
+    let crashed = EmbeddedStore::open(copy.path()).unwrap();
+    check(&crashed, "after a crash").await;
+    let found = crashed.find_command(&actor, "none-4").await.unwrap().map(|a| (a.first_version, a.last_version));
+    assert_eq!(found, Some((3, 2)), "replayed from the log");
+}

@@ -10,8 +10,13 @@
 //! | `Aether-Versions` | the versions the command's events occupy, `<first>-<last>` in decimal |
 //! | `Aether-Command-Id` | the command id, as a [subject token](super::subject) (header values cannot hold every string) |
 //! | `Nats-Expected-Last-Subject-Sequence` | set by the store for concurrency |
-//! | `Nats-Msg-Id` | set by the store for de-duplication, when the caller chose the command id |
+//! | `Nats-Msg-Id` | no longer set (messages from before the command index have it when the caller chose the command id) |
 //! | `Aether-Epoch` | in a cluster, the epoch of the shard map under which the appending node served the actor |
+//!
+//! A command-index message (see `index`) has the same `Aether-Versions`
+//! (the empty range `<v+1>-<v>` for a command accepted with no events) and
+//! `Aether-Command-Id` headers, `Aether-Events-After` for a claim, and no
+//! payload.
 //!
 //! Every header is a hash-map entry and a few allocations for the client,
 //! and bytes the server parses and stores with every message, so the
@@ -39,7 +44,7 @@ use super::cache::Mark;
 use super::subject;
 use crate::store::wire::{self, Decoder, Encoder, MIN_EVENT_BYTES};
 use crate::store::{NewEvent, Provenance, RecordedEvent, Snapshot};
-use async_nats::header::{HeaderName, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MESSAGE_ID};
+use async_nats::header::{HeaderName, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE};
 use async_nats::{HeaderMap, HeaderValue};
 use std::sync::Arc;
 
@@ -59,14 +64,12 @@ pub(super) struct CommandHeaders {
     pub command_id: String,
 }
 
-/// The headers of a command's message: its versions and id, the message
-/// id the server de-duplicates by (for an id that may come again), and the
+/// The headers of a command's message: its versions and id, and the
 /// sequence the subject's last message must have.
 pub(super) fn headers(
     first_version: u64,
     last_version: u64,
     command_id: &str,
-    message_id: Option<String>,
     expected_last_seq: u64,
     epoch: Option<u64>,
 ) -> HeaderMap {
@@ -77,9 +80,6 @@ pub(super) fn headers(
     let mut headers = HeaderMap::new();
     headers.insert(VERSIONS_NAME, format!("{first_version}-{last_version}"));
     headers.insert(COMMAND_ID_NAME, subject::encode_token(command_id));
-    if let Some(message_id) = message_id {
-        headers.insert(NATS_MESSAGE_ID, message_id);
-    }
     headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, HeaderValue::from(expected_last_seq));
     if let Some(epoch) = epoch {
         const EPOCH_NAME: HeaderName = HeaderName::from_static(EPOCH);
@@ -238,8 +238,7 @@ mod tests {
             NewEvent { name: "Opened".into(), payload: vec![0x81, 0xa1, b'n', 1] },
             NewEvent { name: "Deposited".into(), payload: vec![] },
         ];
-        let headers =
-            command_headers(Some(&headers(4, 5, &provenance().command_id, Some("m".into()), 9, Some(3)))).unwrap();
+        let headers = command_headers(Some(&headers(4, 5, &provenance().command_id, 9, Some(3)))).unwrap();
         assert_eq!(headers, CommandHeaders { first_version: 4, last_version: 5, command_id: "cmd.1 ü\r\n".into() });
         let decoded = decode_events(&headers, &encode_events(&provenance(), &events)).unwrap();
         assert_eq!(decoded.iter().map(|e| e.version).collect::<Vec<_>>(), [4, 5]);
@@ -252,7 +251,7 @@ mod tests {
     fn malformed_messages_are_errors_not_panics() {
         let events = [NewEvent { name: "E".into(), payload: vec![1, 2, 3] }];
         let good = encode_events(&provenance(), &events);
-        let headers = command_headers(Some(&headers(1, 1, &provenance().command_id, None, 0, None))).unwrap();
+        let headers = command_headers(Some(&headers(1, 1, &provenance().command_id, 0, None))).unwrap();
         for cut in 0..good.len() {
             assert!(decode_events(&headers, &good[..cut]).is_err(), "a payload cut at {cut} must not decode");
         }

@@ -37,11 +37,11 @@ pub enum JetStreamStorage {
 ///   acknowledged appends from the last interval unless the server runs with
 ///   `jetstream { sync_interval: always }` (an fsync per message, much slower)
 ///   or the stream has replicas on other machines.
-/// - [`duplicate_window`](Self::duplicate_window): a retried command inside
-///   the window is recognised by the server (`Nats-Msg-Id`); the server keeps
-///   every message id of the window in memory, so a longer window costs memory
-///   proportional to the append rate. Beyond it, only the actor's last command
-///   is recognised by the store (see the [module docs](super)).
+/// - [`duplicate_window`](Self::duplicate_window): the stream's setting for
+///   messages with a `Nats-Msg-Id`. The store no longer sends message ids and
+///   does not depend on it: a command whose id the caller chose is claimed in
+///   the command index before its events are appended, and a retry is
+///   recognised however late it comes (see the [module docs](super)).
 #[derive(Debug, Clone)]
 pub struct JetStreamConfig {
     /// A tenant: stores in different namespaces use different streams,
@@ -109,6 +109,14 @@ impl JetStreamConfig {
         NatsNames::new(self.namespace.as_deref())
     }
 
+    /// The subjects of the command index, without the trailing `.>`:
+    /// `aether.ix`, or `aether.ns.<namespace>.ix` (see the store's
+    /// Idempotency docs). Beside the events' subjects rather than under
+    /// them, so a consumer of `aether.ev.>` sees events only.
+    pub fn index_prefix(&self) -> String {
+        self.names().index_prefix()
+    }
+
     /// Checks the settings the server would refuse less clearly.
     pub(super) fn validate(&self) -> Result<(), String> {
         if let Some(ns) = &self.namespace
@@ -145,6 +153,8 @@ mod tests {
         );
         assert_ne!(names(&tenant("")), names(&default), "an empty namespace is not the default one");
         assert_ne!(names(&tenant("a_b")), names(&tenant("a.b")));
+        assert_eq!(default.index_prefix(), "aether.ix");
+        assert_eq!(tenant("acme.eu").index_prefix(), "aether.ns.acme_2Eeu.ix");
     }
 
     #[test]

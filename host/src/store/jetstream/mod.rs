@@ -51,40 +51,55 @@
 //!
 //! # Idempotency
 //!
-//! A message whose command id the caller chose
-//! ([`AppendRequest::id_from_caller`]) carries a `Nats-Msg-Id`: a hash of
-//! the actor's subject and the command id (the server de-duplicates
-//! stream-wide, and clients reuse idempotency keys across actors). A retry
-//! inside the server's duplicate window
-//! ([`JetStreamConfig::duplicate_window`]) at the current version is answered
-//! by the server with the original's sequence, and the store returns the
-//! original versions from that message's headers. The server checks the
-//! expected sequence *before* the message id, so a retry at a stale version
-//! fails the sequence check; the store then compares the command id with the
-//! subject's last message and answers `duplicate` if it is the last command.
+//! A command whose id the caller chose ([`AppendRequest::id_from_caller`])
+//! is recorded in the **command index**: a subject per command,
+//! `aether.ix.<domain>.<aggregate>.<id>.<hash>` (namespaced:
+//! `aether.ns.<namespace>.ix.…`; the hash covers the actor and the command
+//! id, see [`subject`]), in the same stream, beside the events' subjects so
+//! a consumer of `aether.ev.>` sees events only. The store first publishes
+//! a **claim** there, expecting the subject empty and naming the stream
+//! sequence the actor's subject ends at, then the events message, expecting
+//! that same sequence: two ordinary publishes, no batch. A reader of an
+//! entry checks the actor's first message after the named sequence, which
+//! is this command's events if they were stored; a claim whose slot another
+//! command took is abandoned and a retry takes it over (compare-and-set on
+//! the index subject), and one whose slot is still empty is left alone
+//! (its writer may be between its two publishes). `index` has the protocol
+//! and why it never stores a command twice. A retry is recognised however
+//! late it comes: there is no window. No `Nats-Msg-Id` is sent, so the
+//! server keeps no de-duplication entries and
+//! [`JetStreamConfig::duplicate_window`] no longer matters to the store.
+//!
+//! A command accepted with no events and a caller-chosen id is recorded by
+//! its index message alone (versions `<v+1>-<v>`: accepted at `v`), after
+//! the store checked that the actor is still at `v`; a retry is a duplicate
+//! with no events.
 //!
 //! A command id the host minted (a fresh random UUID) names no earlier
-//! message, so its message carries no `Nats-Msg-Id`: the server keeps a
-//! de-duplication entry per message id for the whole window, and sparing it
-//! makes commands 7–17% faster here (`docs/performance.md`). The
-//! same request sent again (its ack lost on the way) is still answered from
-//! the subject's last message, as above.
+//! message, so it gets no index entry: its message is published alone, one
+//! round trip as before. The one repeat it can see, the same request sent
+//! again after its ack was lost, is answered from the subject's last
+//! message.
 //!
-//! [`find_command`](EventStore::find_command) answers from the subject's
-//! last message (one request) when it matches, and otherwise scans the
-//! headers of the actor's messages from the start (a headers-only consumer
-//! past the first page), so its cost
-//! grows with the actor's history: about 1.5–2.5 s for 100,000 commands
-//! here. The runtime calls it only for a rejected command whose id it does
-//! not remember, which is rare. An index (a key per command) would make every
-//! append pay a second write that is not atomic with the first; kept in
-//! memory, it would cost a full scan per actor after every restart.
+//! What it costs: a caller-id command is two round trips and two stored
+//! messages (the claim is headers only) instead of one; `docs/performance.md`
+//! ("Idempotency") has the measured ratio. A conflict of a caller-id
+//! command reads its entry (two requests) before answering, since it may be
+//! a retry of an older command.
 //!
-//! What stays open: a retry of a command that is neither inside the window
-//! nor the actor's last, and that the actor no longer remembers
-//! (`ActorConfig::remembered_commands`), is decided again. Closing that needs
-//! a per-command index written atomically with the events (NATS 2.12's
-//! atomic batch publish).
+//! [`find_command`](EventStore::find_command) is two requests: the entry,
+//! and the message it names (or, with no entry, the actor's last message,
+//! for a minted id). The runtime calls it for a rejected command whose id
+//! it does not remember, under the actor's lock; no history is read. A
+//! stream created before the index (by an older aether-host) is given the
+//! index subjects when a host connects, and the stream sequence at that
+//! moment is kept in its metadata (`aether.index-since`); commands stored
+//! up to it have no index entry, so a lookup that misses the index scans
+//! the actor's messages up to that sequence (as every lookup did before;
+//! 1.5–2.5 s for 100,000 commands), and a retry of such a command beyond
+//! the actor's last is still decided again. A stream made with the index
+//! never scans. Hosts older than the index must not keep writing to a
+//! stream once it has it: their commands would not be indexed.
 //!
 //! # Failures
 //!
@@ -101,6 +116,7 @@
 //! - [`config`](JetStreamConfig): the settings and what each risks;
 //! - [`subject`]: the id encoding and the names derived from it;
 //! - `codec`: the message and snapshot formats;
+//! - `index`: the command index: claims, takeovers, lookups;
 //! - `cache`: the positions remembered per actor;
 //! - `fetch`: the cursor that reads a subject (direct gets, then a consumer);
 //! - `replays`: cursors kept between the reads of a long replay;
@@ -110,6 +126,7 @@ mod cache;
 mod codec;
 mod config;
 mod fetch;
+mod index;
 mod replays;
 mod setup;
 pub mod subject;
@@ -131,8 +148,9 @@ use codec::CommandHeaders;
 #[cfg(feature = "fuzzing")]
 pub(crate) use codec::fuzz;
 use fetch::{Cursor, FetchError, Fetched, Source};
+use index::Claim;
 use replays::Replays;
-use setup::ensure_storage;
+use setup::{Storage, ensure_storage};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -152,6 +170,9 @@ pub struct JetStreamEventStore {
     positions: Positions,
     replays: Replays,
     messages_read: AtomicU64,
+    /// The stream sequence from which every caller-id command is in the
+    /// command index (`setup::INDEX_SINCE`); 0 for a stream made with it.
+    index_since: AtomicU64,
 }
 
 impl fmt::Debug for JetStreamEventStore {
@@ -186,9 +207,10 @@ impl JetStreamEventStore {
         config.validate().map_err(|e| StoreError::Unavailable(format!("invalid JetStream configuration: {e}")))?;
         let mut js = async_nats::jetstream::new(client.clone());
         js.set_timeout(config.request_timeout);
-        let snapshots = ensure_storage(&js, &config).await?;
+        let Storage { snapshots, index_since } = ensure_storage(&js, &config).await?;
         Ok(Self {
-            names: Names::new(&config.subject_prefix(), domain),
+            names: Names::new(&config.subject_prefix(), &config.index_prefix(), domain),
+            index_since: AtomicU64::new(index_since),
             stream: config.stream_name(),
             positions: Positions::new(config.cached_actors),
             replays: Replays::default(),
@@ -208,6 +230,13 @@ impl JetStreamEventStore {
     /// created: shows how far back replays start.
     pub fn messages_read(&self) -> u64 {
         self.messages_read.load(Ordering::Relaxed)
+    }
+
+    /// The subject of a command's entry in the command index (see the
+    /// [module docs](self)), `None` if the actor's subject would be too long.
+    /// Every command whose id its caller chose has one, in the event stream.
+    pub fn index_subject(&self, actor: &ActorId, command_id: &str) -> Option<String> {
+        self.names.index_subject(actor, command_id)
     }
 
     /// The actor's event subject, if it fits the protocol.
@@ -247,7 +276,9 @@ impl JetStreamEventStore {
     fn recreate(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
         Box::pin(async move {
             tracing::warn!(stream = %self.stream, "the event stream is missing; creating it again");
-            ensure_storage(&self.js, &self.config).await.map(drop)
+            let storage = ensure_storage(&self.js, &self.config).await?;
+            self.index_since.store(storage.index_since, Ordering::Relaxed);
+            Ok(())
         })
     }
 
@@ -340,22 +371,41 @@ impl JetStreamEventStore {
         }
     }
 
-    /// The versions of the command the server found a duplicate of.
-    async fn original(&self, actor: &ActorId, command_id: &str, seq: u64) -> Result<Appended, StoreError> {
-        let what = || format!("reading the original of command {command_id:?} of {actor}");
-        let stream = self.js.get_stream_no_info(&self.stream).await.map_err(|e| self.unavailable(what(), e))?;
-        let message =
-            self.bounded(what, stream.get_raw_message(seq)).await?.map_err(|e| self.unavailable(what(), e))?;
-        let corrupt = |cause: String| StoreError::Corrupt {
-            actor: actor.clone(),
-            version: 0,
-            cause: format!("the original of command {command_id:?} (stream sequence {seq}): {cause}"),
-        };
-        let headers = codec::command_headers(Some(&message.headers)).map_err(corrupt)?;
-        if headers.command_id != command_id || Some(message.subject.as_str()) != self.subject(actor).as_deref() {
-            return Err(corrupt(format!("it is command {:?} on {}", headers.command_id, message.subject)));
+    /// Records a command accepted with no events: its index entry alone,
+    /// at the expected version, which must still be the subject's (as a
+    /// rejection is checked, the decision must have been made on the latest
+    /// state): the head, then the entry, and the entry again if it was
+    /// taken (see `index`).
+    async fn record(
+        &self,
+        actor: &ActorId,
+        subject: &str,
+        index: &str,
+        command_id: &str,
+        expected: u64,
+    ) -> Result<Appended, StoreError> {
+        let head = self.fetch_head(actor, subject).await?;
+        if let Some(head) = &head
+            && head.command_id == command_id
+        {
+            return Ok(duplicate_of(head));
         }
-        Ok(Appended { first_version: headers.first_version, last_version: headers.last_version, duplicate: true })
+        let actual = head.map_or(0, |h| h.mark.version);
+        if actual != expected {
+            return match self.find_indexed(actor, subject, index, command_id).await? {
+                Some(original) => Ok(original),
+                None => Err(StoreError::Conflict { actor: actor.clone(), expected, actual }),
+            };
+        }
+        let recorded = Appended { first_version: expected + 1, last_version: expected, duplicate: false };
+        match self.claim(actor, subject, index, (command_id, (expected + 1, expected)), None).await? {
+            Claim::Held => Ok(recorded),
+            Claim::Stored(original) => Ok(original),
+            Claim::Open { after } => Err(self.unavailable(
+                format_args!("recording command {command_id:?} of {actor} as accepted with no events"),
+                format_args!("another writer is appending it with events (after stream sequence {after}); retry"),
+            )),
+        }
     }
 
     fn source(&self) -> Source<'_> {
@@ -446,13 +496,15 @@ impl JetStreamEventStore {
         }
     }
 
-    /// Looks for a command id in the headers of the actor's messages, oldest
-    /// first: the whole history in the worst case.
+    /// Looks for a command id in the headers of the actor's messages up to
+    /// stream sequence `until`, oldest first: for commands stored before the
+    /// stream had the command index.
     async fn scan_for_command(
         &self,
         actor: &ActorId,
         subject: &str,
         command_id: &str,
+        until: u64,
     ) -> Result<Option<Appended>, StoreError> {
         let mut cursor = Cursor::new(subject, 1, true);
         let mut due = 1;
@@ -462,6 +514,9 @@ impl JetStreamEventStore {
                 return Ok(None);
             }
             for fetched in batch {
+                if fetched.seq > until {
+                    return Ok(None);
+                }
                 let headers = codec::command_headers(fetched.message.headers.as_ref()).map_err(|cause| {
                     let cause = format!("message at stream sequence {}: {cause}", fetched.seq);
                     StoreError::Corrupt { actor: actor.clone(), version: due, cause }
@@ -504,12 +559,23 @@ fn is_stream_missing(kind: &LastRawMessageErrorKind) -> bool {
 impl EventStore for JetStreamEventStore {
     #[tracing::instrument(level = "debug", skip(self, request), fields(expected = request.expected_version))]
     async fn append(&self, actor: &ActorId, request: AppendRequest) -> Result<Appended, StoreError> {
-        if request.events.is_empty() {
-            return Err(StoreError::Invalid { actor: actor.clone(), reason: "no events".into() });
+        if request.events.is_empty() && !request.id_from_caller {
+            return Err(StoreError::Invalid { actor: actor.clone(), reason: super::NOTHING_TO_RECORD.into() });
         }
         let subject = self.subject(actor).ok_or_else(|| Self::too_long(actor))?;
         let expected = request.expected_version;
         let command_id = &*request.provenance.command_id;
+        // Only an id the caller chose can come again (see the module's
+        // Idempotency section): it is claimed in the command index before
+        // its events are published; a minted one costs nothing more.
+        let index = match request.id_from_caller {
+            true => Some(self.names.index_subject(actor, command_id).ok_or_else(|| Self::too_long(actor))?),
+            false => None,
+        };
+        if request.events.is_empty() {
+            let index = index.expect("only a caller's id is recorded with no events");
+            return Box::pin(self.record(actor, &subject, &index, command_id, expected)).await;
+        }
         let (first_version, last_version) = (expected + 1, expected + request.events.len() as u64);
         let payload = bytes::Bytes::from(codec::encode_events(&request.provenance, &request.events));
         if payload.len() + HEADER_ROOM > self.config.max_message_bytes {
@@ -521,15 +587,10 @@ impl EventStore for JetStreamEventStore {
             );
             return Err(StoreError::Invalid { actor: actor.clone(), reason });
         }
-        // Only an id the caller chose can come again (see the module's
-        // Idempotency section); a minted one costs the server no entry.
-        let message_id = request.id_from_caller.then(|| subject::message_id(&subject, command_id));
         // Built per attempt rather than cloned: a header map is a hash map of
         // vectors of strings, as many allocations either way.
         let epoch = request.shard_epoch;
-        let headers = |last_seq: u64| {
-            codec::headers(first_version, last_version, command_id, message_id.clone(), last_seq, epoch)
-        };
+        let headers = |last_seq: u64| codec::headers(first_version, last_version, command_id, last_seq, epoch);
 
         // `last`: the subject's last message as an append needs it, its mark
         // and, if it is this very command, the answer to a retry (only ever
@@ -548,31 +609,58 @@ impl EventStore for JetStreamEventStore {
             // A stale cache, or a retry of a command already appended.
             _ => fetch_head().await?,
         };
-        for attempt in 0..2 {
+        // The position the command's index entry names, once it does.
+        let mut held = None;
+        let mut missing = false;
+        for _ in 0..3 {
             if let Some((_, Some(duplicate))) = last {
                 return Ok(duplicate);
             }
             let actual = last.map_or(0, |(mark, _)| mark.version);
             if actual != expected {
+                // A retry of an older command: its entry knows it.
+                if let Some(index) = &index
+                    && let Some(original) = Box::pin(self.find_indexed(actor, &subject, index, command_id)).await?
+                {
+                    return Ok(original);
+                }
                 return Err(StoreError::Conflict { actor: actor.clone(), expected, actual });
             }
             let last_seq = last.map_or(0, |(mark, _)| mark.seq);
+            if let Some(index) = &index
+                && held != Some(last_seq)
+            {
+                let command = (command_id, (first_version, last_version));
+                match Box::pin(self.claim(actor, &subject, index, command, Some(last_seq))).await? {
+                    Claim::Held => held = Some(last_seq),
+                    Claim::Stored(original) => return Ok(original),
+                    // A claim of this command is open at another position:
+                    // the subject moved on since `last`.
+                    Claim::Open { .. } => {
+                        last = fetch_head().await?;
+                        continue;
+                    }
+                }
+            }
             match self.publish(actor, &subject, headers(last_seq), payload.clone()).await {
-                Ok(ack) if ack.duplicate => return Box::pin(self.original(actor, command_id, ack.sequence)).await,
                 Ok(ack) => {
                     self.positions.advance_head(actor, Mark { version: last_version, seq: ack.sequence });
                     return Ok(Appended { first_version, last_version, duplicate: false });
                 }
-                // Another writer got there first, or the cache was stale:
-                // the last message says which.
+                // Another writer got there first (perhaps of this very
+                // command), or the cache was stale: the last message, and
+                // for a claimed command its entry, say which. A claim whose
+                // slot another command took is left for a retry to take over.
                 Err(PublishFailure::WrongSequence) => last = fetch_head().await?,
-                Err(PublishFailure::Missing) if attempt == 0 => {
+                Err(PublishFailure::Missing) if !missing => {
+                    missing = true;
                     self.recreate().await?;
                     last = fetch_head().await?;
                 }
                 Err(PublishFailure::Missing) => break,
                 Err(PublishFailure::Failed(err)) => {
-                    // The append may have landed after all: ask next time.
+                    // The append may have landed after all: ask next time
+                    // (a claimed command's entry then names it).
                     self.positions.set_head(actor, None);
                     return Err(err);
                 }
@@ -582,7 +670,7 @@ impl EventStore for JetStreamEventStore {
         if actual != expected {
             return Err(StoreError::Conflict { actor: actor.clone(), expected, actual });
         }
-        Err(self.unavailable(format_args!("appending to {actor}"), "the stream changed under two attempts"))
+        Err(self.unavailable(format_args!("appending to {actor}"), "the stream changed under every attempt"))
     }
 
     #[tracing::instrument(level = "debug", skip(self))]
@@ -617,13 +705,31 @@ impl EventStore for JetStreamEventStore {
 
     async fn find_command(&self, actor: &ActorId, command_id: &str) -> Result<Option<Appended>, StoreError> {
         let Some(subject) = self.subject(actor) else { return Ok(None) };
-        // Most often the last command: one request answers it.
-        if let Some(head) = self.fetch_head(actor, &subject).await?
-            && head.command_id == command_id
-        {
-            return Ok(Some(duplicate_of(&head)));
+        let index = self.names.index_subject(actor, command_id).ok_or_else(|| Self::too_long(actor))?;
+        // Every command whose id its caller chose has an entry: it and the
+        // message it names answer (two requests). An entry whose claim is
+        // open or abandoned is a command not (yet) stored. With no entry,
+        // a minted id is found as the last command only.
+        match self.read_entry(actor, &index, command_id).await? {
+            Some(entry) => {
+                if let index::State::Stored(original) = self.check(actor, &subject, &entry).await? {
+                    return Ok(Some(original));
+                }
+            }
+            None => {
+                if let Some(head) = self.fetch_head(actor, &subject).await?
+                    && head.command_id == command_id
+                {
+                    return Ok(Some(duplicate_of(&head)));
+                }
+            }
         }
-        self.scan_for_command(actor, &subject, command_id).await
+        // Commands stored before the stream had the index are found by a
+        // scan, of the messages up to the stream's index mark only.
+        match self.index_since.load(Ordering::Relaxed) {
+            0 => Ok(None),
+            until => self.scan_for_command(actor, &subject, command_id, until).await,
+        }
     }
 
     async fn load_snapshot(&self, actor: &ActorId) -> Result<Option<Snapshot>, StoreError> {

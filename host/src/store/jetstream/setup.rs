@@ -10,12 +10,27 @@ use async_nats::jetstream::stream::{self, StorageType};
 use std::fmt;
 use std::future::Future;
 
-/// Creates the event stream and the snapshot bucket unless they exist.
-/// Idempotent, and safe against another host doing the same at once.
+/// The stream metadata key naming the first stream sequence from which
+/// every command whose id its caller chose is in the command index: 0 for a
+/// stream created with the index, the stream's last sequence when an older
+/// stream was given it. Only messages up to it may need a scan to be found.
+pub(super) const INDEX_SINCE: &str = "aether.index-since";
+
+/// What the store needs from the server's side.
+pub(super) struct Storage {
+    pub snapshots: kv::Store,
+    /// See [`INDEX_SINCE`].
+    pub index_since: u64,
+}
+
+/// Creates the event stream and the snapshot bucket unless they exist, and
+/// gives an existing stream the command index (its subjects and the
+/// [`INDEX_SINCE`] mark) if it lacks it. Idempotent, and safe against
+/// another host doing the same at once.
 pub(super) async fn ensure_storage(
     js: &async_nats::jetstream::Context,
     config: &JetStreamConfig,
-) -> Result<kv::Store, StoreError> {
+) -> Result<Storage, StoreError> {
     // Creating a stream takes a few requests; each is bounded by the
     // context's timeout, the whole by twice that.
     let timeout = config.request_timeout * 2;
@@ -28,7 +43,7 @@ pub(super) async fn ensure_storage(
     let wanted = stream::Config {
         name: name.clone(),
         description: Some("Aether events: one subject per actor, one message per command".into()),
-        subjects: vec![format!("{}.>", config.subject_prefix())],
+        subjects: vec![format!("{}.>", config.subject_prefix()), format!("{}.>", config.index_prefix())],
         storage,
         num_replicas: config.replicas,
         max_message_size: config.max_message_bytes as i32,
@@ -37,16 +52,21 @@ pub(super) async fn ensure_storage(
         allow_direct: true,
         // Deleting one message would leave a gap in an actor's versions.
         deny_delete: true,
+        metadata: [(INDEX_SINCE.to_owned(), "0".to_owned())].into(),
         ..Default::default()
     };
-    within(timeout, &what, async {
+    let wanted_index = config.index_prefix();
+    let index_since = within(timeout, &what, async {
         match js.create_stream(wanted).await {
-            Ok(_) => Ok(()),
-            // It exists with other settings: made by another host or an
-            // operator. Use it as it is.
+            // Made with the index: every command is in it.
+            Ok(_) => Ok(0),
+            // It exists with other settings: made by another host, an
+            // operator, or an older aether-host. Use it as it is, but for
+            // the command index.
             Err(e) if is_name_taken(&e.kind()) => {
-                let existing = js.get_stream(&name).await.map_err(|e| setup_failed(&what, e))?;
-                let config = &existing.cached_info().config;
+                let mut existing = js.get_stream(&name).await.map_err(|e| setup_failed(&what, e))?;
+                let info = existing.info().await.map_err(|e| setup_failed(&what, e))?;
+                let config = &info.config;
                 tracing::warn!(
                     stream = %name,
                     replicas = config.num_replicas,
@@ -54,7 +74,8 @@ pub(super) async fn ensure_storage(
                     duplicate_window = ?config.duplicate_window,
                     "the event stream exists with other settings than configured; using it as it is"
                 );
-                Ok(())
+                let index = format!("{}.>", wanted_index);
+                add_index(js, config.clone(), index, info.state.last_sequence, &what).await
             }
             Err(e) => Err(setup_failed(&what, e)),
         }
@@ -72,7 +93,7 @@ pub(super) async fn ensure_storage(
         num_replicas: config.replicas,
         ..Default::default()
     };
-    within(timeout, &what, async {
+    let snapshots = within(timeout, &what, async {
         if let Ok(store) = js.get_key_value(&bucket).await {
             return Ok(store);
         }
@@ -82,7 +103,44 @@ pub(super) async fn ensure_storage(
             Err(create) => js.get_key_value(&bucket).await.map_err(|_| setup_failed(&what, create)),
         }
     })
-    .await
+    .await?;
+    Ok(Storage { snapshots, index_since })
+}
+
+/// Gives an existing stream the command index's subjects and the
+/// [`INDEX_SINCE`] mark, if it lacks either. The mark is the
+/// stream's last sequence now: every later caller-id command is indexed
+/// (so long as no host older than the index still writes to it).
+async fn add_index(
+    js: &async_nats::jetstream::Context,
+    mut config: stream::Config,
+    index: String,
+    last_sequence: u64,
+    what: &str,
+) -> Result<u64, StoreError> {
+    let has_subjects = config.subjects.contains(&index);
+    let marked = config.metadata.contains_key(INDEX_SINCE);
+    if has_subjects && marked {
+        return Ok(index_since(&config));
+    }
+    if !has_subjects {
+        config.subjects.push(index);
+    }
+    if !marked {
+        config.metadata.insert(INDEX_SINCE.to_owned(), last_sequence.to_string());
+    }
+    tracing::info!(stream = %config.name, index_since = last_sequence, "adding the command index to the event stream");
+    let updated = js
+        .update_stream(&config)
+        .await
+        .map_err(|e| setup_failed(what, format_args!("cannot add the command index's subjects to the stream: {e}")))?;
+    Ok(index_since(&updated.config))
+}
+
+/// The stream's [`INDEX_SINCE`] mark; a stream without a readable one may
+/// hold unindexed commands anywhere.
+fn index_since(config: &stream::Config) -> u64 {
+    config.metadata.get(INDEX_SINCE).and_then(|v| v.parse().ok()).unwrap_or(u64::MAX)
 }
 
 async fn within<T>(

@@ -117,13 +117,36 @@ pub fn decode_token(token: &str) -> Option<String> {
 pub(super) struct Names {
     /// `aether.ev.<domain>` or `aether.ns.<namespace>.ev.<domain>`.
     subject_prefix: String,
+    /// `aether.ix.<domain>` or `aether.ns.<namespace>.ix.<domain>`.
+    index_prefix: String,
     domain: String,
 }
 
 impl Names {
-    pub(super) fn new(stream_subject_prefix: &str, domain: &str) -> Self {
+    pub(super) fn new(stream_subject_prefix: &str, index_prefix: &str, domain: &str) -> Self {
         let domain = encode_token(domain);
-        Self { subject_prefix: format!("{stream_subject_prefix}.{domain}"), domain }
+        Self {
+            subject_prefix: format!("{stream_subject_prefix}.{domain}"),
+            index_prefix: format!("{index_prefix}.{domain}"),
+            domain,
+        }
+    }
+
+    /// The subject of one command in the command index:
+    /// `<index prefix>.<domain>.<aggregate>.<id>.<hash>`, the hash being the
+    /// command's [`message_id`] (128 bits of SHA-256 over the actor's event
+    /// subject and the command id, in hex): any command id fits, and two
+    /// ids share a subject only by a collision as likely as two random
+    /// UUIDs'. Its last message says where the command's events are (see
+    /// `index`): a first claim expects the subject empty, a takeover the
+    /// sequence of the entry it replaces.
+    /// `None` when the actor's event subject would be too long.
+    pub(super) fn index_subject(&self, actor: &ActorId, command_id: &str) -> Option<String> {
+        let events = self.subject(actor)?;
+        let mut subject = actor_name(&self.index_prefix, actor);
+        subject.push('.');
+        subject.push_str(&message_id(&events, command_id));
+        Some(subject)
     }
 
     /// The actor's event subject, `None` if it would be longer than
@@ -139,12 +162,11 @@ impl Names {
     }
 }
 
-/// The `Nats-Msg-Id` of a command's message. The server de-duplicates by
-/// message id across the whole stream, and clients reuse idempotency keys
-/// across actors, so the id covers the subject too; hashed, so that any
-/// command id and subject fit in a header of fixed size. 128 bits of
-/// SHA-256 in hex: the server keeps every id of its duplicate window, and a
-/// collision is as likely as one of two random UUIDs.
+/// The last token of a command's index subject (and the `Nats-Msg-Id` the
+/// store sent before the index). Clients reuse idempotency keys across
+/// actors, so it covers the actor's subject too; hashed, so that any
+/// command id fits in one token of fixed size. 128 bits of SHA-256 in hex:
+/// a collision is as likely as one of two random UUIDs.
 pub(super) fn message_id(subject: &str, command_id: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut hash = Sha256::new();
@@ -289,13 +311,17 @@ mod tests {
 
     #[test]
     fn names_keep_domains_and_actors_apart() {
-        let names = Names::new("aether.ev", "bank.v2");
+        let names = Names::new("aether.ev", "aether.ix", "bank.v2");
         let actor = ActorId::new("Account", "a.b");
         assert_eq!(names.subject(&actor).unwrap(), "aether.ev.bank_2Ev2.Account.a_2Eb");
         // The store's one-buffer builder agrees with the naming module.
         let nats = crate::names::NatsNames::new(Some("t"));
-        let fast = Names::new(&nats.events_prefix(), "bank.v2").subject(&actor).unwrap();
+        let fast = Names::new(&nats.events_prefix(), &nats.index_prefix(), "bank.v2").subject(&actor).unwrap();
         assert_eq!(fast, nats.event_subject("bank.v2", "Account", "a.b"));
+        let index = names.index_subject(&actor, "c.1 *>").unwrap();
+        let hash = message_id("aether.ev.bank_2Ev2.Account.a_2Eb", "c.1 *>");
+        assert_eq!(index, format!("aether.ix.bank_2Ev2.Account.a_2Eb.{hash}"));
+        assert_ne!(names.index_subject(&actor, "c2"), Some(index), "one subject per command id");
         assert_eq!(names.snapshot_key(&actor), "bank_2Ev2.Account.a_2Eb");
         assert!(names.subject(&ActorId::new("Account", "x".repeat(MAX_SUBJECT_BYTES))).is_none());
         let subject = names.subject(&actor).unwrap();
