@@ -11,16 +11,17 @@
 //! |---|---|
 //! | `Aether-Op` | `command` or `state` |
 //! | `Aether-Aggregate`, `Aether-Id`, `Aether-Command` | as [subject tokens](crate::store::jetstream::subject) (header values cannot hold every string) |
-//! | `Aether-Command-Id`, `Aether-Correlation-Id`, `Aether-Causation-Id` | as the doors checked them; a command always has an id (see [`route`]) |
+//! | `Aether-Command-Id`, `Aether-Correlation-Id`, `Aether-Causation-Id` | optional, as the doors checked them |
 //!
 //! The reply is the NATS door's JSON (`{"status": 200, ...}`), or no body
 //! and `Aether-Not-Serving: 1` from a node that does not serve the shard
 //! (any more, or yet): nothing was done. Then, or when no node answers the
 //! subject (it left), the sender waits for its view of the map to change,
 //! briefly, and tries again, for at most [`ClusterDoor::wait`] before
-//! `503 unavailable`. An attempt whose answer does not come in
-//! [`ClusterDoor::attempt_timeout`] is sent again with the same command id,
-//! until [`ClusterDoor::timeout`].
+//! `503 unavailable`. An attempt of a command with an id whose answer does
+//! not come in [`ClusterDoor::attempt_timeout`] is sent again with that id,
+//! until [`ClusterDoor::timeout`]; one without is answered `503` (it may
+//! have run).
 //!
 //! Why a subject per node and not per shard: a subject per shard would be
 //! subscribed and unsubscribed at every handoff, and async-nats drops the
@@ -61,8 +62,8 @@ pub struct ClusterDoor {
     pub wait: Duration,
     /// How long a request may take in all, answers included, before `503`.
     pub timeout: Duration,
-    /// How long one attempt waits for the serving node's answer before it
-    /// is sent again (with the same command id).
+    /// How long one attempt of a command with an id (or a read) waits for
+    /// the serving node's answer before it is sent again.
     pub attempt_timeout: Duration,
 }
 
@@ -124,18 +125,19 @@ impl Op {
 /// the shard's pass held until it is done), or on the node the newest map
 /// grants the shard to.
 ///
-/// A command sent to another node carries a command id (one is minted if
-/// the client gave none), so an attempt whose answer is lost (the node died,
-/// the message was dropped) is sent again without risk of applying it
-/// twice; a minted id's retry is not reported as a duplicate, since the
-/// client sent the command once.
+/// An attempt whose answer does not come (the node died, or stalled) is sent
+/// again only if the client gave the command an id, which makes a second
+/// attempt safe; otherwise it is answered `503` saying the command may have
+/// run. (Minting an id here would make every forwarded command pay for the
+/// store's command index, about 0.6× the rate on JetStream, to cover a
+/// node dying mid-command.)
 ///
 /// # Errors
 ///
 /// What the serving node answered, or `503 unavailable` when no node
 /// served the shard within [`ClusterDoor::wait`] or none answered within
 /// [`ClusterDoor::timeout`].
-pub(super) async fn route<F, Fut>(door: &ClusterDoor, mut op: Op, local: F) -> Result<Value, ApiError>
+pub(super) async fn route<F, Fut>(door: &ClusterDoor, op: Op, local: F) -> Result<Value, ApiError>
 where
     F: FnOnce(Op, ShardPass) -> Fut,
     Fut: Future<Output = Result<Value, ApiError>>,
@@ -145,26 +147,24 @@ where
     let gate = door.cluster.gate();
     let mut changes = door.cluster.changes();
     let mut backoff = Duration::from_millis(2);
-    let mut minted = false;
     let mut message = None;
     let mut why = "no shard map yet".to_owned();
     loop {
         let (aggregate, id) = op.actor();
         if let Some(shard) = gate.shard_of(aggregate, id) {
             if let Some(pass) = gate.enter(shard) {
-                let answer = local(op, pass).await;
-                return if minted { once(answer) } else { answer };
+                return local(op, pass).await;
             }
             why = format!("no node served shard {shard}");
             if let Some(subject) = door.cluster.holder_subject(shard) {
-                if let Op::Command(request) = &mut op
-                    && request.command_id.is_none()
-                {
-                    request.command_id = Some(uuid::Uuid::new_v4().to_string());
-                    minted = true;
-                }
+                // Only an attempt that can be made again safely gives up early.
+                let retryable = match &op {
+                    Op::Command(request) => request.command_id.is_some(),
+                    Op::State { .. } => true,
+                };
                 let (headers, body) = message.get_or_insert_with(|| op.message()).clone();
-                let attempt = door.attempt_timeout.min(give_up.saturating_duration_since(Instant::now()));
+                let left = give_up.saturating_duration_since(Instant::now());
+                let attempt = if retryable { door.attempt_timeout.min(left) } else { left };
                 let request = async_nats::Request::new()
                     .headers(headers)
                     .payload(body)
@@ -172,15 +172,12 @@ where
                 door.cluster.stats().forwarded.fetch_add(1, Ordering::Relaxed);
                 match door.client.send_request(subject, request).await {
                     Ok(reply) if reply.headers.as_ref().is_some_and(|h| h.get(NOT_SERVING).is_some()) => {}
-                    Ok(reply) => {
-                        let answer = answer(&reply.payload);
-                        return if minted { once(answer) } else { answer };
-                    }
+                    Ok(reply) => return answer(&reply.payload),
                     Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
-                    // The answer was lost or is late: ask again (the id
-                    // makes it safe), wherever the shard is served by then.
+                    // The answer was lost or is late: ask again if that is
+                    // safe, wherever the shard is served by then.
                     Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
-                        if Instant::now() >= give_up {
+                        if !retryable || Instant::now() >= give_up {
                             return Err(ApiError::new(
                                 StatusCode::SERVICE_UNAVAILABLE,
                                 "unavailable",
@@ -212,17 +209,6 @@ where
         let _ = tokio::time::timeout(nap, changes.changed()).await;
         backoff = (backoff * 2).min(Duration::from_millis(50));
     }
-}
-
-/// The answer to a command whose id this door minted: the client sent it
-/// once, so an answer to one of the door's own retries is not a duplicate.
-fn once(answer: Result<Value, ApiError>) -> Result<Value, ApiError> {
-    answer.map(|mut body| {
-        if body.get("duplicate").is_some() {
-            body["duplicate"] = false.into();
-        }
-        body
-    })
 }
 
 /// A reply of the serving node as this door's answer.
