@@ -6,6 +6,7 @@
 //! - [`activation`]: create a VM and restore a 1 KiB snapshot;
 //! - [`replay`]: events through the guest's `apply` in batches, and natively;
 //! - [`commands`]: commands through the runtime on a store, 10,000 actors;
+//! - [`cluster`]: two nodes on one JetStream: a join under load, forwarding;
 //! - [`native`]: the command path with the aggregate called natively;
 //! - [`nats`]: a throw-away `nats-server` and the raw publish baseline;
 //! - [`resident`]: memory per live actor and the most actors one process holds;
@@ -16,6 +17,7 @@
 //! runs tiny sizes in a few seconds (CI runs it; it asserts nothing).
 
 pub mod activation;
+pub mod cluster;
 pub mod commands;
 pub mod fixtures;
 pub mod jetstream;
@@ -45,7 +47,7 @@ pub struct Options {
     /// `None` runs it in this process.
     pub probe_exe: Option<PathBuf>,
     /// Phases to run (`activation`, `replay`, `memory`, `embedded`,
-    /// `jetstream`, `resident`); empty runs them all.
+    /// `jetstream`, `cluster`, `resident`); empty runs them all.
     pub only: Vec<String>,
 }
 
@@ -240,6 +242,22 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
                 note("jetstream: skipped, no nats-server (cargo xtask install-nats)");
                 report.notes.push("jetstream: skipped, no nats-server found (cargo xtask install-nats)".into());
             }
+        }
+    }
+    if options.wants("cluster") {
+        if nats::server_available() {
+            let actors = sizes.actors.min(2_000);
+            let shape = Shape { actors, clients: sizes.jetstream_clients.min(64), window: sizes.window, rounds: sizes.rounds };
+            let c = tokio.block_on(cluster::run(&component, shape))?;
+            note(&format!(
+                "cluster: {:.0} commands/s to the owner, {:.0}/s through the other node; a join settled in {:.2} s \
+                 ({} shards moved), p99 {:.0} µs during it against {:.0} µs alone",
+                c.direct.per_s, c.forwarded.per_s, c.settle_s, c.moved, c.during_join.p99_us, c.alone.p99_us
+            ));
+            report.cluster(&c);
+        } else {
+            note("cluster: skipped, no nats-server (cargo xtask install-nats)");
+            report.notes.push("cluster: skipped, no nats-server found (cargo xtask install-nats)".into());
         }
     }
     drop(tokio);

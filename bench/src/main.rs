@@ -12,7 +12,7 @@ use std::path::PathBuf;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const USAGE: &str =
-    "usage: aether-bench [--smoke] [--only activation,replay,memory,embedded,jetstream,resident] [--out FILE]";
+    "usage: aether-bench [--smoke] [--only activation,replay,memory,embedded,jetstream,cluster,resident] [--out FILE]";
 
 fn main() {
     if let Err(err) = run() {

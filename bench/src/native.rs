@@ -75,6 +75,7 @@ impl NativeHost {
             provenance: Arc::new(provenance),
             events: vec![NewEvent { name, payload }],
             id_from_caller: false,
+            shard_epoch: None,
         };
         let appended = self.store.append(&ActorId::new("Account", id), request).await?;
         actor.state.apply(&event);
@@ -122,6 +123,7 @@ impl NativeHost {
             provenance: Arc::new(provenance),
             events: new,
             id_from_caller: false,
+            shard_epoch: None,
         };
         let appended = self.store.append(&actor_id, request).await?;
         for e in &events {

@@ -5,6 +5,7 @@
 //! both sides together.
 
 use crate::activation::{Activation, FromStore};
+use crate::cluster::ClusterFigures;
 use crate::commands::Commands;
 use crate::jetstream::JetStream;
 use crate::replay::Replay;
@@ -127,6 +128,22 @@ impl Report {
         self.extra.push(("commands_native_per_s_embedded", native.steady.per_s));
         self.extra.push(("command_p50_us_embedded", wasm.steady.p50_us));
         self.extra.push(("command_p99_us_embedded", wasm.steady.p99_us));
+    }
+
+    /// The cluster phase: forwarding next to the owner, a join's settle time,
+    /// and latency while a handoff runs next to the lone node's.
+    pub fn cluster(&mut self, c: &ClusterFigures) {
+        let direct = Some(("commands to the owner", c.direct.per_s));
+        self.figure("commands_per_s_cluster_forwarded", c.forwarded.per_s, "/s", Target::None, direct);
+        self.extra.push(("commands_per_s_cluster_direct", c.direct.per_s));
+        self.extra.push(("command_p99_us_cluster_direct", c.direct.p99_us));
+        self.extra.push(("command_p99_us_cluster_forwarded", c.forwarded.p99_us));
+        self.figure("cluster_join_settle_s", c.settle_s, "s", Target::None, None);
+        self.extra.push(("cluster_join_shards_moved", c.moved as f64));
+        let alone = Some(("p99 of the lone node", c.alone.p99_us));
+        self.figure("command_p99_us_during_handoff", c.during_join.p99_us, "µs", Target::None, alone);
+        self.extra.push(("command_p50_us_during_handoff", c.during_join.p50_us));
+        self.extra.push(("commands_during_handoff", c.during_join.commands as f64));
     }
 
     pub fn jetstream(&mut self, js: &JetStream) {

@@ -43,6 +43,32 @@ pub use error::ApiError;
 pub use forward::{ClusterDoor, ShardServer};
 pub use tls::TlsConfig;
 
+/// Commands run as the HTTP and NATS doors run them, for a front end of
+/// one's own (or a benchmark): on this host, or in a cluster wherever the
+/// actor's shard is served. Answers are the doors' JSON.
+#[derive(Debug, Clone)]
+pub struct Door {
+    runtime: Runtime,
+    cluster: Option<ClusterDoor>,
+    tasks: TaskTracker,
+}
+
+impl Door {
+    pub fn new(runtime: Runtime, cluster: Option<ClusterDoor>) -> Self {
+        Self { runtime, cluster, tasks: TaskTracker::new() }
+    }
+
+    /// Runs a command; `{"version", "events", "duplicate", "command_id"}`.
+    ///
+    /// # Errors
+    ///
+    /// As the doors answer them: a rejection (`422`), every
+    /// [`ActorError`](crate::ActorError), `503` when no node serves the shard in time.
+    pub async fn command(&self, request: crate::runtime::CommandRequest) -> Result<serde_json::Value, ApiError> {
+        command::execute(&self.runtime, self.cluster.as_ref(), &self.tasks, request, ()).await
+    }
+}
+
 use crate::runtime::Runtime;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
