@@ -106,7 +106,12 @@ pub async fn from_store(
             component_hash: component.hash().clone(),
         });
         let events = vec![NewEvent { name: name.clone(), payload: payload.clone() }];
-        store.append(&actor, AppendRequest { expected_version: 0, provenance, events, id_from_caller: false, shard_epoch: None }).await?;
+        store
+            .append(
+                &actor,
+                AppendRequest { expected_version: 0, provenance, events, id_from_caller: false, shard_epoch: None },
+            )
+            .await?;
         let snapshot =
             Snapshot { version: 1, component_hash: component.hash().to_string(), state: fixtures::snapshot_1k() };
         store.save_snapshot(&actor, snapshot).await?;

@@ -52,16 +52,14 @@ async fn node(server: &NatsServer, component: &DomainComponent, id: &str, actors
     let client = server.client().await;
     let domain = component.model().name.clone();
     let store = JetStreamEventStore::connect(client.clone(), &domain, JetStreamConfig::default()).await?;
-    let config = RuntimeConfig {
-        max_live_actors: actors + 1024,
-        idle_timeout: Duration::from_secs(3600),
-        ..Default::default()
-    };
+    let config =
+        RuntimeConfig { max_live_actors: actors + 1024, idle_timeout: Duration::from_secs(3600), ..Default::default() };
     let runtime = Runtime::new(component.clone(), Arc::new(store), config);
-    let requests = ShardServer::new(runtime.clone(), client.clone(), 4096);
+    let requests = ShardServer::new(runtime.clone(), client.clone(), 4096, false);
     let names = NatsNames::new(None).cluster(&domain);
-    let cluster = Cluster::join(client.clone(), runtime.clone(), requests.clone(), DriverConfig::new(NodeId::new(id), names))
-        .await?;
+    let cluster =
+        Cluster::join(client.clone(), runtime.clone(), requests.clone(), DriverConfig::new(NodeId::new(id), names))
+            .await?;
     requests.attach(cluster.clone());
     let door = Door::new(runtime, Some(ClusterDoor::new(cluster.clone(), client)));
     Ok(Node { cluster, door })

@@ -247,7 +247,8 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     if options.wants("cluster") {
         if nats::server_available() {
             let actors = sizes.actors.min(2_000);
-            let shape = Shape { actors, clients: sizes.jetstream_clients.min(64), window: sizes.window, rounds: sizes.rounds };
+            let shape =
+                Shape { actors, clients: sizes.jetstream_clients.min(64), window: sizes.window, rounds: sizes.rounds };
             let c = tokio.block_on(cluster::run(&component, shape))?;
             note(&format!(
                 "cluster: {:.0} commands/s to the owner, {:.0}/s through the other node; a join settled in {:.2} s \

@@ -36,12 +36,26 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let mut cli = Cli::parse();
+    let exporter = match &mut cli.command {
+        Command::Load(cmd) => cmd.exporter().unwrap_or_else(|err| fail(&err)),
+        _ => None,
+    };
+    let filter = tracing_subscriber::EnvFilter::new(&cli.log);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    match &exporter {
+        None => tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init(),
+        // Each layer filters for itself: --log decides what is printed,
+        // and spans at `info` and above are exported whatever it says.
+        Some(exporter) => {
+            use tracing_subscriber::prelude::*;
+            let print = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+            tracing_subscriber::registry()
+                .with(print.with_filter(filter))
+                .with(exporter.layer().with_filter(tracing_subscriber::filter::LevelFilter::INFO))
+                .init();
+        }
+    }
     let result = match cli.command {
         Command::Load(cmd) => cmd.execute(),
         Command::Send(cmd) => cmd.execute(),
@@ -51,8 +65,15 @@ fn main() {
         Command::Check(cmd) => cmd.execute(),
         Command::Cluster(cmd) => cmd.execute(),
     };
-    if let Err(err) = result {
-        eprintln!("aether-host: {err:#}");
-        std::process::exit(1);
+    if let Some(exporter) = exporter {
+        exporter.shutdown();
     }
+    if let Err(err) = result {
+        fail(&err);
+    }
+}
+
+fn fail(err: &anyhow::Error) -> ! {
+    eprintln!("aether-host: {err:#}");
+    std::process::exit(1);
 }

@@ -647,7 +647,11 @@ pub(crate) fn new_vm(env: Env<'_>, id: &ActorId, placement: Placement) -> Result
     };
     let mut vm = env.component.instantiate().map_err(fault)?;
     vm.place(placement);
-    vm.set_span(tracing::info_span!("actor", aggregate = %id.aggregate, id = %id.id));
+    // A root span: the VM outlives the command that activated it. As that
+    // command's child it would hold the command's span (and, exported, its
+    // whole trace) open until the actor is passivated, and show the later
+    // commands' guest logs under the first one's ids.
+    vm.set_span(tracing::info_span!(parent: None, "actor", aggregate = %id.aggregate, id = %id.id));
     vm.init(&id.aggregate, &id.id).map_err(fault)?;
     Ok(vm)
 }

@@ -4,11 +4,13 @@
 use super::error::ApiError;
 use super::forward::{self, ClusterDoor, Op};
 use super::routes::event_json;
+use super::trace::TraceContext;
 use crate::actor::CommandOutcome;
 use crate::runtime::{CommandRequest, Runtime};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// The longest command, correlation or causation id either door accepts, in bytes.
 pub(crate) const MAX_ID_LEN: usize = 256;
@@ -38,6 +40,7 @@ pub(crate) fn check_id<'a>(name: &str, id: &'a [u8]) -> Result<&'a str, ApiError
 /// away does not cut it in half and shutdown can wait for it, and answers
 /// `{"version", "events", "duplicate", "command_id"}`. The task holds `slot`
 /// (the door's count of commands in flight) until the command is done.
+/// `trace`: the caller's trace context, carried on if the command is forwarded.
 ///
 /// # Errors
 ///
@@ -47,13 +50,16 @@ pub(super) async fn execute(
     cluster: Option<&ClusterDoor>,
     tasks: &TaskTracker,
     request: CommandRequest,
+    trace: &TraceContext,
     slot: impl Send + 'static,
 ) -> Result<Value, ApiError> {
     match cluster {
-        None => execute_here(runtime, tasks, request, slot).await,
+        None => execute_here(runtime, tasks, request, trace, slot).await,
         Some(door) => {
-            forward::route(door, Op::Command(request), |op, pass| forward::run_here(runtime, tasks, op, pass, slot))
-                .await
+            forward::route(door, Op::Command(request), trace, |op, pass| {
+                forward::run_here(runtime, tasks, op, trace, pass, slot)
+            })
+            .await
         }
     }
 }
@@ -63,15 +69,21 @@ pub(super) async fn execute_here(
     runtime: &Runtime,
     tasks: &TaskTracker,
     request: CommandRequest,
+    trace: &TraceContext,
     slot: impl Send + 'static,
 ) -> Result<Value, ApiError> {
     let runtime = runtime.clone();
+    // A task starts in no span: the command's is made a child of the door's
+    // (when spans are on) by running the task in it.
     let outcome = tasks
-        .spawn(async move {
-            let outcome = runtime.execute(request).await;
-            drop(slot);
-            outcome
-        })
+        .spawn(
+            async move {
+                let outcome = runtime.execute(request).await;
+                drop(slot);
+                outcome
+            }
+            .instrument(trace.current_span()),
+        )
         .await
         .map_err(|e| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "fault", format!("the command task failed: {e}"))

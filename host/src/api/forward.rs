@@ -12,6 +12,7 @@
 //! | `Aether-Op` | `command` or `state` |
 //! | `Aether-Aggregate`, `Aether-Id`, `Aether-Command` | as [subject tokens](crate::store::jetstream::subject) (header values cannot hold every string) |
 //! | `Aether-Command-Id`, `Aether-Correlation-Id`, `Aether-Causation-Id` | optional, as the doors checked them |
+//! | `traceparent`, `tracestate` | optional, W3C trace context: the sender's `forward` span when it exports spans, else the context its caller sent, as sent (see [`trace`](super::trace)) |
 //!
 //! The reply is the NATS door's JSON (`{"status": 200, ...}`), or no body
 //! and `Aether-Not-Serving: 1` from a node that does not serve the shard
@@ -28,8 +29,13 @@
 //! messages that reach a subscription after its unsubscribe (or drain)
 //! without waiting for the server to confirm it: their senders would wait
 //! for nothing. A node's own subscription lasts as long as the node.
+//!
+//! A command forwarded stays one trace: the sender's `forward` span (a
+//! child of its door's) goes in `traceparent`, and the serving node's
+//! `shard` span, and under it the `command` span, are its children.
 
 use super::error::ApiError;
+use super::trace::{self, TraceContext};
 use crate::cluster::{Cluster, ShardPass, ShardRequests};
 use crate::runtime::{CommandRequest, Runtime};
 use crate::store::jetstream::subject::{decode_token, encode_token};
@@ -42,6 +48,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 const OP: &str = "Aether-Op";
 const AGGREGATE: &str = "Aether-Aggregate";
@@ -123,7 +130,8 @@ impl Op {
 
 /// Runs `op` where its actor's shard is served: here through `local` (with
 /// the shard's pass held until it is done), or on the node the newest map
-/// grants the shard to.
+/// grants the shard to, with `trace` carried on (in a `forward` span's
+/// context when spans are on).
 ///
 /// An attempt whose answer does not come (the node died, or stalled) is sent
 /// again only if the client gave the command an id, which makes a second
@@ -137,7 +145,7 @@ impl Op {
 /// What the serving node answered, or `503 unavailable` when no node
 /// served the shard within [`ClusterDoor::wait`] or none answered within
 /// [`ClusterDoor::timeout`].
-pub(super) async fn route<F, Fut>(door: &ClusterDoor, op: Op, local: F) -> Result<Value, ApiError>
+pub(super) async fn route<F, Fut>(door: &ClusterDoor, op: Op, trace: &TraceContext, local: F) -> Result<Value, ApiError>
 where
     F: FnOnce(Op, ShardPass) -> Fut,
     Fut: Future<Output = Result<Value, ApiError>>,
@@ -162,7 +170,15 @@ where
                     Op::Command(request) => request.command_id.is_some(),
                     Op::State { .. } => true,
                 };
-                let (headers, body) = message.get_or_insert_with(|| op.message()).clone();
+                let (headers, body, span) = message
+                    .get_or_insert_with(|| {
+                        let span =
+                            trace.child_span(|| tracing::info_span!("forward", otel.kind = "client", shard = shard.0));
+                        let (mut headers, body) = op.message();
+                        trace.inject(&span, &mut headers);
+                        (headers, body, span)
+                    })
+                    .clone();
                 let left = give_up.saturating_duration_since(Instant::now());
                 let attempt = if retryable { door.attempt_timeout.min(left) } else { left };
                 let request = async_nats::Request::new()
@@ -170,7 +186,7 @@ where
                     .payload(body)
                     .timeout(Some(attempt.max(Duration::from_millis(1))));
                 door.cluster.stats().forwarded.fetch_add(1, Ordering::Relaxed);
-                match door.client.send_request(subject, request).await {
+                match door.client.send_request(subject, request).instrument(span).await {
                     Ok(reply) if reply.headers.as_ref().is_some_and(|h| h.get(NOT_SERVING).is_some()) => {}
                     Ok(reply) => return answer(&reply.payload),
                     Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
@@ -237,11 +253,15 @@ pub struct ShardServer {
     tasks: TaskTracker,
     slots: Arc<Semaphore>,
     max_in_flight: usize,
+    trace_spans: bool,
 }
 
 impl ShardServer {
     /// A server running at most `max_in_flight` requests at once.
-    pub fn new(runtime: Runtime, client: async_nats::Client, max_in_flight: usize) -> Arc<Self> {
+    /// `trace_spans`: as [`ApiConfig::trace_spans`](super::ApiConfig::trace_spans);
+    /// set, each request runs in a `shard` span, child of the sender's
+    /// `traceparent`.
+    pub fn new(runtime: Runtime, client: async_nats::Client, max_in_flight: usize, trace_spans: bool) -> Arc<Self> {
         Arc::new(Self {
             runtime,
             client,
@@ -249,6 +269,7 @@ impl ShardServer {
             tasks: TaskTracker::new(),
             slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
             max_in_flight: max_in_flight.max(1),
+            trace_spans,
         })
     }
 
@@ -264,6 +285,24 @@ impl ShardServer {
     }
 
     async fn answer(&self, headers: Option<&HeaderMap>, payload: &[u8]) -> Option<Value> {
+        let trace = TraceContext::from_nats(headers, self.trace_spans);
+        let span = trace.span(|| {
+            tracing::info_span!(
+                "shard",
+                otel.kind = "server",
+                otel.status_code = tracing::field::Empty,
+                status = tracing::field::Empty,
+                domain = %self.runtime.model().name,
+            )
+        });
+        let answer = self.answer_in(headers, payload, &trace).instrument(span.clone()).await;
+        if let Some(status) = answer.as_ref().and_then(|a| a["status"].as_u64()) {
+            trace::record_status(&span, u16::try_from(status).unwrap_or(0));
+        }
+        answer
+    }
+
+    async fn answer_in(&self, headers: Option<&HeaderMap>, payload: &[u8], trace: &TraceContext) -> Option<Value> {
         let cluster = self.cluster.get()?;
         let request = match parse(headers, payload) {
             Ok(request) => request,
@@ -277,7 +316,7 @@ impl ShardServer {
             let err = ApiError::overloaded(format!("the node is at its limit of {limit} forwarded requests"), limit);
             return Some(with_status(Err(err)));
         };
-        Some(with_status(run_here(&self.runtime, &self.tasks, request, pass, slot).await))
+        Some(with_status(run_here(&self.runtime, &self.tasks, request, trace, pass, slot).await))
     }
 }
 
@@ -342,13 +381,14 @@ pub(super) async fn run_here(
     runtime: &Runtime,
     tasks: &TaskTracker,
     op: Op,
+    trace: &TraceContext,
     pass: ShardPass,
     hold: impl Send + 'static,
 ) -> Result<Value, ApiError> {
     match op {
         Op::Command(mut request) => {
             request.shard_epoch = Some(pass.epoch());
-            super::command::execute_here(runtime, tasks, request, (pass, hold)).await
+            super::command::execute_here(runtime, tasks, request, trace, (pass, hold)).await
         }
         Op::State { aggregate, id } => {
             let state = super::routes::state_json(runtime, &aggregate, &id).await;

@@ -14,7 +14,8 @@
 //! Failures are JSON with a stable `error` kind: see [`error`]. With a
 //! token ([`ApiConfig::token`]) every route but `/healthz` asks for
 //! `Authorization: Bearer <token>`; with [`ApiConfig::tls`] the listener
-//! speaks HTTPS.
+//! speaks HTTPS. Commands and state reads take a W3C `traceparent` (and
+//! `tracestate`) header: see [`trace`](self).
 //!
 //! Layout:
 //! - [`routes`](self): the handlers.
@@ -25,6 +26,7 @@
 //! - [`client`]: [`HttpClient`], what the CLI uses to talk to a host.
 //! - [`nats`]: the same commands as NATS request/reply, and [`NatsClient`](nats::NatsClient).
 //! - [`forward`]: in a cluster, requests sent to the node serving their shard.
+//! - [`trace`](self): W3C trace context from callers, on to the serving node.
 
 pub mod auth;
 pub mod client;
@@ -36,6 +38,7 @@ pub mod nats;
 mod openapi;
 mod routes;
 pub mod tls;
+mod trace;
 
 pub use auth::HttpToken;
 pub use client::{ClientError, HttpClient};
@@ -65,7 +68,8 @@ impl Door {
     /// As the doors answer them: a rejection (`422`), every
     /// [`ActorError`](crate::ActorError), `503` when no node serves the shard in time.
     pub async fn command(&self, request: crate::runtime::CommandRequest) -> Result<serde_json::Value, ApiError> {
-        command::execute(&self.runtime, self.cluster.as_ref(), &self.tasks, request, ()).await
+        let trace = trace::TraceContext::default();
+        command::execute(&self.runtime, self.cluster.as_ref(), &self.tasks, request, &trace, ()).await
     }
 }
 
@@ -95,6 +99,11 @@ pub struct ApiConfig {
     /// In a cluster: commands and reads for actors of shards served
     /// elsewhere are sent there.
     pub cluster: Option<ClusterDoor>,
+    /// Set when the process exports spans (its subscriber has an
+    /// OpenTelemetry layer): each request opens a span, child of the
+    /// caller's `traceparent`. Unset, no span is opened and a caller's
+    /// context is only passed on to the serving node.
+    pub trace_spans: bool,
 }
 
 impl Default for ApiConfig {
@@ -106,6 +115,7 @@ impl Default for ApiConfig {
             token: None,
             tls: None,
             cluster: None,
+            trace_spans: false,
         }
     }
 }

@@ -15,11 +15,15 @@
 //! `{"status": 200, "version": 2, "events": [...], "duplicate": false, "command_id": "k1"}`, or
 //! `{"status": 422, "error": "rejected", "code": "…", "message": "…"}` and the other
 //! error kinds of [`crate::api::error`] (`404`, `400`, `409`, `413`, `500`, `503`).
+//!
+//! Headers: an optional W3C `traceparent` (and `tracestate`); the command
+//! becomes part of that trace (see [`trace`](super::trace)).
 
 use super::client::{ClientError, CommandIds};
 use super::error::ApiError;
 use super::forward::{ClusterDoor, with_status};
 use super::json;
+use super::trace::{self, TraceContext};
 use crate::names::NatsNames;
 use crate::runtime::{CommandRequest, Runtime};
 use crate::store::jetstream::subject::decode_token;
@@ -32,6 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// The queue group every host's command subscription joins.
 pub const QUEUE_GROUP: &str = "aether-hosts";
@@ -45,11 +50,13 @@ pub struct NatsApiConfig {
     pub max_in_flight: usize,
     /// In a cluster: commands for shards served elsewhere are sent there.
     pub cluster: Option<ClusterDoor>,
+    /// As [`ApiConfig::trace_spans`](super::ApiConfig::trace_spans).
+    pub trace_spans: bool,
 }
 
 impl Default for NatsApiConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, max_in_flight: 4096, cluster: None }
+        Self { max_body_bytes: 1024 * 1024, max_in_flight: 4096, cluster: None, trace_spans: false }
     }
 }
 
@@ -109,7 +116,7 @@ pub async fn serve(
         let Ok(slot) = slots.clone().acquire_owned().await else { break };
         let (client, runtime, tasks_inner, config) = (client.clone(), runtime.clone(), tasks.clone(), config.clone());
         tasks.spawn(async move {
-            let answer = with_status(answer(&runtime, &tasks_inner, &config, &message.subject, &message.payload).await);
+            let answer = with_status(answer(&runtime, &tasks_inner, &config, &message).await);
             let bytes = serde_json::to_vec(&answer).expect("JSON serialises");
             if let Err(e) = client.publish(reply, bytes.into()).await {
                 tracing::warn!(cause = %e, "cannot send a command reply");
@@ -126,12 +133,29 @@ async fn answer(
     runtime: &Runtime,
     tasks: &TaskTracker,
     config: &NatsApiConfig,
-    subject: &str,
-    body: &[u8],
+    message: &async_nats::Message,
 ) -> Result<Value, ApiError> {
-    let request = parse_request(config, subject, body)?;
+    let request = parse_request(config, &message.subject, &message.payload)?;
+    let trace = TraceContext::from_nats(message.headers.as_ref(), config.trace_spans);
+    let span = trace.span(|| {
+        tracing::info_span!(
+            "nats",
+            otel.kind = "server",
+            otel.name = %message.subject,
+            otel.status_code = tracing::field::Empty,
+            status = tracing::field::Empty,
+            domain = %runtime.model().name,
+            aggregate = %request.aggregate,
+            id = %request.id,
+            command = %request.command,
+        )
+    });
     // This door bounds its commands where it takes them off the subscription.
-    super::command::execute(runtime, config.cluster.as_ref(), tasks, request, ()).await
+    let answer = super::command::execute(runtime, config.cluster.as_ref(), tasks, request, &trace, ())
+        .instrument(span.clone())
+        .await;
+    trace::record_status(&span, trace::status(&answer));
+    answer
 }
 
 /// The command a request on `subject` with `body` asks for. Everything here

@@ -3,6 +3,7 @@
 use super::error::ApiError;
 use super::forward::{self, Op};
 use super::json;
+use super::trace::{self, TraceContext};
 use crate::runtime::{CommandRequest, Runtime};
 use crate::store::RecordedEvent;
 use axum::Json;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -71,7 +73,26 @@ pub(super) async fn send_command(
         causation_id: id_header(&headers, CAUSATION_ID)?,
         shard_epoch: None,
     };
-    super::command::execute(&app.runtime, app.config.cluster.as_ref(), &app.commands, request, slot).await.map(Json)
+    let trace = TraceContext::from_http(&headers, app.config.trace_spans);
+    let span = trace.span(|| {
+        tracing::info_span!(
+            "http",
+            otel.kind = "server",
+            otel.name = "POST /actors/{aggregate}/{id}/commands/{command}",
+            otel.status_code = tracing::field::Empty,
+            status = tracing::field::Empty,
+            domain = %app.runtime.model().name,
+            aggregate = %request.aggregate,
+            id = %request.id,
+            command = %request.command,
+        )
+    });
+    let answer =
+        super::command::execute(&app.runtime, app.config.cluster.as_ref(), &app.commands, request, &trace, slot)
+            .instrument(span.clone())
+            .await;
+    trace::record_status(&span, trace::status(&answer));
+    answer.map(Json)
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +105,7 @@ pub(super) async fn actor_state(
     State(app): State<App>,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<StateQuery>, QueryRejection>,
+    headers: HeaderMap,
 ) -> ApiResult {
     let Path((aggregate, id)) = path.map_err(bad_path)?;
     let Query(query) = query.map_err(bad_query)?;
@@ -96,9 +118,28 @@ pub(super) async fn actor_state(
         (None, None) => state_json(&app.runtime, &aggregate, &id).await.map(Json),
         // The live actor is on the node serving its shard.
         (None, Some(door)) => {
+            let trace = TraceContext::from_http(&headers, app.config.trace_spans);
+            let span = trace.span(|| {
+                tracing::info_span!(
+                    "http",
+                    otel.kind = "server",
+                    otel.name = "GET /actors/{aggregate}/{id}",
+                    otel.status_code = tracing::field::Empty,
+                    status = tracing::field::Empty,
+                    domain = %app.runtime.model().name,
+                    aggregate = %aggregate,
+                    id = %id,
+                )
+            });
             let op = Op::State { aggregate, id };
             let runtime = &app.runtime;
-            forward::route(door, op, |op, pass| forward::run_here(runtime, &app.commands, op, pass, ())).await.map(Json)
+            let answer = forward::route(door, op, &trace, |op, pass| {
+                forward::run_here(runtime, &app.commands, op, &trace, pass, ())
+            })
+            .instrument(span.clone())
+            .await;
+            trace::record_status(&span, trace::status(&answer));
+            answer.map(Json)
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `aether-host load <model.wasm>`: host a model on one machine until Ctrl-C.
 
 use super::nats_args::NatsArgs;
+use super::otlp::{Exporter, OtlpArgs};
 use aether_host::api::nats::NatsApiConfig;
 use aether_host::api::{self, ApiConfig, ClusterDoor, HttpToken, ShardServer, TlsConfig};
 use aether_host::bus::{Bus, BusConfig};
@@ -124,9 +125,25 @@ pub struct LoadCommand {
     /// checks, for components you do not trust with the process's data).
     #[arg(long, default_value = "dense", value_parser = ["dense", "guarded"])]
     guest_memory_layout: String,
+    #[command(flatten)]
+    otlp: OtlpArgs,
 }
 
 impl LoadCommand {
+    /// The span exporter of --otlp-endpoint, if given, started before the
+    /// subscriber is installed (its layer goes in the subscriber). Fixes
+    /// this node's id now if none was given, so the spans' resource and
+    /// the cluster name the same node.
+    ///
+    /// # Errors
+    ///
+    /// An endpoint that is not a URL.
+    pub fn exporter(&mut self) -> anyhow::Result<Option<Exporter>> {
+        let Some(endpoint) = &self.otlp.otlp_endpoint else { return Ok(None) };
+        let node = self.node_id.get_or_insert_with(|| default_node_id().to_string());
+        Exporter::start(endpoint, node).map(Some)
+    }
+
     pub fn execute(self) -> anyhow::Result<()> {
         tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(self.run())
     }
@@ -191,6 +208,7 @@ impl LoadCommand {
                 max_body_bytes: self.max_body_bytes,
                 max_in_flight: self.max_in_flight_commands,
                 cluster: cluster.as_ref().map(|(door, _)| door.clone()),
+                trace_spans: self.otlp.otlp_endpoint.is_some(),
             };
             tokio::spawn(async move { api::nats::serve(client, names, runtime, config, stop.cancelled_owned()).await })
         });
@@ -205,6 +223,7 @@ impl LoadCommand {
             token,
             tls,
             cluster: cluster.as_ref().map(|(door, _)| door.clone()),
+            trace_spans: self.otlp.otlp_endpoint.is_some(),
             ..ApiConfig::default()
         };
         let http = api::serve(listener, runtime.clone(), api, stop.clone().cancelled_owned()).await;
@@ -252,7 +271,8 @@ impl LoadCommand {
         let mut config = DriverConfig::new(node_id.clone(), names);
         config.protocol.shards = self.shards;
         config.kv_replicas = self.nats.js_replicas;
-        let server = ShardServer::new(runtime.clone(), client.clone(), self.max_in_flight_commands);
+        let trace_spans = self.otlp.otlp_endpoint.is_some();
+        let server = ShardServer::new(runtime.clone(), client.clone(), self.max_in_flight_commands, trace_spans);
         let cluster = Cluster::join(client.clone(), runtime.clone(), server.clone(), config)
             .await
             .context("cannot join the cluster")?;

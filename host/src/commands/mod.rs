@@ -6,6 +6,7 @@ pub mod events;
 pub mod load;
 pub mod model;
 pub mod nats_args;
+pub mod otlp;
 pub mod remote;
 pub mod send;
 pub mod state;

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const SHARDS: u32 = 1024;
+pub(super) const SHARDS: u32 = 1024;
 
 fn node(url: &str, id: &str) -> Host {
     Host::load(&["--nats", url, "--node-id", id])
@@ -28,7 +28,7 @@ async fn status(host: &Host) -> Value {
 
 /// Waits until every host sees the same settled map: `members` members,
 /// every shard owned and served by its owner, and none moving.
-async fn settled(hosts: &[&Host], members: usize) -> Vec<Value> {
+pub(super) async fn settled(hosts: &[&Host], members: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut views = Vec::new();
@@ -63,7 +63,7 @@ fn owned(view: &Value) -> BTreeMap<String, u64> {
 }
 
 /// The map in the bucket, read as any client can.
-async fn map(server: &NatsServer) -> ShardMap {
+pub(super) async fn map(server: &NatsServer) -> ShardMap {
     let js = async_nats::jetstream::new(server.client().await);
     let names = NatsNames::new(None).cluster("bank");
     let kv = js.get_key_value(names.bucket()).await.unwrap();

@@ -11,5 +11,6 @@ mod http;
 mod lifecycle;
 mod nats;
 mod openapi;
+mod otlp;
 mod secure;
 mod support;

@@ -38,12 +38,18 @@ impl Host {
 
     /// `aether-host load <bank.wasm> --listen 127.0.0.1:0 <args>`.
     pub fn load(args: &[&str]) -> Host {
+        Self::load_with_env(args, &[])
+    }
+
+    /// As [`Host::load`], with these environment variables set too.
+    pub fn load_with_env(args: &[&str], env: &[(&str, &str)]) -> Host {
         let mut child = aether_host()
             .arg("load")
             .arg(bank())
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
