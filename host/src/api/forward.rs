@@ -12,7 +12,7 @@
 //! | `Aether-Op` | `command` or `state` |
 //! | `Aether-Aggregate`, `Aether-Id`, `Aether-Command` | as [subject tokens](crate::store::jetstream::subject) (header values cannot hold every string) |
 //! | `Aether-Command-Id`, `Aether-Correlation-Id`, `Aether-Causation-Id` | optional, as the doors checked them |
-//! | `traceparent`, `tracestate` | optional, W3C trace context: the sender's `forward` span when it exports spans, else the context its caller sent, as sent (see [`trace`](super::trace)) |
+//! | `traceparent`, `tracestate` | optional, W3C trace context: the sender's `forward` span when it exports spans, else the context its caller sent, as sent (see `api::trace`) |
 //!
 //! The reply is the NATS door's JSON (`{"status": 200, ...}`), or no body
 //! and `Aether-Not-Serving: 1` from a node that does not serve the shard

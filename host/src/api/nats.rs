@@ -17,7 +17,7 @@
 //! error kinds of [`crate::api::error`] (`404`, `400`, `409`, `413`, `500`, `503`).
 //!
 //! Headers: an optional W3C `traceparent` (and `tracestate`); the command
-//! becomes part of that trace (see [`trace`](super::trace)).
+//! becomes part of that trace (see `api::trace`).
 
 use super::client::{ClientError, CommandIds};
 use super::error::ApiError;

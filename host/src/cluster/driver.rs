@@ -14,8 +14,8 @@
 //!   that moved its shards: a subscription never ends while requests may be
 //!   on their way to it (async-nats drops what arrives after an unsubscribe
 //!   or a drain, without waiting for the server to confirm), and the gate,
-//!   not the subscription, decides what is served. They go to
-//!   [`ShardRequests`].
+//!   not the subscription, decides what is served (invariant:
+//!   subscriptions-outlive-handoffs). They go to [`ShardRequests`].
 //! - The watch is made again, re-reading every key, when it ends, fails, or
 //!   the connection comes back after a loss (watches have been seen not to
 //!   resume after a server restart).

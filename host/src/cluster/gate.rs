@@ -9,7 +9,7 @@
 //! it checks and closing clears before it waits (both sequentially
 //! consistent), so a command either sees the shard closed or is counted
 //! before the drain looks: no command runs on a shard its node has handed
-//! on (invariant: one server per shard).
+//! on (invariant: one-server-per-shard).
 //!
 //! Cost on the command path: a hash of the actor's id, one clock read and
 //! three atomic operations.

@@ -16,7 +16,9 @@
 //! - `shard`: [`ShardId`] and the documented hash [`shard_of`].
 //! - `assign`: which live node should own each shard (sticky, capped rendezvous).
 //! - `map`: the [`ShardMap`] (owners and grants under an epoch) and its wire format.
-//! - `names`: [`ClusterNames`], every NATS name of the cluster: bucket, keys, shard subjects.
+//! - `names`: [`ClusterNames`], the cluster's NATS names: bucket, keys, node subjects.
+//! - `gate` and `driver` (I/O): [`ShardGate`], what the command path asks, and
+//!   [`Cluster`], the NATS driver that runs a [`Node`] (see their docs).
 //! - `record`: [`NodeId`], [`Member`] and the small KV records (heartbeat, leader claim, release).
 //! - `config`: [`ClusterConfig`], its defaults and checks.
 //! - `view`: what a node has seen of the bucket.

@@ -150,7 +150,7 @@ pub enum Action {
         request: RequestId,
         op: KvOp,
     },
-    /// Start taking commands for the shard (subscribe to its subject);
+    /// Start taking commands for the shard (the driver opens it in its gate);
     /// appends record `epoch`, the epoch of the grant.
     Serve {
         shard: ShardId,
@@ -282,7 +282,8 @@ impl Node {
         [self.membership_timer(), self.leader_timer(), self.handoff_timer()].into_iter().flatten().min()
     }
 
-    /// Whether the node may answer a command for the shard **now**: it
+    /// Whether the node may answer a command for the shard **now**
+    /// (invariant: one-server-per-shard): it
     /// serves the shard and its lease holds. The driver must ask this before
     /// answering each command (a node back from a pause may not have had a
     /// timer yet).
