@@ -58,6 +58,20 @@ pub struct LoadCommand {
     /// Shards of a new cluster (a cluster keeps the count it was created with).
     #[arg(long, default_value_t = ClusterConfig::default().shards, requires = "nats")]
     shards: u32,
+    /// How often a cluster member renews its membership (and the leader its
+    /// claim), in milliseconds. All nodes of a cluster should agree.
+    #[arg(long, default_value_t = ClusterConfig::default().heartbeat_interval.as_millis() as u64, requires = "nats")]
+    heartbeat_ms: u64,
+    /// How long a member may serve after its last acknowledged renewal (and
+    /// the leader act), in milliseconds: shorter fences a node cut off from
+    /// NATS sooner; it must stay below the failure timeout.
+    #[arg(long, default_value_t = ClusterConfig::default().member_lease.as_millis() as u64, requires = "nats")]
+    lease_ms: u64,
+    /// How long the leader waits for a silent member (or the others for a
+    /// silent leader) before giving its shards away, in milliseconds: about
+    /// the failover time after a crash. At least lease × 1.05 + heartbeat.
+    #[arg(long, default_value_t = ClusterConfig::default().failure_timeout.as_millis() as u64, requires = "nats")]
+    failure_timeout_ms: u64,
     /// How long a command waits for its shard to be served (during a handoff
     /// or a failover) before it is answered `503`, in milliseconds.
     #[arg(long, default_value_t = 15_000)]
@@ -149,6 +163,9 @@ impl LoadCommand {
     }
 
     async fn run(self) -> anyhow::Result<()> {
+        if self.nats.nats.is_some() && !self.no_cluster {
+            self.cluster_config()?;
+        }
         let max_live_actors = self.max_live_actors.max(1);
         let engine = AetherEngine::new(EngineConfig {
             max_memory_bytes: self.guest_memory_mib << 20,
@@ -269,7 +286,7 @@ impl LoadCommand {
         };
         let names = NatsNames::new(self.nats.namespace.as_deref()).cluster(&domain);
         let mut config = DriverConfig::new(node_id.clone(), names);
-        config.protocol.shards = self.shards;
+        config.protocol = self.cluster_config()?;
         config.kv_replicas = self.nats.js_replicas;
         let trace_spans = self.otlp.otlp_endpoint.is_some();
         let server = ShardServer::new(runtime.clone(), client.clone(), self.max_in_flight_commands, trace_spans);
@@ -281,6 +298,25 @@ impl LoadCommand {
         let mut door = ClusterDoor::new(cluster, client.clone());
         door.wait = Duration::from_millis(self.shard_wait_ms.max(1));
         Ok((door, server))
+    }
+
+    /// The cluster's settings from the flags, checked.
+    fn cluster_config(&self) -> anyhow::Result<ClusterConfig> {
+        let ms = Duration::from_millis;
+        let config = ClusterConfig {
+            shards: self.shards,
+            heartbeat_interval: ms(self.heartbeat_ms),
+            member_lease: ms(self.lease_ms),
+            failure_timeout: ms(self.failure_timeout_ms),
+            leader_renew: ms(self.heartbeat_ms),
+            leader_lease: ms(self.lease_ms),
+            leader_timeout: ms(self.failure_timeout_ms),
+            ..ClusterConfig::default()
+        };
+        config
+            .validate()
+            .context("the cluster's settings (--shards, --heartbeat-ms, --lease-ms, --failure-timeout-ms)")?;
+        Ok(config)
     }
 
     /// The token of --http-token or --http-token-file, if either is given.

@@ -106,3 +106,17 @@ fn load_refuses_a_bad_component_before_listening() {
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
 }
+
+/// Cluster timings that would let a slow clock serve what the leader gave
+/// away are refused up front, naming the rule, before anything connects.
+#[test]
+fn load_refuses_cluster_timings_that_break_fencing() {
+    let args = ["load", "unused.wasm", "--nats", "nats://127.0.0.1:9", "--lease-ms", "3000"];
+    let out = aether_host().args(args).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--failure-timeout-ms"), "{stderr}");
+    assert!(stderr.contains("failure_timeout (2500 ms) must be at least member_lease"), "{stderr}");
+    let out = aether_host().args(["cluster", "status", "--url", "http://127.0.0.1:9"]).output().unwrap();
+    assert!(!out.status.success(), "no host there");
+}
