@@ -75,15 +75,25 @@ pub fn build_component(manifest_dir: impl AsRef<Path>) -> Result<PathBuf, String
     Ok(path)
 }
 
-/// Where guest builds go: `$CARGO_TARGET_DIR/aether-guests`, or next to the
-/// running test binary's target directory.
+/// Where guest builds go: `$CARGO_TARGET_DIR/aether-guests`, or inside the
+/// target directory of the running binary (a test's
+/// `target/<profile>/deps/<binary>`, or a tool's `target/<profile>/<binary>`
+/// such as xtask and the benchmarks), never beside it.
 pub fn guest_target_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
         return PathBuf::from(dir).join("aether-guests");
     }
     let exe = std::env::current_exe().unwrap_or_default();
-    // target/<profile>/deps/<test binary>
-    exe.ancestors().nth(3).map_or_else(|| PathBuf::from("target"), Path::to_path_buf).join("aether-guests")
+    target_dir_of(&exe).unwrap_or_else(|| PathBuf::from("target")).join("aether-guests")
+}
+
+/// `target` of `target/<profile>/[deps|examples/]<binary>`.
+fn target_dir_of(exe: &Path) -> Option<PathBuf> {
+    let mut dir = exe.parent()?;
+    if matches!(dir.file_name()?.to_str()?, "deps" | "examples") {
+        dir = dir.parent()?;
+    }
+    dir.parent().map(Path::to_path_buf)
 }
 
 fn package_name(manifest: &str) -> Option<String> {
@@ -336,4 +346,16 @@ pub fn decode_events<E: DeserializeOwned>(events: &[RecordedEvent]) -> Vec<E> {
                 .unwrap_or_else(|err| panic!("event {} ({}) does not decode: {err}", e.version, e.name))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_builds_go_inside_the_target_directory() {
+        for exe in ["/r/target/debug/deps/all-0a1b", "/r/target/debug/xtask", "/r/target/release/examples/demo"] {
+            assert_eq!(target_dir_of(Path::new(exe)), Some(PathBuf::from("/r/target")), "{exe}");
+        }
+    }
 }
