@@ -134,9 +134,9 @@ pub struct LoadCommand {
     #[arg(long, default_value_t = EngineConfig::default().max_offloaded_calls)]
     guest_threads: usize,
     /// How guests' memories sit in the pool: `dense` (no guard pages, no
-    /// per-actor mappings, the most actors; bounds checks not hardened
-    /// against Spectre) or `guarded` (guard pages and Spectre-hardened
-    /// checks, for components you do not trust with the process's data).
+    /// per-actor mappings, the most actors; explicit bounds checks with a
+    /// Spectre guard) or `guarded` (guard pages and hardware traps; each live
+    /// actor maps about four regions, so `vm.max_map_count` caps the actors).
     #[arg(long, default_value = "dense", value_parser = ["dense", "guarded"])]
     guest_memory_layout: String,
     #[command(flatten)]

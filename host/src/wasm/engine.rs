@@ -88,9 +88,14 @@ pub enum MemoryLayout {
     /// one process holds as many actors as memory allows. A component's
     /// static data is copied into each VM (about 1 µs for 25 KiB).
     ///
-    /// The bounds checks are not hardened against Spectre (a guest could
-    /// speculatively read past its memory, e.g. another actor's state): run
-    /// components you would trust with the process's data.
+    /// The bounds checks are hardened against Spectre: each is a branch to a
+    /// trap and, for the access itself, an address chosen without a branch
+    /// (`select_spectre_guard`: null when out of bounds), so a CPU that
+    /// speculates past the branch loads from null, never from another
+    /// actor's memory. Wasmtime emits that guard only with signals-based
+    /// traps; `third_party/wasmtime-internal-cranelift` carries the patch
+    /// that emits it for explicit checks too (`docs/performance.md` has its
+    /// cost, and a test reads the machine code for it).
     #[default]
     Dense,
     /// Guard pages after every memory and traps raised by the hardware,
@@ -437,5 +442,40 @@ mod tests {
         let memory = instance.get_memory(&mut store, "m").unwrap();
         memory.grow(&mut store, 1).unwrap();
         assert_eq!(load.call(&mut store, end).unwrap(), 0, "the previous VM's write was reset");
+    }
+}
+
+/// The bounds checks' Spectre guard, read in the machine code wasmtime
+/// compiles (x86-64: `select_spectre_guard` is a `cmov`).
+#[cfg(all(test, target_arch = "x86_64"))]
+mod spectre {
+    use super::*;
+    use object::{Object, ObjectSection};
+
+    /// A function summing `LOADS` loads at addresses it is given: each needs
+    /// a bounds check, and nothing else in it selects.
+    const LOADS: usize = 64;
+
+    fn conditional_moves(layout: MemoryLayout) -> usize {
+        // Each at its own index (offsets would share one check), all used.
+        let loads: String =
+            (0..LOADS).map(|i| format!("(i32.add (i32.load (i32.add (local.get 0) (i32.const {}))))\n", i * 4)).collect();
+        let wat = format!("(module (memory 1) (func (export \"f\") (param i32) (result i32) (i32.const 0) {loads}))");
+        let config = EngineConfig { max_instances: 1, layout, ..EngineConfig::default() };
+        let engine = AetherEngine::new(config).unwrap();
+        let compiled = engine.engine().precompile_module(&wat::parse_str(&wat).unwrap()).unwrap();
+        let elf = object::File::parse(&*compiled).unwrap();
+        let text = elf.section_by_name(".text").unwrap().data().unwrap();
+        // `cmovcc r, r/m` is 0F 40+cc; count the opcodes.
+        text.windows(2).filter(|w| w[0] == 0x0f && (0x40..=0x4f).contains(&w[1])).count()
+    }
+
+    /// Fails on wasmtime as published (no conditional move at all: explicit
+    /// bounds checks get no guard); holds with
+    /// third_party/wasmtime-internal-cranelift.
+    #[test]
+    fn every_bounds_checked_load_of_the_dense_layout_has_a_spectre_guard() {
+        let guards = conditional_moves(MemoryLayout::Dense);
+        assert!(guards >= LOADS, "{guards} conditional moves for {LOADS} bounds-checked loads");
     }
 }
