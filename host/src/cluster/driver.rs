@@ -287,6 +287,14 @@ impl Cluster {
         Some(self.shared.names.node_subject(&holder.id))
     }
 
+    /// The epoch of the newest map's grant of `shard`, if it is granted.
+    /// A grant that moves always gets a newer epoch, so a sender can tell
+    /// that the node it asked no longer holds the shard.
+    pub fn grant_epoch(&self, shard: ShardId) -> Option<u64> {
+        let map = self.shared.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.as_ref()?.grant(shard).map(|(_, since)| since)
+    }
+
     /// A receiver that sees a new value after every change of the node's
     /// view (maps, serving, lease): what a command waiting for its shard
     /// waits on.
