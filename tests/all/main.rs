@@ -4,6 +4,7 @@
 
 mod admission;
 mod api;
+mod cluster;
 mod faults;
 mod jetstream;
 mod loading;
