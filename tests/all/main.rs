@@ -9,6 +9,7 @@ mod faults;
 mod jetstream;
 mod loading;
 mod nats_api;
+mod nats_cluster;
 mod runtime;
 mod sandbox;
 mod support;
