@@ -19,7 +19,9 @@
 //! The tests take turns (`TURN`): each runs several processes, and their
 //! timings are the point.
 
-use super::harness::{History, Load, Outcome, SHARDS, Target, check, map, node, open_accounts, settled, status};
+use super::harness::{
+    History, Load, Outcome, SHARDS, Target, check, epochs_going_back, map, node, open_accounts, settled, status,
+};
 use super::support::{Host, Http};
 use aether_host::cluster::{ShardId, shard_of};
 use aether_host::testkit::nats::NatsServer;
@@ -265,6 +267,12 @@ async fn nemesis(name: &str, ids: &[&str], victims: Victims, fault: Fault) {
     history.retry_errors(&cluster.nodes[&survivor_id].url).await;
     let verdict = check(&Http::new(&cluster.nodes[&survivor_id]), ACCOUNTS, &history).await;
     let slowest = history.acked().map(|r| r.answered.duration_since(r.sent)).max().unwrap();
+    // Appends a node made under a grant already superseded on that actor's
+    // stream (a stale owner writing after the new one). The store's version
+    // check keeps them exactly-once; fencing them out of the store is the
+    // storage-level fence still to come, so this is a figure, not a rule.
+    let (actors, stale) = epochs_going_back(&cluster.server).await;
+    println!("chaos {name}: stale appends (epoch going back) {} on {actors} actors {stale:?}", stale.len());
     println!(
         "chaos {name}: {verdict}; failover of {} shards: worst {}, median {}{}; slowest 200 {}; epoch {}; \
          last error {} after the fault; {} in all",

@@ -413,3 +413,37 @@ pub async fn check(http: &Http, accounts: usize, history: &History) -> Verdict {
     }
     verdict
 }
+
+/// Reads the whole events stream and returns, for every actor whose map
+/// epoch (recorded on each append) goes back along its stream, what went
+/// back: an append made under a grant that had already been superseded by
+/// the time an earlier message was stored, i.e. by a node fenced too late.
+pub async fn epochs_going_back(server: &NatsServer) -> (usize, Vec<String>) {
+    use aether_host::store::jetstream::EPOCH_HEADER;
+    use futures_util::StreamExt;
+    let js = async_nats::jetstream::new(server.client().await);
+    let mut stream = js.get_stream(NatsNames::new(None).events_stream()).await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let consumer =
+        stream.create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default()).await.unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut newest: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut read, mut back) = (0, Vec::new());
+    while read < last {
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("the events stream is read to its end")
+            .unwrap()
+            .unwrap();
+        read = message.info().unwrap().stream_sequence;
+        let epoch = message.headers.as_ref().and_then(|h| h.get(EPOCH_HEADER)).and_then(|e| e.as_str().parse().ok());
+        let Some(epoch) = epoch else { continue };
+        let subject = message.subject.to_string();
+        let seen = newest.entry(subject.clone()).or_default();
+        if epoch < *seen {
+            back.push(format!("{subject}: sequence {read} at epoch {epoch} after epoch {seen}"));
+        }
+        *seen = (*seen).max(epoch);
+    }
+    (newest.len(), back)
+}
