@@ -137,12 +137,12 @@ async fn send(door: &Door, request: CommandRequest) -> anyhow::Result<()> {
     door.command(request).await.map(drop).map_err(|e| anyhow::anyhow!("{} {}", e.status, e.body))
 }
 
-/// Runs the phase on a server of its own.
+/// Runs the phase on a server of its own; the failover kills `kills` nodes.
 ///
 /// # Errors
 ///
 /// The first command that fails, or a cluster that does not settle.
-pub async fn run(component: &DomainComponent, shape: Shape) -> anyhow::Result<ClusterFigures> {
+pub async fn run(component: &DomainComponent, shape: Shape, kills: usize) -> anyhow::Result<ClusterFigures> {
     let server = NatsServer::start();
     let a = Arc::new(node(&server, component, "a", shape.actors).await?);
     until_settled(&[&a]).await?;
@@ -234,7 +234,7 @@ pub async fn run(component: &DomainComponent, shape: Shape) -> anyhow::Result<Cl
         let _ = n.client.drain().await;
     }
     drop((a, b, owners, server));
-    let failover = failover(component, shape.actors, shape.rounds * 2 + 2).await?;
+    let failover = failover(component, shape.actors, kills).await?;
     Ok(ClusterFigures {
         failover,
         alone,

@@ -69,6 +69,9 @@ pub struct Sizes {
     pub jetstream_clients: usize,
     pub resident_sample: usize,
     pub resident_cap: usize,
+    /// Nodes killed in the cluster phase's failover, alternately an owner
+    /// and the leader.
+    pub failover_kills: usize,
 }
 
 impl Sizes {
@@ -88,6 +91,7 @@ impl Sizes {
             jetstream_clients: 256,
             resident_sample: 10_000,
             resident_cap: 200_000,
+            failover_kills: 8,
         }
     }
 
@@ -107,6 +111,7 @@ impl Sizes {
             jetstream_clients: 8,
             resident_sample: 100,
             resident_cap: 300,
+            failover_kills: 2,
         }
     }
 }
@@ -249,7 +254,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
             let actors = sizes.actors.min(2_000);
             let shape =
                 Shape { actors, clients: sizes.jetstream_clients.min(64), window: sizes.window, rounds: sizes.rounds };
-            let c = tokio.block_on(cluster::run(&component, shape))?;
+            let c = tokio.block_on(cluster::run(&component, shape, sizes.failover_kills))?;
             note(&format!(
                 "cluster: {:.0} commands/s to the owner, {:.0}/s through the other node; a join settled in {:.2} s \
                  ({} shards moved), p99 {:.0} µs during it against {:.0} µs alone",

@@ -241,6 +241,7 @@ impl Load {
                             Target::Http(urls) => {
                                 let up: Vec<usize> =
                                     (0..urls.len()).filter(|u| !down[*u].load(Ordering::Relaxed)).collect();
+                                assert!(!up.is_empty(), "every door is down");
                                 let u = up[i % up.len()];
                                 let record = deposit_http(&http, &urls[u], &account, &key).await;
                                 if matches!(&record.outcome, Outcome::Failed(e) if e.starts_with("no answer")) {
