@@ -2,7 +2,8 @@
 //! one real `nats-server -js`, clients depositing through every node's HTTP
 //! door, and a nemesis: `kill -9` of a shard owner, of the leader, of both
 //! at once (each restarted under its id once its shards moved), or SIGSTOP
-//! of an owner for longer than its lease, then SIGCONT.
+//! of an owner for longer than its lease, then SIGCONT; and a random
+//! schedule of these (`cargo xtask chaos --minutes N` runs it longer).
 //!
 //! Every client records each command it sends (account, idempotency key)
 //! and the answer; commands answered with an error are sent once more with
@@ -68,11 +69,10 @@ enum Fault {
     Pause(Duration),
 }
 
-/// A cluster of `ids.len()` nodes under load, as the nemesis finds it.
+/// A cluster of nodes under load, as the nemesis finds it.
 struct Cluster {
     server: NatsServer,
     nodes: BTreeMap<String, Host>,
-    leader: String,
 }
 
 impl Cluster {
@@ -80,22 +80,150 @@ impl Cluster {
         let server = NatsServer::start();
         let url = server.url();
         let nodes: BTreeMap<String, Host> = ids.iter().map(|id| ((*id).to_owned(), node(&url, id))).collect();
-        let views = settled(&nodes.values().collect::<Vec<_>>(), ids.len()).await;
-        let leader = views[0]["leader"].as_str().unwrap().to_owned();
-        Cluster { server, nodes, leader }
+        settled(&nodes.values().collect::<Vec<_>>(), ids.len()).await;
+        Cluster { server, nodes }
     }
 
     fn urls(&self) -> Vec<String> {
         self.nodes.values().map(|h| h.url.clone()).collect()
     }
 
-    fn pick(&self, victims: Victims) -> Vec<String> {
-        let owner = || self.nodes.keys().find(|id| **id != self.leader).unwrap().clone();
+    /// The leader, as the first node sees it (the cluster being settled).
+    async fn leader(&self) -> String {
+        let view = status(self.nodes.values().next().unwrap()).await;
+        view["leader"].as_str().unwrap().to_owned()
+    }
+
+    /// The victims: `random` picks among the candidates.
+    async fn pick(&self, victims: Victims, random: u64) -> Vec<String> {
+        let leader = self.leader().await;
+        let others: Vec<&String> = self.nodes.keys().filter(|id| **id != leader).collect();
+        let other = || others[random as usize % others.len()].clone();
         match victims {
-            Victims::Owner => vec![owner()],
-            Victims::Leader => vec![self.leader.clone()],
-            Victims::LeaderAndOwner => vec![self.leader.clone(), owner()],
+            Victims::Owner => vec![other()],
+            Victims::Leader => vec![leader],
+            Victims::LeaderAndOwner => vec![leader, other()],
         }
+    }
+
+    /// Strikes `victims` with `fault` and measures the failover; after a
+    /// pause, resumes them and checks that they answer nothing stale and
+    /// rejoin as new incarnations. Returns once the map has settled on the
+    /// survivors (after a kill) or on every node (after a pause).
+    async fn strike(&mut self, load: &Load, victims: Vec<String>, fault: Fault) -> Strike {
+        let members = self.nodes.len();
+        let map = map(&self.server).await;
+        let leader_gone = victims.contains(&self.leader().await);
+        // The shards the victims hold, and the incarnation of each victim.
+        let mut held = BTreeSet::new();
+        let mut incarnations = BTreeMap::new();
+        for shard in (0..SHARDS).map(ShardId) {
+            if let Some((holder, _)) = map.grant(shard).filter(|(h, _)| victims.iter().any(|v| v == h.id.as_str())) {
+                held.insert(shard);
+                incarnations.insert(holder.id.to_string(), holder.incarnation);
+            }
+        }
+        let survivors: Vec<String> =
+            self.nodes.iter().filter(|(id, _)| !victims.contains(id)).map(|(_, h)| h.url.clone()).collect();
+        let survivor = self.nodes.keys().find(|id| !victims.contains(id)).unwrap().clone();
+
+        let at = Instant::now();
+        for victim in &victims {
+            let host = self.nodes.get_mut(victim).unwrap();
+            match fault {
+                Fault::Kill => host.kill(),
+                Fault::Pause(_) => signal(host, "-STOP"),
+            }
+        }
+        let (failover, leader) = tokio::join!(probe(&survivors, &held, at), async {
+            if leader_gone { Some(new_leader(&self.nodes[&survivor], &victims, at).await) } else { None }
+        });
+        if let Fault::Pause(pause) = fault {
+            tokio::time::sleep(pause.saturating_sub(at.elapsed())).await;
+            let before = load.history();
+            for victim in &victims {
+                signal(&self.nodes[victim], "-CONT");
+            }
+            for victim in &victims {
+                no_stale_reads(&self.nodes[victim], &before, &held).await;
+            }
+        } else {
+            for victim in &victims {
+                self.nodes.remove(victim);
+            }
+        }
+        settled(&self.nodes.values().collect::<Vec<_>>(), self.nodes.len()).await;
+        if let Fault::Pause(_) = fault {
+            for victim in &victims {
+                let view = status(&self.nodes[victim]).await;
+                let incarnation = view["incarnation"].as_u64().unwrap();
+                assert!(incarnation > incarnations[victim], "{victim} rejoined as a new incarnation: {view:#}");
+                assert!(self.nodes[victim].stderr().contains("expelled by the leader"));
+            }
+        }
+        Strike {
+            at,
+            fault,
+            victims,
+            members,
+            held: held.len(),
+            worst: *failover.last().unwrap(),
+            median: failover[failover.len() / 2],
+            leader,
+        }
+    }
+
+    /// Restarts killed nodes under their ids (a supervisor's job); they
+    /// rejoin as new incarnations and take shards back by handoff. The
+    /// load sends through them too. Returns the time until the map settled.
+    async fn restart(&mut self, load: &Load, victims: &[String]) -> Duration {
+        let restarted = Instant::now();
+        for victim in victims {
+            let host = node(&self.server.url(), victim);
+            load.add_door(&host.url);
+            self.nodes.insert(victim.clone(), host);
+        }
+        settled(&self.nodes.values().collect::<Vec<_>>(), self.nodes.len()).await;
+        restarted.elapsed()
+    }
+}
+
+/// What one strike of the nemesis did and measured.
+#[derive(Debug)]
+struct Strike {
+    at: Instant,
+    fault: Fault,
+    victims: Vec<String>,
+    /// Nodes before the strike.
+    members: usize,
+    /// Shards the victims held.
+    held: usize,
+    /// From the fault until the last / the median of those shards answered.
+    worst: Duration,
+    median: Duration,
+    /// The new leader and when a survivor saw it, if the leader was struck.
+    leader: Option<(String, Duration)>,
+}
+
+impl std::fmt::Display for Strike {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.fault {
+            Fault::Kill => "kill -9".to_owned(),
+            Fault::Pause(p) => format!("SIGSTOP {}", seconds(p)),
+        };
+        write!(
+            f,
+            "{what} of {:?} of {} nodes: failover of {} shards: worst {}, median {}",
+            self.victims,
+            self.members,
+            self.held,
+            seconds(self.worst),
+            seconds(self.median)
+        )?;
+        if let Some((leader, after)) = &self.leader {
+            write!(f, ", new leader {leader} after {}", seconds(*after))?;
+        }
+        Ok(())
     }
 }
 
@@ -174,133 +302,79 @@ fn seconds(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
-/// Runs one nemesis on a cluster of `ids` under load and checks the history.
+/// Runs one nemesis on a cluster of `ids` under load (killed nodes are
+/// restarted under their ids afterwards) and checks the history.
 async fn nemesis(name: &str, ids: &[&str], victims: Victims, fault: Fault) {
     let _turn = TURN.lock().await;
     let started = Instant::now();
     let mut cluster = Cluster::start(ids).await;
-    let urls = cluster.urls();
-    open_accounts(&urls, ACCOUNTS).await;
-    let load = Load::start(Target::Http(urls), ACCOUNTS, CLIENTS, name);
+    open_accounts(&cluster.urls(), ACCOUNTS).await;
+    let load = Load::start(Target::Http(cluster.urls()), ACCOUNTS, CLIENTS, name);
     load.until_acked(300).await;
-
-    let victims = cluster.pick(victims);
-    let map = map(&cluster.server).await;
-    // The shards the victims hold, and the incarnation of each victim.
-    let mut held = BTreeSet::new();
-    let mut incarnations = BTreeMap::new();
-    for shard in (0..SHARDS).map(ShardId) {
-        if let Some((holder, _)) = map.grant(shard).filter(|(h, _)| victims.iter().any(|v| v == h.id.as_str())) {
-            held.insert(shard);
-            incarnations.insert(holder.id.to_string(), holder.incarnation);
-        }
-    }
-    let survivors: Vec<String> =
-        cluster.nodes.iter().filter(|(id, _)| !victims.contains(id)).map(|(_, h)| h.url.clone()).collect();
-    let survivor_id = cluster.nodes.keys().find(|id| !victims.contains(id)).unwrap().clone();
-
-    // The fault.
-    let fault_at = Instant::now();
-    for victim in &victims {
-        let host = cluster.nodes.get_mut(victim).unwrap();
-        match fault {
-            Fault::Kill => host.kill(),
-            Fault::Pause(_) => signal(host, "-STOP"),
-        }
-    }
-    let leader_gone = victims.contains(&cluster.leader);
-    let (failover, leader) = tokio::join!(probe(&survivors, &held, fault_at), async {
-        if leader_gone { Some(new_leader(&cluster.nodes[&survivor_id], &victims, fault_at).await) } else { None }
-    });
-    let worst = *failover.last().unwrap();
-    let median = failover[failover.len() / 2];
-
-    // After a pause: the node resumes, must not answer from its stale
-    // actors, and rejoins as a new incarnation.
-    if let Fault::Pause(pause) = fault {
-        tokio::time::sleep(pause.saturating_sub(fault_at.elapsed())).await;
-        let before = load.history();
-        let paused = Instant::now().duration_since(fault_at);
-        for victim in &victims {
-            signal(&cluster.nodes[victim], "-CONT");
-        }
-        for victim in &victims {
-            no_stale_reads(&cluster.nodes[victim], &before, &held).await;
-        }
-        println!("chaos {name}: paused {}", seconds(paused));
-    }
-    let members = match fault {
-        Fault::Kill => {
-            for victim in &victims {
-                cluster.nodes.remove(victim);
-            }
-            ids.len() - victims.len()
-        }
-        Fault::Pause(_) => ids.len(),
-    };
-    let views = settled(&cluster.nodes.values().collect::<Vec<_>>(), members).await;
-    if let Fault::Pause(_) = fault {
-        for victim in &victims {
-            let view = status(&cluster.nodes[victim]).await;
-            let incarnation = view["incarnation"].as_u64().unwrap();
-            assert!(incarnation > incarnations[victim], "{victim} rejoined as a new incarnation: {view:#}");
-            assert!(cluster.nodes[victim].stderr().contains("expelled by the leader"));
-        }
-    }
+    let victims = cluster.pick(victims, 0).await;
+    let strike = cluster.strike(&load, victims, fault).await;
+    println!("chaos {name}: {strike}");
     load.until_acked(300).await;
-    // A supervisor restarts the killed under the same ids: they rejoin as
-    // new incarnations and take shards back under load, without an error.
-    let mut rejoin = None;
     if fault == Fault::Kill {
-        let restarted = Instant::now();
-        for victim in &victims {
-            cluster.nodes.insert(victim.clone(), node(&cluster.server.url(), victim));
-        }
-        settled(&cluster.nodes.values().collect::<Vec<_>>(), ids.len()).await;
-        rejoin = Some(restarted.elapsed());
+        let took = cluster.restart(&load, &strike.victims).await;
+        println!("chaos {name}: restarted and settled in {}", seconds(took));
         load.until_acked(200).await;
     }
-    let mut history = load.finish().await;
+    verdict(name, &cluster, load, &[strike], started).await;
+}
 
-    // Errors only around the fault, and each such command, sent again with
-    // its key, is stored once.
+/// Stops the load and checks what the clients saw against the strikes:
+/// errors only in the moments after one (each sent again with its key,
+/// and then stored once), no command waiting past the failover bound
+/// (plus any pause), every shard served again within it, and the history
+/// exactly once in the store.
+async fn verdict(name: &str, cluster: &Cluster, load: Load, strikes: &[Strike], started: Instant) {
+    let mut history = load.finish().await;
     for error in history.errors() {
-        assert!(error.answered >= fault_at, "an error before the fault: {error:?}");
-        assert!(error.answered <= fault_at + ERRORS_BOUND, "an error {ERRORS_BOUND:?} after the fault: {error:?}");
+        assert!(
+            strikes.iter().any(|s| error.answered >= s.at && error.answered <= s.at + ERRORS_BOUND),
+            "an error outside {ERRORS_BOUND:?} after a fault: {error:?}"
+        );
     }
-    let last_error = history.errors().map(|e| e.answered.duration_since(fault_at)).max();
+    let last_error = history
+        .errors()
+        .filter_map(|e| strikes.iter().rev().find(|s| s.at <= e.answered).map(|s| e.answered - s.at))
+        .max();
     let errors: Vec<String> = history.errors().take(3).map(|e| format!("{:?}", e.outcome)).collect();
-    history.retry_errors(&cluster.nodes[&survivor_id].url).await;
-    let verdict = check(&Http::new(&cluster.nodes[&survivor_id]), ACCOUNTS, &history).await;
+    let live = cluster.nodes.values().next().unwrap();
+    history.retry_errors(&live.url).await;
+    let verdict = check(&Http::new(live), ACCOUNTS, &history).await;
     let slowest = history.acked().map(|r| r.answered.duration_since(r.sent)).max().unwrap();
     // Appends a node made under a grant already superseded on that actor's
     // stream (a stale owner writing after the new one). The store's version
     // check keeps them exactly-once; fencing them out of the store is the
     // storage-level fence still to come, so this is a figure, not a rule.
     let (actors, stale) = epochs_going_back(&cluster.server).await;
-    println!("chaos {name}: stale appends (epoch going back) {} on {actors} actors {stale:?}", stale.len());
     println!(
-        "chaos {name}: {verdict}; failover of {} shards: worst {}, median {}{}; slowest 200 {}; epoch {}; \
-         last error {} after the fault;{} {} in all",
-        held.len(),
-        seconds(worst),
-        seconds(median),
-        leader.map(|(l, t)| format!(", new leader {l} after {}", seconds(t))).unwrap_or_default(),
+        "chaos {name}: {verdict}; slowest 200 {}; last error {} after its fault; stale appends (epoch going \
+         back) {} on {actors} actors {stale:?}; {} in all",
         seconds(slowest),
-        views[0]["epoch"],
         last_error.map(seconds).unwrap_or_else(|| "none".into()),
-        rejoin.map(|r| format!(" restarted and settled in {};", seconds(r))).unwrap_or_default(),
+        stale.len(),
         seconds(started.elapsed()),
     );
     if !errors.is_empty() {
         println!("chaos {name}: errors such as {errors:?}");
     }
     verdict.assert_exactly_once();
-    assert!(worst <= FAILOVER_BOUND, "failover took {worst:?}");
-    // (Commands sent straight to a paused node wait out its pause.)
-    if fault == Fault::Kill {
-        assert!(slowest <= FAILOVER_BOUND, "a command waited {slowest:?} for its 200");
+    for strike in strikes {
+        assert!(strike.worst <= FAILOVER_BOUND, "failover took {:?}: {strike}", strike.worst);
     }
+    // (Commands sent straight to a paused node wait out its pause.)
+    let pause = strikes
+        .iter()
+        .filter_map(|s| match s.fault {
+            Fault::Pause(p) => Some(p),
+            Fault::Kill => None,
+        })
+        .max()
+        .unwrap_or_default();
+    assert!(slowest <= pause + FAILOVER_BOUND, "a command waited {slowest:?} for its 200");
 }
 
 /// Right after SIGCONT, reads through the resumed node every account of the
@@ -357,4 +431,57 @@ async fn kill_the_leader_and_an_owner_at_once_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_an_owner_past_its_lease_fences_it() {
     nemesis("pause", &["a", "b", "c"], Victims::Owner, Fault::Pause(Duration::from_secs(4))).await;
+}
+
+/// A random schedule of the faults above on three nodes under load, for
+/// `AETHER_CHAOS_SECONDS` (25 by default, so the test stays under a minute;
+/// `cargo xtask chaos --minutes N` runs it longer): kill -9 of a node that does not lead, of the leader,
+/// of both, or SIGSTOP of one for 4 s; each kill is followed by a restart
+/// under the same id. `AETHER_CHAOS_SEED` replays a schedule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_random_schedule_of_faults_loses_nothing() {
+    let _turn = TURN.lock().await;
+    let seconds_of_faults: u64 = std::env::var("AETHER_CHAOS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(25);
+    let seed: u64 = std::env::var("AETHER_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    println!("chaos random: AETHER_CHAOS_SEED={seed}, {seconds_of_faults} s of faults");
+    let mut random = Random(seed | 1);
+    let started = Instant::now();
+    let mut cluster = Cluster::start(&["a", "b", "c"]).await;
+    open_accounts(&cluster.urls(), ACCOUNTS).await;
+    let load = Load::start(Target::Http(cluster.urls()), ACCOUNTS, CLIENTS, "random");
+    load.until_acked(200).await;
+    let faults_until = Instant::now() + Duration::from_secs(seconds_of_faults);
+    let mut strikes = Vec::new();
+    while Instant::now() < faults_until {
+        let (victims, fault) = match random.next() % 4 {
+            0 => (Victims::Owner, Fault::Kill),
+            1 => (Victims::Leader, Fault::Kill),
+            2 => (Victims::LeaderAndOwner, Fault::Kill),
+            _ => (Victims::Owner, Fault::Pause(Duration::from_secs(4))),
+        };
+        let victims = cluster.pick(victims, random.next()).await;
+        let strike = cluster.strike(&load, victims, fault).await;
+        println!("chaos random: {strike}");
+        if fault == Fault::Kill {
+            let took = cluster.restart(&load, &strike.victims).await;
+            println!("chaos random: restarted {:?}, settled in {}", strike.victims, seconds(took));
+        }
+        strikes.push(strike);
+        load.until_acked(100).await;
+    }
+    verdict("random", &cluster, load, &strikes, started).await;
+}
+
+/// xorshift64: a schedule that replays from its seed.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
 }

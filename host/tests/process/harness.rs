@@ -161,8 +161,7 @@ impl History {
 /// Where the clients send their deposits.
 #[allow(clippy::large_enum_variant)]
 pub enum Target {
-    /// The HTTP doors, in turn. A door whose connection fails is not used
-    /// again (a load balancer taking a dead node out).
+    /// The HTTP doors, in turn, while they are up (see [`Load::add_door`]).
     Http(Vec<String>),
     Nats(NatsClient),
 }
@@ -174,7 +173,13 @@ pub struct Load {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     history: Arc<Mutex<History>>,
     acked: Arc<AtomicUsize>,
+    doors: Doors,
 }
+
+/// The HTTP doors of a load and whether each is up: a door whose
+/// connection fails is not used again (a load balancer taking a dead node
+/// out); [`Load::add_door`] puts a new one in.
+type Doors = Arc<Mutex<Vec<(String, bool)>>>;
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(40)).build().unwrap()
@@ -217,18 +222,18 @@ impl Load {
     /// `clients` clients depositing into `acct-0` .. `acct-{accounts-1}`;
     /// keys are `<tag><client>-<n>`.
     pub fn start(target: Target, accounts: usize, clients: usize, tag: &str) -> Load {
-        let target = Arc::new(target);
-        let down: Arc<Vec<AtomicBool>> = Arc::new(match &*target {
-            Target::Http(urls) => urls.iter().map(|_| AtomicBool::new(false)).collect(),
+        let doors: Doors = Arc::new(Mutex::new(match &target {
+            Target::Http(urls) => urls.iter().map(|u| (u.clone(), true)).collect(),
             Target::Nats(_) => Vec::new(),
-        });
+        }));
+        let target = Arc::new(target);
         let stop = Arc::new(AtomicBool::new(false));
         let history: Arc<Mutex<History>> = Arc::default();
         let acked_count = Arc::new(AtomicUsize::new(0));
         let tasks = (0..clients)
             .map(|c| {
-                let (target, stop, history, down, acked_count) =
-                    (target.clone(), stop.clone(), history.clone(), down.clone(), acked_count.clone());
+                let (target, stop, history, doors, acked_count) =
+                    (target.clone(), stop.clone(), history.clone(), doors.clone(), acked_count.clone());
                 let tag = format!("{tag}{c}");
                 tokio::spawn(async move {
                     let http = client();
@@ -238,14 +243,18 @@ impl Load {
                         let account = format!("acct-{}", (i * 7 + c * 13) % accounts);
                         let key = format!("{tag}-{i}");
                         let record = match &*target {
-                            Target::Http(urls) => {
-                                let up: Vec<usize> =
-                                    (0..urls.len()).filter(|u| !down[*u].load(Ordering::Relaxed)).collect();
-                                assert!(!up.is_empty(), "every door is down");
-                                let u = up[i % up.len()];
-                                let record = deposit_http(&http, &urls[u], &account, &key).await;
+                            Target::Http(_) => {
+                                let url = {
+                                    let doors = doors.lock().unwrap();
+                                    let up: Vec<&String> = doors.iter().filter(|(_, up)| *up).map(|(u, _)| u).collect();
+                                    assert!(!up.is_empty(), "every door is down");
+                                    up[i % up.len()].clone()
+                                };
+                                let record = deposit_http(&http, &url, &account, &key).await;
                                 if matches!(&record.outcome, Outcome::Failed(e) if e.starts_with("no answer")) {
-                                    down[u].store(true, Ordering::Relaxed);
+                                    for door in doors.lock().unwrap().iter_mut().filter(|(u, _)| *u == url) {
+                                        door.1 = false;
+                                    }
                                 }
                                 record
                             }
@@ -270,7 +279,12 @@ impl Load {
                 })
             })
             .collect();
-        Load { stop, tasks, history, acked: acked_count }
+        Load { stop, tasks, history, acked: acked_count, doors }
+    }
+
+    /// Sends through this HTTP door too from now on (a node that started).
+    pub fn add_door(&self, url: &str) {
+        self.doors.lock().unwrap().push((url.to_owned(), true));
     }
 
     pub fn acked(&self) -> usize {
