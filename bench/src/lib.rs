@@ -6,7 +6,7 @@
 //! - [`activation`]: create a VM and restore a 1 KiB snapshot;
 //! - [`replay`]: events through the guest's `apply` in batches, and natively;
 //! - [`commands`]: commands through the runtime on a store, 10,000 actors;
-//! - [`cluster`]: two nodes on one JetStream: a join under load, forwarding;
+//! - [`cluster`]: nodes on one JetStream: a join under load, forwarding, failover after kills;
 //! - [`native`]: the command path with the aggregate called natively;
 //! - [`nats`]: a throw-away `nats-server` and the raw publish baseline;
 //! - [`resident`]: memory per live actor and the most actors one process holds;
@@ -69,6 +69,9 @@ pub struct Sizes {
     pub jetstream_clients: usize,
     pub resident_sample: usize,
     pub resident_cap: usize,
+    /// Nodes killed in the cluster phase's failover, alternately an owner
+    /// and the leader.
+    pub failover_kills: usize,
 }
 
 impl Sizes {
@@ -88,6 +91,7 @@ impl Sizes {
             jetstream_clients: 256,
             resident_sample: 10_000,
             resident_cap: 200_000,
+            failover_kills: 8,
         }
     }
 
@@ -107,6 +111,7 @@ impl Sizes {
             jetstream_clients: 8,
             resident_sample: 100,
             resident_cap: 300,
+            failover_kills: 2,
         }
     }
 }
@@ -249,11 +254,23 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
             let actors = sizes.actors.min(2_000);
             let shape =
                 Shape { actors, clients: sizes.jetstream_clients.min(64), window: sizes.window, rounds: sizes.rounds };
-            let c = tokio.block_on(cluster::run(&component, shape))?;
+            let c = tokio.block_on(cluster::run(&component, shape, sizes.failover_kills))?;
             note(&format!(
                 "cluster: {:.0} commands/s to the owner, {:.0}/s through the other node; a join settled in {:.2} s \
                  ({} shards moved), p99 {:.0} µs during it against {:.0} µs alone",
                 c.direct.per_s, c.forwarded.per_s, c.settle_s, c.moved, c.during_join.p99_us, c.alone.p99_us
+            ));
+            let f = &c.failover;
+            let all = f.all_s();
+            note(&format!(
+                "cluster: failover after {} kills p50 {:.2} s, p99 {:.2} s; of the leader p50 {:.2} s, p99 {:.2} s \
+                 (new leader after p99 {:.2} s)",
+                all.len(),
+                cluster::quantile_s(&all, 0.5),
+                cluster::quantile_s(&all, 0.99),
+                cluster::quantile_s(&f.leader_s, 0.5),
+                cluster::quantile_s(&f.leader_s, 0.99),
+                cluster::quantile_s(&f.takeover_s, 0.99),
             ));
             report.cluster(&c);
         } else {

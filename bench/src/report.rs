@@ -5,7 +5,7 @@
 //! both sides together.
 
 use crate::activation::{Activation, FromStore};
-use crate::cluster::ClusterFigures;
+use crate::cluster::{ClusterFigures, quantile_s};
 use crate::commands::Commands;
 use crate::jetstream::JetStream;
 use crate::replay::Replay;
@@ -144,6 +144,17 @@ impl Report {
         self.figure("command_p99_us_during_handoff", c.during_join.p99_us, "µs", Target::None, alone);
         self.extra.push(("command_p50_us_during_handoff", c.during_join.p50_us));
         self.extra.push(("commands_during_handoff", c.during_join.commands as f64));
+        let f = &c.failover;
+        let all = f.all_s();
+        if !all.is_empty() {
+            self.figure("cluster_failover_p99_s", quantile_s(&all, 0.99), "s", Target::AtMost(3.0), None);
+            self.extra.push(("cluster_failover_p50_s", quantile_s(&all, 0.5)));
+            self.extra.push(("cluster_failover_kills", all.len() as f64));
+            self.extra.push(("cluster_failover_owner_p99_s", quantile_s(&f.owner_s, 0.99)));
+            self.extra.push(("cluster_failover_leader_p50_s", quantile_s(&f.leader_s, 0.5)));
+            self.extra.push(("cluster_failover_leader_p99_s", quantile_s(&f.leader_s, 0.99)));
+            self.extra.push(("cluster_leader_takeover_p99_s", quantile_s(&f.takeover_s, 0.99)));
+        }
     }
 
     pub fn jetstream(&mut self, js: &JetStream) {

@@ -4,10 +4,12 @@
 
 mod admission;
 mod api;
+mod cluster;
 mod faults;
 mod jetstream;
 mod loading;
 mod nats_api;
+mod nats_cluster;
 mod runtime;
 mod sandbox;
 mod support;

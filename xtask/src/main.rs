@@ -13,6 +13,9 @@
 //!   virtualenv and prints the path of its command.
 //! - `bench [--smoke] [--only PHASE,…]`: runs the benchmarks, prints the
 //!   figures and writes `target/bench/summary.json` (see `docs/performance.md`).
+//! - `chaos [--minutes N]`: the cluster's fault suite (`host/tests/process/chaos.rs`),
+//!   its random schedule of faults running N minutes (default 1), with the
+//!   figures each test prints.
 //! - `fuzz [--minutes N | --seconds N] [--target NAME]`: runs the fuzz targets
 //!   of every decoder of outside bytes, each for N (default one minute), and
 //!   prints the executions (see `docs/fuzzing.md`).
@@ -38,9 +41,10 @@ fn run() -> anyhow::Result<()> {
         Some("install-schemathesis") => install_schemathesis().map(|path| println!("{}", path.display())),
         Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
+        Some("chaos") => chaos(&args[1..]),
         _ => bail!(
             "usage: cargo xtask <ci | demo [--data DIR] | build-guests | install-nats | install-schemathesis | bench \
-             [--smoke] | fuzz [--minutes N]>"
+             [--smoke] | fuzz [--minutes N] | chaos [--minutes N]>"
         ),
     }
 }
@@ -155,6 +159,24 @@ fn ci() -> anyhow::Result<()> {
     fuzz::smoke()?;
     eprintln!("xtask: all tests passed");
     Ok(())
+}
+
+/// The process chaos tests, the random schedule for `--minutes N` (default 1).
+fn chaos(args: &[String]) -> anyhow::Result<()> {
+    let minutes: u64 = match args {
+        [] => 1,
+        [flag, n] if flag == "--minutes" => n.parse().with_context(|| format!("--minutes {n}: not a number"))?,
+        _ => bail!("usage: cargo xtask chaos [--minutes N]"),
+    };
+    ensure_wasm_target()?;
+    let nats = install_nats()?;
+    status(
+        cargo()
+            .current_dir(root())
+            .env("AETHER_NATS_SERVER", &nats)
+            .env("AETHER_CHAOS_SECONDS", (minutes * 60).to_string())
+            .args(["test", "-p", "aether-host", "--test", "process", "chaos::", "--", "--nocapture"]),
+    )
 }
 
 /// `cargo fmt --check`, where rustfmt is installed (a `minimal` rustup

@@ -19,10 +19,11 @@
 //! (any more, or yet): nothing was done. Then, or when no node answers the
 //! subject (it left), the sender waits for its view of the map to change,
 //! briefly, and tries again, for at most [`ClusterDoor::wait`] before
-//! `503 unavailable`. An attempt of a command with an id whose answer does
-//! not come in [`ClusterDoor::attempt_timeout`] is sent again with that id,
-//! until [`ClusterDoor::timeout`]; one without is answered `503` (it may
-//! have run).
+//! `503 unavailable`. An attempt of a command with an id (or a read) whose
+//! answer has not come is sent again with that id as soon as the map grants
+//! its shard anew (its holder died, or froze and was expelled: a failover),
+//! or after [`ClusterDoor::attempt_timeout`], until [`ClusterDoor::timeout`];
+//! one without an id is answered `503` (it may have run).
 //!
 //! Why a subject per node and not per shard: a subject per shard would be
 //! subscribed and unsubscribed at every handoff, and async-nats drops the
@@ -135,8 +136,9 @@ impl Op {
 ///
 /// An attempt whose answer does not come (the node died, or stalled) is sent
 /// again only if the client gave the command an id, which makes a second
-/// attempt safe; otherwise it is answered `503` saying the command may have
-/// run. (Minting an id here would make every forwarded command pay for the
+/// attempt safe: after [`ClusterDoor::attempt_timeout`], or as soon as the
+/// map grants the shard anew (a failover). Otherwise it is answered `503`
+/// saying the command may have run. (Minting an id here would make every forwarded command pay for the
 /// store's command index, about 0.6× the rate on JetStream, to cover a
 /// node dying mid-command.)
 ///
@@ -186,7 +188,28 @@ where
                     .payload(body)
                     .timeout(Some(attempt.max(Duration::from_millis(1))));
                 door.cluster.stats().forwarded.fetch_add(1, Ordering::Relaxed);
-                match door.client.send_request(subject, request).instrument(span).await {
+                let sent = door.client.send_request(subject, request).instrument(span);
+                let reply = if retryable {
+                    // The grant moved on while we wait (the holder died, or
+                    // froze and was expelled): ask the new holder at once
+                    // rather than wait out the attempt.
+                    let granted = door.cluster.grant_epoch(shard);
+                    let moved = async {
+                        while changes.changed().await.is_ok() {
+                            if door.cluster.grant_epoch(shard) != granted {
+                                return;
+                            }
+                        }
+                        std::future::pending().await
+                    };
+                    tokio::select! {
+                        reply = sent => reply,
+                        () = moved => continue,
+                    }
+                } else {
+                    sent.await
+                };
+                match reply {
                     Ok(reply) if reply.headers.as_ref().is_some_and(|h| h.get(NOT_SERVING).is_some()) => {}
                     Ok(reply) => return answer(&reply.payload),
                     Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}

@@ -157,6 +157,8 @@ struct Shared {
     changes: watch::Sender<u64>,
     inputs: mpsc::UnboundedSender<Input>,
     stats: ClusterStats,
+    /// The driver's and the node subject's tasks, for [`Cluster::halt`].
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl Cluster {
@@ -202,6 +204,7 @@ impl Cluster {
             changes: watch::channel(0).0,
             inputs,
             stats: ClusterStats::default(),
+            tasks: Mutex::new(Vec::new()),
         });
         tracing::info!(node = %config.node_id, %bucket, "joining the cluster");
         let driver = Driver {
@@ -221,7 +224,9 @@ impl Cluster {
         };
         let (stop_requests, stopped) = oneshot::channel();
         let requests = tokio::spawn(take_requests(subscription, requests, stopped));
-        tokio::spawn(driver.run(watch, stop_requests, requests));
+        let requests_abort = requests.abort_handle();
+        let driver = tokio::spawn(driver.run(watch, stop_requests, requests));
+        *shared.tasks.lock().unwrap_or_else(|e| e.into_inner()) = vec![driver.abort_handle(), requests_abort];
         Ok(Self { shared })
     }
 
@@ -287,11 +292,38 @@ impl Cluster {
         Some(self.shared.names.node_subject(&holder.id))
     }
 
+    /// The epoch of the newest map's grant of `shard`, if it is granted.
+    /// A grant that moves always gets a newer epoch, so a sender can tell
+    /// that the node it asked no longer holds the shard.
+    pub fn grant_epoch(&self, shard: ShardId) -> Option<u64> {
+        let map = self.shared.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.as_ref()?.grant(shard).map(|(_, since)| since)
+    }
+
     /// A receiver that sees a new value after every change of the node's
     /// view (maps, serving, lease): what a command waiting for its shard
     /// waits on.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.shared.changes.subscribe()
+    }
+
+    /// Stops this node as a crash would, for tests and benchmarks that
+    /// run nodes in one process: the driver and the subscription to the
+    /// node's subject end at once, nothing is drained or released, the
+    /// member key is left for the leader to expel, and the gate serves
+    /// nothing more. Close the node's NATS connection too (`drain`) to
+    /// be as dead as a killed process: its other subscriptions go with it.
+    #[doc(hidden)]
+    pub async fn halt(&self) {
+        let tasks: Vec<_> = self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        for task in &tasks {
+            task.abort();
+        }
+        // Once the driver has ended, nothing opens the gate again.
+        while !tasks.iter().all(tokio::task::AbortHandle::is_finished) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        self.shared.gate.set_lease(None);
     }
 
     /// Leaves cleanly: stops serving, drains every shard, deletes the member

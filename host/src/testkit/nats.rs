@@ -10,6 +10,9 @@
 //! # }
 //! ```
 //!
+//! [`NatsCluster`] starts several such servers routed into one JetStream
+//! cluster, any of which can be killed and restarted.
+//!
 //! The binary is `$AETHER_NATS_SERVER`, else the one `cargo xtask
 //! install-nats` puts in `~/.cache/aether-tools`, else `nats-server` on the
 //! `PATH`.
@@ -44,14 +47,8 @@ impl NatsServer {
     /// If no `nats-server` binary is found (with the hint to install one), or
     /// the server does not accept connections in time (with its log).
     pub fn start() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
         let binary = find_binary();
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "aether-nats-{}-{}-{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
+        let dir = temp_dir("nats");
         std::fs::create_dir_all(dir.join("store")).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
         let mut server = Self { binary, dir, port: 0, child: None };
         server.spawn();
@@ -119,49 +116,69 @@ impl NatsServer {
     /// Starts the process on `self.port` (0: any free port) and waits until
     /// it accepts connections.
     fn spawn(&mut self) {
-        let ports = self.dir.join("ports");
-        let _ = std::fs::remove_dir_all(&ports);
-        std::fs::create_dir_all(&ports).unwrap_or_else(|e| panic!("cannot create {}: {e}", ports.display()));
         let port = if self.port == 0 { "-1".to_owned() } else { self.port.to_string() };
-        let log = self.dir.join("server.log");
-        let child = Command::new(&self.binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port])
-            .arg("-sd")
-            .arg(self.store_dir())
-            .arg("--ports_file_dir")
-            .arg(&ports)
-            .arg("-l")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+        let mut command = Command::new(&self.binary);
+        command.args(["-js", "-a", "127.0.0.1", "-p", &port]).arg("-sd").arg(self.store_dir());
+        let (child, port) = launch(command, &self.dir);
         self.child = Some(child);
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                self.child = None;
-                panic!("nats-server exited with {status} while starting; its log:\n{}", self.log());
-            }
-            if let Some(port) = read_ports_file(&ports) {
-                let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    self.port = port;
-                    return;
-                }
-            }
-            if started.elapsed() > STARTUP {
-                self.stop();
-                panic!("nats-server did not accept connections within {STARTUP:?}; its log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.port = port;
     }
+}
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_else(|e| format!("(no log: {e})"))
+/// Runs a `nats-server` command (given everything but where its ports file
+/// and log go, both in `dir`) and waits until it accepts connections;
+/// returns the process and its client port.
+///
+/// # Panics
+///
+/// If it exits or does not accept connections within [`STARTUP`], with its log.
+fn launch(mut command: Command, dir: &Path) -> (Child, u16) {
+    let ports = dir.join("ports");
+    let _ = std::fs::remove_dir_all(&ports);
+    std::fs::create_dir_all(&ports).unwrap_or_else(|e| panic!("cannot create {}: {e}", ports.display()));
+    let log = dir.join("server.log");
+    let mut child = command
+        .arg("--ports_file_dir")
+        .arg(&ports)
+        .arg("-l")
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", command.get_program()));
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_else(|e| format!("(no log: {e})"));
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("nats-server exited with {status} while starting; its log:\n{}", read_log());
+        }
+        if let Some(port) = read_ports_file(&ports) {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return (child, port);
+            }
+        }
+        if started.elapsed() > STARTUP {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("nats-server did not accept connections within {STARTUP:?}; its log:\n{}", read_log());
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A temporary directory of this process's own, unique per call.
+fn temp_dir(kind: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!(
+        "aether-{kind}-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
 }
 
 impl Drop for NatsServer {
@@ -169,6 +186,191 @@ impl Drop for NatsServer {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A cluster of `nats-server -js` processes of this test's own, routed to
+/// each other on loopback, each with its own store directory.
+///
+/// JetStream replicates what is created with replicas (`num_replicas: 3`),
+/// and every server syncs each write to disk before acknowledging it
+/// (`sync_interval: always`: the NATS docs' advice for losing nothing
+/// acknowledged when servers fail together). Clients get every server's
+/// URL ([`urls`](Self::urls)) and move to another when theirs goes. Any
+/// server can be killed and restarted on its ports and store; all are
+/// killed and their directory removed on drop.
+///
+/// ```no_run
+/// # async fn demo() {
+/// use aether_host::testkit::nats::NatsCluster;
+/// let mut cluster = NatsCluster::start(3);
+/// let client = cluster.client().await; // JetStream ready
+/// cluster.stop(0); // SIGKILL one server of three
+/// cluster.restart(0);
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct NatsCluster {
+    binary: PathBuf,
+    /// One directory per server (`n0`, `n1`, …); removed on drop.
+    dir: PathBuf,
+    servers: Vec<Member>,
+}
+
+/// One server of a [`NatsCluster`].
+#[derive(Debug)]
+struct Member {
+    /// Holds `server.conf`, `store/`, `ports/` and `server.log`.
+    dir: PathBuf,
+    /// The client port; 0 until the first start picks one.
+    port: u16,
+    /// The route port, chosen before any server starts (every server's
+    /// config names all of them).
+    route_port: u16,
+    child: Option<Child>,
+}
+
+/// The name of the cluster the servers form.
+const CLUSTER_NAME: &str = "aether-test";
+
+impl NatsCluster {
+    /// Starts `servers` servers (3 for a quorum that survives one loss)
+    /// and waits until each accepts connections; [`client`](Self::client)
+    /// waits for JetStream to be ready.
+    ///
+    /// # Panics
+    ///
+    /// As [`NatsServer::start`].
+    pub fn start(servers: usize) -> Self {
+        let binary = find_binary();
+        let dir = temp_dir("nats-cluster");
+        let servers = (0..servers)
+            .map(|i| Member { dir: dir.join(format!("n{i}")), port: 0, route_port: free_port(), child: None })
+            .collect();
+        let mut cluster = Self { binary, dir, servers };
+        for i in 0..cluster.servers.len() {
+            cluster.spawn(i);
+        }
+        cluster
+    }
+
+    /// How many servers the cluster has (running or not).
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// Whether the cluster has no server.
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    /// `nats://127.0.0.1:<port>` of every server, running or not.
+    pub fn urls(&self) -> Vec<String> {
+        self.servers.iter().map(|m| format!("nats://127.0.0.1:{}", m.port)).collect()
+    }
+
+    /// The process id of server `i` while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.servers[i].child.as_ref().map(Child::id)
+    }
+
+    /// True while server `i` runs.
+    pub fn is_running(&self, i: usize) -> bool {
+        self.servers[i].child.is_some()
+    }
+
+    /// A client given every server's URL, reconnecting quickly (every
+    /// 100 ms) to whichever answers, once JetStream answers through it
+    /// (a new cluster first elects its meta leader).
+    ///
+    /// # Panics
+    ///
+    /// If no server can be reached, or JetStream is not ready within 30 s.
+    pub async fn client(&self) -> async_nats::Client {
+        let running: Vec<String> =
+            self.urls().into_iter().enumerate().filter(|(i, _)| self.is_running(*i)).map(|(_, u)| u).collect();
+        let client = async_nats::ConnectOptions::new()
+            .reconnect_delay_callback(|_| Duration::from_millis(100))
+            .connection_timeout(Duration::from_secs(5))
+            .connect(running.clone())
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {running:?}: {e}"));
+        let js = async_nats::jetstream::new(client.clone());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match js.query_account().await {
+                Ok(_) => return client,
+                Err(e) if Instant::now() >= deadline => panic!("JetStream not ready within 30 s: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// Kills server `i` (SIGKILL); the others go on if a quorum is left.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut child) = self.servers[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops server `i` if it runs, then starts it again on the same
+    /// ports and store; it catches up from the others by itself.
+    ///
+    /// # Panics
+    ///
+    /// As [`NatsServer::start`].
+    pub fn restart(&mut self, i: usize) {
+        self.stop(i);
+        self.spawn(i);
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let member = &self.servers[i];
+        std::fs::create_dir_all(member.dir.join("store"))
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", member.dir.display()));
+        let routes: Vec<String> = self
+            .servers
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, m)| format!("\"nats-route://127.0.0.1:{}\"", m.route_port))
+            .collect();
+        // A first start picks a free client port; a restart keeps it.
+        let port = if member.port == 0 { "-1".to_owned() } else { member.port.to_string() };
+        let config = format!(
+            "server_name: \"n{i}\"\nhost: \"127.0.0.1\"\nport: {port}\n\
+             jetstream {{\n  store_dir: \"{store}\"\n  sync_interval: always\n}}\n\
+             cluster {{\n  name: \"{CLUSTER_NAME}\"\n  listen: \"127.0.0.1:{route}\"\n  routes: [{routes}]\n}}\n",
+            store = member.dir.join("store").display(),
+            route = member.route_port,
+            routes = routes.join(", "),
+        );
+        let file = member.dir.join("server.conf");
+        std::fs::write(&file, config).unwrap_or_else(|e| panic!("cannot write {}: {e}", file.display()));
+        let mut command = Command::new(&self.binary);
+        command.arg("-c").arg(&file);
+        let (child, port) = launch(command, &member.dir);
+        let member = &mut self.servers[i];
+        member.child = Some(child);
+        member.port = port;
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.servers.len() {
+            self.stop(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A port free on loopback now (the OS picks it; the server binds it soon after).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port on 127.0.0.1: {e}"))
 }
 
 /// The client port from the ports file the server writes once it listens:

@@ -3,72 +3,15 @@
 //! joins, leaves and a rolling restart under load without a client error,
 //! and every acknowledged command stored exactly once.
 
+use super::harness::{Load, SHARDS, Target, check, map, node, open_accounts, owned, settled};
 use super::support::{Host, Http, aether_host};
-use aether_host::api::client::CommandIds;
 use aether_host::api::nats::NatsClient;
-use aether_host::cluster::{Key, ShardMap, shard_of};
+use aether_host::cluster::shard_of;
 use aether_host::names::NatsNames;
 use aether_host::store::jetstream::EPOCH_HEADER;
 use aether_host::testkit::nats::NatsServer;
-use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-pub(super) const SHARDS: u32 = 1024;
-
-fn node(url: &str, id: &str) -> Host {
-    Host::load(&["--nats", url, "--node-id", id])
-}
-
-async fn status(host: &Host) -> Value {
-    Http::new(host).get("/cluster").await.body
-}
-
-/// Waits until every host sees the same settled map: `members` members,
-/// every shard owned and served by its owner, and none moving.
-pub(super) async fn settled(hosts: &[&Host], members: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut views = Vec::new();
-        for host in hosts {
-            views.push(status(host).await);
-        }
-        let epoch = &views[0]["epoch"];
-        let serving: u64 = views.iter().map(|v| v["serving"].as_u64().unwrap()).sum();
-        let quiet = views.iter().all(|v| {
-            v["epoch"] == *epoch
-                && v["moving"] == 0
-                && v["unowned"] == 0
-                && v["members"].as_array().unwrap().len() == members
-                && v["shards"] == SHARDS
-        });
-        if quiet && serving == u64::from(SHARDS) {
-            return views;
-        }
-        assert!(Instant::now() < deadline, "the cluster did not settle: {views:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Shards each node owns, from one settled view.
-fn owned(view: &Value) -> BTreeMap<String, u64> {
-    view["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| (m["node"].as_str().unwrap().to_owned(), m["owned"].as_u64().unwrap()))
-        .collect()
-}
-
-/// The map in the bucket, read as any client can.
-pub(super) async fn map(server: &NatsServer) -> ShardMap {
-    let js = async_nats::jetstream::new(server.client().await);
-    let names = NatsNames::new(None).cluster("bank");
-    let kv = js.get_key_value(names.bucket()).await.unwrap();
-    ShardMap::decode(&kv.get(names.key(&Key::Map)).await.unwrap().unwrap()).unwrap()
-}
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
@@ -76,133 +19,6 @@ fn metric(text: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in the metrics"))
         .parse()
         .unwrap()
-}
-
-/// Deposits of 1 with unique idempotency keys, by `clients` concurrent
-/// clients over the targets given, until stopped; records what each answer was.
-struct Load {
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// (account, key) of every deposit answered `200`.
-    acked: Arc<Mutex<Vec<(String, String)>>>,
-    /// Every other answer.
-    errors: Arc<Mutex<Vec<String>>>,
-}
-
-#[allow(clippy::large_enum_variant)]
-enum Target {
-    Http(Vec<String>),
-    Nats(NatsClient),
-}
-
-impl Load {
-    fn start(target: Target, accounts: usize, clients: usize, tag: &str) -> Load {
-        let target = Arc::new(target);
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
-        let tasks = (0..clients)
-            .map(|c| {
-                let (target, stop, acked, errors) =
-                    (target.clone(), stop.clone(), Arc::clone(&acked), Arc::clone(&errors));
-                let tag = format!("{tag}{c}");
-                tokio::spawn(async move {
-                    let http = reqwest::Client::new();
-                    let mut i = 0usize;
-                    while !stop.load(Ordering::Relaxed) {
-                        i += 1;
-                        let account = format!("acct-{}", (i * 7 + c * 13) % accounts);
-                        let key = format!("{tag}-{i}");
-                        let outcome: Result<(), String> = match &*target {
-                            Target::Http(urls) => {
-                                let url = &urls[i % urls.len()];
-                                match http
-                                    .post(format!("{url}/actors/Account/{account}/commands/Deposit"))
-                                    .header("Idempotency-Key", &key)
-                                    .body(r#"{"amount": 1}"#)
-                                    .send()
-                                    .await
-                                {
-                                    Ok(response) if response.status() == 200 => Ok(()),
-                                    Ok(response) => Err(format!(
-                                        "{} {}",
-                                        response.status(),
-                                        response.text().await.unwrap_or_default()
-                                    )),
-                                    Err(e) => Err(e.to_string()),
-                                }
-                            }
-                            Target::Nats(client) => {
-                                let ids = CommandIds { idempotency_key: Some(&key), ..CommandIds::default() };
-                                client
-                                    .send("Account", &account, "Deposit", Some(&json!({"amount": 1})), ids)
-                                    .await
-                                    .map(drop)
-                                    .map_err(|e| e.to_string())
-                            }
-                        };
-                        match outcome {
-                            Ok(()) => acked.lock().unwrap().push((account, key)),
-                            Err(e) => errors.lock().unwrap().push(format!("{account} {key}: {e}")),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load { stop, tasks, acked, errors }
-    }
-
-    fn acked(&self) -> usize {
-        self.acked.lock().unwrap().len()
-    }
-
-    /// Stops the clients and returns the acknowledged deposits.
-    async fn finish(self) -> Vec<(String, String)> {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            task.await.unwrap();
-        }
-        let errors = self.errors.lock().unwrap().clone();
-        assert!(errors.is_empty(), "clients saw {} errors, e.g. {:?}", errors.len(), &errors[..errors.len().min(5)]);
-        self.acked.lock().unwrap().clone()
-    }
-}
-
-/// Runs the load until `enough` more deposits were acknowledged.
-async fn until_acked(load: &Load, enough: usize) {
-    let target = load.acked() + enough;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while load.acked() < target {
-        assert!(Instant::now() < deadline, "the load stalled at {} of {target}", load.acked());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Every acknowledged deposit is stored exactly once, and nothing else is.
-async fn stored_exactly_once(http: &Http, accounts: usize, acked: &[(String, String)]) {
-    let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (account, key) in acked {
-        assert!(expected.entry(account.clone()).or_default().insert(key.clone()), "a key acknowledged twice");
-    }
-    for a in 0..accounts {
-        let account = format!("acct-{a}");
-        let mut keys = Vec::new();
-        let mut from = 2;
-        loop {
-            let page = http.get(&format!("/actors/Account/{account}/events?from={from}")).await;
-            assert_eq!(page.status, 200, "{}", page.body);
-            for event in page.body["events"].as_array().unwrap() {
-                keys.push(event["provenance"]["command_id"].as_str().unwrap().to_owned());
-            }
-            match page.body["next"].as_u64() {
-                Some(next) => from = next,
-                None => break,
-            }
-        }
-        let stored: BTreeSet<String> = keys.iter().cloned().collect();
-        assert_eq!(stored.len(), keys.len(), "{account}: a deposit stored twice");
-        assert_eq!(stored, expected.remove(&account).unwrap_or_default(), "{account}: stored ≠ acknowledged");
-    }
 }
 
 /// Three nodes serve every shard once; commands through any node all
@@ -225,25 +41,7 @@ async fn three_nodes_share_the_shards_and_a_join_and_a_leave_under_load_lose_not
     // 1,000 accounts opened through the three nodes in turn.
     let accounts = 1000;
     let hosts = [&a, &b, &c];
-    let mut opens = Vec::new();
-    for chunk in 0..8 {
-        let urls: Vec<String> = hosts.iter().map(|h| h.url.clone()).collect();
-        opens.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            for i in (chunk..accounts).step_by(8) {
-                let response = http
-                    .post(format!("{}/actors/Account/acct-{i}/commands/Open", urls[i % 3]))
-                    .body(r#"{"owner": "o"}"#)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-            }
-        }));
-    }
-    for open in opens {
-        open.await.unwrap();
-    }
+    open_accounts(&hosts.iter().map(|h| h.url.clone()).collect::<Vec<_>>(), accounts).await;
     // Each actor lives on its shard's owner, and only there.
     let map = map(&server).await;
     let mut expected: BTreeMap<String, u64> = BTreeMap::new();
@@ -278,11 +76,11 @@ async fn three_nodes_share_the_shards_and_a_join_and_a_leave_under_load_lose_not
 
     // A fourth node joins under load.
     let load = Load::start(Target::Http(vec![a.url.clone(), b.url.clone(), c.url.clone()]), accounts, 6, "j");
-    until_acked(&load, 100).await;
+    load.until_acked(100).await;
     let epoch = views[0]["epoch"].as_u64().unwrap();
     let d = node(&url, "d");
     let views = settled(&[&a, &b, &c, &d], 4).await;
-    until_acked(&load, 100).await;
+    load.until_acked(100).await;
     let after = owned(&views[0]);
     assert!(after["d"].abs_diff(256) <= 256 / 4, "about a quarter moved to d: {after:?}");
     let moved: u64 = shares.iter().map(|(id, n)| n - after[id]).sum();
@@ -295,24 +93,24 @@ async fn three_nodes_share_the_shards_and_a_join_and_a_leave_under_load_lose_not
     let term = views[0]["leader_term"].as_u64().unwrap();
     let epoch = views[0]["epoch"].as_u64().unwrap();
     let mut nodes: BTreeMap<&str, Host> = [("a", a), ("b", b), ("c", c), ("d", d)].into_iter().collect();
-    let acked = load.finish().await;
+    let mut history = load.finish().await;
     let stay: Vec<String> = nodes.iter().filter(|(id, _)| **id != leader).map(|(_, h)| h.url.clone()).collect();
     let load = Load::start(Target::Http(stay), accounts, 6, "l");
-    until_acked(&load, 100).await;
+    load.until_acked(100).await;
     let mut gone = nodes.remove(leader.as_str()).unwrap();
     let exit = gone.terminate();
     assert!(exit.success(), "a clean leave exits 0: {}", gone.stderr());
     let rest: Vec<&Host> = nodes.values().collect();
     let views = settled(&rest, 3).await;
-    until_acked(&load, 100).await;
+    load.until_acked(100).await;
     let new_leader = views[0]["leader"].as_str().unwrap();
     assert_ne!(new_leader, leader);
     assert!(views[0]["leader_term"].as_u64().unwrap() > term);
     assert!(views[0]["epoch"].as_u64().unwrap() > epoch);
     assert!(gone.stderr().contains("left the cluster"), "{}", gone.stderr());
-    let mut all = acked;
-    all.extend(load.finish().await);
-    stored_exactly_once(&Http::new(rest[0]), accounts, &all).await;
+    history.records.extend(load.finish().await.records);
+    history.assert_no_errors();
+    check(&Http::new(rest[0]), accounts, &history).await.assert_exactly_once();
 }
 
 /// Every node restarts in turn (SIGTERM, then the same `--node-id`) under
@@ -336,15 +134,16 @@ async fn a_rolling_restart_under_a_steady_stream_shows_no_client_error() {
     let client =
         NatsClient::new(server.client().await, NatsNames::new(None), "bank").with_timeout(Duration::from_secs(30));
     let load = Load::start(Target::Nats(client), accounts, 4, "r");
-    until_acked(&load, 50).await;
+    load.until_acked(50).await;
     for (i, id) in ids.iter().enumerate() {
         let exit = nodes[i].terminate();
         assert!(exit.success(), "{}", nodes[i].stderr());
-        until_acked(&load, 30).await;
+        load.until_acked(30).await;
         nodes[i] = node(&url, id);
         settled(&nodes.iter().collect::<Vec<_>>(), 3).await;
-        until_acked(&load, 30).await;
+        load.until_acked(30).await;
     }
-    let acked = load.finish().await;
-    stored_exactly_once(&Http::new(&nodes[0]), accounts, &acked).await;
+    let history = load.finish().await;
+    history.assert_no_errors();
+    check(&Http::new(&nodes[0]), accounts, &history).await.assert_exactly_once();
 }

@@ -5,8 +5,10 @@
 //! Here rather than in `tests/` because Cargo only hands a package's own
 //! tests the path of its binaries.
 
+mod chaos;
 mod cli;
 mod cluster;
+mod harness;
 mod http;
 mod lifecycle;
 mod nats;

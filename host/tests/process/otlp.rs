@@ -3,7 +3,7 @@
 //! requests), and a command keeps the trace its client started, through a
 //! forward between nodes and through the NATS door.
 
-use super::cluster::{SHARDS, map, settled};
+use super::harness::{SHARDS, map, settled};
 use super::support::{Host, Http};
 use aether_host::cluster::shard_of;
 use aether_host::names::NatsNames;
