@@ -237,6 +237,7 @@ mod tests {
                 causation_id: "cause".into(),
                 timestamp_ms: 1,
                 component_hash: "ab".into(),
+                command: None,
             }),
         }
     }
