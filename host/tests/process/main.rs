@@ -14,3 +14,4 @@ mod openapi;
 mod otlp;
 mod secure;
 mod support;
+mod verify;
