@@ -138,3 +138,42 @@ fn verify_refuses_a_directory_without_a_store() {
     assert!(stderr.starts_with("aether-host: no event store at"), "{stderr}");
     assert!(!data.path().join("none").exists(), "verify creates nothing");
 }
+
+/// On JetStream, verify runs beside a live host and lists the actors from
+/// the stream's subjects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reads_a_jetstream_history_beside_a_running_host() {
+    let server = aether_host::testkit::nats::NatsServer::start();
+    let url = server.url();
+    let host = Host::load(&["--nats", &url, "--no-cluster"]);
+    let http = Http::new(&host);
+    for (actor, command, body) in [
+        ("j 1", "Open", r#"{"owner": "Ada"}"#),
+        ("j 1", "Deposit", r#"{"amount": 500}"#),
+        ("j 1", "Withdraw", r#"{"amount": 300}"#),
+        ("j.2", "Open", r#"{"owner": "Bob"}"#),
+    ] {
+        send(&http, actor, command, body).await;
+    }
+    let run = |wasm: &Path| {
+        let out = aether_host().arg("verify").arg(wasm).args(["--nats", &url, "--json"]).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let report: Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code().unwrap(), report)
+    };
+    let (status, report) = run(&bank());
+    assert_eq!(status, 0, "{report:#}");
+    assert_eq!(report["aggregates"]["Account"]["actors"], 2);
+    assert_eq!(report["aggregates"]["Account"]["identical"], 4);
+    let (status, report) = run(&component("tests/guests/bank-v2-fee"));
+    assert_eq!(status, 2, "{report:#}");
+    let d = &report["divergences"][0];
+    assert_eq!(
+        (d["id"].clone(), d["version"].clone(), d["command"].clone()),
+        (json!("j 1"), json!(3), json!("Withdraw"))
+    );
+    // Read-only: the host goes on where it was.
+    send(&http, "j 1", "Deposit", r#"{"amount": 1}"#).await;
+    assert_eq!(http.get("/actors/Account/j%201").await.body["version"], 4);
+}
