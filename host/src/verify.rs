@@ -127,6 +127,10 @@ pub struct VerifyReport {
     pub elapsed_ms: u64,
     pub events_per_s: u64,
     pub commands_per_s: u64,
+    /// What changed from an older component's model, when one is given
+    /// (`verify --against old.wasm`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_changes: Option<crate::model::ModelDiff>,
 }
 
 impl VerifyReport {
@@ -182,6 +186,7 @@ pub async fn verify(
         elapsed_ms: 0,
         events_per_s: 0,
         commands_per_s: 0,
+        model_changes: None,
     };
     for actor in selected_actors(store, config).await? {
         let counts = report.aggregates.entry(actor.aggregate.clone()).or_default();

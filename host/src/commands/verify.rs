@@ -2,6 +2,7 @@
 //! history, before it is deployed (see `aether_host::verify`).
 
 use super::nats_args::NatsArgs;
+use aether_host::model::ModelDiff;
 use aether_host::store::{EmbeddedStore, JetStreamEventStore};
 use aether_host::verify::{Decision, EventView, VerifyConfig, VerifyReport};
 use aether_host::{AetherEngine, DomainComponent, EngineConfig, EventStore};
@@ -47,6 +48,10 @@ pub struct VerifyCommand {
     /// At most this many actors.
     #[arg(long)]
     limit: Option<usize>,
+    /// The component deployed today: report what the new one's model
+    /// changes (aggregates, commands, events added, removed or reshaped).
+    #[arg(long)]
+    against: Option<PathBuf>,
     /// Divergences and unreadable actors shown in full.
     #[arg(long, default_value_t = VerifyConfig::default().max_reported)]
     show: usize,
@@ -66,6 +71,19 @@ impl VerifyCommand {
         let component = DomainComponent::from_file(&engine, &self.model)
             .map_err(|e| anyhow::anyhow!("{}: {e}", self.model.display()))?;
         let domain = component.model().name.clone();
+        let model_changes = match &self.against {
+            Some(old) => {
+                let old =
+                    DomainComponent::from_file(&engine, old).map_err(|e| anyhow::anyhow!("{}: {e}", old.display()))?;
+                anyhow::ensure!(
+                    old.model().name == domain,
+                    "--against is a component of domain `{}`, the new one of `{domain}`",
+                    old.model().name
+                );
+                Some(ModelDiff::between(old.model(), component.model()))
+            }
+            None => None,
+        };
         let (store, embedded, against): (Arc<dyn EventStore>, _, _) = match &self.nats.nats {
             Some(url) => {
                 let client = self.nats.connect(url).await?;
@@ -93,7 +111,8 @@ impl VerifyCommand {
         if let Some(store) = embedded.and_then(|s| Arc::try_unwrap(s).ok()) {
             store.close().await?;
         }
-        let report = report?;
+        let mut report = report?;
+        report.model_changes = model_changes;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
@@ -122,6 +141,9 @@ fn print_report(model: &str, against: &str, report: &VerifyReport) {
             "{name:<20} {:>8} {:>10} {:>10} {:>10} {:>17} {:>11}",
             c.actors, c.events, c.identical, c.divergent, c.not_redecidable, c.unreadable_actors
         );
+    }
+    if let Some(diff) = &report.model_changes {
+        print_model_changes(diff);
     }
     if !report.unreadable.is_empty() {
         println!("\nunreadable history (each actor's first event the new component cannot apply):");
@@ -162,4 +184,30 @@ fn print_report(model: &str, against: &str, report: &VerifyReport) {
 
 fn events(events: &[EventView]) -> String {
     serde_json::to_string(events).unwrap_or_default()
+}
+
+fn print_model_changes(diff: &ModelDiff) {
+    if diff.is_empty() {
+        println!("\nthe model is unchanged");
+        return;
+    }
+    println!("\nmodel changes:");
+    let line = |what: &str, names: &[String]| {
+        if !names.is_empty() {
+            println!("  {what}: {}", names.join(", "));
+        }
+    };
+    line("aggregates added", &diff.aggregates_added);
+    line("aggregates removed", &diff.aggregates_removed);
+    for (name, a) in &diff.aggregates {
+        line(&format!("{name}: commands added"), &a.commands_added);
+        line(&format!("{name}: commands removed"), &a.commands_removed);
+        line(&format!("{name}: command schemas changed"), &a.commands_changed);
+        line(&format!("{name}: events added"), &a.events_added);
+        line(&format!("{name}: events removed"), &a.events_removed);
+        line(&format!("{name}: event schemas changed"), &a.events_changed);
+        if a.state_changed {
+            println!("  {name}: the state's schema changed");
+        }
+    }
 }

@@ -111,6 +111,16 @@ async fn verify_finds_exactly_the_changed_decisions_and_the_first_unreadable_eve
         json!({"events": 13, "identical": 6, "divergent": 2, "not_redecidable": 5, "unreadable_actors": 2})
     );
 
+    // What the models say changed, beside what the history says.
+    let (_, report) =
+        verify(&component("tests/guests/bank-v2-renamed"), data.path(), &["--against", bank().to_str().unwrap()]);
+    let account = &report["model_changes"]["aggregates"]["Account"];
+    assert_eq!(
+        (account["events_added"].clone(), account["events_removed"].clone()),
+        (json!(["MoneyWithdrawn"]), json!(["Withdrawn"]))
+    );
+    assert_eq!(account["commands_added"], json!([]));
+
     // Filters, and the summary a person reads.
     let (status, report) = verify(&component("tests/guests/bank-v2-fee"), data.path(), &["--actors", "Account/acc-2"]);
     assert_eq!((status, report["aggregates"]["Account"]["actors"].clone()), (0, json!(1)));
@@ -121,10 +131,13 @@ async fn verify_finds_exactly_the_changed_decisions_and_the_first_unreadable_eve
         .arg(component("tests/guests/bank-v2-fee"))
         .arg("--data")
         .arg(data.path())
+        .arg("--against")
+        .arg(bank())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2));
+    assert!(stdout.contains("Account: events added: FeeCharged"), "{stdout}");
     assert!(stdout.contains("Account/acc-1 at version 4: Withdraw {\"amount\":150}"), "{stdout}");
     assert!(stdout.contains("2 recorded commands are decided otherwise"), "{stdout}");
 }
