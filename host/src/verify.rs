@@ -35,6 +35,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+/// How often a long verification says how far it is.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What to verify and how much to report.
 #[derive(Debug, Clone)]
 pub struct VerifyConfig {
@@ -188,11 +191,19 @@ pub async fn verify(
         commands_per_s: 0,
         model_changes: None,
     };
-    for actor in selected_actors(store, config).await? {
+    let actors = selected_actors(store, config).await?;
+    let mut last_report = started;
+    for (done, actor) in actors.iter().enumerate() {
         let counts = report.aggregates.entry(actor.aggregate.clone()).or_default();
         counts.actors += 1;
-        let mut walk = Walk { component, store, config, actor: &actor, report: &mut report };
+        let mut walk = Walk { component, store, config, actor, report: &mut report };
         walk.run().await?;
+        // A long run is never silent: where it is, every few seconds.
+        if last_report.elapsed() >= PROGRESS_EVERY {
+            last_report = Instant::now();
+            let events = report.totals().events;
+            tracing::info!(actors = done + 1, of = actors.len(), events, "verifying");
+        }
     }
     let elapsed = started.elapsed();
     let totals = report.totals();

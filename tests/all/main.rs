@@ -11,3 +11,4 @@ mod nats_api;
 mod runtime;
 mod sandbox;
 mod support;
+mod verify;
