@@ -104,6 +104,7 @@ pub async fn from_store(
             causation_id: format!("open-{id}").into(),
             timestamp_ms: 1_700_000_000_000,
             component_hash: component.hash().clone(),
+            command: None,
         });
         let events = vec![NewEvent { name: name.clone(), payload: payload.clone() }];
         store

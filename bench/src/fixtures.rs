@@ -88,6 +88,7 @@ pub fn recorded(events: &[AccountEvent]) -> Vec<RecordedEvent> {
         causation_id: uuid::Uuid::new_v4().to_string().into(),
         timestamp_ms: 1_700_000_000_000,
         component_hash: "0".repeat(64).into(),
+        command: None,
     });
     events
         .iter()

@@ -69,6 +69,7 @@ impl NativeHost {
             causation_id: command_id,
             timestamp_ms: 0,
             component_hash: self.hash.clone(),
+            command: None,
         };
         let request = AppendRequest {
             expected_version: actor.version,
@@ -117,6 +118,7 @@ impl NativeHost {
             causation_id: command_id,
             timestamp_ms,
             component_hash: self.hash.clone(),
+            command: None,
         };
         let request = AppendRequest {
             expected_version: actor.version,

@@ -12,6 +12,7 @@
 //! - [`cluster`]: membership, leader, shard map and handoff as an I/O-free state machine.
 //! - [`metrics`]: counters and latency histograms, rendered for Prometheus.
 //! - [`api`]: the front doors, HTTP and NATS (JSON in and out), and their clients.
+//! - [`verify`]: a new component against stored history: replay and re-decide every recorded command.
 //! - [`testkit`]: given/when/then against a real `.wasm` (feature `testkit`, on by default).
 //!
 //! # Cargo features
@@ -35,6 +36,7 @@ pub mod runtime;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod verify;
 pub mod wasm;
 
 pub use actor::{ActorConfig, ActorError, CommandOutcome};

@@ -13,7 +13,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///
 /// Start a host with `aether-host load model.wasm`, then talk to it with
 /// `send`, `state`, `events`, `model` and `cluster status` (they find it at
-/// --url, by default the address `load` listens on).
+/// --url, by default the address `load` listens on). Before deploying new
+/// domain code, `verify` it against the stored history.
 #[derive(Debug, Parser)]
 #[command(name = "aether-host", version)]
 struct Cli {
@@ -33,6 +34,7 @@ enum Command {
     Model(commands::model::ModelCommand),
     Check(commands::check::CheckCommand),
     Cluster(commands::cluster::ClusterCommand),
+    Verify(Box<commands::verify::VerifyCommand>),
 }
 
 fn main() {
@@ -64,6 +66,12 @@ fn main() {
         Command::Model(cmd) => cmd.execute(),
         Command::Check(cmd) => cmd.execute(),
         Command::Cluster(cmd) => cmd.execute(),
+        Command::Verify(cmd) => match cmd.execute() {
+            // The verdict is the exit status: CI gates on it.
+            Ok(0) => Ok(()),
+            Ok(status) => std::process::exit(status),
+            Err(err) => Err(err),
+        },
     };
     if let Some(exporter) = exporter {
         exporter.shutdown();

@@ -139,6 +139,81 @@ fn is_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// What changed between two models of a domain, as `aether-host verify
+/// --against` reports it: aggregates, and in each aggregate both have,
+/// commands and events added, removed, or with another payload schema.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ModelDiff {
+    pub aggregates_added: Vec<String>,
+    pub aggregates_removed: Vec<String>,
+    /// Aggregates in both models that changed, by name.
+    pub aggregates: std::collections::BTreeMap<String, AggregateDiff>,
+}
+
+/// What changed in one aggregate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AggregateDiff {
+    pub commands_added: Vec<String>,
+    pub commands_removed: Vec<String>,
+    /// Commands whose payload schema changed.
+    pub commands_changed: Vec<String>,
+    pub events_added: Vec<String>,
+    /// Events the new model no longer declares: stored ones may not read.
+    pub events_removed: Vec<String>,
+    /// Events whose payload schema changed: stored ones may not read.
+    pub events_changed: Vec<String>,
+    pub state_changed: bool,
+}
+
+impl ModelDiff {
+    /// The changes from `old` to `new`.
+    pub fn between(old: &DomainModel, new: &DomainModel) -> Self {
+        let names = |m: &DomainModel| m.aggregates.iter().map(|a| a.name.clone()).collect::<Vec<_>>();
+        let mut diff = ModelDiff {
+            aggregates_added: names(new).into_iter().filter(|n| old.aggregate(n).is_none()).collect(),
+            aggregates_removed: names(old).into_iter().filter(|n| new.aggregate(n).is_none()).collect(),
+            ..Self::default()
+        };
+        for old_aggregate in &old.aggregates {
+            let Some(new_aggregate) = new.aggregate(&old_aggregate.name) else { continue };
+            let (commands_added, commands_removed, commands_changed) =
+                messages(&old_aggregate.commands, &new_aggregate.commands);
+            let (events_added, events_removed, events_changed) = messages(&old_aggregate.events, &new_aggregate.events);
+            let changes = AggregateDiff {
+                commands_added,
+                commands_removed,
+                commands_changed,
+                events_added,
+                events_removed,
+                events_changed,
+                state_changed: old_aggregate.state_schema != new_aggregate.state_schema,
+            };
+            if changes != AggregateDiff::default() {
+                diff.aggregates.insert(old_aggregate.name.clone(), changes);
+            }
+        }
+        diff
+    }
+
+    /// True if the models are the same.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Names added, removed, and with another schema, from `old` to `new`.
+fn messages(old: &[MessageModel], new: &[MessageModel]) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let find = |ms: &[MessageModel], name: &str| ms.iter().find(|m| m.name == name).cloned();
+    let added = new.iter().filter(|m| find(old, &m.name).is_none()).map(|m| m.name.clone()).collect();
+    let removed = old.iter().filter(|m| find(new, &m.name).is_none()).map(|m| m.name.clone()).collect();
+    let changed = old
+        .iter()
+        .filter(|m| find(new, &m.name).is_some_and(|n| n.schema != m.schema))
+        .map(|m| m.name.clone())
+        .collect();
+    (added, removed, changed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +235,28 @@ mod tests {
             policies: vec![],
             read_models: vec![],
         }
+    }
+
+    #[test]
+    fn a_diff_names_what_was_added_removed_and_changed() {
+        assert!(ModelDiff::between(&model(), &model()).is_empty());
+        let mut new = model();
+        new.aggregates[0].commands.push(msg("Close"));
+        new.aggregates[0].events[0].name = "AccountOpened".into();
+        new.aggregates[0].commands[0].schema = serde_json::json!({"type": "object"});
+        new.aggregates.push(AggregateModel { name: "Loan".into(), ..model().aggregates[0].clone() });
+        let diff = ModelDiff::between(&model(), &new);
+        assert_eq!(diff.aggregates_added, ["Loan"]);
+        assert!(diff.aggregates_removed.is_empty());
+        let account = &diff.aggregates["Account"];
+        assert_eq!(account.commands_added, ["Close"]);
+        assert_eq!(account.commands_changed, ["Open"]);
+        assert_eq!(
+            (account.events_added.clone(), account.events_removed.clone()),
+            (vec!["AccountOpened".to_string()], vec!["Opened".to_string()])
+        );
+        assert!(!account.state_changed);
+        assert_eq!(ModelDiff::between(&new, &model()).aggregates_removed, ["Loan"]);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::admission::{Admission, AdmissionConfig};
 use crate::bus::{Bus, BusConfig};
 pub use crate::metrics::Stats;
 use crate::model::DomainModel;
-use crate::store::{ActorId, EventStore, Provenance, RecordedEvent};
+use crate::store::{ActorId, EventStore, Provenance, RecordedCommand, RecordedEvent};
 use crate::wasm::DomainComponent;
 use lru::LruCache;
 use std::sync::atomic::Ordering;
@@ -193,6 +193,13 @@ impl Runtime {
             command_id,
             timestamp_ms: now_ms(),
             component_hash: self.inner.component.hash().clone(),
+            // Kept beside the events so it can be decided again (`verify`).
+            command: self
+                .inner
+                .config
+                .actor
+                .record_commands
+                .then(|| RecordedCommand { name: request.command.clone(), payload: request.payload.clone() }),
         };
         let command = Command {
             actor: ActorId::new(request.aggregate, request.id),

@@ -40,6 +40,7 @@ fn request(expected_version: u64, command_id: &str, events: usize) -> AppendRequ
             causation_id: "cause".into(),
             timestamp_ms: 1_700_000_000_000,
             component_hash: "ab".repeat(32).into(),
+            command: None,
         }),
         events: (0..events)
             .map(|i| NewEvent { name: "Deposited".into(), payload: vec![0x81, 0xa1, b'n', i as u8] })

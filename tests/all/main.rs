@@ -13,3 +13,4 @@ mod nats_cluster;
 mod runtime;
 mod sandbox;
 mod support;
+mod verify;

@@ -51,11 +51,23 @@ pub struct ActorConfig {
     pub conflict_retries: u32,
     /// Command ids remembered per actor to answer repeats without the store.
     pub remembered_commands: usize,
+    /// Store each command (name and payload) beside its events, so that a
+    /// new component can decide it again (`aether-host verify`). Off for a
+    /// domain whose command payloads must not be kept: its commands are
+    /// then not re-decidable. About the payload's bytes and 9 more per
+    /// command (1 byte when off).
+    pub record_commands: bool,
 }
 
 impl Default for ActorConfig {
     fn default() -> Self {
-        Self { snapshot_every: 100, replay_batch: 512, conflict_retries: 20, remembered_commands: 32 }
+        Self {
+            snapshot_every: 100,
+            replay_batch: 512,
+            conflict_retries: 20,
+            remembered_commands: 32,
+            record_commands: true,
+        }
     }
 }
 

@@ -46,7 +46,16 @@ impl BusEvent {
             version: event.version,
             name: event.name.clone(),
             payload: event.payload.clone(),
-            provenance: (*event.provenance).clone(),
+            // Ids and time, not the command: the bus carries what happened,
+            // and in process and over NATS alike (the command is not serialised).
+            provenance: Provenance {
+                command_id: event.provenance.command_id.clone(),
+                correlation_id: event.provenance.correlation_id.clone(),
+                causation_id: event.provenance.causation_id.clone(),
+                timestamp_ms: event.provenance.timestamp_ms,
+                component_hash: event.provenance.component_hash.clone(),
+                command: None,
+            },
         }
     }
 
@@ -237,6 +246,7 @@ mod tests {
                 causation_id: "cause".into(),
                 timestamp_ms: 1,
                 component_hash: "ab".into(),
+                command: None,
             }),
         }
     }

@@ -142,6 +142,7 @@ mod tests {
             causation_id: "c".into(),
             timestamp_ms: 1,
             component_hash: "ab".into(),
+            command: None,
         };
         let (domain, aggregate, name) = ("bank".into(), "Account".into(), "Deposited".into());
         BusEvent { domain, aggregate, id: id.into(), version, name, payload: vec![0xc0], provenance }

@@ -118,6 +118,12 @@ pub struct LoadCommand {
     /// Snapshot an actor every this many events (0: never).
     #[arg(long, default_value_t = ActorConfig::default().snapshot_every)]
     snapshot_every: u64,
+    /// Store each command (name and payload) beside its events, so that
+    /// `aether-host verify` can decide it again with new code. Turn off
+    /// where command payloads must not be kept: those commands are then
+    /// not re-decidable (their events still replay).
+    #[arg(long, env = "AETHER_RECORD_COMMANDS", default_value_t = ActorConfig::default().record_commands, action = clap::ArgAction::Set)]
+    record_commands: bool,
     /// Memory one actor's VM may use, in MiB.
     #[arg(long, default_value_t = EngineConfig::default().max_memory_bytes >> 20)]
     guest_memory_mib: usize,
@@ -192,6 +198,7 @@ impl LoadCommand {
             actor: ActorConfig {
                 snapshot_every: self.snapshot_every,
                 conflict_retries: self.conflict_retries,
+                record_commands: self.record_commands,
                 ..ActorConfig::default()
             },
             max_live_actors,

@@ -10,3 +10,4 @@ pub mod otlp;
 pub mod remote;
 pub mod send;
 pub mod state;
+pub mod verify;

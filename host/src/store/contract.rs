@@ -6,7 +6,7 @@
 //! runs [`check_all_beyond`] with that while, so idempotency is checked
 //! after it has passed.
 
-use super::{ActorId, AppendRequest, EventStore, NewEvent, Provenance, Snapshot, StoreError};
+use super::{ActorId, AppendRequest, EventStore, NewEvent, Provenance, RecordedCommand, Snapshot, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +35,8 @@ pub async fn check_all_beyond(store: &dyn EventStore, window: Duration) {
     keeps_streams_apart_whatever_their_ids(store).await;
     keeps_the_latest_snapshot(store).await;
     refuses_an_empty_append_with_a_minted_id(store).await;
+    keeps_each_command_beside_its_events(store).await;
+    lists_its_actors(store).await;
 }
 
 fn provenance(command_id: &str) -> Provenance {
@@ -44,6 +46,8 @@ fn provenance(command_id: &str) -> Provenance {
         causation_id: format!("cause-{command_id}").into(),
         timestamp_ms: 1_700_000_000_000,
         component_hash: "ab".repeat(32).into(),
+        // Every check's reads compare provenances whole: the command too.
+        command: Some(RecordedCommand { name: format!("Do-{command_id}"), payload: vec![0x91, 0x2a] }),
     }
 }
 
@@ -230,4 +234,42 @@ async fn refuses_an_empty_append_with_a_minted_id(store: &dyn EventStore) {
     let minted = AppendRequest { id_from_caller: false, ..request(0, "e", &[]) };
     assert!(matches!(store.append(&actor, minted).await, Err(StoreError::Invalid { .. })));
     assert_eq!(store.version(&actor).await.unwrap(), 0);
+}
+
+/// Each command's name and payload come back with its events, from every
+/// event of it; a command stored without one (not recorded) comes back
+/// without one.
+async fn keeps_each_command_beside_its_events(store: &dyn EventStore) {
+    let actor = ActorId::new("Account", "recorded");
+    let payload = (0..=255u8).collect::<Vec<_>>();
+    let mut recorded = request(0, "r1", &["Opened", "Deposited"]);
+    Arc::make_mut(&mut recorded.provenance).command = Some(RecordedCommand { name: "Open".into(), payload });
+    let expected = recorded.provenance.clone();
+    store.append(&actor, recorded).await.expect("a recorded command");
+    let mut unrecorded = request(2, "r2", &["Deposited"]);
+    Arc::make_mut(&mut unrecorded.provenance).command = None;
+    store.append(&actor, unrecorded).await.expect("a command not recorded");
+    let events = store.read(&actor, 0, 10).await.unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[0].provenance, expected, "the command round-trips");
+    assert_eq!(events[1].provenance, expected, "on every event of the command");
+    assert_eq!(events[2].provenance.command, None, "a command not recorded reads as none");
+}
+
+/// A store lists the actors it holds events of, by aggregate.
+async fn lists_its_actors(store: &dyn EventStore) {
+    let ids = ["b", "a", "ü.x y", "a.b"];
+    for id in ids {
+        store.append(&ActorId::new("Listed", id), request(0, &format!("l-{id}"), &["Opened"])).await.unwrap();
+    }
+    store.append(&ActorId::new("Listed2", "z"), request(0, "l-z", &["Opened"])).await.unwrap();
+    let mut expected: Vec<_> = ids.iter().map(|id| ActorId::new("Listed", *id)).collect();
+    expected.sort();
+    assert_eq!(store.actors(Some("Listed")).await.unwrap(), expected, "one aggregate's actors, in order");
+    let all = store.actors(None).await.unwrap();
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "in order, each once: {all:?}");
+    for actor in expected.iter().chain([&ActorId::new("Listed2", "z"), &ActorId::new("Account", "order")]) {
+        assert!(all.contains(actor), "{actor} is listed");
+    }
+    assert!(store.actors(Some("Nobody")).await.unwrap().is_empty());
 }

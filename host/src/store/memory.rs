@@ -187,4 +187,15 @@ impl EventStore for MemoryStore {
         });
         Ok(())
     }
+
+    async fn actors(&self, aggregate: Option<&str>) -> Result<Vec<ActorId>, StoreError> {
+        let mut actors = Vec::new();
+        for shard in &self.shards {
+            let map = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let held = map.iter().filter(|(_, stream)| !stream.events.is_empty()).map(|(actor, _)| actor);
+            actors.extend(held.filter(|a| aggregate.is_none_or(|g| a.aggregate == g)).cloned());
+        }
+        actors.sort();
+        Ok(actors)
+    }
 }

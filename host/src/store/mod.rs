@@ -64,6 +64,22 @@ pub struct Provenance {
     pub timestamp_ms: u64,
     /// SHA-256 (hex) of the component that decided the event.
     pub component_hash: Arc<str>,
+    /// The command itself, so that it can be decided again against the
+    /// state before it (`aether-host verify`). `None` for commands stored
+    /// before commands were recorded, or by a host told not to record them
+    /// (`ActorConfig::record_commands`): those are not re-decidable. Not
+    /// serialised with the provenance (the API's events and bus envelopes
+    /// carry ids and time, not payloads the caller sent).
+    #[serde(skip)]
+    pub command: Option<RecordedCommand>,
+}
+
+/// A command as it was decided: its name and MessagePack payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedCommand {
+    pub name: String,
+    /// MessagePack.
+    pub payload: Vec<u8>,
 }
 
 /// A new event, as `handle` produced it.
@@ -219,6 +235,19 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
 
     /// Stores a snapshot, replacing an older one.
     async fn save_snapshot(&self, actor: &ActorId, snapshot: Snapshot) -> Result<(), StoreError>;
+
+    /// The actors with stored events (of `aggregate` only, if given), in
+    /// order. For tools that walk a whole store (`aether-host verify`),
+    /// never on a command's path: it may scan.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the store cannot list its actors (the
+    /// default, for stores that wrap another).
+    async fn actors(&self, aggregate: Option<&str>) -> Result<Vec<ActorId>, StoreError> {
+        let _ = aggregate;
+        Err(StoreError::Unavailable(format!("{self:?} cannot list its actors")))
+    }
 }
 
 #[cfg(test)]

@@ -11,12 +11,23 @@
 //! reserved, and a count of items against the least those items can take
 //! ([`Decoder::count`]), so a value claiming four billion events is refused
 //! at once rather than reserving hundreds of gigabytes.
+//!
+//! Formats: 1, the first; 2 (written today) adds, at the end of each
+//! provenance, the command that was decided (see [`Encoder::provenance`]).
+//! Values of format 1 still read, their commands as not recorded.
 
-use super::Provenance;
+use super::{Provenance, RecordedCommand};
 use std::sync::Arc;
 
 /// The format byte of every value written today.
-const FORMAT: u8 = 1;
+pub(super) const FORMAT: u8 = 2;
+
+/// The format before provenances carried their command.
+const FORMAT_1: u8 = 1;
+
+/// Marks in a provenance (format 2) whether the command follows.
+const NO_COMMAND: u8 = 0;
+const COMMAND: u8 = 1;
 
 /// The highest version, and stream position, a stored value may name. No
 /// stream comes near it (a billion events a second would take 292 years),
@@ -36,8 +47,14 @@ pub(super) struct Encoder(Vec<u8>);
 impl Encoder {
     /// An encoder with room for about `capacity` bytes after the format byte.
     pub(super) fn new(capacity: usize) -> Self {
+        Self::with_format(FORMAT, capacity)
+    }
+
+    /// An encoder of an older `format`: for checks that a value read back
+    /// encodes to the bytes it came from (fuzzing, tests).
+    pub(super) fn with_format(format: u8, capacity: usize) -> Self {
         let mut bytes = Vec::with_capacity(capacity + 1);
-        bytes.push(FORMAT);
+        bytes.push(format);
         Self(bytes)
     }
 
@@ -59,12 +76,26 @@ impl Encoder {
         self.bytes(s.as_bytes());
     }
 
+    /// The ids, the time, the component hash, then (format 2) a byte
+    /// saying whether the command follows, and its name and payload. A
+    /// command costs its bytes and 9 more; a provenance without one, 1.
     pub(super) fn provenance(&mut self, p: &Provenance) {
         self.str(&p.command_id);
         self.str(&p.correlation_id);
         self.str(&p.causation_id);
         self.u64(p.timestamp_ms);
         self.str(&p.component_hash);
+        if self.0[0] == FORMAT_1 {
+            return;
+        }
+        match &p.command {
+            None => self.0.push(NO_COMMAND),
+            Some(command) => {
+                self.0.push(COMMAND);
+                self.str(&command.name);
+                self.bytes(&command.payload);
+            }
+        }
     }
 
     /// The encoded value, with `rest` appended unprefixed (it runs to the end).
@@ -74,7 +105,10 @@ impl Encoder {
     }
 }
 
-pub(super) struct Decoder<'a>(&'a [u8]);
+pub(super) struct Decoder<'a> {
+    bytes: &'a [u8],
+    format: u8,
+}
 
 impl<'a> Decoder<'a> {
     /// # Errors
@@ -82,15 +116,15 @@ impl<'a> Decoder<'a> {
     /// An empty value, or one of an unknown format.
     pub(super) fn new(bytes: &'a [u8]) -> Result<Self, String> {
         match bytes.split_first() {
-            Some((&FORMAT, rest)) => Ok(Self(rest)),
+            Some((&format @ (FORMAT_1 | FORMAT), rest)) => Ok(Self { bytes: rest, format }),
             Some((format, _)) => Err(format!("unknown format {format:#04x}")),
             None => Err("empty value".into()),
         }
     }
 
     fn array<const N: usize>(&mut self, field: &str) -> Result<[u8; N], String> {
-        let (head, rest) = self.0.split_first_chunk::<N>().ok_or_else(|| format!("value ends inside {field}"))?;
-        self.0 = rest;
+        let (head, rest) = self.bytes.split_first_chunk::<N>().ok_or_else(|| format!("value ends inside {field}"))?;
+        self.bytes = rest;
         Ok(*head)
     }
 
@@ -115,10 +149,10 @@ impl<'a> Decoder<'a> {
     pub(super) fn count(&mut self, field: &str, min_item_bytes: usize) -> Result<usize, String> {
         let count = self.u32(field)? as usize;
         let needed = count.saturating_mul(min_item_bytes.max(1));
-        if needed > self.0.len() {
+        if needed > self.bytes.len() {
             return Err(format!(
                 "{field} {count} needs at least {needed} bytes, but {} are left in the value",
-                self.0.len()
+                self.bytes.len()
             ));
         }
         Ok(count)
@@ -126,11 +160,11 @@ impl<'a> Decoder<'a> {
 
     pub(super) fn bytes(&mut self, field: &str) -> Result<&'a [u8], String> {
         let len = self.u32(field)? as usize;
-        if self.0.len() < len {
-            return Err(format!("value ends inside {field}: it claims {len} bytes, {} are left", self.0.len()));
+        if self.bytes.len() < len {
+            return Err(format!("value ends inside {field}: it claims {len} bytes, {} are left", self.bytes.len()));
         }
-        let (head, rest) = self.0.split_at(len);
-        self.0 = rest;
+        let (head, rest) = self.bytes.split_at(len);
+        self.bytes = rest;
         Ok(head)
     }
 
@@ -157,19 +191,35 @@ impl<'a> Decoder<'a> {
             command_id,
             timestamp_ms: self.u64("timestamp")?,
             component_hash: self.str("component hash")?.into(),
+            command: self.command()?,
         })
+    }
+
+    /// The recorded command of a provenance: none in format 1.
+    fn command(&mut self) -> Result<Option<RecordedCommand>, String> {
+        if self.format == FORMAT_1 {
+            return Ok(None);
+        }
+        match self.array::<1>("command marker")? {
+            [NO_COMMAND] => Ok(None),
+            [COMMAND] => Ok(Some(RecordedCommand {
+                name: self.string("command name")?,
+                payload: self.bytes("command payload")?.to_vec(),
+            })),
+            [other] => Err(format!("unknown command marker {other:#04x}")),
+        }
     }
 
     /// Whatever is left: the trailing blob.
     pub(super) fn rest(self) -> &'a [u8] {
-        self.0
+        self.bytes
     }
 
     /// # Errors
     ///
     /// If bytes are left over.
     pub(super) fn end(self) -> Result<(), String> {
-        if self.0.is_empty() { Ok(()) } else { Err(format!("{} unexpected trailing bytes", self.0.len())) }
+        if self.bytes.is_empty() { Ok(()) } else { Err(format!("{} unexpected trailing bytes", self.bytes.len())) }
     }
 }
 
@@ -193,6 +243,7 @@ mod tests {
             causation_id: "cause".into(),
             timestamp_ms: 7,
             component_hash: "ab".into(),
+            command: None,
         };
         let mut e = Encoder::new(64);
         e.u64(3);
@@ -213,6 +264,47 @@ mod tests {
     }
 
     #[test]
+    fn a_provenance_keeps_its_command_and_format_1_still_reads() {
+        let command = RecordedCommand { name: "Deposit".into(), payload: vec![0x81, 0xa1, b'n', 5] };
+        let p = Provenance {
+            command_id: "c".into(),
+            correlation_id: "c".into(),
+            causation_id: "c".into(),
+            timestamp_ms: 7,
+            component_hash: "ab".into(),
+            command: Some(command),
+        };
+        let mut e = Encoder::new(64);
+        e.provenance(&p);
+        let bytes = e.finish(b"");
+        assert_eq!(Decoder::new(&bytes).unwrap().provenance().unwrap(), p);
+        // A provenance of format 1, as written before commands were kept: no
+        // marker; it reads with no command.
+        let mut e = Encoder::with_format(FORMAT_1, 64);
+        e.provenance(&p);
+        e.u32(3);
+        let old = e.finish(b"");
+        let mut d = Decoder::new(&old).unwrap();
+        assert_eq!(d.provenance().unwrap(), Provenance { command: None, ..p.clone() });
+        assert_eq!(d.u32("after"), Ok(3), "nothing of the next field was taken for a command");
+        // Every cut of a command is refused, and so is an unknown marker.
+        for cut in 1..bytes.len() {
+            assert!(Decoder::new(&bytes[..cut]).unwrap().provenance().is_err(), "cut at {cut}");
+        }
+        let marker = bytes.len() - (1 + 4 + 7 + 4 + 4);
+        let mut unknown = bytes.clone();
+        unknown[marker] = 7;
+        assert_eq!(Decoder::new(&unknown).unwrap().provenance().unwrap_err(), "unknown command marker 0x07");
+        // A claimed payload longer than the value is refused before it is copied.
+        let mut long = bytes.clone();
+        let len_at = bytes.len() - 8;
+        long[len_at..len_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(
+            Decoder::new(&long).unwrap().provenance().unwrap_err().starts_with("value ends inside command payload")
+        );
+    }
+
+    #[test]
     fn a_command_that_is_its_own_correlation_shares_one_id() {
         let id: Arc<str> = "c1".into();
         let p = Provenance {
@@ -221,6 +313,7 @@ mod tests {
             causation_id: "other".into(),
             timestamp_ms: 1,
             component_hash: "ab".into(),
+            command: None,
         };
         let mut e = Encoder::new(64);
         e.provenance(&p);

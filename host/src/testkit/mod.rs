@@ -185,6 +185,7 @@ impl TestKit {
                 causation_id: "given".into(),
                 timestamp_ms: 0,
                 component_hash: self.runtime.component().hash().clone(),
+                command: None,
             };
             // A given is minted here, never retried.
             let request = AppendRequest {

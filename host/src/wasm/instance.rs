@@ -371,6 +371,7 @@ mod tests {
             causation_id: "c".into(),
             timestamp_ms: 0,
             component_hash: "".into(),
+            command: None,
         });
         let event = |version, name: &str, payload: &[u8]| RecordedEvent {
             version,

@@ -16,3 +16,4 @@ mod openapi;
 mod otlp;
 mod secure;
 mod support;
+mod verify;

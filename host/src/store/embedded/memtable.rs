@@ -41,8 +41,9 @@ impl Command {
     pub(super) fn size_hint(&self) -> usize {
         let p = &self.provenance;
         let provenance = 28 + p.command_id.len() + p.correlation_id.len() + p.causation_id.len();
+        let command = p.command.as_ref().map_or(1, |c| 9 + c.name.len() + c.payload.len());
         let events: usize = self.events.iter().map(|e| 8 + e.name.len() + e.payload.len()).sum();
-        provenance + p.component_hash.len() + events
+        provenance + p.component_hash.len() + command + events
     }
 
     fn appended(&self) -> Appended {
@@ -221,6 +222,7 @@ mod tests {
             causation_id: "".into(),
             timestamp_ms: 0,
             component_hash: "".into(),
+            command: None,
         });
         let events = (0..events).map(|i| NewEvent { name: format!("E{i}"), payload: vec![i as u8] }).collect();
         let command = Arc::new(Command { first_version, provenance, events });

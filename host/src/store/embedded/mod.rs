@@ -316,6 +316,22 @@ impl EventStore for EmbeddedStore {
         let (reply, answer) = oneshot::channel();
         self.write(Job::SaveSnapshot { actor: actor.clone(), snapshot, reply }, answer).await
     }
+
+    async fn actors(&self, aggregate: Option<&str>) -> Result<Vec<ActorId>, StoreError> {
+        // Memory first, then redb, as reads do: a checkpoint in between
+        // leaves an actor in both, never in neither.
+        let mut actors: Vec<ActorId> = {
+            let tail = self.shared.tail_read();
+            let memtables = std::iter::once(&tail.active).chain(tail.frozen.as_deref());
+            let held = memtables.flat_map(|m| m.actors.iter()).filter(|(_, t)| t.head().is_some_and(|v| v > 0));
+            held.map(|(actor, _)| actor).filter(|a| aggregate.is_none_or(|g| a.aggregate == g)).cloned().collect()
+        };
+        let aggregate = aggregate.map(str::to_owned);
+        actors.extend(self.read_blocking(move |redb| redb.actors(aggregate.as_deref())).await?);
+        actors.sort();
+        actors.dedup();
+        Ok(actors)
+    }
 }
 
 fn unavailable<E: fmt::Display>(what: impl fmt::Display) -> impl FnOnce(E) -> StoreError {

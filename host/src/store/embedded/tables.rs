@@ -249,6 +249,35 @@ impl Lookup {
         found.map(|value| codec::snapshot(value.value()).map_err(corrupt_snapshot(actor))).transpose()
     }
 
+    /// The actors with segments (of `aggregate` only, if given), in order:
+    /// one range read per actor, skipping past its segments.
+    pub(super) fn actors(&self, aggregate: Option<&str>) -> Result<Vec<ActorId>, StoreError> {
+        use std::ops::Bound;
+        let what = || "listing the actors".to_string();
+        let segments = opened(&self.segments, &self.txn, SEGMENTS).map_err(|e| unavailable(what())(e))?;
+        let mut actors = Vec::new();
+        let mut after: Option<ActorId> = None;
+        loop {
+            let start = match &after {
+                Some(a) => Bound::Excluded((a.aggregate.as_str(), a.id.as_str(), u64::MAX)),
+                None => Bound::Included((aggregate.unwrap_or(""), "", 0)),
+            };
+            let next = segments
+                .range::<(&str, &str, u64)>((start, Bound::Unbounded))
+                .and_then(|mut rows| rows.next().transpose())
+                .map_err(|e| unavailable(what())(e))?;
+            let Some((key, _)) = next else { break };
+            let (found_aggregate, id, _) = key.value();
+            if aggregate.is_some_and(|g| g != found_aggregate) {
+                break;
+            }
+            let actor = ActorId::new(found_aggregate, id);
+            actors.push(actor.clone());
+            after = Some(actor);
+        }
+        Ok(actors)
+    }
+
     /// The actor's stored events after `after`, in order, at most `max`.
     pub(super) fn events(&self, actor: &ActorId, after: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let what = || format!("reading events of {actor} after version {after}");

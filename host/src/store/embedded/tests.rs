@@ -15,6 +15,7 @@ fn request(expected_version: u64, command_id: &str, names: &[&str]) -> AppendReq
             causation_id: format!("cause-{command_id}").into(),
             timestamp_ms: 1_700_000_000_000,
             component_hash: "ab".repeat(32).into(),
+            command: None,
         }),
         events: names.iter().map(|n| NewEvent { name: n.to_string(), payload: vec![0x81, 0xa1, b'n', 0x01] }).collect(),
         id_from_caller: true,

@@ -26,8 +26,11 @@
 //! `Aether-Component-Hash` nothing read) still read.
 //!
 //! The payload is in the [wire](crate::store::wire) layout: the provenance
-//! (command id, correlation id, causation id, timestamp, component hash), the
-//! number of events, then each event's name and MessagePack payload.
+//! (command id, correlation id, causation id, timestamp, component hash and,
+//! from format 2, the command that was decided: a marker byte, then its name
+//! and MessagePack payload if it was recorded), the number of events, then
+//! each event's name and MessagePack payload. Messages of format 1 (no
+//! command) still read, as commands that cannot be decided again.
 //!
 //! A snapshot entry is a format byte (1), the snapshot's version, the stream
 //! position replay may start from (see [`Mark`]), the component hash, and the
@@ -119,8 +122,9 @@ pub(super) fn command_headers(headers: Option<&HeaderMap>) -> Result<CommandHead
 
 /// The payload of a command's message.
 pub(super) fn encode_events(provenance: &Provenance, events: &[NewEvent]) -> Vec<u8> {
+    let command = provenance.command.as_ref().map_or(1, |c| 9 + c.name.len() + c.payload.len());
     let size: usize = events.iter().map(|e| 8 + e.name.len() + e.payload.len()).sum();
-    let mut e = Encoder::new(64 + provenance.command_id.len() * 3 + size);
+    let mut e = Encoder::new(64 + provenance.command_id.len() * 3 + command + size);
     e.provenance(provenance);
     e.u32(events.len() as u32);
     for event in events {
@@ -205,13 +209,19 @@ pub(crate) fn fuzz(versions: &str, command_id: &str, payload: &[u8], snapshot: &
             assert!(events.capacity() * MIN_EVENT_BYTES <= payload.len(), "more room than the bytes can fill");
             let new: Vec<_> =
                 events.iter().map(|e| NewEvent { name: e.name.clone(), payload: e.payload.clone() }).collect();
-            assert_eq!(encode_events(&events[0].provenance, &new), payload, "a decoded message encodes back");
+            let again = encode_events(&events[0].provenance, &new);
+            if payload.first() == Some(&wire::FORMAT) {
+                assert_eq!(again, payload, "a decoded message encodes back");
+            } else {
+                // An older format encodes in today's, which reads back the same.
+                assert_eq!(decode_events(&headers, &again).expect("a message encoded anew reads"), events);
+            }
             decoded = true;
         }
     }
     if let Ok((snap, start)) = decode_snapshot(snapshot) {
         assert_eq!(snapshot_version(snapshot), Ok(snap.version));
-        assert_eq!(encode_snapshot(&snap, start), snapshot, "a decoded snapshot encodes back");
+        assert_eq!(encode_snapshot(&snap, start)[1..], snapshot[1..], "a decoded snapshot encodes back");
         decoded = true;
     }
     decoded
@@ -229,6 +239,7 @@ mod tests {
             causation_id: "cause".into(),
             timestamp_ms: 1_700_000_000_000,
             component_hash: "ab".repeat(32).into(),
+            command: None,
         }
     }
 
@@ -245,6 +256,24 @@ mod tests {
         assert_eq!(decoded[0].payload, events[0].payload);
         assert_eq!(decoded[1].name, "Deposited");
         assert_eq!(*decoded[1].provenance, provenance());
+    }
+
+    #[test]
+    fn a_message_keeps_the_command_it_decided() {
+        let command = crate::store::RecordedCommand { name: "Deposit".into(), payload: vec![0x81, 0xa1, b'n', 5] };
+        let provenance = Provenance { command: Some(command), ..provenance() };
+        let events = [NewEvent { name: "Deposited".into(), payload: vec![0xc0] }];
+        let headers = command_headers(Some(&headers(1, 1, &provenance.command_id, 0, None))).unwrap();
+        let decoded = decode_events(&headers, &encode_events(&provenance, &events)).unwrap();
+        assert_eq!(*decoded[0].provenance, provenance);
+        // A message of format 1, written before commands were kept, reads with none.
+        let mut old = Encoder::with_format(1, 64);
+        old.provenance(&provenance);
+        old.u32(1);
+        old.str("Deposited");
+        old.bytes(&[0xc0]);
+        let decoded = decode_events(&headers, &old.finish(&[])).unwrap();
+        assert_eq!(*decoded[0].provenance, Provenance { command: None, ..provenance });
     }
 
     #[test]

@@ -750,6 +750,23 @@ impl EventStore for JetStreamEventStore {
         Ok(Some(snapshot))
     }
 
+    /// The stream's subjects under the domain's event prefix, from stream
+    /// info with a subjects filter (the server pages them): no message is read.
+    async fn actors(&self, aggregate: Option<&str>) -> Result<Vec<ActorId>, StoreError> {
+        use futures_util::TryStreamExt;
+        let what = "listing the actors";
+        let stream = self.js.get_stream_no_info(&self.stream).await.map_err(|e| self.unavailable(what, e))?;
+        let subjects = stream
+            .info_with_subjects(self.names.actors_filter(aggregate))
+            .await
+            .map_err(|e| self.unavailable(what, e))?;
+        let subjects: Vec<(String, usize)> = subjects.try_collect().await.map_err(|e| self.unavailable(what, e))?;
+        let mut actors: Vec<ActorId> =
+            subjects.iter().filter_map(|(subject, _)| self.names.actor_of(subject)).collect();
+        actors.sort();
+        Ok(actors)
+    }
+
     async fn save_snapshot(&self, actor: &ActorId, snapshot: Snapshot) -> Result<(), StoreError> {
         let Some(subject) = self.subject(actor) else { return Err(Self::too_long(actor)) };
         let key = self.names.snapshot_key(actor);

@@ -156,6 +156,21 @@ impl Names {
         (subject.len() <= MAX_SUBJECT_BYTES).then_some(subject)
     }
 
+    /// The filter of the event subjects of `aggregate`'s actors, or of every actor.
+    pub(super) fn actors_filter(&self, aggregate: Option<&str>) -> String {
+        match aggregate {
+            Some(aggregate) => format!("{}.{}.*", self.subject_prefix, encode_token(aggregate)),
+            None => format!("{}.*.*", self.subject_prefix),
+        }
+    }
+
+    /// The actor whose event subject `subject` is; `None` for any other subject.
+    pub(super) fn actor_of(&self, subject: &str) -> Option<ActorId> {
+        let rest = subject.strip_prefix(&self.subject_prefix)?.strip_prefix('.')?;
+        let (aggregate, id) = rest.split_once('.')?;
+        Some(ActorId::new(decode_token(aggregate)?, decode_token(id)?))
+    }
+
     /// The actor's key in the snapshot bucket: `<domain>.<aggregate>.<id>`.
     pub(super) fn snapshot_key(&self, actor: &ActorId) -> String {
         actor_name(&self.domain, actor)
@@ -307,6 +322,21 @@ mod tests {
         for bad in ["", "a.b", "a b", "_2e", "_41", "__", "_2", "_G0", "a*", "_FF", "a_"] {
             assert_eq!(decode_token(bad), None, "{bad:?} is not an encoding");
         }
+    }
+
+    #[test]
+    fn an_event_subject_names_its_actor() {
+        let names = Names::new("aether.ev", "aether.ix", "bank");
+        for id in awkward() {
+            let actor = ActorId::new("Acc.ount", id);
+            if let Some(subject) = names.subject(&actor) {
+                assert_eq!(names.actor_of(&subject), Some(actor));
+            }
+        }
+        assert_eq!(names.actors_filter(None), "aether.ev.bank.*.*");
+        assert_eq!(names.actors_filter(Some("A b")), "aether.ev.bank.A_20b.*");
+        assert_eq!(names.actor_of("aether.ev.other.A.b"), None);
+        assert_eq!(names.actor_of("aether.ev.bank.A"), None);
     }
 
     #[test]
