@@ -458,8 +458,9 @@ mod spectre {
 
     fn conditional_moves(layout: MemoryLayout) -> usize {
         // Each at its own index (offsets would share one check), all used.
-        let loads: String =
-            (0..LOADS).map(|i| format!("(i32.add (i32.load (i32.add (local.get 0) (i32.const {}))))\n", i * 4)).collect();
+        let loads: String = (0..LOADS)
+            .map(|i| format!("(i32.add (i32.load (i32.add (local.get 0) (i32.const {}))))\n", i * 4))
+            .collect();
         let wat = format!("(module (memory 1) (func (export \"f\") (param i32) (result i32) (i32.const 0) {loads}))");
         let config = EngineConfig { max_instances: 1, layout, ..EngineConfig::default() };
         let engine = AetherEngine::new(config).unwrap();
