@@ -12,6 +12,7 @@
 use crate::actor::{Actor, ActorConfig, ActorError, Command, CommandOutcome, Env};
 use crate::admission::{Admission, AdmissionConfig};
 use crate::bus::{Bus, BusConfig};
+use crate::cluster::ShardFence;
 pub use crate::metrics::Stats;
 use crate::model::DomainModel;
 use crate::store::{ActorId, EventStore, Provenance, RecordedCommand, RecordedEvent};
@@ -57,10 +58,10 @@ pub struct CommandRequest {
     pub command_id: Option<String>,
     pub correlation_id: Option<String>,
     pub causation_id: Option<String>,
-    /// In a cluster: the epoch of the map that granted this node the
-    /// actor's shard. Recorded with the command's events (fencing for
-    /// audits and later checks).
-    pub shard_epoch: Option<u64>,
+    /// In a cluster: the grant this node serves the actor's shard under.
+    /// Checked before each append (no append once the shard has moved on),
+    /// and its epoch recorded with the command's events.
+    pub fence: Option<ShardFence>,
 }
 
 /// Hosts one domain component's actors on one event store.
@@ -207,7 +208,7 @@ impl Runtime {
             payload: request.payload,
             provenance: Arc::new(provenance),
             id_from_caller,
-            shard_epoch: request.shard_epoch,
+            fence: request.fence,
         };
         self.inner.stats.commands.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
@@ -419,4 +420,44 @@ async fn sweep_idle(inner: Weak<Inner>, period: Duration) {
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{ShardGate, ShardId};
+    use crate::testkit::TestKit;
+
+    fn command(name: &str, payload: serde_json::Value, fence: &crate::cluster::ShardFence) -> CommandRequest {
+        CommandRequest {
+            aggregate: "Account".into(),
+            id: "fenced".into(),
+            command: name.into(),
+            payload: rmp_serde::to_vec_named(&payload).unwrap(),
+            fence: Some(fence.clone()),
+            ..CommandRequest::default()
+        }
+    }
+
+    /// A command that reaches its append after the node's lease ran out
+    /// (a pause, a conflict's retries) appends nothing: the shard may be
+    /// served elsewhere by then.
+    #[tokio::test]
+    async fn a_command_whose_node_lost_its_lease_appends_nothing() {
+        let kit = TestKit::for_crate(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/bank")).await;
+        let gate = Arc::new(ShardGate::new(Instant::now()));
+        assert!(gate.size(1));
+        gate.open(ShardId(0), 3);
+        gate.set_lease(Some(u64::MAX / 2));
+        let fence = gate.enter(ShardId(0)).unwrap().fence();
+        let opened = kit.runtime().execute(command("Open", serde_json::json!({"owner": "o"}), &fence)).await;
+        assert!(matches!(opened, Ok(CommandOutcome::Accepted { version: 1, .. })), "{opened:?}");
+
+        gate.set_lease(Some(0));
+        let late = kit.runtime().execute(command("Deposit", serde_json::json!({"amount": 5}), &fence)).await;
+        assert!(matches!(late, Err(ActorError::ShardMoved { .. })), "{late:?}");
+        assert_eq!(kit.runtime().events("Account", "fenced", 0, 10).await.unwrap().len(), 1, "nothing appended");
+        let (version, _) = kit.runtime().state("Account", "fenced").await.unwrap();
+        assert_eq!(version, 1, "the actor dropped what it had folded");
+    }
 }

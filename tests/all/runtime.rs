@@ -228,7 +228,7 @@ async fn every_event_records_its_provenance() {
         command_id: Some("cmd-1".into()),
         correlation_id: Some("corr-1".into()),
         causation_id: Some("cause-1".into()),
-        shard_epoch: None,
+        fence: None,
     };
     kit.runtime().execute(request).await.unwrap();
     let events = kit.runtime().events("Account", "prov", 0, 10).await.unwrap();

@@ -84,8 +84,9 @@ pub struct Command {
     /// random UUID) cannot be a repeat, so such a command skips the lookups
     /// that answer repeats; the store still checks every id.
     pub id_from_caller: bool,
-    /// In a cluster: the epoch of the map its shard was served under.
-    pub shard_epoch: Option<u64>,
+    /// In a cluster: the grant its shard is served under, checked before
+    /// each append.
+    pub fence: Option<crate::cluster::ShardFence>,
 }
 
 /// What became of a command that was not an error.
@@ -123,6 +124,10 @@ pub enum ActorError {
     /// was done. Retryable, after a short pause.
     #[error("the host is at its limit of {limit} {what} at once; retry shortly")]
     Overloaded { what: &'static str, limit: usize },
+    /// In a cluster: the node's lease ran out before the command appended
+    /// (the shard may be served elsewhere by then); nothing was appended.
+    #[error("{actor}: this node lost its cluster lease before appending; nothing was appended")]
+    ShardMoved { actor: ActorId },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -463,9 +468,19 @@ impl Actor {
                 provenance: provenance.clone(),
                 events,
                 id_from_caller: command.id_from_caller,
-                shard_epoch: command.shard_epoch,
+                shard_epoch: command.fence.as_ref().map(crate::cluster::ShardFence::epoch),
             };
             let events = request.events.clone();
+            // Decided while the node's lease may have run out (a pause, a
+            // conflict's retries): then the shard may already be served
+            // elsewhere, so append nothing (invariant: one-server-per-shard).
+            if let Some(fence) = &command.fence
+                && !fence.holds()
+            {
+                // The VM folded the events tentatively: rebuilt on next use.
+                self.vm = None;
+                return Err(ActorError::ShardMoved { actor: self.id.clone() });
+            }
             // The VM holds the events tentatively: it is out of the actor
             // while the append is in flight, so a caller that drops this
             // future mid-append leaves an actor with no VM, rebuilt from the

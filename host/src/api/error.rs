@@ -12,7 +12,7 @@
 //! | 413 | `too-large` (with `limit`) |
 //! | 422 | `rejected` (with `code`): the domain said no |
 //! | 500 | `fault` (the guest misbehaved), `replay` / `corrupt` (stored events cannot be used) |
-//! | 503 | `unavailable`: the event store cannot be reached; `overloaded` (with `Retry-After` and `limit`): the host is at one of its limits, retry shortly |
+//! | 503 | `unavailable`: the event store cannot be reached; `overloaded` (with `Retry-After` and `limit`): the host is at one of its limits, retry shortly; `shard-moved`: in a cluster, the node's lease ran out before the command appended; nothing was appended (a forwarding node sends it on; retry) |
 
 use crate::actor::ActorError;
 use crate::store::StoreError;
@@ -23,6 +23,10 @@ use serde_json::{Value, json};
 /// What an overloaded host asks a client to wait, in seconds: its limits
 /// free up as requests in flight finish, in milliseconds.
 const OVERLOAD_RETRY_AFTER_S: u32 = 1;
+
+/// The error kind of [`ActorError::ShardMoved`]: nothing was appended, and
+/// the request can go to the shard's new holder.
+pub(crate) const SHARD_MOVED: &str = "shard-moved";
 
 /// A failed request, ready to be sent.
 #[derive(Debug)]
@@ -80,6 +84,13 @@ impl From<ActorError> for ApiError {
             ActorError::Fault { .. } => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "fault", message),
             ActorError::Replay { .. } => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "replay", message),
             ActorError::Overloaded { limit, .. } => Self::overloaded(message, limit),
+            // The doors send the command on to the shard's new holder; a
+            // caller sees this only if that cannot happen in time.
+            ActorError::ShardMoved { .. } => {
+                let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, SHARD_MOVED, message);
+                err.retry_after_s = Some(1);
+                err
+            }
             ActorError::Store(err) => err.into(),
         }
     }

@@ -211,7 +211,11 @@ where
                 };
                 match reply {
                     Ok(reply) if reply.headers.as_ref().is_some_and(|h| h.get(NOT_SERVING).is_some()) => {}
-                    Ok(reply) => return answer(&reply.payload),
+                    Ok(reply) => match answer(&reply.payload) {
+                        // Fenced before it appended anything: ask again.
+                        Err(err) if err.body["error"] == super::error::SHARD_MOVED => {}
+                        answer => return answer,
+                    },
                     Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
                     // The answer was lost or is late: ask again if that is
                     // safe, wherever the shard is served by then.
@@ -391,7 +395,7 @@ fn parse(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Op, ApiError> {
             command_id: id(COMMAND_ID)?,
             correlation_id: id(CORRELATION_ID)?,
             causation_id: id(CAUSATION_ID)?,
-            shard_epoch: None,
+            fence: None,
         })),
         Some("state") => Ok(Op::State { aggregate, id: actor }),
         other => Err(bad(format!("unknown {OP} {other:?}"))),
@@ -410,7 +414,7 @@ pub(super) async fn run_here(
 ) -> Result<Value, ApiError> {
     match op {
         Op::Command(mut request) => {
-            request.shard_epoch = Some(pass.epoch());
+            request.fence = Some(pass.fence());
             super::command::execute_here(runtime, tasks, request, trace, (pass, hold)).await
         }
         Op::State { aggregate, id } => {

@@ -194,7 +194,7 @@ pub(crate) fn parse_request(config: &NatsApiConfig, subject: &str, body: &[u8]) 
         command_id: id("command_id", message.command_id)?,
         correlation_id: id("correlation_id", message.correlation_id)?,
         causation_id: id("causation_id", message.causation_id)?,
-        shard_epoch: None,
+        fence: None,
     })
 }
 

@@ -71,7 +71,7 @@ pub(super) async fn send_command(
         command_id: id_header(&headers, IDEMPOTENCY_KEY)?,
         correlation_id: id_header(&headers, CORRELATION_ID)?,
         causation_id: id_header(&headers, CAUSATION_ID)?,
-        shard_epoch: None,
+        fence: None,
     };
     let trace = TraceContext::from_http(&headers, app.config.trace_spans);
     let span = trace.span(|| {

@@ -58,6 +58,43 @@ impl ShardPass {
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
+
+    /// What an actor checks before each append of the command holding this
+    /// pass: that the node's lease still holds.
+    pub fn fence(&self) -> ShardFence {
+        ShardFence { gate: self.gate.clone(), shard: self.shard, epoch: self.epoch }
+    }
+}
+
+/// Whether the grant a command started under still holds, asked again
+/// before each of its appends: a command that waited out a pause or a
+/// conflict's retries while the node's lease ran out must not append, since
+/// the leader may give the shard away once the lease has run out
+/// (invariant: one-server-per-shard). A shard closed for a drain still
+/// holds: the node keeps its grant until the commands holding passes are
+/// done, and releases it only then. The store's version check stays the
+/// guard for the moment between this check and the append.
+#[derive(Debug, Clone)]
+pub struct ShardFence {
+    gate: Arc<ShardGate>,
+    shard: ShardId,
+    epoch: u64,
+}
+
+impl ShardFence {
+    /// The node's lease holds now (its pass keeps the grant from moving).
+    pub fn holds(&self) -> bool {
+        self.gate.now() < self.gate.lease_until.load(Ordering::SeqCst)
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    /// The epoch of the grant: appends record it.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
 }
 
 impl Drop for ShardPass {
@@ -93,7 +130,7 @@ impl ShardGate {
 
     /// Sizes the table for a cluster of `shards`; `false` if it was already
     /// sized differently (a map of another cluster: ignored).
-    pub(super) fn size(&self, shards: u32) -> bool {
+    pub(crate) fn size(&self, shards: u32) -> bool {
         let table = self.table.get_or_init(|| Table {
             serving: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             in_flight: (0..shards).map(|_| AtomicU32::new(0)).collect(),
@@ -101,17 +138,17 @@ impl ShardGate {
         table.serving.len() == shards as usize
     }
 
-    pub(super) fn set_lease(&self, until: Option<u64>) {
+    pub(crate) fn set_lease(&self, until: Option<u64>) {
         self.lease_until.store(until.unwrap_or(0), Ordering::SeqCst);
     }
 
-    pub(super) fn open(&self, shard: ShardId, epoch: u64) {
+    pub(crate) fn open(&self, shard: ShardId, epoch: u64) {
         if let Some(slot) = self.table.get().and_then(|t| t.serving.get(shard.0 as usize)) {
             slot.store(epoch + 1, Ordering::SeqCst);
         }
     }
 
-    pub(super) fn close(&self, shard: ShardId) {
+    pub(crate) fn close(&self, shard: ShardId) {
         if let Some(slot) = self.table.get().and_then(|t| t.serving.get(shard.0 as usize)) {
             slot.store(0, Ordering::SeqCst);
         }
@@ -185,6 +222,19 @@ mod tests {
         gate.set_lease(None);
         assert!(gate.enter(ShardId(1)).is_none(), "no lease");
         assert!(!gate.size(8), "a cluster keeps its shard count");
+    }
+
+    #[test]
+    fn a_fence_holds_while_the_same_grant_does() {
+        let gate = gate();
+        gate.open(ShardId(1), 4);
+        let pass = gate.enter(ShardId(1)).unwrap();
+        let fence = pass.fence();
+        assert!(fence.holds());
+        gate.close(ShardId(1));
+        assert!(fence.holds(), "a drain lets the commands holding passes finish");
+        gate.set_lease(Some(0));
+        assert!(!fence.holds(), "the lease ran out: the shard may be given away");
     }
 
     #[tokio::test]

@@ -138,7 +138,7 @@ mod view;
 
 pub use config::{ClusterConfig, ConfigError};
 pub use driver::{Cluster, ClusterStats, ClusterStatus, DriverConfig, JoinError, MemberStatus, ShardRequests};
-pub use gate::{ShardGate, ShardPass};
+pub use gate::{ShardFence, ShardGate, ShardPass};
 pub use map::{MAX_MAP_BYTES, MAX_MAP_NODES, MapError, ShardMap};
 pub use names::{ClusterNames, Key};
 pub use node::{Action, ClusterEvent, Input, KvOp, KvOutcome, Node, RequestId};
