@@ -579,13 +579,16 @@ async fn kill_a_nats_server_of_three_under_load_loses_nothing() {
     for stream in &streams {
         leaders.push(format!("{stream} led by {}", stream_leader(&js, stream).await));
     }
-    let incarnations: Vec<u64> = {
-        let mut v = Vec::new();
-        for host in &all {
-            v.push(status(host).await["incarnation"].as_u64().unwrap());
-        }
-        v
+    // Fencing and expulsions are counted from the kill on (a lease can
+    // run out while the hosts start on two cores).
+    let fences = |host: &Host| {
+        let stderr = host.stderr();
+        (stderr.matches("membership lease ran out").count(), stderr.matches("expelled by the leader").count())
     };
+    let mut incarnations = Vec::new();
+    for host in &all {
+        incarnations.push((status(host).await["incarnation"].as_u64().unwrap(), fences(host)));
+    }
     println!("chaos {name}: hosts connected to NATS servers {before:?}; killing n{victim}; {leaders:?}");
 
     let at = Instant::now();
@@ -615,13 +618,13 @@ async fn kill_a_nats_server_of_three_under_load_loses_nothing() {
 
     // What the hosts went through: fenced (lease ran out), expelled, rejoined.
     let mut rejoined = Vec::new();
-    for (host, incarnation) in all.iter().zip(&incarnations) {
+    for (host, (incarnation, (fenced, expelled))) in all.iter().zip(&incarnations) {
         let now = status(host).await["incarnation"].as_u64().unwrap();
-        let stderr = host.stderr();
+        let (fenced_now, expelled_now) = fences(host);
         rejoined.push(format!(
             "fenced {}x, expelled {}x, incarnation {incarnation} -> {now}",
-            stderr.matches("membership lease ran out").count(),
-            stderr.matches("expelled by the leader").count(),
+            fenced_now - fenced,
+            expelled_now - expelled,
         ));
     }
     println!("chaos {name}: hosts: {rejoined:?}");
@@ -633,6 +636,13 @@ async fn kill_a_nats_server_of_three_under_load_loses_nothing() {
     let last_error = after_kill.iter().map(|e| e.answered - at).max();
     let samples: Vec<String> = history.errors().take(3).map(|e| format!("{:?}", e.outcome)).collect();
     let slowest = history.acked().map(|r| r.answered.duration_since(r.sent)).max().unwrap();
+    // Commands in flight at the kill (their answer may have been on the
+    // dead server's connections) against those sent after it.
+    let in_flight: Vec<Duration> =
+        history.records.iter().filter(|r| r.sent < at && r.answered >= at).map(|r| r.answered - r.sent).collect();
+    let sent_after = |r: &&super::harness::Record| r.sent >= at && r.sent < restarted;
+    let slowest_after = history.records.iter().filter(sent_after).map(|r| r.answered - r.sent).max();
+    let errors_after = history.errors().filter(sent_after).count();
     for error in history.errors() {
         assert!(
             error.answered >= at && error.answered <= at + NATS_ERRORS_BOUND,
@@ -645,11 +655,15 @@ async fn kill_a_nats_server_of_three_under_load_loses_nothing() {
     let (actors, stale) = epochs_going_back(nats.client().await).await;
     println!(
         "chaos {name}: {verdict}; longest stretch without a 200: {} after the kill, {} after the restart; \
-         slowest 200 {}; last error {} after the kill; stale appends (epoch going back) {} on {actors} actors; \
-         {} in all",
+         slowest 200 {}; {} commands in flight at the kill, slowest answered after {}; commands sent between \
+         the kill and the restart: slowest answered after {}, {errors_after} errors; last error {} after the \
+         kill; stale appends (epoch going back) {} on {actors} actors; {} in all",
         seconds(silence),
         seconds(silence_after_restart),
         seconds(slowest),
+        in_flight.len(),
+        in_flight.iter().max().copied().map(seconds).unwrap_or_default(),
+        slowest_after.map(seconds).unwrap_or_default(),
         last_error.map(seconds).unwrap_or_else(|| "none".into()),
         stale.len(),
         seconds(started.elapsed()),
