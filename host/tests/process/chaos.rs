@@ -4,6 +4,8 @@
 //! at once (each restarted under its id once its shards moved), or SIGSTOP
 //! of an owner for longer than its lease, then SIGCONT; and a random
 //! schedule of these (`cargo xtask chaos --minutes N` runs it longer).
+//! One more runs the hosts on a three-server NATS cluster (replicas 3) and
+//! kills -9 one NATS server under load, then restarts it.
 //!
 //! Every client records each command it sends (account, idempotency key)
 //! and the answer; commands answered with an error are sent once more with
@@ -349,7 +351,7 @@ async fn verdict(name: &str, cluster: &Cluster, load: Load, strikes: &[Strike], 
     // stream (a stale owner writing after the new one). The store's version
     // check keeps them exactly-once; fencing them out of the store is the
     // storage-level fence still to come, so this is a figure, not a rule.
-    let (actors, stale) = epochs_going_back(&cluster.server).await;
+    let (actors, stale) = epochs_going_back(cluster.server.client().await).await;
     println!(
         "chaos {name}: {verdict}; slowest 200 {}; last error {} after its fault; stale appends (epoch going \
          back) {} on {actors} actors {stale:?}; {} in all",
@@ -484,4 +486,190 @@ impl Random {
         self.0 ^= self.0 << 17;
         self.0
     }
+}
+
+/// How long after a NATS server's kill clients may still see errors:
+/// appends in flight on the dead server wait out the store's 5 s request
+/// timeout (`--js-timeout-ms`), and a stream whose leader died answers
+/// again once its two survivors elect a new one.
+const NATS_ERRORS_BOUND: Duration = Duration::from_secs(10);
+
+/// The NATS server (index into `ports`) each host holds an established TCP
+/// connection to, as `ss` lists them; `None` where it cannot tell.
+fn nats_server_of(hosts: &[&Host], ports: &[u16]) -> Vec<Option<usize>> {
+    let listed = Command::new("ss").args(["-tnpH", "state", "established"]).output();
+    let text = listed.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    hosts
+        .iter()
+        .map(|host| {
+            let pid = format!("pid={},", host.pid());
+            text.lines().filter(|line| line.contains(&pid)).find_map(|line| {
+                let peer = line.split_whitespace().nth(3)?;
+                ports.iter().position(|p| peer == format!("127.0.0.1:{p}"))
+            })
+        })
+        .collect()
+}
+
+/// Waits until every replica of `stream` is current (a restarted server
+/// has caught up); returns the time it took.
+async fn replicas_current(js: &async_nats::jetstream::Context, stream: &str) -> Duration {
+    let since = Instant::now();
+    loop {
+        let info = js.get_stream(stream).await.unwrap().info().await.unwrap().clone();
+        let cluster = info.cluster.clone().unwrap();
+        if cluster.leader.is_some() && cluster.replicas.len() == 2 && cluster.replicas.iter().all(|r| r.current) {
+            return since.elapsed();
+        }
+        assert!(since.elapsed() < Duration::from_secs(30), "{stream} did not catch up within 30 s: {cluster:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The leader of `stream` on the NATS cluster.
+async fn stream_leader(js: &async_nats::jetstream::Context, stream: &str) -> String {
+    let info = js.get_stream(stream).await.unwrap().info().await.unwrap().clone();
+    info.cluster.and_then(|c| c.leader).unwrap_or_default()
+}
+
+/// The longest stretch within `from..to` in which no command was answered `200`.
+fn longest_silence(history: &History, from: Instant, to: Instant) -> Duration {
+    let mut times: Vec<Instant> = history.acked().map(|r| r.answered).filter(|t| *t >= from && *t <= to).collect();
+    times.push(from);
+    times.push(to);
+    times.sort();
+    times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
+}
+
+/// Three hosts on a three-server NATS cluster (JetStream replicas 3, every
+/// host given all three URLs), under load through every host's HTTP door:
+/// kill -9 the NATS server most hosts are connected to, keep the load
+/// while the hosts reconnect elsewhere and the streams it led elect new
+/// leaders, restart it on its store, keep the load while it catches up;
+/// then nothing acknowledged is lost and nothing is stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_a_nats_server_of_three_under_load_loses_nothing() {
+    use aether_host::names::NatsNames;
+    use aether_host::testkit::nats::NatsCluster;
+    let _turn = TURN.lock().await;
+    let name = "nats";
+    let started = Instant::now();
+    let mut nats = NatsCluster::start(3);
+    let js = async_nats::jetstream::new(nats.client().await);
+    let urls = nats.urls().join(",");
+    let ports: Vec<u16> = nats.urls().iter().map(|u| u.rsplit(':').next().unwrap().parse().unwrap()).collect();
+    let hosts: Vec<Host> = ["a", "b", "c"].iter().map(|id| super::harness::node_on_nats_cluster(&urls, id)).collect();
+    let all: Vec<&Host> = hosts.iter().collect();
+    settled(&all, 3).await;
+    let doors: Vec<String> = hosts.iter().map(|h| h.url.clone()).collect();
+    open_accounts(&doors, ACCOUNTS).await;
+    let load = Load::start(Target::Http(doors), ACCOUNTS, CLIENTS, name);
+    load.until_acked(300).await;
+
+    // The victim: the server most hosts use (ties and unknowns: the first).
+    let before = nats_server_of(&all, &ports);
+    let mut votes = [0usize; 3];
+    for server in before.iter().flatten() {
+        votes[*server] += 1;
+    }
+    let victim = (0..3).max_by_key(|i| (votes[*i], std::cmp::Reverse(*i))).unwrap();
+    let names = NatsNames::new(None);
+    let streams = [names.events_stream(), format!("KV_{}", names.cluster("bank").bucket())];
+    let mut leaders = Vec::new();
+    for stream in &streams {
+        leaders.push(format!("{stream} led by {}", stream_leader(&js, stream).await));
+    }
+    // Fencing and expulsions are counted from the kill on (a lease can
+    // run out while the hosts start on two cores).
+    let fences = |host: &Host| {
+        let stderr = host.stderr();
+        (stderr.matches("membership lease ran out").count(), stderr.matches("expelled by the leader").count())
+    };
+    let mut incarnations = Vec::new();
+    for host in &all {
+        incarnations.push((status(host).await["incarnation"].as_u64().unwrap(), fences(host)));
+    }
+    println!("chaos {name}: hosts connected to NATS servers {before:?}; killing n{victim}; {leaders:?}");
+
+    let at = Instant::now();
+    nats.stop(victim);
+    // Several seconds of load on two servers of three, then the map settled.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    load.until_acked(200).await;
+    settled(&all, 3).await;
+    let after = nats_server_of(&all, &ports);
+    let mut new_leaders = Vec::new();
+    for stream in &streams {
+        new_leaders.push(format!("{stream} led by {}", stream_leader(&js, stream).await));
+    }
+    println!("chaos {name}: {} after the kill: hosts connected to {after:?}; {new_leaders:?}", seconds(at.elapsed()));
+    assert!(after.iter().flatten().all(|s| *s != victim), "a host still uses the dead server: {after:?}");
+
+    let restarted = Instant::now();
+    nats.restart(victim);
+    let mut caught_up = Vec::new();
+    for stream in &streams {
+        caught_up.push(format!("{stream} in {}", seconds(replicas_current(&js, stream).await)));
+    }
+    println!("chaos {name}: n{victim} restarted; replicas current: {caught_up:?}");
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(restarted.elapsed())).await;
+    load.until_acked(200).await;
+    settled(&all, 3).await;
+
+    // What the hosts went through: fenced (lease ran out), expelled, rejoined.
+    let mut rejoined = Vec::new();
+    for (host, (incarnation, (fenced, expelled))) in all.iter().zip(&incarnations) {
+        let now = status(host).await["incarnation"].as_u64().unwrap();
+        let (fenced_now, expelled_now) = fences(host);
+        rejoined.push(format!(
+            "fenced {}x, expelled {}x, incarnation {incarnation} -> {now}",
+            fenced_now - fenced,
+            expelled_now - expelled,
+        ));
+    }
+    println!("chaos {name}: hosts: {rejoined:?}");
+
+    let mut history = load.finish().await;
+    let silence = longest_silence(&history, at, restarted);
+    let silence_after_restart = longest_silence(&history, restarted, Instant::now());
+    let after_kill: Vec<&super::harness::Record> = history.errors().filter(|e| e.answered >= at).collect();
+    let last_error = after_kill.iter().map(|e| e.answered - at).max();
+    let samples: Vec<String> = history.errors().take(3).map(|e| format!("{:?}", e.outcome)).collect();
+    let slowest = history.acked().map(|r| r.answered.duration_since(r.sent)).max().unwrap();
+    // Commands in flight at the kill (their answer may have been on the
+    // dead server's connections) against those sent after it.
+    let in_flight: Vec<Duration> =
+        history.records.iter().filter(|r| r.sent < at && r.answered >= at).map(|r| r.answered - r.sent).collect();
+    let sent_after = |r: &&super::harness::Record| r.sent >= at && r.sent < restarted;
+    let slowest_after = history.records.iter().filter(sent_after).map(|r| r.answered - r.sent).max();
+    let errors_after = history.errors().filter(sent_after).count();
+    for error in history.errors() {
+        assert!(
+            error.answered >= at && error.answered <= at + NATS_ERRORS_BOUND,
+            "an error outside {NATS_ERRORS_BOUND:?} after the kill ({:?} after it): {error:?}",
+            error.answered.checked_duration_since(at)
+        );
+    }
+    history.retry_errors(&hosts[0].url).await;
+    let verdict = check(&Http::new(&hosts[0]), ACCOUNTS, &history).await;
+    let (actors, stale) = epochs_going_back(nats.client().await).await;
+    println!(
+        "chaos {name}: {verdict}; longest stretch without a 200: {} after the kill, {} after the restart; \
+         slowest 200 {}; {} commands in flight at the kill, slowest answered after {}; commands sent between \
+         the kill and the restart: slowest answered after {}, {errors_after} errors; last error {} after the \
+         kill; stale appends (epoch going back) {} on {actors} actors; {} in all",
+        seconds(silence),
+        seconds(silence_after_restart),
+        seconds(slowest),
+        in_flight.len(),
+        in_flight.iter().max().copied().map(seconds).unwrap_or_default(),
+        slowest_after.map(seconds).unwrap_or_default(),
+        last_error.map(seconds).unwrap_or_else(|| "none".into()),
+        stale.len(),
+        seconds(started.elapsed()),
+    );
+    if !samples.is_empty() {
+        println!("chaos {name}: errors such as {samples:?}");
+    }
+    verdict.assert_exactly_once();
 }

@@ -23,6 +23,12 @@ pub fn node(url: &str, id: &str) -> Host {
     Host::load(&["--nats", url, "--node-id", id])
 }
 
+/// A node of a cluster on a NATS cluster: `urls` comma-separated, and the
+/// events stream and the cluster's bucket kept on three servers.
+pub fn node_on_nats_cluster(urls: &str, id: &str) -> Host {
+    Host::load(&["--nats", urls, "--node-id", id, "--js-replicas", "3"])
+}
+
 pub async fn status(host: &Host) -> Value {
     Http::new(host).get("/cluster").await.body
 }
@@ -433,10 +439,10 @@ pub async fn check(http: &Http, accounts: usize, history: &History) -> Verdict {
 /// epoch (recorded on each append) goes back along its stream, what went
 /// back: an append made under a grant that had already been superseded by
 /// the time an earlier message was stored, i.e. by a node fenced too late.
-pub async fn epochs_going_back(server: &NatsServer) -> (usize, Vec<String>) {
+pub async fn epochs_going_back(client: async_nats::Client) -> (usize, Vec<String>) {
     use aether_host::store::jetstream::EPOCH_HEADER;
     use futures_util::StreamExt;
-    let js = async_nats::jetstream::new(server.client().await);
+    let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream(NatsNames::new(None).events_stream()).await.unwrap();
     let last = stream.info().await.unwrap().state.last_sequence;
     let consumer =
