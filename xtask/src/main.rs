@@ -1,7 +1,8 @@
 //! `cargo xtask <chore>`: Aether's chores in Rust rather than shell.
 //!
-//! - `ci`: installs the wasm target, runs every test in the workspace, then
-//!   each fuzz target for a few seconds (or says why it cannot).
+//! - `ci`: checks formatting and runs clippy with warnings denied, installs
+//!   the wasm target, runs every test in the workspace, then each fuzz
+//!   target for a few seconds (or says why it cannot).
 //! - `demo [--data DIR] [--listen ADDR]`: builds the bank example, runs
 //!   `aether-host load` on it with the embedded store, sends a few commands
 //!   over HTTP and keeps serving until Ctrl-C; run it twice to see the
@@ -134,6 +135,8 @@ fn install_schemathesis() -> anyhow::Result<PathBuf> {
 fn ci() -> anyhow::Result<()> {
     check_formatting()?;
     ensure_wasm_target()?;
+    // Lints with warnings denied, on everything the workspace builds.
+    status(cargo().current_dir(root()).args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     let nats = install_nats()?;
     eprintln!("xtask: nats-server at {}", nats.display());
     let schemathesis = install_schemathesis()?;
