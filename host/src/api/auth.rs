@@ -1,11 +1,12 @@
 //! Optional bearer-token authentication of the HTTP API: with a token
-//! configured, every request but `GET /healthz` must carry
+//! configured, every request but `GET /healthz` and `GET /readyz` must carry
 //! `Authorization: Bearer <token>`, else it is answered `401 unauthorized`
 //! with `WWW-Authenticate: Bearer`.
 //!
-//! `/healthz` stays open so load balancers and orchestrators can probe a
-//! host without holding its credentials; it reveals only the domain's name,
-//! the component's hash and counts.
+//! `/healthz` and `/readyz` stay open so load balancers and orchestrators
+//! can probe a host without holding its credentials; they reveal only the
+//! domain's name, the component's hash, counts and whether the node is in
+//! touch with its cluster.
 
 use super::error::ApiError;
 use axum::extract::{Request, State};
@@ -62,9 +63,10 @@ impl std::fmt::Debug for HttpToken {
     }
 }
 
-/// The middleware: passes a request with the right token (or to `/healthz`) on.
+/// The middleware: passes a request with the right token (or to `/healthz`
+/// or `/readyz`) on.
 pub(super) async fn require_token(State(token): State<HttpToken>, request: Request, next: Next) -> Response {
-    if request.uri().path() == "/healthz" {
+    if matches!(request.uri().path(), "/healthz" | "/readyz") {
         return next.run(request).await;
     }
     let presented = request.headers().get(header::AUTHORIZATION).map(|value| {

@@ -7,12 +7,13 @@
 //! | `GET /actors/{aggregate}/{id}/events[?from=N&limit=M]` | `{"events": [{version, name, payload, provenance}], "next"}` |
 //! | `GET /model` | the EventStorming model with payload schemas |
 //! | `GET /cluster` | in a cluster: nodes, leader, map epoch, shards per node |
-//! | `GET /healthz` | `{"status": "ok", ...}` |
+//! | `GET /healthz` | `{"status": "ok", ...}`: the process is up |
+//! | `GET /readyz` | `200 {"status": "ready"}`, or `503` with the reason (in a cluster: cut off, or left) |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /openapi.json` | an OpenAPI 3.1 document of all of the above, from the loaded model |
 //!
 //! Failures are JSON with a stable `error` kind: see [`error`]. With a
-//! token ([`ApiConfig::token`]) every route but `/healthz` asks for
+//! token ([`ApiConfig::token`]) every route but `/healthz` and `/readyz` asks for
 //! `Authorization: Bearer <token>`; with [`ApiConfig::tls`] the listener
 //! speaks HTTPS. Commands and state reads take a W3C `traceparent` (and
 //! `tracestate`) header: see [`trace`](self).
@@ -92,7 +93,7 @@ pub struct ApiConfig {
     pub max_events_per_page: usize,
     /// Commands this door runs at once; more are answered `503 overloaded`.
     pub max_in_flight_commands: usize,
-    /// If set, every route but `GET /healthz` needs `Authorization: Bearer <token>`.
+    /// If set, every route but `GET /healthz` and `GET /readyz` needs `Authorization: Bearer <token>`.
     pub token: Option<HttpToken>,
     /// If set, the listener speaks HTTPS only.
     pub tls: Option<TlsConfig>,
@@ -160,6 +161,7 @@ fn router(app: routes::App) -> Router {
         .route("/model", get(routes::model))
         .route("/cluster", get(routes::cluster))
         .route("/healthz", get(routes::health))
+        .route("/readyz", get(routes::ready))
         .route("/metrics", get(routes::metrics))
         .route("/openapi.json", get(routes::openapi))
         .fallback(routes::not_found)

@@ -50,6 +50,22 @@ pub(super) fn document(model: &DomainModel, config: &ApiConfig) -> Value {
         health["security"] = json!([]);
     }
     paths.insert("/healthz".into(), json!({ "get": health }));
+    let mut ready = operation(
+        "readyz",
+        "Whether to send this host requests (in a cluster: while its membership lease holds); never asks for a token",
+        &[],
+        false,
+        ok(json!({ "$ref": "#/components/schemas/Ready" })),
+        &[],
+    );
+    ready["responses"]["503"] = json!({
+        "description": "Not ready: cut off from its cluster, or left it",
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/NotReady" } } },
+    });
+    if secured {
+        ready["security"] = json!([]);
+    }
+    paths.insert("/readyz".into(), json!({ "get": ready }));
     let mut metrics =
         operation("metrics", "Counters and latency histograms, as Prometheus text", &[], secured, json!({}), &[]);
     metrics["responses"]["200"] = json!({
@@ -340,6 +356,19 @@ fn shared_schemas() -> Map<String, Value> {
                 "uptime_s": { "type": "integer", "minimum": 0 },
             },
         },
+        "Ready": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {
+                "status": { "const": "ready" },
+                "serving": { "type": "integer", "minimum": 0, "description": "Shards this node serves (in a cluster)" },
+            },
+        },
+        "NotReady": {
+            "type": "object",
+            "required": ["status", "reason"],
+            "properties": { "status": { "const": "not-ready" }, "reason": { "type": "string" } },
+        },
         "Model": {
             "type": "object",
             "required": ["name", "sdk_version", "aggregates", "policies", "read_models"],
@@ -583,8 +612,15 @@ mod tests {
             assert!(add["responses"].get(status).is_some(), "{status}");
         }
         assert!(add["responses"].get("401").is_none());
-        for path in ["/actors/Cart/{id}", "/actors/Cart/{id}/events", "/model", "/healthz", "/metrics", "/openapi.json"]
-        {
+        for path in [
+            "/actors/Cart/{id}",
+            "/actors/Cart/{id}/events",
+            "/model",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/openapi.json",
+        ] {
             assert!(doc["paths"][path]["get"].is_object(), "{path}");
         }
         assert_eq!(
@@ -600,6 +636,7 @@ mod tests {
         let doc = document(&model(), &config);
         assert_eq!(doc["security"], json!([{ "bearer": [] }]));
         assert_eq!(doc["paths"]["/healthz"]["get"]["security"], json!([]));
+        assert_eq!(doc["paths"]["/readyz"]["get"]["security"], json!([]));
         assert!(doc["paths"]["/model"]["get"].get("security").is_none());
         assert_eq!(doc["paths"]["/model"]["get"]["responses"]["401"]["$ref"], "#/components/responses/Unauthorized");
     }

@@ -198,6 +198,28 @@ pub(super) async fn health(State(app): State<App>) -> Json<Value> {
     }))
 }
 
+/// `GET /readyz`: whether to send this host requests. Not in a cluster:
+/// always. In one: while its membership lease holds (a node cut off from
+/// the cluster's NATS, or back from a pause and not yet renewed, answers
+/// nothing itself and cannot reach the others) and until it leaves.
+pub(super) async fn ready(State(app): State<App>) -> (StatusCode, Json<Value>) {
+    let Some(door) = &app.config.cluster else {
+        return (StatusCode::OK, Json(json!({ "status": "ready" })));
+    };
+    let status = door.cluster.status();
+    let not_ready = if status.left {
+        Some("the node has left its cluster")
+    } else if !door.cluster.gate().lease_holds() {
+        Some("the node's membership lease has run out: it is cut off from the cluster (or was paused) until it renews")
+    } else {
+        None
+    };
+    match not_ready {
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not-ready", "reason": reason }))),
+        None => (StatusCode::OK, Json(json!({ "status": "ready", "serving": status.serving }))),
+    }
+}
+
 /// `GET /openapi.json`: the OpenAPI document of this host.
 pub(super) async fn openapi(State(app): State<App>) -> Json<Value> {
     Json(Value::clone(&app.openapi))
@@ -230,7 +252,8 @@ pub(super) async fn not_found() -> ApiError {
         StatusCode::NOT_FOUND,
         "not-found",
         "no such route; the API has POST /actors/{aggregate}/{id}/commands/{command}, GET /actors/{aggregate}/{id}, \
-         GET /actors/{aggregate}/{id}/events, GET /model, GET /cluster, GET /healthz, GET /metrics, GET /openapi.json",
+         GET /actors/{aggregate}/{id}/events, GET /model, GET /cluster, GET /healthz, GET /readyz, GET /metrics, \
+         GET /openapi.json",
     )
 }
 

@@ -123,6 +123,12 @@ impl ShardGate {
         self.table.get().map(|t| t.serving.len() as u32)
     }
 
+    /// Whether the node's membership lease holds now: it is in touch with
+    /// the cluster and may serve what it is granted.
+    pub fn lease_holds(&self) -> bool {
+        self.now() < self.lease_until.load(Ordering::SeqCst)
+    }
+
     /// The shard of an actor, once the shard count is known.
     pub fn shard_of(&self, aggregate: &str, id: &str) -> Option<ShardId> {
         self.shards().map(|n| shard_of(aggregate, id, n))

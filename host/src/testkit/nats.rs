@@ -17,7 +17,7 @@
 //! install-nats` puts in `~/.cache/aether-tools`, else `nats-server` on the
 //! `PATH`.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +35,8 @@ pub struct NatsServer {
     binary: PathBuf,
     /// Holds `store/` (JetStream), `ports/` and `server.log`; removed on drop.
     dir: PathBuf,
+    /// The address it listens on: loopback unless [`start_on`](Self::start_on).
+    ip: IpAddr,
     port: u16,
     child: Option<Child>,
 }
@@ -47,17 +49,24 @@ impl NatsServer {
     /// If no `nats-server` binary is found (with the hint to install one), or
     /// the server does not accept connections in time (with its log).
     pub fn start() -> Self {
+        Self::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// As [`start`](Self::start), listening on `ip` (one of this machine's
+    /// addresses, e.g. the root side of a veth pair that a network
+    /// namespace reaches it through) instead of loopback.
+    pub fn start_on(ip: IpAddr) -> Self {
         let binary = find_binary();
         let dir = temp_dir("nats");
         std::fs::create_dir_all(dir.join("store")).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-        let mut server = Self { binary, dir, port: 0, child: None };
+        let mut server = Self { binary, dir, ip, port: 0, child: None };
         server.spawn();
         server
     }
 
-    /// `nats://127.0.0.1:<port>`.
+    /// `nats://<address>:<port>`.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://{}", SocketAddr::new(self.ip, self.port))
     }
 
     pub fn port(&self) -> u16 {
@@ -118,8 +127,8 @@ impl NatsServer {
     fn spawn(&mut self) {
         let port = if self.port == 0 { "-1".to_owned() } else { self.port.to_string() };
         let mut command = Command::new(&self.binary);
-        command.args(["-js", "-a", "127.0.0.1", "-p", &port]).arg("-sd").arg(self.store_dir());
-        let (child, port) = launch(command, &self.dir);
+        command.args(["-js", "-a", &self.ip.to_string(), "-p", &port]).arg("-sd").arg(self.store_dir());
+        let (child, port) = launch(command, self.ip, &self.dir);
         self.child = Some(child);
         self.port = port;
     }
@@ -132,7 +141,7 @@ impl NatsServer {
 /// # Panics
 ///
 /// If it exits or does not accept connections within [`STARTUP`], with its log.
-fn launch(mut command: Command, dir: &Path) -> (Child, u16) {
+fn launch(mut command: Command, ip: IpAddr, dir: &Path) -> (Child, u16) {
     let ports = dir.join("ports");
     let _ = std::fs::remove_dir_all(&ports);
     std::fs::create_dir_all(&ports).unwrap_or_else(|e| panic!("cannot create {}: {e}", ports.display()));
@@ -154,7 +163,7 @@ fn launch(mut command: Command, dir: &Path) -> (Child, u16) {
             panic!("nats-server exited with {status} while starting; its log:\n{}", read_log());
         }
         if let Some(port) = read_ports_file(&ports) {
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let addr = SocketAddr::new(ip, port);
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 return (child, port);
             }
@@ -349,7 +358,7 @@ impl NatsCluster {
         std::fs::write(&file, config).unwrap_or_else(|e| panic!("cannot write {}: {e}", file.display()));
         let mut command = Command::new(&self.binary);
         command.arg("-c").arg(&file);
-        let (child, port) = launch(command, &member.dir);
+        let (child, port) = launch(command, IpAddr::V4(Ipv4Addr::LOCALHOST), &member.dir);
         let member = &mut self.servers[i];
         member.child = Some(child);
         member.port = port;

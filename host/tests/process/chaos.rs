@@ -1,9 +1,12 @@
 //! The cluster under failure: real `aether-host load --nats` processes on
 //! one real `nats-server -js`, clients depositing through every node's HTTP
 //! door, and a nemesis: `kill -9` of a shard owner, of the leader, of both
-//! at once (each restarted under its id once its shards moved), or SIGSTOP
-//! of an owner for longer than its lease, then SIGCONT; and a random
-//! schedule of these (`cargo xtask chaos --minutes N` runs it longer).
+//! at once (each restarted under its id once its shards moved), SIGSTOP
+//! of an owner for longer than its lease, then SIGCONT, or a partition of
+//! one node from NATS, then healed (the node runs in a network namespace of
+//! its own: [`NetNs`]); and a random schedule of these (`cargo xtask chaos
+//! --minutes N` runs it longer). Clients send through the doors that
+//! answer `GET /readyz`, as a load balancer would.
 //! One more runs the hosts on a three-server NATS cluster (replicas 3) and
 //! kills -9 one NATS server under load, then restarts it.
 //!
@@ -24,11 +27,14 @@
 //! timings are the point.
 
 use super::harness::{
-    History, Load, Outcome, SHARDS, Target, check, epochs_going_back, map, node, open_accounts, settled, status,
+    History, Load, Outcome, SHARDS, Target, check, epochs_going_back, map, node, node_args, open_accounts, settled,
+    status,
 };
+use super::netns::NetNs;
 use super::support::{Host, Http};
 use aether_host::cluster::{ShardId, shard_of};
 use aether_host::testkit::nats::NatsServer;
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::sync::Arc;
@@ -60,6 +66,8 @@ enum Victims {
     Leader,
     /// The leader and another shard owner at once.
     LeaderAndOwner,
+    /// The node in a network namespace of its own (leader or not).
+    CutOff,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -69,12 +77,29 @@ enum Fault {
     /// SIGSTOP for this long, then SIGCONT: the process resumes with its
     /// stale view and stale actors.
     Pause(Duration),
+    /// Every packet between the node and NATS dropped for this long, then
+    /// let through again: the node runs on, cut off, with its HTTP door
+    /// open; its connection stays up, silent.
+    Partition(Duration),
+}
+
+impl Fault {
+    /// How long the fault lasts before it is undone (a kill: at once).
+    fn length(self) -> Duration {
+        match self {
+            Fault::Kill => Duration::ZERO,
+            Fault::Pause(d) | Fault::Partition(d) => d,
+        }
+    }
 }
 
 /// A cluster of nodes under load, as the nemesis finds it.
 struct Cluster {
     server: NatsServer,
     nodes: BTreeMap<String, Host>,
+    /// The node run in a network namespace of its own, and the namespace:
+    /// the one a partition can cut off.
+    cut_off: Option<(String, NetNs)>,
 }
 
 impl Cluster {
@@ -83,7 +108,27 @@ impl Cluster {
         let url = server.url();
         let nodes: BTreeMap<String, Host> = ids.iter().map(|id| ((*id).to_owned(), node(&url, id))).collect();
         settled(&nodes.values().collect::<Vec<_>>(), ids.len()).await;
-        Cluster { server, nodes }
+        Cluster { server, nodes, cut_off: None }
+    }
+
+    /// As [`start`](Self::start), with the last of `ids` in a network
+    /// namespace of its own, which [`Fault::Partition`] cuts off from NATS.
+    async fn start_partitionable(ids: &[&str]) -> Cluster {
+        let netns = NetNs::create();
+        let server = NatsServer::start_on(netns.nats_ip());
+        let url = server.url();
+        let (inside, outside) = ids.split_last().unwrap();
+        let mut nodes: BTreeMap<String, Host> = outside.iter().map(|id| ((*id).to_owned(), node(&url, id))).collect();
+        nodes.insert((*inside).to_owned(), Host::load_in(&netns.name, netns.door_ip(), &node_args(&url, inside)));
+        settled(&nodes.values().collect::<Vec<_>>(), ids.len()).await;
+        Cluster { server, nodes, cut_off: Some(((*inside).to_owned(), netns)) }
+    }
+
+    fn netns(&mut self, victim: &str) -> &mut NetNs {
+        match &mut self.cut_off {
+            Some((id, netns)) if id == victim => netns,
+            _ => panic!("{victim} does not run in a network namespace: only it can be cut off"),
+        }
     }
 
     fn urls(&self) -> Vec<String> {
@@ -105,6 +150,7 @@ impl Cluster {
             Victims::Owner => vec![other()],
             Victims::Leader => vec![leader],
             Victims::LeaderAndOwner => vec![leader, other()],
+            Victims::CutOff => vec![self.cut_off.as_ref().expect("a node in a namespace").0.clone()],
         }
     }
 
@@ -135,27 +181,45 @@ impl Cluster {
             match fault {
                 Fault::Kill => host.kill(),
                 Fault::Pause(_) => signal(host, "-STOP"),
+                Fault::Partition(_) => self.netns(victim).cut(),
             }
         }
         let (failover, leader) = tokio::join!(probe(&survivors, &held, at), async {
             if leader_gone { Some(new_leader(&self.nodes[&survivor], &victims, at).await) } else { None }
-        });
-        if let Fault::Pause(pause) = fault {
-            tokio::time::sleep(pause.saturating_sub(at.elapsed())).await;
-            let before = load.history();
-            for victim in &victims {
-                signal(&self.nodes[victim], "-CONT");
-            }
-            for victim in &victims {
-                no_stale_reads(&self.nodes[victim], &before, &held).await;
-            }
+        },);
+        // Its shards served elsewhere and written to since, a node cut off
+        // must not answer from the actors it still holds.
+        let cut_off_reads = if let Fault::Partition(_) = fault {
+            load.until_acked(100).await;
+            Some(no_stale_reads_cut_off(&self.nodes[&victims[0]], load, &held).await)
         } else {
-            for victim in &victims {
-                self.nodes.remove(victim);
+            None
+        };
+        if let Some((answered, unanswered)) = cut_off_reads {
+            println!("chaos: cut off, {} answered {answered} reads fresh and {unanswered} not at all", victims[0]);
+        }
+        match fault {
+            Fault::Kill => {
+                for victim in &victims {
+                    self.nodes.remove(victim);
+                }
+            }
+            Fault::Pause(length) | Fault::Partition(length) => {
+                tokio::time::sleep(length.saturating_sub(at.elapsed())).await;
+                let before = load.history();
+                for victim in &victims {
+                    match fault {
+                        Fault::Pause(_) => signal(&self.nodes[victim], "-CONT"),
+                        _ => self.netns(victim).heal(),
+                    }
+                }
+                for victim in &victims {
+                    no_stale_reads(&self.nodes[victim], &before, &held).await;
+                }
             }
         }
         settled(&self.nodes.values().collect::<Vec<_>>(), self.nodes.len()).await;
-        if let Fault::Pause(_) = fault {
+        if fault != Fault::Kill {
             for victim in &victims {
                 let view = status(&self.nodes[victim]).await;
                 let incarnation = view["incarnation"].as_u64().unwrap();
@@ -181,7 +245,11 @@ impl Cluster {
     async fn restart(&mut self, load: &Load, victims: &[String]) -> Duration {
         let restarted = Instant::now();
         for victim in victims {
-            let host = node(&self.server.url(), victim);
+            let url = self.server.url();
+            let host = match &self.cut_off {
+                Some((id, netns)) if id == victim => Host::load_in(&netns.name, netns.door_ip(), &node_args(&url, id)),
+                _ => node(&url, victim),
+            };
             load.add_door(&host.url);
             self.nodes.insert(victim.clone(), host);
         }
@@ -212,6 +280,7 @@ impl std::fmt::Display for Strike {
         let what = match self.fault {
             Fault::Kill => "kill -9".to_owned(),
             Fault::Pause(p) => format!("SIGSTOP {}", seconds(p)),
+            Fault::Partition(p) => format!("partition from NATS {}", seconds(p)),
         };
         write!(
             f,
@@ -334,8 +403,8 @@ async fn verdict(name: &str, cluster: &Cluster, load: Load, strikes: &[Strike], 
     let mut history = load.finish().await;
     for error in history.errors() {
         assert!(
-            strikes.iter().any(|s| error.answered >= s.at && error.answered <= s.at + ERRORS_BOUND),
-            "an error outside {ERRORS_BOUND:?} after a fault: {error:?}"
+            strikes.iter().any(|s| error.answered >= s.at && error.answered <= s.at + s.fault.length() + ERRORS_BOUND),
+            "an error outside {ERRORS_BOUND:?} after a fault was undone: {error:?}"
         );
     }
     let last_error = history
@@ -367,15 +436,8 @@ async fn verdict(name: &str, cluster: &Cluster, load: Load, strikes: &[Strike], 
     for strike in strikes {
         assert!(strike.worst <= FAILOVER_BOUND, "failover took {:?}: {strike}", strike.worst);
     }
-    // (Commands sent straight to a paused node wait out its pause.)
-    let pause = strikes
-        .iter()
-        .filter_map(|s| match s.fault {
-            Fault::Pause(p) => Some(p),
-            Fault::Kill => None,
-        })
-        .max()
-        .unwrap_or_default();
+    // (Commands sent straight to a paused or cut-off node wait out the fault.)
+    let pause = strikes.iter().map(|s| s.fault.length()).max().unwrap_or_default();
     assert!(slowest <= pause + FAILOVER_BOUND, "a command waited {slowest:?} for its 200");
 }
 
@@ -404,6 +466,55 @@ async fn no_stale_reads(host: &Host, before: &History, held: &BTreeSet<ShardId>)
         reads += 1;
     }
     assert!(reads > 0, "no account of the paused node's shards was written");
+}
+
+/// While a node is cut off from NATS (after its shards moved), reads
+/// through its HTTP door every account of the shards it held, all at once,
+/// each given 3 s: any `200` must show at least the newest version
+/// acknowledged before the read (so not the state the node held when it
+/// was cut off); no answer in time is fine. Returns how many were answered
+/// and how many not.
+async fn no_stale_reads_cut_off(host: &Host, load: &Load, held: &BTreeSet<ShardId>) -> (usize, usize) {
+    let mut newest: BTreeMap<String, u64> = BTreeMap::new();
+    for record in &load.history().records {
+        if let Outcome::Acked { version } = record.outcome
+            && held.contains(&shard_of("Account", &record.account, SHARDS))
+        {
+            let v = newest.entry(record.account.clone()).or_default();
+            *v = (*v).max(version);
+        }
+    }
+    assert!(!newest.is_empty(), "no account of the cut-off node's shards was written");
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
+    let ready = http.get(format!("{}/readyz", host.url)).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "cut off, the node says it is not ready: {:?}", ready.text().await);
+    let reads: Vec<_> = newest
+        .into_iter()
+        .map(|(account, version)| {
+            let (http, url) = (http.clone(), format!("{}/actors/Account/{account}", host.url));
+            tokio::spawn(async move {
+                let response = http.get(&url).send().await.ok()?;
+                if response.status() != 200 {
+                    return None;
+                }
+                let state: Value = response.json().await.ok()?;
+                let seen = state["version"].as_u64().unwrap();
+                assert!(
+                    seen >= version,
+                    "{account}: cut off, the node answered v{seen}, but v{version} was acknowledged"
+                );
+                Some(())
+            })
+        })
+        .collect();
+    let (mut answered, mut unanswered) = (0, 0);
+    for read in reads {
+        match read.await.unwrap() {
+            Some(()) => answered += 1,
+            None => unanswered += 1,
+        }
+    }
+    (answered, unanswered)
 }
 
 /// kill -9 of a node that holds shards but does not lead, under load;
@@ -435,11 +546,33 @@ async fn pause_an_owner_past_its_lease_fences_it() {
     nemesis("pause", &["a", "b", "c"], Victims::Owner, Fault::Pause(Duration::from_secs(4))).await;
 }
 
+/// A node cut off from NATS (every packet dropped both ways, by blackhole
+/// routes on each side of the veth pair into its network namespace) for
+/// 8 s, under load, while its HTTP door stays open: its lease runs out, the
+/// leader expels it and moves its shards; meanwhile it answers nothing
+/// stale through its door, and once healed it rejoins as a new incarnation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_an_owner_from_nats_fences_it() {
+    let _turn = TURN.lock().await;
+    let started = Instant::now();
+    let mut cluster = Cluster::start_partitionable(&["a", "b", "c"]).await;
+    open_accounts(&cluster.urls(), ACCOUNTS).await;
+    let load = Load::start(Target::Http(cluster.urls()), ACCOUNTS, CLIENTS, "partition");
+    load.until_acked(300).await;
+    let victims = cluster.pick(Victims::CutOff, 0).await;
+    let strike = cluster.strike(&load, victims, Fault::Partition(Duration::from_secs(8))).await;
+    println!("chaos partition: {strike}");
+    load.until_acked(300).await;
+    verdict("partition", &cluster, load, &[strike], started).await;
+}
+
 /// A random schedule of the faults above on three nodes under load, for
-/// `AETHER_CHAOS_SECONDS` (25 by default, so the test stays under a minute;
-/// `cargo xtask chaos --minutes N` runs it longer): kill -9 of a node that does not lead, of the leader,
-/// of both, or SIGSTOP of one for 4 s; each kill is followed by a restart
-/// under the same id. `AETHER_CHAOS_SEED` replays a schedule.
+/// `AETHER_CHAOS_SECONDS` (25 by default, so the test stays under a
+/// minute; `cargo xtask chaos --minutes N` runs it longer): kill -9 of a
+/// node that does not lead, of the leader, of both, SIGSTOP of one for
+/// 4 s, or 8 s cut off from NATS of the node in a namespace; each kill is
+/// followed by a restart under the same id. `AETHER_CHAOS_SEED` replays a
+/// schedule.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_random_schedule_of_faults_loses_nothing() {
     let _turn = TURN.lock().await;
@@ -450,18 +583,19 @@ async fn a_random_schedule_of_faults_loses_nothing() {
     println!("chaos random: AETHER_CHAOS_SEED={seed}, {seconds_of_faults} s of faults");
     let mut random = Random(seed | 1);
     let started = Instant::now();
-    let mut cluster = Cluster::start(&["a", "b", "c"]).await;
+    let mut cluster = Cluster::start_partitionable(&["a", "b", "c"]).await;
     open_accounts(&cluster.urls(), ACCOUNTS).await;
     let load = Load::start(Target::Http(cluster.urls()), ACCOUNTS, CLIENTS, "random");
     load.until_acked(200).await;
     let faults_until = Instant::now() + Duration::from_secs(seconds_of_faults);
     let mut strikes = Vec::new();
     while Instant::now() < faults_until {
-        let (victims, fault) = match random.next() % 4 {
+        let (victims, fault) = match random.next() % 5 {
             0 => (Victims::Owner, Fault::Kill),
             1 => (Victims::Leader, Fault::Kill),
             2 => (Victims::LeaderAndOwner, Fault::Kill),
-            _ => (Victims::Owner, Fault::Pause(Duration::from_secs(4))),
+            3 => (Victims::Owner, Fault::Pause(Duration::from_secs(4))),
+            _ => (Victims::CutOff, Fault::Partition(Duration::from_secs(8))),
         };
         let victims = cluster.pick(victims, random.next()).await;
         let strike = cluster.strike(&load, victims, fault).await;

@@ -34,6 +34,10 @@ async fn three_nodes_share_the_shards_and_a_join_and_a_leave_under_load_lose_not
     let b = node(&url, "b");
     let c = node(&url, "c");
     let views = settled(&[&a, &b, &c], 3).await;
+    for host in [&a, &b, &c] {
+        let ready = Http::new(host).get("/readyz").await;
+        assert_eq!((ready.status, ready.body["status"].as_str()), (200, Some("ready")), "{}", ready.body);
+    }
     let shares = owned(&views[0]);
     assert_eq!(shares.values().sum::<u64>(), u64::from(SHARDS));
     assert!(shares.values().all(|&n| n.abs_diff(341) <= 341 / 4), "within 25% of even: {shares:?}");

@@ -20,7 +20,12 @@ pub const SHARDS: u32 = 1024;
 
 /// `aether-host load --nats <url> --node-id <id>` on the bank example.
 pub fn node(url: &str, id: &str) -> Host {
-    Host::load(&["--nats", url, "--node-id", id])
+    Host::load(&node_args(url, id))
+}
+
+/// The arguments of [`node`] after `load <bank.wasm> --listen …`.
+pub fn node_args<'a>(url: &'a str, id: &'a str) -> [&'a str; 4] {
+    ["--nats", url, "--node-id", id]
 }
 
 /// A node of a cluster on a NATS cluster: `urls` comma-separated, and the
@@ -180,12 +185,28 @@ pub struct Load {
     history: Arc<Mutex<History>>,
     acked: Arc<AtomicUsize>,
     doors: Doors,
+    /// One [`readiness`] poller per HTTP door.
+    pollers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
-/// The HTTP doors of a load and whether each is up: a door whose
-/// connection fails is not used again (a load balancer taking a dead node
-/// out); [`Load::add_door`] puts a new one in.
+/// The HTTP doors of a load and whether each is up, as a load balancer
+/// sees them: a door whose connection fails is taken out at once, and
+/// each door's [`readiness`] poller takes it out or puts it back as its
+/// `/readyz` answers; [`Load::add_door`] puts a new one in.
 type Doors = Arc<Mutex<Vec<(String, bool)>>>;
+
+/// Polls `url`'s `GET /readyz` every 100 ms (each given 500 ms) and marks
+/// the door up while it answers `200`, down otherwise.
+async fn readiness(doors: Doors, url: String) {
+    let http = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
+    loop {
+        let ready = matches!(http.get(format!("{url}/readyz")).send().await, Ok(r) if r.status() == 200);
+        for door in doors.lock().unwrap().iter_mut().filter(|(u, _)| *u == url) {
+            door.1 = ready;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(40)).build().unwrap()
@@ -250,11 +271,20 @@ impl Load {
                         let key = format!("{tag}-{i}");
                         let record = match &*target {
                             Target::Http(_) => {
-                                let url = {
-                                    let doors = doors.lock().unwrap();
-                                    let up: Vec<&String> = doors.iter().filter(|(_, up)| *up).map(|(u, _)| u).collect();
-                                    assert!(!up.is_empty(), "every door is down");
-                                    up[i % up.len()].clone()
+                                // A door that is up; none (a probe timed out on a
+                                // loaded machine): wait, as a balancer would.
+                                let url = loop {
+                                    let up: Vec<String> = doors
+                                        .lock()
+                                        .unwrap()
+                                        .iter()
+                                        .filter(|(_, up)| *up)
+                                        .map(|(u, _)| u.clone())
+                                        .collect();
+                                    if !up.is_empty() {
+                                        break up[i % up.len()].clone();
+                                    }
+                                    tokio::time::sleep(Duration::from_millis(20)).await;
                                 };
                                 let record = deposit_http(&http, &url, &account, &key).await;
                                 if matches!(&record.outcome, Outcome::Failed(e) if e.starts_with("no answer")) {
@@ -285,12 +315,15 @@ impl Load {
                 })
             })
             .collect();
-        Load { stop, tasks, history, acked: acked_count, doors }
+        let urls: Vec<String> = doors.lock().unwrap().iter().map(|(url, _)| url.clone()).collect();
+        let pollers = Mutex::new(urls.into_iter().map(|url| tokio::spawn(readiness(doors.clone(), url))).collect());
+        Load { stop, tasks, history, acked: acked_count, doors, pollers }
     }
 
     /// Sends through this HTTP door too from now on (a node that started).
     pub fn add_door(&self, url: &str) {
         self.doors.lock().unwrap().push((url.to_owned(), true));
+        self.pollers.lock().unwrap().push(tokio::spawn(readiness(self.doors.clone(), url.to_owned())));
     }
 
     pub fn acked(&self) -> usize {
@@ -307,7 +340,12 @@ impl Load {
         let target = self.acked() + enough;
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.acked() < target {
-            assert!(Instant::now() < deadline, "the load stalled at {} of {target}", self.acked());
+            if Instant::now() >= deadline {
+                let history = self.history();
+                let errors: Vec<&Record> = history.errors().collect();
+                let last = &errors[errors.len().saturating_sub(5)..];
+                panic!("the load stalled at {} of {target}; the last errors: {last:#?}", self.acked());
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -316,6 +354,9 @@ impl Load {
     /// returns the history.
     pub async fn finish(self) -> History {
         self.stop.store(true, Ordering::Relaxed);
+        for poller in self.pollers.lock().unwrap().iter() {
+            poller.abort();
+        }
         for task in self.tasks {
             task.await.unwrap();
         }

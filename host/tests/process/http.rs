@@ -171,6 +171,8 @@ async fn model_health_and_metrics() {
         (health.status, health.body["status"].clone(), health.body["domain"].clone()),
         (200, "ok".into(), "bank".into())
     );
+    let ready = http.get("/readyz").await;
+    assert_eq!((ready.status, ready.body["status"].clone()), (200, "ready".into()), "not in a cluster: always");
 
     http.post("/actors/Account/m/commands/Open", r#"{"owner": "M"}"#, &[]).await;
     http.post("/actors/Account/m/commands/Deposit", r#"{"amount": 1}"#, &[]).await;

@@ -12,6 +12,7 @@ mod harness;
 mod http;
 mod lifecycle;
 mod nats;
+mod netns;
 mod openapi;
 mod otlp;
 mod secure;

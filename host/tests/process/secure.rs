@@ -56,6 +56,8 @@ async fn a_token_guards_every_route_but_health() {
     // Health stays open to probes without credentials.
     let (status, _, body) = call(http.get(url("/healthz"))).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let (status, _, body) = call(http.get(url("/readyz"))).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
 
     // The right token, with the scheme in any case.
     let (status, _, body) = call(http.get(url("/actors/Account/t")).bearer_auth(TOKEN)).await;

@@ -43,10 +43,23 @@ impl Host {
 
     /// As [`Host::load`], with these environment variables set too.
     pub fn load_with_env(args: &[&str], env: &[(&str, &str)]) -> Host {
-        let mut child = aether_host()
+        Self::spawn(aether_host(), "127.0.0.1", args, env)
+    }
+
+    /// As [`Host::load`], run inside the network namespace `netns`, its
+    /// HTTP door on `door` (an address of the namespace's).
+    pub fn load_in(netns: &str, door: std::net::IpAddr, args: &[&str]) -> Host {
+        let mut ip = Command::new("ip");
+        ip.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_aether-host")]);
+        Self::spawn(ip, &door.to_string(), args, &[])
+    }
+
+    /// `<command> load <bank.wasm> --listen <ip>:0 <args>`.
+    fn spawn(mut command: Command, ip: &str, args: &[&str], env: &[(&str, &str)]) -> Host {
+        let mut child = command
             .arg("load")
             .arg(bank())
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", &format!("{ip}:0")])
             .args(args)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
