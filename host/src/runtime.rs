@@ -426,6 +426,7 @@ fn now_ms() -> u64 {
 mod tests {
     use super::*;
     use crate::cluster::{ShardGate, ShardId};
+    use crate::store::{AppendRequest, Appended, Snapshot, StoreError};
     use crate::testkit::TestKit;
 
     fn command(name: &str, payload: serde_json::Value, fence: &crate::cluster::ShardFence) -> CommandRequest {
@@ -459,5 +460,63 @@ mod tests {
         assert_eq!(kit.runtime().events("Account", "fenced", 0, 10).await.unwrap().len(), 1, "nothing appended");
         let (version, _) = kit.runtime().state("Account", "fenced").await.unwrap();
         assert_eq!(version, 1, "the actor dropped what it had folded");
+    }
+
+    /// A memory store during whose appends the node's lease runs out.
+    #[derive(Debug)]
+    struct LeaseLapsesMidAppend {
+        store: crate::store::MemoryStore,
+        gate: Arc<ShardGate>,
+    }
+
+    #[async_trait::async_trait]
+    impl EventStore for LeaseLapsesMidAppend {
+        async fn append(&self, actor: &ActorId, request: AppendRequest) -> Result<Appended, StoreError> {
+            self.gate.set_lease(Some(0));
+            self.store.append(actor, request).await
+        }
+        async fn read(&self, actor: &ActorId, after: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+            self.store.read(actor, after, max).await
+        }
+        async fn version(&self, actor: &ActorId) -> Result<u64, StoreError> {
+            self.store.version(actor).await
+        }
+        async fn find_command(&self, actor: &ActorId, command_id: &str) -> Result<Option<Appended>, StoreError> {
+            self.store.find_command(actor, command_id).await
+        }
+        async fn load_snapshot(&self, actor: &ActorId) -> Result<Option<Snapshot>, StoreError> {
+            self.store.load_snapshot(actor).await
+        }
+        async fn save_snapshot(&self, actor: &ActorId, snapshot: Snapshot) -> Result<(), StoreError> {
+            self.store.save_snapshot(actor, snapshot).await
+        }
+    }
+
+    /// A command whose node's lease runs out while its append is in
+    /// flight: the append stands, but the node does not confirm it (the
+    /// shard may have a holder that rebuilt the actor without it); the
+    /// same command again, with its id, answers the stored outcome.
+    #[tokio::test]
+    async fn a_command_whose_node_lost_its_lease_during_the_append_is_not_confirmed() {
+        let bank = crate::testkit::build_component(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/bank")).unwrap();
+        let engine = crate::testkit::shared_engine(crate::EngineConfig::default());
+        let component = DomainComponent::from_file(&engine, &bank).unwrap();
+        let gate = Arc::new(ShardGate::new(Instant::now()));
+        assert!(gate.size(1));
+        gate.open(ShardId(0), 3);
+        gate.set_lease(Some(u64::MAX / 2));
+        let store = LeaseLapsesMidAppend { store: crate::store::MemoryStore::new(), gate: gate.clone() };
+        let runtime = Runtime::new(component, Arc::new(store), RuntimeConfig::default());
+        let fence = gate.enter(ShardId(0)).unwrap().fence();
+        let mut open = command("Open", serde_json::json!({"owner": "o"}), &fence);
+        open.command_id = Some("open-1".into());
+        let answer = runtime.execute(open.clone()).await;
+        assert!(matches!(answer, Err(ActorError::Unconfirmed { version: 1, .. })), "{answer:?}");
+        assert_eq!(runtime.events("Account", "fenced", 0, 10).await.unwrap().len(), 1, "the append stands");
+
+        // Asked again where the lease holds (the shard's next holder).
+        open.fence = None;
+        let again = runtime.execute(open).await;
+        assert!(matches!(again, Ok(CommandOutcome::Accepted { version: 1, duplicate: true, .. })), "{again:?}");
     }
 }

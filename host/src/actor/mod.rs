@@ -128,6 +128,15 @@ pub enum ActorError {
     /// (the shard may be served elsewhere by then); nothing was appended.
     #[error("{actor}: this node lost its cluster lease before appending; nothing was appended")]
     ShardMoved { actor: ActorId },
+    /// In a cluster: the node's lease ran out while the command's append
+    /// was in flight. The append went through (up to `version`), but the
+    /// shard may be served elsewhere already, so the node does not confirm
+    /// it; a retry with the same command id learns the outcome.
+    #[error(
+        "{actor}: this node lost its cluster lease while the command was appending, so it cannot confirm the \
+         outcome; retry with the same idempotency key to learn it"
+    )]
+    Unconfirmed { actor: ActorId, version: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -491,7 +500,22 @@ impl Actor {
                 && !appended.duplicate
             {
                 self.vm = tentative;
-                return Ok(self.appended(env, appended, command, events).await);
+                let version = appended.last_version;
+                let outcome = self.appended(env, appended, command, events).await;
+                // The lease ran out while the append was in flight: the
+                // shard may have a new holder that rebuilt this actor
+                // before the append landed and answers reads without it.
+                // The append stands (the store's version check took it);
+                // its answer is withheld, so no client is told of a write
+                // the shard's holder may not show (invariant:
+                // one-server-per-shard). A retry with the same id learns
+                // the outcome from whoever holds the shard then.
+                if let Some(fence) = &command.fence
+                    && !fence.holds()
+                {
+                    return Err(ActorError::Unconfirmed { actor: self.id.clone(), version });
+                }
+                return Ok(outcome);
             }
             // The VM folded events the store did not take: only a rebuild
             // from the store gives the actor's state back.

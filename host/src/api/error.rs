@@ -12,7 +12,7 @@
 //! | 413 | `too-large` (with `limit`) |
 //! | 422 | `rejected` (with `code`): the domain said no |
 //! | 500 | `fault` (the guest misbehaved), `replay` / `corrupt` (stored events cannot be used) |
-//! | 503 | `unavailable`: the event store cannot be reached; `overloaded` (with `Retry-After` and `limit`): the host is at one of its limits, retry shortly; `shard-moved`: in a cluster, the node's lease ran out before the command appended; nothing was appended (a forwarding node sends it on; retry) |
+//! | 503 | `unavailable`: the event store cannot be reached; `overloaded` (with `Retry-After` and `limit`): the host is at one of its limits, retry shortly; `shard-moved`: in a cluster, the node's lease ran out before the command appended; nothing was appended (a forwarding node sends it on; retry); `unconfirmed`: the node's lease ran out while the command appended, so it does not confirm the outcome (a forwarding node asks again when the command has an id; retry with the same idempotency key) |
 
 use crate::actor::ActorError;
 use crate::store::StoreError;
@@ -27,6 +27,10 @@ const OVERLOAD_RETRY_AFTER_S: u32 = 1;
 /// The error kind of [`ActorError::ShardMoved`]: nothing was appended, and
 /// the request can go to the shard's new holder.
 pub(crate) const SHARD_MOVED: &str = "shard-moved";
+
+/// The error kind of [`ActorError::Unconfirmed`]: appended, not confirmed;
+/// a request with an id can be asked again wherever the shard is served.
+pub(crate) const UNCONFIRMED: &str = "unconfirmed";
 
 /// A failed request, ready to be sent.
 #[derive(Debug)]
@@ -88,6 +92,12 @@ impl From<ActorError> for ApiError {
             // caller sees this only if that cannot happen in time.
             ActorError::ShardMoved { .. } => {
                 let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, SHARD_MOVED, message);
+                err.retry_after_s = Some(1);
+                err
+            }
+            // A forwarding door asks again when the command has an id.
+            ActorError::Unconfirmed { .. } => {
+                let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, UNCONFIRMED, message);
                 err.retry_after_s = Some(1);
                 err
             }

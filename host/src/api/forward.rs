@@ -214,6 +214,9 @@ where
                     Ok(reply) => match answer(&reply.payload) {
                         // Fenced before it appended anything: ask again.
                         Err(err) if err.body["error"] == super::error::SHARD_MOVED => {}
+                        // Fenced while it appended: ask again if that is
+                        // safe (the new holder answers the command's outcome).
+                        Err(err) if retryable && err.body["error"] == super::error::UNCONFIRMED => {}
                         answer => return answer,
                     },
                     Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}

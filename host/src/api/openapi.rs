@@ -243,7 +243,7 @@ const ERRORS: &[(u16, &str, &[&str])] = &[
     (413, "TooLarge", &["too-large"]),
     (422, "Rejected", &["rejected"]),
     (500, "ServerError", &["fault", "replay", "corrupt"]),
-    (503, "Unavailable", &["unavailable", "overloaded"]),
+    (503, "Unavailable", &["unavailable", "overloaded", "shard-moved", "unconfirmed"]),
 ];
 
 fn error_responses(config: &ApiConfig) -> Value {

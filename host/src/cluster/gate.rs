@@ -72,8 +72,11 @@ impl ShardPass {
 /// the leader may give the shard away once the lease has run out
 /// (invariant: one-server-per-shard). A shard closed for a drain still
 /// holds: the node keeps its grant until the commands holding passes are
-/// done, and releases it only then. The store's version check stays the
-/// guard for the moment between this check and the append.
+/// done, and releases it only then. Asked once more after a successful
+/// append: if the lease ran out while the append was in flight, the node
+/// does not confirm it (`503 unconfirmed`), since a new holder may have
+/// rebuilt the actor before it landed. The store's version check keeps
+/// such a late append consistent with whatever the new holder wrote.
 #[derive(Debug, Clone)]
 pub struct ShardFence {
     gate: Arc<ShardGate>,

@@ -238,7 +238,7 @@ impl TestKit {
 
 /// One engine per process and configuration: engines are heavy (the pool
 /// reserves address space) and tests create many kits.
-fn shared_engine(config: EngineConfig) -> Arc<AetherEngine> {
+pub(crate) fn shared_engine(config: EngineConfig) -> Arc<AetherEngine> {
     type Engines = Mutex<Vec<(String, Arc<AetherEngine>)>>;
     static ENGINES: OnceLock<Engines> = OnceLock::new();
     let key = format!("{config:?}");

@@ -417,9 +417,12 @@ async fn verdict(name: &str, cluster: &Cluster, load: Load, strikes: &[Strike], 
     let verdict = check(&Http::new(live), ACCOUNTS, &history).await;
     let slowest = history.acked().map(|r| r.answered.duration_since(r.sent)).max().unwrap();
     // Appends a node made under a grant already superseded on that actor's
-    // stream (a stale owner writing after the new one). The store's version
-    // check keeps them exactly-once; fencing them out of the store is the
-    // storage-level fence still to come, so this is a figure, not a rule.
+    // stream (a stale owner's append landing after the new owner's). The
+    // store's version check keeps them exactly-once, and the fence after
+    // each append keeps the stale node from confirming them (test
+    // `runtime::a_command_whose_node_lost_its_lease_during_the_append_is_not_confirmed`);
+    // the store takes them, so this is a figure, not a rule (docs/cluster.md
+    // says why there is no storage-level fence).
     let (actors, stale) = epochs_going_back(cluster.server.client().await).await;
     println!(
         "chaos {name}: {verdict}; slowest 200 {}; last error {} after its fault; stale appends (epoch going \
