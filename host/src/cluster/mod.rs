@@ -97,28 +97,11 @@
 //!
 //! # Timeouts and what they trade
 //!
-//! | setting | default | shorter | longer |
-//! |---|---|---|---|
-//! | `heartbeat_interval` | 250 ms | more KV writes (members × 1/interval) | a renewal lost to a blip costs more of the lease |
-//! | `member_lease` | 1.5 s | a KV stall fences a healthy node sooner (it stops serving) | a dead node's shards wait longer (the failure timeout must exceed it) |
-//! | `failure_timeout` | 2.5 s | faster failover; must stay ≥ lease × (1 + drift) + interval | slower failover (≈ this + one map round) |
-//! | `leader_renew` / `leader_lease` / `leader_timeout` | 250 ms / 1.5 s / 2.5 s | quicker takeover of a dead leader | fewer claim writes; a dead leader delays failure handling by this long |
-//! | `max_drift` | 0.05 | tighter timeouts allowed | safety margin for clocks that run at different rates |
-//! | `shards` | 1024 | smaller map | finer balance; a larger map (~12 KiB JSON at 1024) |
-//!
-//! A killed node's shards answer again after about `failure_timeout` plus a
-//! few KV round trips (3 s at p99 is the target): 2.4–2.6 s measured with
-//! the defaults, by the process chaos tests (`host/tests/process/chaos.rs`)
-//! and the bench (`cluster_failover_p99_s`). When the leader dies too, its
-//! takeover (`leader_timeout`) runs alongside the failure timeout, both
-//! counted from the last renewal seen, so it adds little: the survivors
-//! expel the dead at once when one of them takes the claim. The sender of a
-//! command with an id, forwarded to a node that dies or freezes, asks the
-//! new holder as soon as the map grants the shard anew (not after its
-//! attempt timeout). Failover is bounded below by `failure_timeout`, which
-//! must exceed `member_lease` × (1 + `max_drift`) + `heartbeat_interval`:
-//! failover in 1 s would take a failure timeout of about 0.8 s, so a lease
-//! of 0.6 s renewed every 150 ms (and a KV stall of 0.6 s fencing a node).
+//! The defaults are [`ClusterConfig::default`]; what making each shorter or
+//! longer trades, what failover they give (measured), and what the cluster
+//! guarantees under which assumptions are in `docs/cluster.md`. Failover is
+//! bounded below by `failure_timeout`, which must exceed `member_lease` ×
+//! (1 + `max_drift`) + `heartbeat_interval` ([`ClusterConfig::validate`]).
 
 mod assign;
 mod config;
