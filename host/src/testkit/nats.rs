@@ -23,9 +23,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// The version `cargo xtask install-nats` installs.
-const PINNED_VERSION: &str = "2.15.1";
-
 /// How long a server may take to accept connections.
 const STARTUP: Duration = Duration::from_secs(15);
 
@@ -403,12 +400,10 @@ pub fn find_binary() -> PathBuf {
         assert!(path.is_file(), "AETHER_NATS_SERVER={} is not a file; run `cargo xtask install-nats`", path.display());
         return path;
     }
-    if let Some(home) = std::env::var_os("HOME") {
-        let cached =
-            PathBuf::from(home).join(format!(".cache/aether-tools/nats-server-{PINNED_VERSION}/bin/nats-server"));
-        if cached.is_file() {
-            return cached;
-        }
+    if let Ok(cached) = aether_devtools::nats_server()
+        && cached.is_file()
+    {
+        return cached;
     }
     let on_path = std::env::var_os("PATH")
         .into_iter()

@@ -15,9 +15,6 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-/// The version `cargo xtask install-schemathesis` installs (keep the two equal).
-const SCHEMATHESIS_VERSION: &str = "4.32.5";
-
 /// What the checks are told beyond their defaults.
 const CONFIG: &str = r#"
 # A command that fits its schema may still be refused by the domain
@@ -89,9 +86,7 @@ fn find_or_install() -> Option<PathBuf> {
         assert!(path.is_file(), "AETHER_SCHEMATHESIS={} is not a file", path.display());
         return Some(path);
     }
-    let home = std::env::var_os("HOME").expect("HOME is set");
-    let venv = PathBuf::from(home).join(format!(".cache/aether-tools/schemathesis-{SCHEMATHESIS_VERSION}"));
-    let binary = venv.join("bin/schemathesis");
+    let binary = aether_devtools::schemathesis().expect("HOME is set");
     if binary.is_file() {
         return Some(binary);
     }
@@ -103,13 +98,5 @@ fn find_or_install() -> Option<PathBuf> {
         );
         return None;
     }
-    let status = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 runs");
-    assert!(status.success(), "python3 -m venv {} failed", venv.display());
-    let status = Command::new(venv.join("bin/python"))
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-        .arg(format!("schemathesis=={SCHEMATHESIS_VERSION}"))
-        .status()
-        .expect("pip runs");
-    assert!(status.success() && binary.is_file(), "installing schemathesis into {} failed", venv.display());
-    Some(binary)
+    Some(aether_devtools::install_schemathesis().unwrap_or_else(|e| panic!("{e}")))
 }
