@@ -26,6 +26,7 @@ pub mod admission;
 pub mod api;
 pub mod bus;
 pub mod cluster;
+mod fnv;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;

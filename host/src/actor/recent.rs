@@ -64,7 +64,7 @@ impl RecentCommands {
 
 /// FNV-1a: a few cycles per byte, enough to tell ids apart before comparing them.
 fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    crate::fnv::fnv1a_64(s.as_bytes())
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@
 //! assignment.
 
 use super::record::NodeId;
-use super::shard::fnv1a_64;
+use crate::fnv::fnv1a_64;
 
 /// The splitmix64 finaliser: a cheap bijective mix of 64 bits.
 fn mix(mut z: u64) -> u64 {

@@ -15,6 +15,7 @@
 //! each domain's cluster has its own map. The test vectors at the bottom of
 //! this file are the contract; a client library should copy them.
 
+use crate::fnv::{fnv1a, fnv1a_64};
 use std::fmt;
 
 /// Shards a cluster uses unless it is created with another count: many more
@@ -33,23 +34,6 @@ impl fmt::Display for ShardId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
-}
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-/// FNV-1a 64-bit over `bytes`, continuing from `hash`.
-pub(crate) fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
-    for &byte in bytes {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(FNV_PRIME);
-    }
-    hash
-}
-
-/// FNV-1a 64-bit of `bytes` from the standard offset basis.
-pub(crate) fn fnv1a_64(bytes: &[u8]) -> u64 {
-    fnv1a(FNV_OFFSET, bytes)
 }
 
 /// The shard an actor lives in. The hash, for any client in any language:
@@ -76,14 +60,6 @@ pub fn shard_of(aggregate: &str, id: &str, shards: u32) -> ShardId {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fnv1a_matches_the_published_vectors() {
-        // From the FNV reference (http://www.isthe.com/chongo/src/fnv/test_fnv.c).
-        assert_eq!(fnv1a_64(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a_64(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a_64(b"foobar"), 0x8594_4171_f739_67e8);
-    }
 
     /// The contract for clients in other languages: copy these.
     #[test]

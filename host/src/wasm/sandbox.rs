@@ -20,6 +20,7 @@
 
 use super::bindings::aether::domain::{fold, log};
 use super::bindings::wasi;
+use crate::fnv::{fnv1a, fnv1a_64};
 use wasmtime::ResourceLimiter;
 use wasmtime::component::Resource;
 
@@ -287,22 +288,20 @@ pub fn seed(actor: &str, version: u64) -> u64 {
 pub struct SeedKey(u64);
 
 impl SeedKey {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
     pub fn new(actor: &str) -> Self {
-        Self(fnv1a(Self::OFFSET, actor.bytes()))
+        Self(fnv1a_64(actor.as_bytes()))
     }
 
     /// The seed at `version`: what a call made at that version (a command
     /// deciding on it) reads.
     pub fn at(self, version: u64) -> u64 {
-        fnv1a(self.0, version.to_le_bytes())
+        fnv1a(self.0, &version.to_le_bytes())
     }
 
     /// The seed an `apply` of the event at `version` reads: kept apart from
     /// [`at`](Self::at), which the next command's `handle` reads.
     pub fn folding(self, version: u64) -> u64 {
-        fnv1a(self.at(version), *b"fold")
+        fnv1a(self.at(version), b"fold")
     }
 }
 
@@ -310,10 +309,6 @@ impl Default for SeedKey {
     fn default() -> Self {
         Self::new("")
     }
-}
-
-fn fnv1a(state: u64, bytes: impl IntoIterator<Item = u8>) -> u64 {
-    bytes.into_iter().fold(state, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 impl log::Host for Sandbox {
