@@ -3,9 +3,9 @@
 //! losses counted. A real `nats-server -js` per test.
 
 use super::support;
-use aether_host::api::ClientError;
 use aether_host::api::client::CommandIds;
 use aether_host::api::nats::{self as nats_api, NatsApiConfig, NatsClient};
+use aether_host::api::{ClientError, ErrorKind};
 use aether_host::bus::nats::NatsSubscription;
 use aether_host::bus::{Bus, BusConfig, Filter};
 use aether_host::names::NatsNames;
@@ -56,9 +56,9 @@ async fn client(server: &NatsServer, namespace: Option<&str>) -> NatsClient {
     NatsClient::new(server.client().await, NatsNames::new(namespace), "bank")
 }
 
-fn api_error(result: Result<Value, ClientError>) -> (u16, String, Value) {
+fn api_error(result: Result<Value, ClientError>) -> (u16, ErrorKind, Value) {
     match result {
-        Err(ClientError::Api { status, kind, body, .. }) => (status, kind, body),
+        Err(ClientError::Api { status, kind: Some(kind), body, .. }) => (status, kind, body),
         other => panic!("expected an error answer, got {other:?}"),
     }
 }
@@ -78,15 +78,15 @@ async fn commands_over_nats_answer_as_http_does() {
 
     let (status, kind, body) =
         api_error(nats.send("Account", "a.b c", "Withdraw", Some(&json!({"amount": 5})), CommandIds::default()).await);
-    assert_eq!((status, kind.as_str(), body["code"].as_str()), (422, "rejected", Some("insufficient-funds")));
+    assert_eq!((status, kind, body["code"].as_str()), (422, ErrorKind::Rejected, Some("insufficient-funds")));
     let (status, kind, body) = api_error(nats.send("Account", "x", "Fly", None, CommandIds::default()).await);
-    assert_eq!((status, kind.as_str()), (404, "unknown-command"));
+    assert_eq!((status, kind), (404, ErrorKind::UnknownCommand));
     assert_eq!(body["known"], json!(["Open", "Deposit", "Withdraw", "Close"]));
     let (status, kind, _) = api_error(nats.send("Ledger", "x", "Open", None, CommandIds::default()).await);
-    assert_eq!((status, kind.as_str()), (404, "unknown-aggregate"));
+    assert_eq!((status, kind), (404, ErrorKind::UnknownAggregate));
     let (status, kind, _) =
         api_error(nats.send("Account", "x", "Deposit", Some(&json!({"amount": "lots"})), CommandIds::default()).await);
-    assert_eq!((status, kind.as_str()), (400, "bad-payload"));
+    assert_eq!((status, kind), (400, ErrorKind::BadPayload));
 
     // A request that is not a command message at all.
     let raw = server.client().await;
@@ -130,7 +130,7 @@ async fn the_nats_door_enforces_the_http_id_rules() {
     ];
     for (ids, message) in bad {
         let (status, kind, body) = api_error(nats.send("Account", "ids", "Open", Some(&open), ids).await);
-        assert_eq!((status, kind.as_str()), (400, "bad-request"), "{body}");
+        assert_eq!((status, kind), (400, ErrorKind::BadRequest), "{body}");
         assert!(body["message"].as_str().unwrap().starts_with(message), "{body}");
     }
     assert_eq!(host.runtime.state("Account", "ids").await.unwrap().0, 0, "a refused command appended");

@@ -8,9 +8,9 @@
 //! domain's name, the component's hash, counts and whether the node is in
 //! touch with its cluster.
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorKind};
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
@@ -83,7 +83,7 @@ pub(super) async fn require_token(State(token): State<HttpToken>, request: Reque
         Some(None) => ("the `Authorization` header is not `Bearer <token>`", r#"Bearer realm="aether""#),
         None => ("this host requires `Authorization: Bearer <token>`", r#"Bearer realm="aether""#),
     };
-    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+    let mut response = ApiError::new(ErrorKind::Unauthorized, message).into_response();
     response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
     response
 }

@@ -1,6 +1,7 @@
 //! [`HttpClient`]: a typed client of a running host's HTTP API, used by the
 //! `send`, `state`, `events` and `model` subcommands.
 
+use super::error::ErrorKind;
 use reqwest::Url;
 use serde_json::Value;
 
@@ -22,9 +23,10 @@ pub enum ClientError {
     /// No answer: the host is not running there, or the connection broke.
     #[error("cannot reach the host at {url}: {cause} (is `aether-host load` running there?)")]
     Unreachable { url: String, cause: String },
-    /// The host answered with an error (see [`crate::api::error`] for the kinds).
+    /// The host answered with an error. `kind` is `None` for a kind this
+    /// build does not know (a newer host); the body names it.
     #[error("{message}")]
-    Api { status: u16, kind: String, message: String, body: Value },
+    Api { status: u16, kind: Option<ErrorKind>, message: String, body: Value },
     #[error("{url} answered {status} with a body that is not JSON: {cause}")]
     Protocol { url: String, status: u16, cause: String },
 }
@@ -32,15 +34,15 @@ pub enum ClientError {
 impl ClientError {
     /// An error answer: its body names the kind and the reason.
     pub(crate) fn from_answer(status: u16, body: Value) -> Self {
-        let kind = body["error"].as_str().unwrap_or("unknown").to_owned();
+        let kind = body["error"].as_str().and_then(ErrorKind::parse);
         let message = body["message"].as_str().unwrap_or("the host gave no reason").to_owned();
         Self::Api { status, kind, message, body }
     }
 
-    /// The error kind the host named (`rejected`, `conflict`, …), if it answered.
-    pub fn kind(&self) -> Option<&str> {
+    /// The error kind the host named, if it answered with one this build knows.
+    pub fn kind(&self) -> Option<ErrorKind> {
         match self {
-            Self::Api { kind, .. } => Some(kind),
+            Self::Api { kind, .. } => *kind,
             _ => None,
         }
     }

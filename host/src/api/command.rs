@@ -1,13 +1,12 @@
 //! Running one command for a front door (HTTP or NATS) and shaping its
 //! answer: the same JSON and the same error kinds whichever door it came in by.
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorKind};
 use super::forward::{self, ClusterDoor, Op};
 use super::routes::event_json;
 use super::trace::TraceContext;
 use crate::actor::CommandOutcome;
 use crate::runtime::{CommandRequest, Runtime};
-use axum::http::StatusCode;
 use serde_json::{Value, json};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -25,7 +24,7 @@ pub(crate) const MAX_ID_LEN: usize = 256;
 ///
 /// `400 bad-request` naming the field and the rule.
 pub(crate) fn check_id<'a>(name: &str, id: &'a [u8]) -> Result<&'a str, ApiError> {
-    let bad = |rule: String| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", format!("`{name}` {rule}"));
+    let bad = |rule: String| ApiError::new(ErrorKind::BadRequest, format!("`{name}` {rule}"));
     if id.is_empty() || id.len() > MAX_ID_LEN {
         return Err(bad(format!("must be 1 to {MAX_ID_LEN} bytes, not {}", id.len())));
     }
@@ -85,9 +84,7 @@ pub(super) async fn execute_here(
             .instrument(trace.current_span()),
         )
         .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "fault", format!("the command task failed: {e}"))
-        })??;
+        .map_err(|e| ApiError::new(ErrorKind::Fault, format!("the command task failed: {e}")))??;
     match outcome {
         // Every accepted command names its id, with or without events.
         CommandOutcome::Accepted { version, events, duplicate, command_id } => {
@@ -108,7 +105,7 @@ mod tests {
         assert_eq!(check_id("k", &[b'x'; MAX_ID_LEN]).unwrap().len(), MAX_ID_LEN);
         for bad in [&b""[..], &[b'x'; MAX_ID_LEN + 1], b" x", b"x ", b"a\tb", "é".as_bytes(), b"a\nb"] {
             let err = check_id("Idempotency-Key", bad).unwrap_err();
-            assert_eq!((err.status, err.body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad-request")));
+            assert_eq!(err.kind(), Some(ErrorKind::BadRequest));
             assert!(err.body["message"].as_str().unwrap().starts_with("`Idempotency-Key` must be"), "{}", err.body);
         }
     }

@@ -35,7 +35,7 @@
 //! child of its door's) goes in `traceparent`, and the serving node's
 //! `shard` span, and under it the `command` span, are its children.
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorKind};
 use super::trace::{self, TraceContext};
 use crate::cluster::{Cluster, ShardPass, ShardRequests};
 use crate::runtime::{CommandRequest, Runtime};
@@ -213,10 +213,10 @@ where
                     Ok(reply) if reply.headers.as_ref().is_some_and(|h| h.get(NOT_SERVING).is_some()) => {}
                     Ok(reply) => match answer(&reply.payload) {
                         // Fenced before it appended anything: ask again.
-                        Err(err) if err.body["error"] == super::error::SHARD_MOVED => {}
+                        Err(err) if err.kind() == Some(ErrorKind::ShardMoved) => {}
                         // Fenced while it appended: ask again if that is
                         // safe (the new holder answers the command's outcome).
-                        Err(err) if retryable && err.body["error"] == super::error::UNCONFIRMED => {}
+                        Err(err) if retryable && err.kind() == Some(ErrorKind::Unconfirmed) => {}
                         answer => return answer,
                     },
                     Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
@@ -225,8 +225,7 @@ where
                     Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
                         if !retryable || Instant::now() >= give_up {
                             return Err(ApiError::new(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "unavailable",
+                                ErrorKind::Unavailable,
                                 format!(
                                     "no node answered for shard {shard} within {:?}; the command may have run: \
                                      retry with the same idempotency key",
@@ -242,11 +241,7 @@ where
         }
         let now = Instant::now();
         if now >= wait_until {
-            let mut err = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                format!("{why} within {:?}; retry", door.wait),
-            );
+            let mut err = ApiError::new(ErrorKind::Unavailable, format!("{why} within {:?}; retry", door.wait));
             err.retry_after_s = Some(1);
             return Err(err);
         }
@@ -259,14 +254,13 @@ where
 
 /// A reply of the serving node as this door's answer.
 fn answer(payload: &[u8]) -> Result<Value, ApiError> {
-    let mut body: Value = serde_json::from_slice(payload).map_err(|e| {
-        ApiError::new(StatusCode::BAD_GATEWAY, "fault", format!("the serving node's answer is not JSON: {e}"))
-    })?;
+    let mut body: Value = serde_json::from_slice(payload)
+        .map_err(|e| ApiError::new(ErrorKind::BadGateway, format!("the serving node's answer is not JSON: {e}")))?;
     let status = body.as_object_mut().and_then(|o| o.remove("status")).and_then(|s| s.as_u64()).unwrap_or(0);
     let status = u16::try_from(status)
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_GATEWAY, "fault", "the serving node's answer has no status"))?;
+        .ok_or_else(|| ApiError::new(ErrorKind::BadGateway, "the serving node's answer has no status"))?;
     if status == StatusCode::OK {
         return Ok(body);
     }
@@ -377,7 +371,7 @@ impl ShardRequests for ShardServer {
 /// open to any client of the NATS account: everything is checked as the
 /// doors check it.
 fn parse(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Op, ApiError> {
-    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", message);
+    let bad = |message: String| ApiError::new(ErrorKind::BadRequest, message);
     let headers = headers.ok_or_else(|| bad("a forwarded request needs headers".into()))?;
     let get = |name: &str| headers.get(name).map(|v| v.as_str());
     let token = |name: &str| {

@@ -43,7 +43,7 @@ mod trace;
 
 pub use auth::HttpToken;
 pub use client::{ClientError, HttpClient};
-pub use error::ApiError;
+pub use error::{ApiError, ErrorKind};
 pub use forward::{ClusterDoor, ShardServer};
 pub use tls::TlsConfig;
 

@@ -17,6 +17,7 @@
 //! enforces, so a value the document allows is one the guest can decode.
 
 use super::ApiConfig;
+use super::error::ErrorKind;
 use super::routes::{CAUSATION_ID, CORRELATION_ID, IDEMPOTENCY_KEY, MAX_ID_LEN};
 use crate::model::{AggregateModel, DomainModel, MessageModel};
 use serde_json::{Map, Value, json};
@@ -216,7 +217,7 @@ fn operation(id: &str, summary: &str, params: &[&str], secured: bool, ok: Value,
     let mut responses = Map::new();
     responses.insert("200".into(), ok);
     for error in errors {
-        let (status, _, _) = ERRORS.iter().find(|(_, name, _)| name == error).expect("a known error response");
+        let (status, _) = ERRORS.iter().find(|(_, name)| name == error).expect("a known error response");
         responses.insert(status.to_string(), json!({ "$ref": format!("#/components/responses/{error}") }));
     }
     let mut op = json!({ "operationId": id, "summary": summary, "responses": responses });
@@ -233,25 +234,30 @@ fn ok(schema: Value) -> Value {
     json!({ "description": "OK", "content": { "application/json": { "schema": schema } } })
 }
 
-/// Error answers: status, response name, and the kinds each may carry
-/// (see [`super::error`]).
-const ERRORS: &[(u16, &str, &[&str])] = &[
-    (400, "BadRequest", &["bad-json", "bad-payload", "bad-request"]),
-    (401, "Unauthorized", &["unauthorized"]),
-    (404, "NotFound", &["unknown-aggregate", "unknown-command", "not-found"]),
-    (409, "Conflict", &["conflict"]),
-    (413, "TooLarge", &["too-large"]),
-    (422, "Rejected", &["rejected"]),
-    (500, "ServerError", &["fault", "replay", "corrupt"]),
-    (503, "Unavailable", &["unavailable", "overloaded", "shard-moved", "unconfirmed"]),
+/// Error answers: status and response name; the kinds each may carry are
+/// the [`ErrorKind`]s of that status.
+const ERRORS: &[(u16, &str)] = &[
+    (400, "BadRequest"),
+    (401, "Unauthorized"),
+    (404, "NotFound"),
+    (409, "Conflict"),
+    (413, "TooLarge"),
+    (422, "Rejected"),
+    (500, "ServerError"),
+    (503, "Unavailable"),
 ];
+
+/// The kinds answered with `status`.
+fn kinds(status: u16) -> Vec<&'static str> {
+    ErrorKind::ALL.iter().filter(|k| k.status().as_u16() == status).map(|k| k.as_str()).collect()
+}
 
 fn error_responses(config: &ApiConfig) -> Value {
     let mut responses = Map::new();
-    for (status, name, kinds) in ERRORS {
+    for (status, name) in ERRORS {
         let mut schema = json!({ "allOf": [
             { "$ref": "#/components/schemas/Error" },
-            { "properties": { "error": { "enum": kinds } } },
+            { "properties": { "error": { "enum": kinds(*status) } } },
         ]});
         let description = match *status {
             400 => "The request is malformed: the body is not JSON, the payload does not fit the command, or a header, path or query parameter is invalid".to_owned(),

@@ -1,6 +1,6 @@
 //! The HTTP routes: one handler per route, JSON in and out.
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorKind};
 use super::forward::{self, Op};
 use super::json;
 use super::trace::{self, TraceContext};
@@ -60,7 +60,7 @@ pub(super) async fn send_command(
     };
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(app.config.max_body_bytes),
-        status => ApiError::new(status, "bad-request", rejection.body_text()),
+        _ => ApiError::new(ErrorKind::BadRequest, rejection.body_text()),
     })?;
     let payload = json::body_to_msgpack(&body).map_err(ApiError::bad_json)?;
     let request = CommandRequest {
@@ -151,9 +151,8 @@ pub(super) async fn state_json(runtime: &Runtime, aggregate: &str, id: &str) -> 
 }
 
 fn state_answer(aggregate: &str, id: &str, version: u64, state: &[u8]) -> Result<Value, ApiError> {
-    let state = json::from_msgpack(state).map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "fault", format!("the state of {aggregate}/{id} is {e}"))
-    })?;
+    let state = json::from_msgpack(state)
+        .map_err(|e| ApiError::new(ErrorKind::Fault, format!("the state of {aggregate}/{id} is {e}")))?;
     Ok(json!({ "aggregate": aggregate, "id": id, "version": version, "state": state }))
 }
 
@@ -229,11 +228,7 @@ pub(super) async fn openapi(State(app): State<App>) -> Json<Value> {
 pub(super) async fn cluster(State(app): State<App>) -> ApiResult {
     match &app.config.cluster {
         Some(door) => Ok(Json(serde_json::to_value(door.cluster.status()).expect("the status serialises"))),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "this host is not in a cluster; hosts started with --nats are",
-        )),
+        None => Err(ApiError::new(ErrorKind::NotFound, "this host is not in a cluster; hosts started with --nats are")),
     }
 }
 
@@ -249,8 +244,7 @@ pub(super) async fn metrics(State(app): State<App>) -> impl IntoResponse {
 /// Any other path.
 pub(super) async fn not_found() -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not-found",
+        ErrorKind::NotFound,
         "no such route; the API has POST /actors/{aggregate}/{id}/commands/{command}, GET /actors/{aggregate}/{id}, \
          GET /actors/{aggregate}/{id}/events, GET /model, GET /cluster, GET /healthz, GET /readyz, GET /metrics, \
          GET /openapi.json",
@@ -259,16 +253,12 @@ pub(super) async fn not_found() -> ApiError {
 
 /// A route asked with a method it does not have (axum adds `Allow`).
 pub(super) async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "the route does not take this method")
+    ApiError::new(ErrorKind::MethodNotAllowed, "the route does not take this method")
 }
 
 pub(super) fn event_json(event: &RecordedEvent, with_provenance: bool) -> Result<Value, ApiError> {
     let payload = json::from_msgpack(&event.payload).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "corrupt",
-            format!("the payload of event {} (`{}`) is {e}", event.version, event.name),
-        )
+        ApiError::new(ErrorKind::Corrupt, format!("the payload of event {} (`{}`) is {e}", event.version, event.name))
     })?;
     let mut value = json!({ "version": event.version, "name": event.name, "payload": payload });
     if with_provenance {
@@ -284,9 +274,9 @@ fn id_header(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError
 }
 
 fn bad_path(rejection: PathRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "bad-request", rejection.body_text())
+    ApiError::new(ErrorKind::BadRequest, rejection.body_text())
 }
 
 fn bad_query(rejection: QueryRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "bad-request", rejection.body_text())
+    ApiError::new(ErrorKind::BadRequest, rejection.body_text())
 }

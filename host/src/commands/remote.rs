@@ -1,7 +1,7 @@
 //! What the client subcommands share: the host's URL and how answers print.
 
 use aether_host::api::client::HttpClientConfig;
-use aether_host::api::{ClientError, HttpClient};
+use aether_host::api::{ClientError, ErrorKind, HttpClient};
 use anyhow::Context;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -47,10 +47,12 @@ pub fn print(value: &Value) -> anyhow::Result<()> {
 /// An error answer as a one-line message; a rejection names its code.
 pub fn explain(err: ClientError) -> anyhow::Error {
     match &err {
-        ClientError::Api { kind, body, status, message } if kind == "rejected" => {
+        ClientError::Api { kind: Some(ErrorKind::Rejected), body, status, message } => {
             anyhow::anyhow!("rejected ({}): {message} (HTTP {status})", body["code"].as_str().unwrap_or("?"))
         }
-        ClientError::Api { kind, status, message, .. } => anyhow::anyhow!("{message} ({kind}, HTTP {status})"),
+        ClientError::Api { body, status, message, .. } => {
+            anyhow::anyhow!("{message} ({}, HTTP {status})", body["error"].as_str().unwrap_or("no kind"))
+        }
         _ => err.into(),
     }
 }
