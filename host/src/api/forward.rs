@@ -139,7 +139,7 @@ impl Op {
 /// attempt safe: after [`ClusterDoor::attempt_timeout`], or as soon as the
 /// map grants the shard anew (a failover). Otherwise it is answered `503`
 /// saying the command may have run. (Minting an id here would make every forwarded command pay for the
-/// store's command index, about 0.6× the rate on JetStream, to cover a
+/// store's command index (`docs/performance.md`, "Idempotency") to cover a
 /// node dying mid-command.)
 ///
 /// # Errors

@@ -7,8 +7,9 @@
 //! - A freed slot is reset by asking the kernel which pages the VM wrote
 //!   (`PAGEMAP_SCAN`, Linux 6.7+) and restoring only those, so they stay
 //!   mapped: the next VM in the slot takes no page faults. Without it every
-//!   activation paid a fault per touched page (~2 µs each under a hypervisor)
-//!   and an `madvise` to drop them again: 30 µs instead of 10 µs.
+//!   activation paid a fault per touched page and an `madvise` to drop them
+//!   again, three times the activation (`docs/performance.md`, "Measurements
+//!   behind the design").
 //! - [`MemoryLayout::Dense`] (the default) never changes memory protections
 //!   after start-up, so a live actor costs no memory mapping of its own and
 //!   `vm.max_map_count` does not cap the number of actors.
@@ -86,7 +87,8 @@ pub enum MemoryLayout {
     /// so creating and dropping VMs never changes a protection. The slots
     /// merge into one mapping: a live actor costs no mapping of its own and
     /// one process holds as many actors as memory allows. A component's
-    /// static data is copied into each VM (about 1 µs for 25 KiB).
+    /// static data is copied into each VM (cheap for the sizes guests have:
+    /// `docs/performance.md`, "Measurements behind the design").
     ///
     /// The bounds checks are hardened against Spectre: each is a branch to a
     /// trap and, for the access itself, an address chosen without a branch

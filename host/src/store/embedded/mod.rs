@@ -19,10 +19,11 @@
 //! which log files it covers. Why not commit each batch to redb as before:
 //! a redb commit copies, checksums and writes every B-tree page it touches,
 //! and with thousands of actors a batch of a thousand appends touches
-//! thousands of pages (measured: ~6 KB written per append, ~12k appends/s,
-//! the writer waiting on the disk). In a checkpoint each page carries many
-//! appends, one row per actor holds all of them (see `tables`), and the log
-//! writes each append once, sequentially (~1.5 KB written per append in all).
+//! thousands of pages, the writer waiting on the disk. In a checkpoint each
+//! page carries many appends, one row per actor holds all of them (see
+//! `tables`), and the log writes each append once, sequentially: a quarter
+//! of the bytes written per append (`docs/performance.md`, "What each
+//! lever bought").
 //!
 //! On open, log files that redb does not cover are replayed into it; a torn
 //! last write (never answered) is cut off, any other damage refuses the open

@@ -1,17 +1,9 @@
 //! Reading an actor's messages in order from a stream sequence on: the
 //! [`Cursor`] every read and scan of the store goes through.
 //!
-//! JetStream offers two ways to read one subject, and each wins somewhere.
-//! Measured by `replay_throughput` in `tests/all/jetstream.rs` (one actor,
-//! 100,000 one-event commands, local `nats-server` 2.15.1 on file storage,
-//! 2 shared cores, ranges over several runs):
-//!
-//! | | batched direct get | ordered pull consumer |
-//! |---|---|---|
-//! | a read of 10 messages | 0.6–0.8 ms | 4.5–7 ms (creating the consumer) |
-//! | bulk, one consumer for all | — | 80,000–130,000 messages/s |
-//! | bulk, pages of 256–1,024 | 34,000–60,000 messages/s | 47,000–69,000 messages/s (a consumer per page) |
-//!
+//! JetStream offers two ways to read one subject, and each wins somewhere
+//! (measured by `replay_throughput` in `tests/all/jetstream.rs`; the
+//! figures are in `docs/performance.md`, "Measurements behind the design").
 //! A direct get is one request and creates nothing on the server; a consumer
 //! costs a creation (on a cluster, a round through the meta leader) and then
 //! streams about twice as fast. Most reads are short (the events since the
@@ -19,9 +11,7 @@
 //! direct gets and moves to an ordered consumer once it needs more than a
 //! page and more than [`LONG_READ`] messages remain. The store keeps such a
 //! cursor between an actor's consecutive reads (`replays`), so a whole replay
-//! streams from one consumer: 65,000–79,000 events/s through `read`, decoding
-//! included (unoptimised test build), against 38,000–48,000 with direct gets
-//! alone.
+//! streams from one consumer, about 1.6× the rate of direct gets alone.
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
