@@ -6,6 +6,8 @@
 //! | `GET /actors/{aggregate}/{id}[?at_version=N]` | `{"version", "state"}`, at version N if asked (time travel) |
 //! | `GET /actors/{aggregate}/{id}/events[?from=N&limit=M]` | `{"events": [{version, name, payload, provenance}], "next"}` |
 //! | `GET /model` | the EventStorming model with payload schemas |
+//! | `GET /admin/component` | the component this host runs (hash) and the snapshots it trusts |
+//! | `POST /admin/component[?force=true]` | a live upgrade to the `.wasm` in the body: see [`admin`](self) |
 //! | `GET /cluster` | in a cluster: nodes, leader, map epoch, shards per node |
 //! | `GET /healthz` | `{"status": "ok", ...}` |
 //! | `GET /metrics` | Prometheus text |
@@ -18,7 +20,7 @@
 //! `tracestate`) header: see [`trace`](self).
 //!
 //! Layout:
-//! - [`routes`](self): the handlers.
+//! - [`routes`](self): the handlers; [`admin`](self): live upgrades.
 //! - [`openapi`](self): the OpenAPI document.
 //! - [`auth`]: the bearer token; [`tls`]: HTTPS.
 //! - [`error`]: statuses and error bodies.
@@ -28,6 +30,7 @@
 //! - [`forward`]: in a cluster, requests sent to the node serving their shard.
 //! - [`trace`](self): W3C trace context from callers, on to the serving node.
 
+mod admin;
 pub mod auth;
 pub mod client;
 mod command;
@@ -90,6 +93,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// The most events one `GET …/events` returns.
     pub max_events_per_page: usize,
+    /// Components above this many bytes are refused by `POST /admin/component` with `413`.
+    pub max_component_bytes: usize,
     /// Commands this door runs at once; more are answered `503 overloaded`.
     pub max_in_flight_commands: usize,
     /// If set, every route but `GET /healthz` needs `Authorization: Bearer <token>`.
@@ -111,6 +116,7 @@ impl Default for ApiConfig {
         Self {
             max_body_bytes: 1024 * 1024,
             max_events_per_page: 1000,
+            max_component_bytes: 64 << 20,
             max_in_flight_commands: 4096,
             token: None,
             tls: None,
@@ -135,7 +141,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let commands = TaskTracker::new();
     let in_flight = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight_commands.max(1)));
-    let openapi = Arc::new(openapi::document(runtime.model(), &config));
+    let openapi = Arc::new(std::sync::Mutex::new(routes::OpenApi::new(&runtime, &config)));
     let tls = config.tls.clone();
     let app = routes::App { runtime, config, commands: commands.clone(), in_flight, started: Instant::now(), openapi };
     let router = router(app);
@@ -152,12 +158,17 @@ pub async fn serve(
 
 fn router(app: routes::App) -> Router {
     let limit = app.config.max_body_bytes;
+    let component_limit = app.config.max_component_bytes;
     let token = app.config.token.clone();
     let router = Router::new()
         .route("/actors/{aggregate}/{id}/commands/{command}", post(routes::send_command))
         .route("/actors/{aggregate}/{id}", get(routes::actor_state))
         .route("/actors/{aggregate}/{id}/events", get(routes::actor_events))
         .route("/model", get(routes::model))
+        .route(
+            "/admin/component",
+            get(admin::component).post(admin::upgrade).layer(DefaultBodyLimit::max(component_limit)),
+        )
         .route("/cluster", get(routes::cluster))
         .route("/healthz", get(routes::health))
         .route("/metrics", get(routes::metrics))

@@ -286,7 +286,7 @@ impl LoadCommand {
         client: &async_nats::Client,
         runtime: &Runtime,
     ) -> anyhow::Result<(ClusterDoor, Arc<ShardServer>)> {
-        let domain = runtime.model().name.clone();
+        let domain = runtime.domain().to_string();
         let node_id = match &self.node_id {
             Some(id) => NodeId::parse(id).context("--node-id")?,
             None => default_node_id(),
