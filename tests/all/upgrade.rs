@@ -1,0 +1,89 @@
+//! `Runtime::upgrade` on the in-memory store: live actors move over at
+//! their next command, from a snapshot only when the models say the new
+//! code reads the old state, and never skip an event they cannot read.
+
+use super::support;
+use aether_host::runtime::RuntimeConfig;
+use aether_host::upgrade::{UpgradeError, UpgradeOptions};
+use aether_host::{ActorConfig, ActorError, CommandOutcome, DomainComponent, EngineConfig};
+use bank::AccountCommand::*;
+use std::sync::atomic::Ordering;
+
+async fn kit() -> aether_host::testkit::TestKit {
+    // A snapshot every two events.
+    let config =
+        RuntimeConfig { actor: ActorConfig { snapshot_every: 2, ..ActorConfig::default() }, ..Default::default() };
+    aether_host::testkit::TestKit::with_config(&support::component("examples/bank"), EngineConfig::default(), config)
+        .await
+}
+
+fn load(kit: &aether_host::testkit::TestKit, crate_dir: &str) -> DomainComponent {
+    let engine = kit.runtime().component().engine().clone();
+    DomainComponent::from_file(&engine, &support::component(crate_dir)).unwrap()
+}
+
+fn event_names(outcome: &CommandOutcome) -> Vec<&str> {
+    match outcome {
+        CommandOutcome::Accepted { events, .. } => events.iter().map(|e| e.name.as_str()).collect(),
+        CommandOutcome::Rejected { code, .. } => panic!("rejected: {code}"),
+    }
+}
+
+#[tokio::test]
+async fn live_actors_move_over_at_their_next_command_from_snapshots_the_models_trust() {
+    let kit = kit().await;
+    let v1 = kit.runtime().component();
+    for command in [Open { owner: "a".into() }, Deposit { amount: 500 }, Deposit { amount: 1 }, Deposit { amount: 1 }] {
+        kit.send("Account", "a", &command, None).await.unwrap();
+        kit.send("Account", "b", &command, None).await.unwrap();
+    }
+    let stats = kit.runtime().stats();
+
+    // v2 adds an event and keeps the state's shape: v1's snapshots read.
+    let report = kit.runtime().upgrade(load(&kit, "tests/guests/bank-v2-fee"), &UpgradeOptions::default()).unwrap();
+    let v2 = kit.runtime().component();
+    assert_eq!((report.previous.as_str(), report.current.as_str()), (&**v1.hash(), &**v2.hash()));
+    assert_eq!(report.trusted_snapshots[&**v1.hash()], ["Account"]);
+    assert_eq!(stats.moved_over.load(Ordering::Relaxed), 0, "nothing moves before its next command");
+
+    let (activations, replayed) = (stats.activations.load(Ordering::Relaxed), stats.replayed.load(Ordering::Relaxed));
+    let outcome = kit.send("Account", "a", &Withdraw { amount: 150 }, None).await.unwrap();
+    assert_eq!(event_names(&outcome), ["Withdrawn", "FeeCharged"], "decided by v2");
+    assert_eq!(stats.moved_over.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.activations.load(Ordering::Relaxed), activations + 1);
+    assert_eq!(stats.replayed.load(Ordering::Relaxed), replayed, "restored from v1's snapshot at version 4");
+    let events = kit.runtime().events("Account", "a", 0, 10).await.unwrap();
+    assert_eq!(&events[4].provenance.component_hash, v2.hash());
+    assert_eq!(&events[3].provenance.component_hash, v1.hash());
+
+    // Under v2 "b" moves over and writes a snapshot v1 will not trust.
+    kit.send("Account", "b", &Deposit { amount: 1 }, None).await.unwrap();
+    kit.send("Account", "b", &Deposit { amount: 1 }, None).await.unwrap();
+
+    // Rolling back to v1, which lacks `FeeCharged`, must be forced.
+    let refused = kit.runtime().upgrade(v1.clone(), &UpgradeOptions::default()).unwrap_err();
+    assert!(matches!(&refused, UpgradeError::Removes { removed } if removed == &["event `Account.FeeCharged`"]));
+    assert_eq!(kit.runtime().component().hash(), v2.hash(), "a refused upgrade changes nothing");
+    let report = kit.runtime().upgrade(v1.clone(), &UpgradeOptions { force: true }).unwrap();
+    assert!(report.trusted_snapshots.is_empty(), "{report:?}");
+
+    // "b" has only v1's events, but its snapshot is v2's: replayed whole.
+    let replayed = stats.replayed.load(Ordering::Relaxed);
+    kit.send("Account", "b", &Deposit { amount: 1 }, None).await.unwrap();
+    assert_eq!(stats.replayed.load(Ordering::Relaxed), replayed + 6, "v2's snapshot is not trusted");
+    let state: bank::Account = kit.state("Account", "b").await;
+    assert_eq!(state.balance, 505);
+
+    // "a" holds a `FeeCharged` v1 cannot apply: its actor stops there, named.
+    let err = kit.send("Account", "a", &Deposit { amount: 1 }, None).await.unwrap_err();
+    assert!(matches!(&err, ActorError::Replay { version: 6, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_component_of_another_domain_is_refused() {
+    let kit = kit().await;
+    let shop = load(&kit, "examples/shop");
+    let err = kit.runtime().upgrade(shop, &UpgradeOptions { force: true }).unwrap_err();
+    assert_eq!(err.kind(), "other-domain");
+    assert_eq!(kit.runtime().domain(), "bank");
+}
