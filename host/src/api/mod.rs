@@ -104,6 +104,11 @@ pub struct ApiConfig {
     /// In a cluster: commands and reads for actors of shards served
     /// elsewhere are sent there.
     pub cluster: Option<ClusterDoor>,
+    /// In a cluster: an upgrade is rolled out to every node, and `GET
+    /// /cluster` says which component each runs.
+    pub rollout: Option<crate::cluster::Rollout>,
+    /// How long an upgrade waits for every node of the cluster to move.
+    pub rollout_wait: std::time::Duration,
     /// Set when the process exports spans (its subscriber has an
     /// OpenTelemetry layer): each request opens a span, child of the
     /// caller's `traceparent`. Unset, no span is opened and a caller's
@@ -121,6 +126,8 @@ impl Default for ApiConfig {
             token: None,
             tls: None,
             cluster: None,
+            rollout: None,
+            rollout_wait: std::time::Duration::from_secs(60),
             trace_spans: false,
         }
     }

@@ -230,7 +230,26 @@ pub(super) async fn openapi(State(app): State<App>) -> Json<Value> {
 /// `GET /cluster`: this node's view of its cluster.
 pub(super) async fn cluster(State(app): State<App>) -> ApiResult {
     match &app.config.cluster {
-        Some(door) => Ok(Json(serde_json::to_value(door.cluster.status()).expect("the status serialises"))),
+        Some(door) => {
+            let status = door.cluster.status();
+            let mut answer = serde_json::to_value(&status).expect("the status serialises");
+            if let Some(rollout) = &app.config.rollout {
+                // Which component each member runs, as it said.
+                let nodes: Vec<String> = status.members.iter().map(|m| m.node.clone()).collect();
+                let components = rollout.nodes(&nodes).await;
+                for member in answer["members"].as_array_mut().into_iter().flatten() {
+                    let Some(Some(component)) = member["node"].as_str().and_then(|n| components.get(n)) else {
+                        continue;
+                    };
+                    member["component_hash"] = json!(component.hash);
+                    if let Some(error) = &component.error {
+                        member["component_error"] = json!(error);
+                    }
+                }
+                answer["component_hash"] = json!(rollout.current().await.ok().flatten().map(|c| c.hash));
+            }
+            Ok(Json(answer))
+        }
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not-found",

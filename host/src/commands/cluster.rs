@@ -48,12 +48,23 @@ fn render(status: &Value) -> String {
         "map      epoch {}, {} shards, {} moving, {} without an owner",
         status["epoch"], status["shards"], status["moving"], status["unowned"]
     );
-    let _ = writeln!(out, "\n{:<32} {:>11} {:>6} {:>8}", "MEMBER", "INCARNATION", "OWNED", "GRANTED");
+    if let Some(hash) = status["component_hash"].as_str() {
+        let _ = writeln!(out, "component {hash}");
+    }
+    let _ = writeln!(out, "\n{:<32} {:>11} {:>6} {:>8}  {}", "MEMBER", "INCARNATION", "OWNED", "GRANTED", "COMPONENT");
     for member in status["members"].as_array().into_iter().flatten() {
         let me = if member["node"] == status["node"] { " *" } else { "" };
+        // The first 12 hex digits name a component well enough in a table.
+        let component = match (member["component_hash"].as_str(), member["component_error"].as_str()) {
+            (Some(hash), None) => hash.chars().take(12).collect(),
+            (Some(hash), Some(error)) => {
+                format!("{} (cannot move: {error})", hash.chars().take(12).collect::<String>())
+            }
+            _ => "-".to_string(),
+        };
         let _ = writeln!(
             out,
-            "{:<32} {:>11} {:>6} {:>8}{me}",
+            "{:<32} {:>11} {:>6} {:>8}  {component}{me}",
             text(&member["node"]),
             member["incarnation"],
             member["owned"],

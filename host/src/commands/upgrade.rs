@@ -39,8 +39,18 @@ impl UpgradeCommand {
     pub fn execute(self) -> anyhow::Result<()> {
         let wasm = std::fs::read(&self.model).with_context(|| format!("cannot read {}", self.model.display()))?;
         let client = self.remote.client()?;
-        let answer = remote::block_on(client.upgrade(wasm, self.force))?
-            .map_err(|e| anyhow::anyhow!("{}: {}", self.model.display(), remote::explain(e)))?;
+        let answer = match remote::block_on(client.upgrade(wasm, self.force))? {
+            Ok(answer) => answer,
+            Err(err) => {
+                // In a cluster: which nodes did not move.
+                if let aether_host::api::ClientError::Api { body, .. } = &err
+                    && let Some(rollout) = body.get("rollout")
+                {
+                    eprint!("{}", nodes(rollout));
+                }
+                anyhow::bail!("{}: {}", self.model.display(), remote::explain(err));
+            }
+        };
         if self.json {
             return remote::print(&answer);
         }
@@ -98,6 +108,7 @@ fn render(report: &Value) -> String {
             let _ = writeln!(out, "{line}");
         }
     }
+    out.push_str(&nodes(report));
     let trusted = report["trusted_snapshots"].as_object().map_or(0, serde_json::Map::len);
     let _ = writeln!(
         out,
@@ -108,6 +119,28 @@ fn render(report: &Value) -> String {
             format!("from snapshots of {trusted} earlier components the models say are compatible, else by replay")
         }
     );
+    out
+}
+
+/// In a cluster: the component each node runs, or why it could not move.
+fn nodes(report: &Value) -> String {
+    let mut out = String::new();
+    let Some(nodes) = report["nodes"].as_object() else { return out };
+    let _ = writeln!(out, "nodes:");
+    for (node, status) in nodes {
+        let hash = status["hash"].as_str().unwrap_or("-");
+        match status["error"].as_str() {
+            Some(error) => {
+                let _ = writeln!(out, "  {node:<32} {hash} (cannot move: {error})");
+            }
+            None if status.is_null() => {
+                let _ = writeln!(out, "  {node:<32} has not said yet");
+            }
+            None => {
+                let _ = writeln!(out, "  {node:<32} {hash}");
+            }
+        }
+    }
     out
 }
 

@@ -11,10 +11,14 @@ use std::time::{Duration, Instant};
 
 /// Runs `aether-host upgrade <wasm> --url <host> --json <extra>`: success, stdout, stderr.
 fn upgrade(host: &Host, wasm: &Path, extra: &[&str]) -> (bool, String, String) {
+    upgrade_at(&host.url, wasm, extra)
+}
+
+fn upgrade_at(url: &str, wasm: &Path, extra: &[&str]) -> (bool, String, String) {
     let out = aether_host()
         .arg("upgrade")
         .arg(wasm)
-        .args(["--url", &host.url, "--json"])
+        .args(["--url", url, "--json"])
         .args(extra)
         .output()
         .expect("aether-host upgrade runs");
@@ -280,4 +284,111 @@ async fn the_upgrade_route_needs_the_token() {
     let (ok, stdout, stderr) = upgrade(&host, &component("tests/guests/bank-v2-fee"), &["--token", "s3cret"]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("\"changed\": true"), "{stdout}");
+}
+
+/// On NATS, an upgrade through one node moves every node of the cluster,
+/// a node that joins later runs the cluster's component whatever file it
+/// was started with, and a rollback moves them all back; a steady load
+/// through both doors sees no error and every answered command is stored
+/// once, under the hash of the component that ran when it was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_of_a_cluster_moves_to_the_new_component_and_back() {
+    use super::harness::{Load, Outcome, Target, check, node, open_accounts, settled};
+    let (v1, v2) = (bank(), component("tests/guests/bank-v2-fee"));
+    let (v1_hash, v2_hash) = (hash_of(&v1), hash_of(&v2));
+    let server = aether_host::testkit::nats::NatsServer::start();
+    let url = server.url();
+    let (a, b) = (node(&url, "a"), node(&url, "b"));
+    settled(&[&a, &b], 2).await;
+    let accounts = 60;
+    open_accounts(&[a.url.clone(), b.url.clone()], accounts).await;
+    let load = Load::start(Target::Http(vec![a.url.clone(), b.url.clone()]), accounts, 4, "up");
+    load.until_acked(100).await;
+
+    let run = |url: String, wasm: std::path::PathBuf, extra: &'static [&'static str]| {
+        tokio::task::spawn_blocking(move || upgrade_at(&url, &wasm, extra))
+    };
+    let upgrading = Instant::now();
+    let (ok, stdout, stderr) = run(b.url.clone(), v2.clone(), &[]).await.unwrap();
+    let upgraded = Instant::now();
+    assert!(ok, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["current"], v2_hash);
+    assert_eq!(report["nodes"], json!({"a": {"hash": v2_hash}, "b": {"hash": v2_hash}}), "{report:#}");
+    for host in [&a, &b] {
+        assert_eq!(Http::new(host).get("/healthz").await.body["component_hash"], v2_hash);
+    }
+    load.until_acked(100).await;
+
+    // A node started with v1's file joins a cluster that runs v2.
+    let c = node(&url, "c");
+    settled(&[&a, &b, &c], 3).await;
+    assert_eq!(Http::new(&c).get("/healthz").await.body["component_hash"], v2_hash, "{}", c.stdout());
+    assert!(c.stdout().contains(&format!("cluster component: sha-256 {v2_hash} (the cluster's")), "{}", c.stdout());
+    let status = Http::new(&a).get("/cluster").await.body;
+    assert_eq!(status["component_hash"], v2_hash);
+    for member in status["members"].as_array().unwrap() {
+        assert_eq!(member["component_hash"], v2_hash, "{status:#}");
+    }
+    let out = aether_host().args(["cluster", "status", "--url", &c.url]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("component {v2_hash}")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with('c') && l.contains(&v2_hash[..12])), "{text}");
+    load.until_acked(100).await;
+
+    // A bad component is refused by the node asked, and reaches no other.
+    let (ok, _, stderr) = run(a.url.clone(), component("tests/guests/bank-v2-renamed"), &[]).await.unwrap();
+    assert!(!ok);
+    assert!(stderr.contains("incompatible-component"), "{stderr}");
+
+    // Rollback through a, forced (v1 lacks `FeeCharged`, of which none was stored).
+    let rolling_back = Instant::now();
+    let (ok, stdout, stderr) = run(a.url.clone(), v1.clone(), &["--force"]).await.unwrap();
+    let rolled_back = Instant::now();
+    assert!(ok, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        report["nodes"],
+        json!({"a": {"hash": v1_hash}, "b": {"hash": v1_hash}, "c": {"hash": v1_hash}}),
+        "{report:#}"
+    );
+    load.until_acked(100).await;
+    let history = load.finish().await;
+    history.assert_no_errors();
+    let http = Http::new(&b);
+    check(&http, accounts, &history).await.assert_exactly_once();
+
+    // Each command carries the hash of the component that ran when it was sent.
+    let mut hashes = std::collections::BTreeMap::new();
+    for i in 0..accounts {
+        let account = format!("acct-{i}");
+        let events = http.get(&format!("/actors/Account/{account}/events?limit=1000")).await.body;
+        let by_version: Vec<(u64, String)> = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["version"].as_u64().unwrap(), e["provenance"]["component_hash"].as_str().unwrap().to_owned()))
+            .collect();
+        let mut phases: Vec<&str> = by_version.iter().map(|(_, h)| h.as_str()).collect();
+        phases.dedup();
+        let order = [v1_hash.as_str(), v2_hash.as_str(), v1_hash.as_str()];
+        assert!(order.starts_with(&phases), "{account}: {phases:?}");
+        hashes.insert(account, by_version);
+    }
+    let (mut on_v2, mut after) = (0, 0);
+    for record in &history.records {
+        let Outcome::Acked { version } = record.outcome else { continue };
+        let expected = if record.answered < upgrading || record.sent > rolled_back {
+            &v1_hash
+        } else if record.sent > upgraded && record.answered < rolling_back {
+            &v2_hash
+        } else {
+            continue;
+        };
+        on_v2 += usize::from(*expected == v2_hash);
+        after += usize::from(record.sent > rolled_back);
+        let stored = hashes[&record.account].iter().find(|(v, _)| *v == version).map(|(_, h)| h);
+        assert_eq!(stored, Some(expected), "{} {} at version {version}", record.account, record.key);
+    }
+    assert!(on_v2 >= 100 && after >= 50, "{on_v2} commands on v2, {after} after the rollback");
 }
