@@ -51,7 +51,7 @@ fn render(status: &Value) -> String {
     if let Some(hash) = status["component_hash"].as_str() {
         let _ = writeln!(out, "component {hash}");
     }
-    let _ = writeln!(out, "\n{:<32} {:>11} {:>6} {:>8}  {}", "MEMBER", "INCARNATION", "OWNED", "GRANTED", "COMPONENT");
+    let _ = writeln!(out, "\n{:<32} {:>11} {:>6} {:>8}  COMPONENT", "MEMBER", "INCARNATION", "OWNED", "GRANTED");
     for member in status["members"].as_array().into_iter().flatten() {
         let me = if member["node"] == status["node"] { " *" } else { "" };
         // The first 12 hex digits name a component well enough in a table.

@@ -52,8 +52,11 @@ async fn stream(http: Arc<Http>, client: usize, stop: Arc<AtomicBool>, answered:
     let mut n = 0usize;
     while !stop.load(Ordering::Relaxed) {
         let actor = format!("live-{}", n % ACTORS);
-        let (command, body) =
-            if (n / ACTORS) % 2 == 0 { ("Deposit", r#"{"amount": 3}"#) } else { ("Withdraw", r#"{"amount": 1}"#) };
+        let (command, body) = if (n / ACTORS).is_multiple_of(2) {
+            ("Deposit", r#"{"amount": 3}"#)
+        } else {
+            ("Withdraw", r#"{"amount": 1}"#)
+        };
         let started = Instant::now();
         let answer = http
             .post(
