@@ -84,14 +84,21 @@ mod tests {
         let status = json!({
             "node": "a", "incarnation": 3, "leader": "b", "leader_term": 2, "is_leader": false,
             "epoch": 9, "shards": 1024, "serving": 512, "moving": 0, "unowned": 0, "left": false,
+            "component_hash": "0123456789abcdef",
             "members": [
-                {"node": "a", "incarnation": 3, "owned": 512, "granted": 512},
-                {"node": "b", "incarnation": 1, "owned": 512, "granted": 512},
+                {"node": "a", "incarnation": 3, "owned": 512, "granted": 512, "component_hash": "0123456789abcdef"},
+                {"node": "b", "incarnation": 1, "owned": 512, "granted": 512, "component_hash": "fedcba9876543210",
+                 "component_error": "invalid model"},
             ],
         });
         let text = render(&status);
         assert!(text.contains("leader   b (term 2)"), "{text}");
         assert!(text.contains("epoch 9, 1024 shards, 0 moving"), "{text}");
-        assert!(text.lines().any(|l| l.starts_with('a') && l.ends_with("512 *")), "{text}");
+        assert!(text.contains("component 0123456789abcdef\n"), "{text}");
+        assert!(text.lines().any(|l| l.starts_with('a') && l.ends_with("512  0123456789ab *")), "{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with('b') && l.ends_with("fedcba987654 (cannot move: invalid model)")),
+            "{text}"
+        );
     }
 }
