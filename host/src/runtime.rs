@@ -253,7 +253,7 @@ impl Runtime {
         let mut slot = self.lock(&actor, started).await;
         // The component this command runs on to its end, read once it holds
         // its actor: a command that waited for the actor through an upgrade
-        // runs on the new component.
+        // runs on the new component (invariant: one-component-per-command).
         let deployment = self.inner.current.load_full();
         check_command(&deployment, &actor.aggregate, &request.command)?;
         let model = deployment.component().model().aggregate(&actor.aggregate).expect("checked above");

@@ -278,7 +278,8 @@ impl Actor {
             Err(e) => return Err(e.into()),
         };
         // A snapshot is the state of the code that wrote it: restored only
-        // by that code, or by code whose model says it reads that state.
+        // by that code, or by code whose model says it reads that state
+        // (invariant: one-component-per-command).
         if let Some(snapshot) = snapshot
             && env.deployment.trusts_snapshot(&snapshot.component_hash, &self.id.aggregate)
             && snapshot.version <= up_to
