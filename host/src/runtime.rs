@@ -141,14 +141,10 @@ impl Runtime {
         &self.inner.domain
     }
 
-    /// The component new commands run on, with the snapshots it trusts.
-    pub fn deployment(&self) -> Arc<Deployment> {
+    /// The component new commands run on, with the snapshots it trusts
+    /// (it derefs to the [`DomainComponent`]). Cheap: a reference count.
+    pub fn component(&self) -> Arc<Deployment> {
         self.inner.current.load_full()
-    }
-
-    /// The component new commands run on.
-    pub fn component(&self) -> DomainComponent {
-        self.inner.current.load().component().clone()
     }
 
     /// The current component's model.

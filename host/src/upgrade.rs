@@ -64,6 +64,14 @@ impl Deployment {
     }
 }
 
+impl std::ops::Deref for Deployment {
+    type Target = DomainComponent;
+
+    fn deref(&self) -> &DomainComponent {
+        &self.component
+    }
+}
+
 /// How an upgrade is checked.
 #[derive(Debug, Clone, Default)]
 pub struct UpgradeOptions {

@@ -32,7 +32,7 @@ fn event_names(outcome: &CommandOutcome) -> Vec<&str> {
 #[tokio::test]
 async fn live_actors_move_over_at_their_next_command_from_snapshots_the_models_trust() {
     let kit = kit().await;
-    let v1 = kit.runtime().component();
+    let v1 = kit.runtime().component().component().clone();
     for command in [Open { owner: "a".into() }, Deposit { amount: 500 }, Deposit { amount: 1 }, Deposit { amount: 1 }] {
         kit.send("Account", "a", &command, None).await.unwrap();
         kit.send("Account", "b", &command, None).await.unwrap();
@@ -41,7 +41,7 @@ async fn live_actors_move_over_at_their_next_command_from_snapshots_the_models_t
 
     // v2 adds an event and keeps the state's shape: v1's snapshots read.
     let report = kit.runtime().upgrade(load(&kit, "tests/guests/bank-v2-fee"), &UpgradeOptions::default()).unwrap();
-    let v2 = kit.runtime().component();
+    let v2 = kit.runtime().component().component().clone();
     assert_eq!((report.previous.as_str(), report.current.as_str()), (&**v1.hash(), &**v2.hash()));
     assert_eq!(report.trusted_snapshots[&**v1.hash()], ["Account"]);
     assert_eq!(stats.moved_over.load(Ordering::Relaxed), 0, "nothing moves before its next command");

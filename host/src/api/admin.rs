@@ -37,7 +37,7 @@ pub(super) struct UpgradeQuery {
 
 /// `GET /admin/component`: the component this host runs.
 pub(super) async fn component(State(app): State<App>) -> Json<Value> {
-    let deployment = app.runtime.deployment();
+    let deployment = app.runtime.component();
     Json(json!({
         "domain": app.runtime.domain(),
         "component_hash": deployment.component().hash(),
@@ -76,7 +76,7 @@ pub(super) async fn upgrade(
         "current": current.hash,
         "changed": **running.hash() != *current.hash,
         "model_changes": model_changes,
-        "trusted_snapshots": app.runtime.deployment().trusted_snapshots(),
+        "trusted_snapshots": app.runtime.component().trusted_snapshots(),
         "nodes": nodes,
     });
     if !complete {

@@ -146,7 +146,9 @@ impl Rollout {
             Some(_) => {}
         }
         if let Some(current) = rollout.current().await? {
-            rollout.follow(&current).await?;
+            // The cluster runs it already: what this node was started with
+            // does not get a say (the check guards new code, not the cluster's).
+            rollout.follow(&Current { force: true, ..current }).await?;
         }
         tokio::spawn(rollout.clone().watch());
         Ok(rollout)
