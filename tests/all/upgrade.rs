@@ -87,3 +87,70 @@ async fn a_component_of_another_domain_is_refused() {
     assert_eq!(err.kind(), "other-domain");
     assert_eq!(kit.runtime().domain(), "bank");
 }
+
+/// `Rollout` on a real `nats-server`: a node publishes its component when
+/// the cluster has none, follows a new current component, and refuses (and
+/// says why, under its node key) one that is missing from the bucket or
+/// that its runtime refuses, running what it ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_follows_the_current_component_and_reports_what_it_cannot_run() {
+    use aether_host::cluster::{Current, Rollout};
+    use aether_host::names::NatsNames;
+    use std::time::{Duration, Instant};
+
+    let server = aether_host::testkit::nats::NatsServer::start();
+    let kit = kit().await;
+    let runtime = kit.runtime().clone();
+    let names = NatsNames::new(Some("rollout-test"));
+    let read = |dir: &str| std::fs::read(support::component(dir)).unwrap();
+    let (v1, v2, renamed) =
+        (read("examples/bank"), read("tests/guests/bank-v2-fee"), read("tests/guests/bank-v2-renamed"));
+    let v1_hash = kit.runtime().component().hash().to_string();
+    let rollout = Rollout::start(server.client().await, names.clone(), "n1", runtime.clone(), &v1, 1).await.unwrap();
+    assert_eq!(rollout.current().await.unwrap().map(|c| c.hash), Some(v1_hash.clone()), "published as the first");
+
+    let node = || async { rollout.nodes(&["n1".to_string()]).await["n1"].clone().expect("n1 reported") };
+
+    let current = rollout.publish(&v2, false).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node().await.hash != current.hash {
+        assert!(Instant::now() < deadline, "n1 moves to v2 and says so");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(&**runtime.component().hash(), current.hash);
+    let v2_hash = current.hash;
+
+    // The renamed v2 removes an event: this runtime refuses it, unforced.
+    let refused = rollout.publish(&renamed, false).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = node().await;
+        if status.wanted.as_deref() == Some(&*refused.hash) {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "n1 says why it cannot move");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.hash, v2_hash, "{status:?}");
+    assert!(status.error.as_deref().unwrap().contains("event `Account.Withdrawn`"), "{status:?}");
+    assert_eq!(&**runtime.component().hash(), v2_hash);
+
+    // A current component whose bytes are not in the bucket.
+    let missing = Current { hash: "ab".repeat(32), size: 10, chunks: 1, force: true };
+    let client = server.client().await;
+    let kv = async_nats::jetstream::new(client).get_key_value(names.components_bucket()).await.unwrap();
+    kv.put(names.component_current("bank"), serde_json::to_vec(&missing).unwrap().into()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = node().await;
+        if status.wanted.as_deref() == Some(&*missing.hash) {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "n1 says the bytes are missing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.error.as_deref().unwrap().contains("missing chunk 0 of 1"), "{status:?}");
+    assert_eq!(&**runtime.component().hash(), v2_hash, "still serving v2");
+    let outcome = kit.send("Account", "r", &Open { owner: "r".into() }, None).await.unwrap();
+    assert!(matches!(outcome, CommandOutcome::Accepted { .. }));
+}
