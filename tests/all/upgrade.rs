@@ -154,3 +154,52 @@ async fn a_node_follows_the_current_component_and_reports_what_it_cannot_run() {
     let outcome = kit.send("Account", "r", &Open { owner: "r".into() }, None).await.unwrap();
     assert!(matches!(outcome, CommandOutcome::Accepted { .. }));
 }
+
+/// A command appending when the upgrade comes finishes on the old code
+/// and records its hash; the command that waited behind it for the actor
+/// runs on the new code (invariant: one-component-per-command).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_in_flight_finishes_on_the_old_code_and_the_next_runs_on_the_new() {
+    use crate::support::GatedStore;
+    use aether_host::{AetherEngine, CommandRequest, Runtime};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let engine = AetherEngine::new(EngineConfig::default()).unwrap();
+    let v1 = DomainComponent::from_file(&engine, &support::component("examples/bank")).unwrap();
+    let v2 = DomainComponent::from_file(&engine, &support::component("tests/guests/bank-v2-fee")).unwrap();
+    let (v1_hash, v2_hash) = (v1.hash().clone(), v2.hash().clone());
+    let store = Arc::new(GatedStore::default());
+    let runtime = Runtime::new(v1, store.clone(), RuntimeConfig::default());
+    let send = |command: bank::AccountCommand| {
+        let (name, payload) = aether_guest::codec::split(&command).unwrap();
+        let runtime = runtime.clone();
+        let request = CommandRequest {
+            aggregate: "Account".into(),
+            id: "f".into(),
+            command: name,
+            payload,
+            ..Default::default()
+        };
+        tokio::spawn(async move { runtime.execute(request).await })
+    };
+    store.appends.add_permits(2);
+    send(Open { owner: "f".into() }).await.unwrap().unwrap();
+    send(Deposit { amount: 500 }).await.unwrap().unwrap();
+
+    // Decided by v1, held at its append; a second command waits for the actor.
+    let in_flight = send(Withdraw { amount: 150 });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiting = send(Withdraw { amount: 150 });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    runtime.upgrade(v2, &UpgradeOptions::default()).unwrap();
+    store.appends.add_permits(2);
+
+    let first = in_flight.await.unwrap().unwrap();
+    assert_eq!(event_names(&first), ["Withdrawn"], "v1 decided it: no fee");
+    let second = waiting.await.unwrap().unwrap();
+    assert_eq!(event_names(&second), ["Withdrawn", "FeeCharged"], "v2 decided it");
+    let events = runtime.events("Account", "f", 0, 10).await.unwrap();
+    let hashes: Vec<_> = events.iter().map(|e| e.provenance.component_hash.clone()).collect();
+    assert_eq!(hashes, [v1_hash.clone(), v1_hash.clone(), v1_hash, v2_hash.clone(), v2_hash]);
+}
