@@ -5,6 +5,7 @@
 //! Layout:
 //! - [`activation`]: create a VM and restore a 1 KiB snapshot;
 //! - [`replay`]: events through the guest's `apply` in batches, and natively;
+//! - [`verify`]: `aether-host verify`'s replay and re-decision of a recorded history, beside a plain replay of it;
 //! - [`commands`]: commands through the runtime on a store, 10,000 actors;
 //! - [`cluster`]: nodes on one JetStream: a join under load, forwarding, failover after kills;
 //! - [`native`]: the command path with the aggregate called natively;
@@ -28,6 +29,7 @@ pub mod replay;
 pub mod report;
 pub mod resident;
 pub mod util;
+pub mod verify;
 
 use aether_host::store::{EmbeddedStore, JetStreamConfig, JetStreamEventStore};
 use aether_host::testkit::nats::NatsServer;
@@ -46,7 +48,7 @@ pub struct Options {
     /// The bench binary, to run the resident probe in a process of its own;
     /// `None` runs it in this process.
     pub probe_exe: Option<PathBuf>,
-    /// Phases to run (`activation`, `replay`, `memory`, `embedded`,
+    /// Phases to run (`activation`, `replay`, `verify`, `memory`, `embedded`,
     /// `jetstream`, `cluster`, `resident`); empty runs them all.
     pub only: Vec<String>,
 }
@@ -61,6 +63,9 @@ pub struct Sizes {
     pub replay_events: usize,
     pub replay_batch: usize,
     pub replay_rounds: usize,
+    /// Actors of the history `verify` checks, and commands of each.
+    pub verify_actors: usize,
+    pub verify_commands: usize,
     pub actors: usize,
     pub window: Duration,
     pub rounds: usize,
@@ -83,6 +88,8 @@ impl Sizes {
             replay_events: 500_000,
             replay_batch: 512,
             replay_rounds: 5,
+            verify_actors: 1_000,
+            verify_commands: 200,
             actors: 10_000,
             window: Duration::from_secs(3),
             rounds: 3,
@@ -103,6 +110,8 @@ impl Sizes {
             replay_events: 5_000,
             replay_batch: 512,
             replay_rounds: 1,
+            verify_actors: 20,
+            verify_commands: 20,
             actors: 200,
             window: Duration::from_millis(200),
             rounds: 1,
@@ -183,6 +192,15 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
             note(&format!("activation from JetStream: p50 {:.1} µs, p99 {:.1} µs", a.p50_us, a.p99_us));
             report.activation_from("jetstream", &a, in_process);
         }
+    }
+    if options.wants("verify") {
+        let rounds = sizes.replay_rounds.min(3);
+        let v = tokio.block_on(verify::run(&component, sizes.verify_actors, sizes.verify_commands, rounds))?;
+        note(&format!(
+            "verify: {:.0} events/s and {:.0} commands/s over {} events (plain replay of them {:.0} events/s)",
+            v.events_per_s, v.commands_per_s, v.events, v.replay_events_per_s
+        ));
+        report.verify(&v);
     }
     let shape = |clients| Shape { actors: sizes.actors, clients, window: sizes.window, rounds: sizes.rounds };
     if options.wants("memory") {

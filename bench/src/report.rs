@@ -10,6 +10,7 @@ use crate::commands::Commands;
 use crate::jetstream::JetStream;
 use crate::replay::Replay;
 use crate::resident::Resident;
+use crate::verify::Verify;
 use serde_json::{Map, Value};
 use std::fmt::Write;
 
@@ -108,6 +109,16 @@ impl Report {
         let native = Some(("native replay", r.native_events_per_s));
         self.figure("replay_events_per_s", r.events_per_s, "/s", Target::Both(3_000_000.0, 0.25), native);
         self.extra.push(("replay_native_events_per_s", r.native_events_per_s));
+    }
+
+    /// `verify`: events replayed and commands decided again per second,
+    /// beside a plain replay of the same history in the same run.
+    pub fn verify(&mut self, v: &Verify) {
+        let replay = Some(("replay of the same history", v.replay_events_per_s));
+        self.figure("verify_events_per_s", v.events_per_s, "/s", Target::None, replay);
+        self.figure("verify_commands_per_s", v.commands_per_s, "/s", Target::None, None);
+        self.extra.push(("verify_replay_events_per_s", v.replay_events_per_s));
+        self.extra.push(("verify_events", v.events as f64));
     }
 
     pub fn memory(&mut self, wasm: &Commands, native: &Commands) {

@@ -12,6 +12,7 @@
 //! - [`cluster`]: membership, leader, shard map and handoff as an I/O-free state machine.
 //! - [`metrics`]: counters and latency histograms, rendered for Prometheus.
 //! - [`api`]: the front doors, HTTP and NATS (JSON in and out), and their clients.
+//! - [`upgrade`]: a new component swapped into a running host, and which snapshots it trusts.
 //! - [`verify`]: a new component against stored history: replay and re-decide every recorded command.
 //! - [`testkit`]: given/when/then against a real `.wasm` (feature `testkit`, on by default).
 //!
@@ -37,6 +38,7 @@ pub mod runtime;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod upgrade;
 pub mod verify;
 pub mod wasm;
 

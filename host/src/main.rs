@@ -14,7 +14,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Start a host with `aether-host load model.wasm`, then talk to it with
 /// `send`, `state`, `events`, `model` and `cluster status` (they find it at
 /// --url, by default the address `load` listens on). Before deploying new
-/// domain code, `verify` it against the stored history.
+/// domain code, `verify` it against the stored history, then `upgrade` the
+/// running hosts to it.
 #[derive(Debug, Parser)]
 #[command(name = "aether-host", version)]
 struct Cli {
@@ -35,6 +36,7 @@ enum Command {
     Check(commands::check::CheckCommand),
     Cluster(commands::cluster::ClusterCommand),
     Verify(Box<commands::verify::VerifyCommand>),
+    Upgrade(commands::upgrade::UpgradeCommand),
 }
 
 fn main() {
@@ -66,6 +68,7 @@ fn main() {
         Command::Model(cmd) => cmd.execute(),
         Command::Check(cmd) => cmd.execute(),
         Command::Cluster(cmd) => cmd.execute(),
+        Command::Upgrade(cmd) => cmd.execute(),
         Command::Verify(cmd) => match cmd.execute() {
             // The verdict is the exit status: CI gates on it.
             Ok(0) => Ok(()),

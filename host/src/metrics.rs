@@ -83,6 +83,10 @@ pub struct Stats {
     pub passivations: AtomicU64,
     /// Requests turned away at a limit of the host (`503 overloaded`).
     pub overloads: AtomicU64,
+    /// Components swapped in by a live upgrade (or rollback).
+    pub upgrades: AtomicU64,
+    /// Live actors whose VM ran an older component, rebuilt on the current one.
+    pub moved_over: AtomicU64,
     /// From receiving a command to its outcome, including waiting for the actor.
     pub command_latency: Histogram,
     /// Building an actor's VM: instantiation, snapshot, replay.
@@ -93,7 +97,7 @@ impl Stats {
     /// The figures in the Prometheus text format, with `live_actors` as a gauge.
     pub fn render_prometheus(&self, live_actors: usize, bus: &crate::bus::BusStats) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 11] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             ("aether_commands_total", "Commands routed to an actor.", &self.commands),
             ("aether_rejections_total", "Commands rejected by the domain.", &self.rejections),
             ("aether_conflicts_total", "Appends that met a concurrent writer.", &self.conflicts),
@@ -102,6 +106,8 @@ impl Stats {
             ("aether_replayed_events_total", "Events applied to rebuild or catch up actors.", &self.replayed),
             ("aether_passivations_total", "Actor VMs dropped when idle or over the cap.", &self.passivations),
             ("aether_overloaded_total", "Requests turned away at a limit of the host.", &self.overloads),
+            ("aether_upgrades_total", "Components swapped in by a live upgrade or rollback.", &self.upgrades),
+            ("aether_upgrade_moved_actors_total", "Live actors rebuilt on an upgraded component.", &self.moved_over),
             ("aether_bus_published_total", "Events published on the bus.", &bus.published),
             ("aether_bus_dropped_total", "Bus events the NATS publisher could not send.", &bus.dropped),
             ("aether_bus_lagged_total", "Bus events in-process subscribers missed by falling behind.", &bus.lagged),
@@ -165,6 +171,6 @@ mod tests {
         let out = stats.render_prometheus(2, &crate::bus::BusStats::default());
         assert!(out.contains("\naether_commands_total 3\n"), "{out}");
         assert!(out.contains("\naether_live_actors 2\n"), "{out}");
-        assert_eq!(out.matches("# TYPE").count(), 14, "{out}");
+        assert_eq!(out.matches("# TYPE").count(), 16, "{out}");
     }
 }

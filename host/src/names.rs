@@ -15,6 +15,8 @@
 //! cluster bucket   aether_cluster                 aether_cluster_<ns>
 //!   keys           <domain>.member.<node>, <domain>.leader, <domain>.map, <domain>.release.<shard>
 //! node subjects    <root>.node.<domain>.<node>            (see ClusterNames)
+//! component bucket aether_components              aether_components_<ns>
+//!   keys           <domain>.current, <domain>.wasm.<sha-256>.<chunk>, <domain>.node.<node>
 //! ```
 //!
 //! Namespaces, domains, aggregates, ids and node ids are each encoded as one
@@ -109,6 +111,26 @@ impl NatsNames {
         format!("aether_cluster{}", self.suffix)
     }
 
+    /// The KV bucket of the components a domain's cluster runs (live upgrades).
+    pub fn components_bucket(&self) -> String {
+        format!("aether_components{}", self.suffix)
+    }
+
+    /// The key naming the component every node of a domain's cluster runs.
+    pub fn component_current(&self, domain: &str) -> String {
+        format!("{}.current", encode_token(domain))
+    }
+
+    /// The key of one chunk of a component's bytes (by its SHA-256, hex).
+    pub fn component_chunk(&self, domain: &str, hash: &str, chunk: u32) -> String {
+        format!("{}.wasm.{}.{chunk}", encode_token(domain), encode_token(hash))
+    }
+
+    /// The key where a node says which component it runs.
+    pub fn component_node(&self, domain: &str, node: &str) -> String {
+        format!("{}.node.{}", encode_token(domain), encode_token(node))
+    }
+
     /// The names of one domain's cluster: its keys and node subjects.
     pub fn cluster(&self, domain: &str) -> ClusterNames {
         ClusterNames::new(self, domain)
@@ -132,6 +154,10 @@ mod tests {
         assert_eq!(names.bus_filter("bank", &Filter::default()), "aether.bus.bank.*.*");
         assert_eq!(names.commands("bank", "*"), "aether.cmd.bank.*");
         assert_eq!(names.cluster_bucket(), "aether_cluster");
+        assert_eq!(names.components_bucket(), "aether_components");
+        assert_eq!(names.component_current("bank"), "bank.current");
+        assert_eq!(names.component_chunk("bank", "ab12", 3), "bank.wasm.ab12.3");
+        assert_eq!(names.component_node("bank", "n.1"), "bank.node.n_2E1");
         let cluster = names.cluster("bank");
         assert_eq!((cluster.bucket(), cluster.key(&Key::Map).as_str()), ("aether_cluster", "bank.map"));
         assert_eq!(cluster.node_subject(&NodeId::new("n1")), "aether.node.bank.n1");

@@ -8,15 +8,21 @@
 //! mutex around an LRU map, held only to look up, insert and evict.
 //! Passivation drops an actor's VM; its next command rebuilds it from the
 //! latest snapshot and the events after it, transparently.
+//!
+//! The component is swapped by a live upgrade ([`Runtime::upgrade`], see
+//! [`crate::upgrade`]): each command reads the current one once, lock-free,
+//! after taking its actor's lock, and runs on it to the end.
 
 use crate::actor::{Actor, ActorConfig, ActorError, Command, CommandOutcome, Env};
 use crate::admission::{Admission, AdmissionConfig};
 use crate::bus::{Bus, BusConfig};
 use crate::cluster::ShardFence;
 pub use crate::metrics::Stats;
-use crate::model::DomainModel;
+use crate::model::{AggregateModel, DomainModel};
 use crate::store::{ActorId, EventStore, Provenance, RecordedCommand, RecordedEvent};
+use crate::upgrade::{Deployment, History, UpgradeError, UpgradeOptions, UpgradeReport};
 use crate::wasm::DomainComponent;
+use arc_swap::ArcSwap;
 use lru::LruCache;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
@@ -72,7 +78,13 @@ pub struct Runtime {
 
 #[derive(Debug)]
 struct Inner {
-    component: DomainComponent,
+    /// The component commands run on; swapped by an upgrade.
+    current: ArcSwap<Deployment>,
+    /// The models of every component run so far; held while upgrading, so
+    /// upgrades happen one at a time.
+    history: Mutex<History>,
+    /// The domain's name: an upgrade never changes it.
+    domain: Arc<str>,
     bus: Bus,
     store: Arc<dyn EventStore>,
     config: RuntimeConfig,
@@ -103,8 +115,12 @@ impl Runtime {
     /// As [`new`](Self::new), publishing stored events on `bus` (e.g. one
     /// that reaches NATS).
     pub fn with_bus(component: DomainComponent, store: Arc<dyn EventStore>, config: RuntimeConfig, bus: Bus) -> Self {
+        let mut history = History::default();
+        history.remember(&component);
         let inner = Arc::new(Inner {
-            component,
+            domain: component.model().name.as_str().into(),
+            current: ArcSwap::from_pointee(Deployment::new(component)),
+            history: Mutex::new(history),
             bus,
             store,
             // foldhash, as hashbrown's own default: SipHash over two ids was
@@ -120,12 +136,55 @@ impl Runtime {
         Self { inner }
     }
 
-    pub fn model(&self) -> &DomainModel {
-        self.inner.component.model()
+    /// The domain's name (the same for every component an upgrade swaps in).
+    pub fn domain(&self) -> &str {
+        &self.inner.domain
     }
 
-    pub fn component(&self) -> &DomainComponent {
-        &self.inner.component
+    /// The component new commands run on, with the snapshots it trusts
+    /// (it derefs to the [`DomainComponent`]). Cheap: a reference count.
+    pub fn component(&self) -> Arc<Deployment> {
+        self.inner.current.load_full()
+    }
+
+    /// The current component's model.
+    pub fn model(&self) -> DomainModel {
+        self.inner.current.load().component().model().clone()
+    }
+
+    /// Swaps in `component` for every command from now on: commands running
+    /// finish on the old one, and each live actor moves over at its next
+    /// command (see [`crate::upgrade`]). Upgrading to the running component
+    /// changes nothing. A rollback is an upgrade to the old component.
+    ///
+    /// # Errors
+    ///
+    /// [`UpgradeError`] if the component may not replace the running one
+    /// ([`crate::upgrade::check`]); the running one then stays.
+    pub fn upgrade(&self, component: DomainComponent, options: &UpgradeOptions) -> Result<UpgradeReport, UpgradeError> {
+        let mut history = self.inner.history.lock().unwrap_or_else(|e| e.into_inner());
+        let running = self.inner.current.load_full();
+        let model_changes = crate::upgrade::check(running.component().model(), component.model(), options)?;
+        let previous = running.component().hash().to_string();
+        let changed = running.component().hash() != component.hash();
+        let deployment = if changed {
+            history.remember(&component);
+            let deployment = Arc::new(history.deploy(component));
+            self.inner.current.store(deployment.clone());
+            self.inner.stats.upgrades.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(previous = %previous, current = %deployment.component().hash(), "component upgraded");
+            deployment
+        } else {
+            running
+        };
+        Ok(UpgradeReport {
+            domain: self.inner.domain.to_string(),
+            previous,
+            current: deployment.component().hash().to_string(),
+            changed,
+            model_changes,
+            trusted_snapshots: deployment.trusted_snapshots(),
+        })
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
@@ -151,9 +210,10 @@ impl Runtime {
         self.inner.lock_actors().len()
     }
 
-    fn env(&self) -> Env<'_> {
+    fn env<'a>(&'a self, deployment: &'a Deployment) -> Env<'a> {
         Env {
-            component: &self.inner.component,
+            component: deployment.component(),
+            deployment,
             store: &self.inner.store,
             config: &self.inner.config.actor,
             stats: &self.inner.stats,
@@ -173,14 +233,9 @@ impl Runtime {
         fields(aggregate = %request.aggregate, id = %request.id, command = %request.command, command_id, version)
     )]
     pub async fn execute(&self, request: CommandRequest) -> Result<CommandOutcome, ActorError> {
-        let model = self.aggregate_model(&request.aggregate)?;
-        if !model.commands.iter().any(|c| c.name == request.command) {
-            return Err(ActorError::UnknownCommand {
-                aggregate: model.name.clone(),
-                name: request.command,
-                known: model.commands.iter().map(|c| c.name.clone()).collect(),
-            });
-        }
+        // Checked before an actor cell exists for it, and again under the
+        // actor's lock, against the component the command runs on.
+        check_command(&self.inner.current.load(), &request.aggregate, &request.command)?;
         let id_from_caller = request.command_id.is_some();
         let command_id: Arc<str> = match request.command_id {
             Some(id) => id.into(),
@@ -188,12 +243,22 @@ impl Runtime {
         };
         let span = tracing::Span::current();
         span.record("command_id", &*command_id);
+        let actor = ActorId::new(request.aggregate, request.id);
+        self.inner.stats.commands.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let mut slot = self.lock(&actor, started).await;
+        // The component this command runs on to its end, read once it holds
+        // its actor: a command that waited for the actor through an upgrade
+        // runs on the new component (invariant: one-component-per-command).
+        let deployment = self.inner.current.load_full();
+        check_command(&deployment, &actor.aggregate, &request.command)?;
+        let model = deployment.component().model().aggregate(&actor.aggregate).expect("checked above");
         let provenance = Provenance {
             correlation_id: request.correlation_id.map_or_else(|| command_id.clone(), Into::into),
             causation_id: request.causation_id.map_or_else(|| command_id.clone(), Into::into),
             command_id,
             timestamp_ms: now_ms(),
-            component_hash: self.inner.component.hash().clone(),
+            component_hash: deployment.component().hash().clone(),
             // Kept beside the events so it can be decided again (`verify`).
             command: self
                 .inner
@@ -203,24 +268,19 @@ impl Runtime {
                 .then(|| RecordedCommand { name: request.command.clone(), payload: request.payload.clone() }),
         };
         let command = Command {
-            actor: ActorId::new(request.aggregate, request.id),
+            actor,
             name: request.command,
             payload: request.payload,
             provenance: Arc::new(provenance),
             id_from_caller,
             fence: request.fence,
         };
-        self.inner.stats.commands.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let outcome = {
-            let mut slot = self.lock(&command.actor, started).await;
-            let outcome = slot.actor.execute(self.env(), model, &command).await;
-            // Under the actor's lock, so an actor's events reach the bus in order.
-            if let Ok(CommandOutcome::Accepted { events, duplicate: false, .. }) = &outcome {
-                self.inner.bus.publish(&command.actor, events);
-            }
-            outcome
-        };
+        let outcome = slot.actor.execute(self.env(&deployment), model, &command).await;
+        // Under the actor's lock, so an actor's events reach the bus in order.
+        if let Ok(CommandOutcome::Accepted { events, duplicate: false, .. }) = &outcome {
+            self.inner.bus.publish(&command.actor, events);
+        }
+        drop(slot);
         match &outcome {
             Ok(CommandOutcome::Accepted { version, .. }) => {
                 span.record("version", version);
@@ -249,7 +309,8 @@ impl Runtime {
     pub async fn state(&self, aggregate: &str, id: &str) -> Result<(u64, Vec<u8>), ActorError> {
         self.aggregate_model(aggregate)?;
         let mut slot = self.lock(&ActorId::new(aggregate, id), Instant::now()).await;
-        let state = slot.actor.state(self.env()).await;
+        let deployment = self.inner.current.load_full();
+        let state = slot.actor.state(self.env(&deployment)).await;
         self.count_overload(state)
     }
 
@@ -261,8 +322,9 @@ impl Runtime {
     /// As for [`state`](Self::state).
     pub async fn state_at(&self, aggregate: &str, id: &str, version: u64) -> Result<(u64, Vec<u8>), ActorError> {
         self.aggregate_model(aggregate)?;
+        let deployment = self.inner.current.load_full();
         let state = match self.inner.admission.time_travel().await {
-            Ok(_slot) => Actor::state_at(self.env(), ActorId::new(aggregate, id), version).await,
+            Ok(_slot) => Actor::state_at(self.env(&deployment), ActorId::new(aggregate, id), version).await,
             Err(overloaded) => Err(overloaded),
         };
         self.count_overload(state)
@@ -318,21 +380,18 @@ impl Runtime {
             ids.iter().filter_map(|id| actors.pop(id)).collect()
         };
         let n = cells.len();
+        let deployment = self.inner.current.load_full();
         for cell in cells {
             let mut slot = cell.lock().await;
-            slot.actor.snapshot_for_handoff(self.env()).await;
+            slot.actor.snapshot_for_handoff(self.env(&deployment)).await;
             slot.evicted = true;
         }
         self.inner.stats.passivations.fetch_add(n as u64, Ordering::Relaxed);
         n
     }
 
-    fn aggregate_model(&self, aggregate: &str) -> Result<&crate::model::AggregateModel, ActorError> {
-        let model = self.inner.component.model();
-        model.aggregate(aggregate).ok_or_else(|| ActorError::UnknownAggregate {
-            name: aggregate.to_string(),
-            known: model.aggregates.iter().map(|a| a.name.clone()).collect(),
-        })
+    fn aggregate_model(&self, aggregate: &str) -> Result<(), ActorError> {
+        check_aggregate(&self.inner.current.load(), aggregate).map(|_| ())
     }
 
     /// The actor's slot, locked: commands to one actor run one at a time.
@@ -382,6 +441,28 @@ impl Inner {
         }
         cell
     }
+}
+
+/// The aggregate's model in the deployment's component.
+fn check_aggregate<'a>(deployment: &'a Deployment, aggregate: &str) -> Result<&'a AggregateModel, ActorError> {
+    let model = deployment.component().model();
+    model.aggregate(aggregate).ok_or_else(|| ActorError::UnknownAggregate {
+        name: aggregate.to_string(),
+        known: model.aggregates.iter().map(|a| a.name.clone()).collect(),
+    })
+}
+
+/// Both the aggregate and the command are in the deployment's model.
+fn check_command(deployment: &Deployment, aggregate: &str, command: &str) -> Result<(), ActorError> {
+    let model = check_aggregate(deployment, aggregate)?;
+    if !model.commands.iter().any(|c| c.name == command) {
+        return Err(ActorError::UnknownCommand {
+            aggregate: model.name.clone(),
+            name: command.to_string(),
+            known: model.commands.iter().map(|c| c.name.clone()).collect(),
+        });
+    }
+    Ok(())
 }
 
 /// Marks an actor passivated unless a command holds it.

@@ -13,4 +13,5 @@ mod nats_cluster;
 mod runtime;
 mod sandbox;
 mod support;
+mod upgrade;
 mod verify;

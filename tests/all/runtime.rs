@@ -242,7 +242,8 @@ async fn every_event_records_its_provenance() {
 #[tokio::test]
 async fn the_shop_example_runs_on_the_same_host() {
     let kit = aether_host::testkit::TestKit::from_file(&support::component("examples/shop")).await;
-    let names: Vec<_> = kit.runtime().model().aggregates.iter().map(|a| a.name.as_str()).collect();
+    let model = kit.runtime().model();
+    let names: Vec<_> = model.aggregates.iter().map(|a| a.name.as_str()).collect();
     assert!(names.len() >= 2, "several aggregates: {names:?}");
     assert_eq!(kit.runtime().model().name, "shop");
 }

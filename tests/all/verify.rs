@@ -28,7 +28,7 @@ async fn commands_of_several_events_are_decided_whole_whatever_the_read_size() {
     let kit = fee_history().await;
     for replay_batch in [1, 2, 3, 512] {
         let config = VerifyConfig { replay_batch, ..VerifyConfig::default() };
-        let report = verify(kit.runtime().component(), &**kit.store(), &config).await.unwrap();
+        let report = verify(&kit.runtime().component(), &**kit.store(), &config).await.unwrap();
         let totals = report.totals();
         assert_eq!(
             (totals.actors, totals.events, totals.identical),

@@ -10,7 +10,8 @@ async fn kit() -> TestKit {
 #[tokio::test]
 async fn the_model_lists_every_aggregate() {
     let kit = kit().await;
-    let names: Vec<_> = kit.runtime().model().aggregates.iter().map(|a| a.name.clone()).collect();
+    let model = kit.runtime().model();
+    let names: Vec<_> = model.aggregates.iter().map(|a| a.name.clone()).collect();
     assert_eq!(names, ["Cart", "Inventory", "Order"]);
 }
 

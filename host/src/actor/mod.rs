@@ -156,12 +156,18 @@ pub(crate) struct Actor {
     /// Whether its VM announces every event it folds: from the first fold
     /// that read the clocks or randomness unannounced.
     announce_folds: bool,
+    /// The hash of the component its VM runs: its snapshots are labelled
+    /// with it, and a VM of another component than the runtime's current
+    /// one is rebuilt at the actor's next command (a live upgrade).
+    vm_component: Option<Arc<str>>,
 }
 
 /// What an actor needs from its runtime.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Env<'a> {
     pub component: &'a DomainComponent,
+    /// The component with the snapshots it trusts.
+    pub deployment: &'a crate::upgrade::Deployment,
     pub store: &'a Arc<dyn EventStore>,
     pub config: &'a ActorConfig,
     pub stats: &'a crate::metrics::Stats,
@@ -178,6 +184,7 @@ impl Actor {
             recent: RecentCommands::new(config.remembered_commands),
             placement: Placement::Inline,
             announce_folds: false,
+            vm_component: None,
         }
     }
 
@@ -226,15 +233,31 @@ impl Actor {
     }
 
     /// A VM for this actor, placed and announcing as it needs.
-    fn new_vm(&self, env: Env<'_>) -> Result<GuestInstance, ActorError> {
+    fn new_vm(&mut self, env: Env<'_>) -> Result<GuestInstance, ActorError> {
         let mut vm = new_vm(env, &self.id, self.placement)?;
         vm.announce_folds(self.announce_folds);
+        self.vm_component = Some(env.component.hash().clone());
         Ok(vm)
+    }
+
+    /// Drops a VM of another component than `env`'s (the runtime was
+    /// upgraded since it was built): the actor's next use rebuilds it on
+    /// the current component, from a snapshot it trusts or by replay.
+    fn drop_stale_vm(&mut self, env: Env<'_>) {
+        let current = env.component.hash();
+        if self.vm.is_some()
+            && self.vm_component.as_ref().is_some_and(|hash| !Arc::ptr_eq(hash, current) && hash != current)
+        {
+            tracing::debug!(actor = %self.id, component = %env.component.hash(), "moving to the upgraded component");
+            env.stats.moved_over.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.vm = None;
+        }
     }
 
     /// Builds the VM if there is none: latest snapshot, then the remaining
     /// events in batches.
     pub(crate) async fn ensure_active(&mut self, env: Env<'_>) -> Result<&mut GuestInstance, ActorError> {
+        self.drop_stale_vm(env);
         if self.vm.is_none() {
             let _slot = env.admission.activation().await?;
             tracing::debug!(actor = %self.id, "activating");
@@ -263,8 +286,11 @@ impl Actor {
             }
             Err(e) => return Err(e.into()),
         };
+        // A snapshot is the state of the code that wrote it: restored only
+        // by that code, or by code whose model says it reads that state
+        // (invariant: one-component-per-command).
         if let Some(snapshot) = snapshot
-            && *snapshot.component_hash == **env.component.hash()
+            && env.deployment.trusts_snapshot(&snapshot.component_hash, &self.id.aggregate)
             && snapshot.version <= up_to
         {
             let vm = self.vm.as_mut().expect("active");
@@ -276,7 +302,8 @@ impl Actor {
                 Err(fault) => {
                     // A snapshot is an optimisation: fall back to a full replay.
                     tracing::warn!(actor = %self.id, version = snapshot.version, cause = %fault, "snapshot ignored");
-                    *self.vm.as_mut().expect("active") = self.new_vm(env)?;
+                    let fresh = self.new_vm(env)?;
+                    *self.vm.as_mut().expect("active") = fresh;
                 }
             }
         }
@@ -375,6 +402,7 @@ impl Actor {
     }
 
     async fn current_state(&mut self, env: Env<'_>) -> Result<(u64, Vec<u8>), ActorError> {
+        self.drop_stale_vm(env);
         if self.vm.is_some() {
             self.catch_up_or_discard(env).await?;
         }
@@ -400,6 +428,7 @@ impl Actor {
         model: &AggregateModel,
         command: &Command,
     ) -> Result<CommandOutcome, ActorError> {
+        self.drop_stale_vm(env);
         let mut outcome = self.decide_and_append(env, model, command).await;
         while self.must_redo(&outcome) {
             outcome = self.decide_and_append(env, model, command).await;
@@ -603,8 +632,10 @@ impl Actor {
         let vm = self.vm.as_mut().expect("active");
         match vm.snapshot() {
             Ok(state) => {
-                let snapshot =
-                    Snapshot { version: self.version, component_hash: env.component.hash().to_string(), state };
+                // Labelled with the VM's own component: before a handoff the
+                // VM may still run the component an upgrade replaced.
+                let component_hash = self.vm_component.as_deref().unwrap_or(env.component.hash()).to_string();
+                let snapshot = Snapshot { version: self.version, component_hash, state };
                 match env.store.save_snapshot(&self.id, snapshot).await {
                     Ok(()) => self.since_snapshot = 0,
                     Err(e) => tracing::warn!(actor = %self.id, cause = %e, "snapshot not saved"),

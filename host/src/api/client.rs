@@ -204,6 +204,35 @@ impl HttpClient {
         self.answer(url.clone(), self.http.get(url)).await
     }
 
+    /// The component the host runs (`GET /admin/component`).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Unreachable`] if no host answers.
+    pub async fn component(&self) -> Result<Value, ClientError> {
+        let url = self.url(&["admin", "component"], &[]);
+        self.answer(url.clone(), self.http.get(url)).await
+    }
+
+    /// A live upgrade (or rollback) of the host to the component `wasm`
+    /// (`POST /admin/component`); `force` lets it remove aggregates or events.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Api`] `bad-component` (it does not load),
+    /// `incompatible-component` (it removes aggregates or events),
+    /// `other-domain`, `too-large`; the host then runs what it ran.
+    pub async fn upgrade(&self, wasm: Vec<u8>, force: bool) -> Result<Value, ClientError> {
+        // A host that refuses the request (a wrong token) answers before it
+        // reads the body and closes the connection, so the client would see
+        // a broken pipe rather than the answer: ask a bodiless route first.
+        self.component().await?;
+        let query: Vec<(&str, String)> = if force { vec![("force", "true".into())] } else { vec![] };
+        let url = self.url(&["admin", "component"], &query);
+        let request = self.http.post(url.clone()).header("content-type", "application/wasm").body(wasm);
+        self.answer(url, request).await
+    }
+
     /// The host's health.
     ///
     /// # Errors

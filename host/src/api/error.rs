@@ -4,15 +4,16 @@
 //!
 //! | status | kinds |
 //! |---|---|
-//! | 400 | `bad-json`, `bad-payload`, `bad-request` |
+//! | 400 | `bad-json`, `bad-payload`, `bad-request`, `bad-component` (an upgrade's component does not load) |
 //! | 401 | `unauthorized`: no or the wrong bearer token (see [`super::auth`]), with `WWW-Authenticate: Bearer` |
 //! | 404 | `unknown-aggregate`, `unknown-command` (with `known`), `not-found` |
 //! | 405 | `method-not-allowed`, with `Allow` |
-//! | 409 | `conflict`: retries did not resolve a concurrent writer; retry |
+//! | 409 | `conflict`: retries did not resolve a concurrent writer; retry. `incompatible-component`, `other-domain`: an upgrade refused |
 //! | 413 | `too-large` (with `limit`) |
 //! | 422 | `rejected` (with `code`): the domain said no |
 //! | 500 | `fault` (the guest misbehaved), `replay` / `corrupt` (stored events cannot be used) |
 //! | 502 | `bad-gateway`: in a cluster, the node serving the shard answered something unreadable |
+//! | 504 | `rollout-incomplete`: an upgrade changed the cluster's component, but not every node runs it yet |
 //! | 503 | `unavailable`: the event store cannot be reached; `overloaded` (with `Retry-After` and `limit`): the host is at one of its limits, retry shortly; `shard-moved`: in a cluster, the node's lease ran out before the command appended; nothing was appended (a forwarding node sends it on; retry); `unconfirmed`: the node's lease ran out while the command appended, so it does not confirm the outcome (a forwarding node asks again when the command has an id; retry with the same idempotency key) |
 
 use crate::actor::ActorError;
@@ -68,6 +69,14 @@ pub enum ErrorKind {
     /// In a cluster: the node's lease ran out while the command appended;
     /// it does not confirm the outcome (a retry with the same id learns it).
     Unconfirmed,
+    /// An upgrade's component does not load; the host runs what it ran.
+    BadComponent,
+    /// An upgrade's component removes aggregates or events (without `force`).
+    IncompatibleComponent,
+    /// An upgrade's component is of another domain.
+    OtherDomain,
+    /// The cluster's component changed, but not every node runs it yet.
+    RolloutIncomplete,
 }
 
 impl ErrorKind {
@@ -91,6 +100,10 @@ impl ErrorKind {
         Self::Overloaded,
         Self::ShardMoved,
         Self::Unconfirmed,
+        Self::BadComponent,
+        Self::IncompatibleComponent,
+        Self::OtherDomain,
+        Self::RolloutIncomplete,
     ];
 
     /// The name in the answer's body.
@@ -115,6 +128,10 @@ impl ErrorKind {
             Self::Overloaded => "overloaded",
             Self::ShardMoved => "shard-moved",
             Self::Unconfirmed => "unconfirmed",
+            Self::BadComponent => "bad-component",
+            Self::IncompatibleComponent => "incompatible-component",
+            Self::OtherDomain => "other-domain",
+            Self::RolloutIncomplete => "rollout-incomplete",
         }
     }
 
@@ -127,15 +144,16 @@ impl ErrorKind {
     /// The HTTP status it is answered with.
     pub const fn status(self) -> StatusCode {
         match self {
-            Self::BadJson | Self::BadPayload | Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::BadJson | Self::BadPayload | Self::BadRequest | Self::BadComponent => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::UnknownAggregate | Self::UnknownCommand | Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Conflict => StatusCode::CONFLICT,
+            Self::Conflict | Self::IncompatibleComponent | Self::OtherDomain => StatusCode::CONFLICT,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Fault | Self::Replay | Self::Corrupt => StatusCode::INTERNAL_SERVER_ERROR,
             Self::BadGateway => StatusCode::BAD_GATEWAY,
+            Self::RolloutIncomplete => StatusCode::GATEWAY_TIMEOUT,
             Self::Unavailable | Self::Overloaded | Self::ShardMoved | Self::Unconfirmed => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

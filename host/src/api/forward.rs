@@ -316,7 +316,7 @@ impl ShardServer {
                 otel.kind = "server",
                 otel.status_code = tracing::field::Empty,
                 status = tracing::field::Empty,
-                domain = %self.runtime.model().name,
+                domain = %self.runtime.domain(),
             )
         });
         let answer = self.answer_in(headers, payload, &trace).instrument(span.clone()).await;

@@ -6,6 +6,8 @@
 //! | `GET /actors/{aggregate}/{id}[?at_version=N]` | `{"version", "state"}`, at version N if asked (time travel) |
 //! | `GET /actors/{aggregate}/{id}/events[?from=N&limit=M]` | `{"events": [{version, name, payload, provenance}], "next"}` |
 //! | `GET /model` | the EventStorming model with payload schemas |
+//! | `GET /admin/component` | the component this host runs (hash) and the snapshots it trusts |
+//! | `POST /admin/component[?force=true]` | a live upgrade to the `.wasm` in the body: see [`admin`](self) |
 //! | `GET /cluster` | in a cluster: nodes, leader, map epoch, shards per node |
 //! | `GET /healthz` | `{"status": "ok", ...}`: the process is up |
 //! | `GET /readyz` | `200 {"status": "ready"}`, or `503` with the reason (in a cluster: cut off, or left) |
@@ -19,7 +21,7 @@
 //! `tracestate`) header: see [`trace`](self).
 //!
 //! Layout:
-//! - [`routes`](self): the handlers.
+//! - [`routes`](self): the handlers; [`admin`](self): live upgrades.
 //! - [`openapi`](self): the OpenAPI document.
 //! - [`auth`]: the bearer token; [`tls`]: HTTPS.
 //! - [`error`]: statuses and error bodies.
@@ -29,6 +31,7 @@
 //! - [`forward`]: in a cluster, requests sent to the node serving their shard.
 //! - [`trace`](self): W3C trace context from callers, on to the serving node.
 
+mod admin;
 pub mod auth;
 pub mod client;
 mod command;
@@ -91,6 +94,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// The most events one `GET …/events` returns.
     pub max_events_per_page: usize,
+    /// Components above this many bytes are refused by `POST /admin/component` with `413`.
+    pub max_component_bytes: usize,
     /// Commands this door runs at once; more are answered `503 overloaded`.
     pub max_in_flight_commands: usize,
     /// If set, every route but `GET /healthz` and `GET /readyz` needs `Authorization: Bearer <token>`.
@@ -100,6 +105,11 @@ pub struct ApiConfig {
     /// In a cluster: commands and reads for actors of shards served
     /// elsewhere are sent there.
     pub cluster: Option<ClusterDoor>,
+    /// In a cluster: an upgrade is rolled out to every node, and `GET
+    /// /cluster` says which component each runs.
+    pub rollout: Option<crate::cluster::Rollout>,
+    /// How long an upgrade waits for every node of the cluster to move.
+    pub rollout_wait: std::time::Duration,
     /// Set when the process exports spans (its subscriber has an
     /// OpenTelemetry layer): each request opens a span, child of the
     /// caller's `traceparent`. Unset, no span is opened and a caller's
@@ -112,10 +122,13 @@ impl Default for ApiConfig {
         Self {
             max_body_bytes: 1024 * 1024,
             max_events_per_page: 1000,
+            max_component_bytes: 64 << 20,
             max_in_flight_commands: 4096,
             token: None,
             tls: None,
             cluster: None,
+            rollout: None,
+            rollout_wait: std::time::Duration::from_secs(60),
             trace_spans: false,
         }
     }
@@ -136,7 +149,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let commands = TaskTracker::new();
     let in_flight = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight_commands.max(1)));
-    let openapi = Arc::new(openapi::document(runtime.model(), &config));
+    let openapi = Arc::new(std::sync::Mutex::new(routes::OpenApi::new(&runtime, &config)));
     let tls = config.tls.clone();
     let app = routes::App { runtime, config, commands: commands.clone(), in_flight, started: Instant::now(), openapi };
     let router = router(app);
@@ -153,12 +166,17 @@ pub async fn serve(
 
 fn router(app: routes::App) -> Router {
     let limit = app.config.max_body_bytes;
+    let component_limit = app.config.max_component_bytes;
     let token = app.config.token.clone();
     let router = Router::new()
         .route("/actors/{aggregate}/{id}/commands/{command}", post(routes::send_command))
         .route("/actors/{aggregate}/{id}", get(routes::actor_state))
         .route("/actors/{aggregate}/{id}/events", get(routes::actor_events))
         .route("/model", get(routes::model))
+        .route(
+            "/admin/component",
+            get(admin::component).post(admin::upgrade).layer(DefaultBodyLimit::max(component_limit)),
+        )
         .route("/cluster", get(routes::cluster))
         .route("/healthz", get(routes::health))
         .route("/readyz", get(routes::ready))

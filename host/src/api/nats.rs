@@ -85,7 +85,7 @@ pub async fn serve(
     config: NatsApiConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), async_nats::SubscribeError> {
-    let domain = runtime.model().name.clone();
+    let domain = runtime.domain().to_string();
     let subject = names.commands(&domain, "*");
     let mut requests = client.queue_subscribe(subject.clone(), QUEUE_GROUP.into()).await?;
     tracing::info!(%subject, "serving commands over NATS");
@@ -144,7 +144,7 @@ async fn answer(
             otel.name = %message.subject,
             otel.status_code = tracing::field::Empty,
             status = tracing::field::Empty,
-            domain = %runtime.model().name,
+            domain = %runtime.domain(),
             aggregate = %request.aggregate,
             id = %request.id,
             command = %request.command,

@@ -247,9 +247,13 @@ const ERRORS: &[(u16, &str)] = &[
     (503, "Unavailable"),
 ];
 
-/// The kinds answered with `status`.
+/// The kinds the documented routes answer with `status` (the admin route's
+/// own kinds are not documented here, as the route is not).
 fn kinds(status: u16) -> Vec<&'static str> {
-    ErrorKind::ALL.iter().filter(|k| k.status().as_u16() == status).map(|k| k.as_str()).collect()
+    use ErrorKind::{BadComponent, IncompatibleComponent, OtherDomain, RolloutIncomplete};
+    let admin = [BadComponent, IncompatibleComponent, OtherDomain, RolloutIncomplete];
+    let documented = ErrorKind::ALL.iter().filter(|k| !admin.contains(k));
+    documented.filter(|k| k.status().as_u16() == status).map(|k| k.as_str()).collect()
 }
 
 fn error_responses(config: &ApiConfig) -> Value {

@@ -31,8 +31,25 @@ pub(super) struct App {
     /// A slot per command in flight, at most `max_in_flight_commands`.
     pub in_flight: Arc<Semaphore>,
     pub started: Instant,
-    /// `GET /openapi.json`, built once.
-    pub openapi: Arc<Value>,
+    /// `GET /openapi.json`, built again after an upgrade.
+    pub openapi: Arc<std::sync::Mutex<OpenApi>>,
+}
+
+/// The OpenAPI document of the component it was built from.
+#[derive(Debug)]
+pub(super) struct OpenApi {
+    component_hash: Arc<str>,
+    document: Arc<Value>,
+}
+
+impl OpenApi {
+    pub(super) fn new(runtime: &Runtime, config: &super::ApiConfig) -> Self {
+        let component = runtime.component();
+        Self {
+            component_hash: component.hash().clone(),
+            document: Arc::new(super::openapi::document(component.model(), config)),
+        }
+    }
 }
 
 /// Headers a command may carry; each at most [`MAX_ID_LEN`] bytes.
@@ -81,7 +98,7 @@ pub(super) async fn send_command(
             otel.name = "POST /actors/{aggregate}/{id}/commands/{command}",
             otel.status_code = tracing::field::Empty,
             status = tracing::field::Empty,
-            domain = %app.runtime.model().name,
+            domain = %app.runtime.domain(),
             aggregate = %request.aggregate,
             id = %request.id,
             command = %request.command,
@@ -126,7 +143,7 @@ pub(super) async fn actor_state(
                     otel.name = "GET /actors/{aggregate}/{id}",
                     otel.status_code = tracing::field::Empty,
                     status = tracing::field::Empty,
-                    domain = %app.runtime.model().name,
+                    domain = %app.runtime.domain(),
                     aggregate = %aggregate,
                     id = %id,
                 )
@@ -183,14 +200,14 @@ pub(super) async fn actor_events(
 
 /// `GET /model`: the EventStorming model with payload schemas.
 pub(super) async fn model(State(app): State<App>) -> Json<crate::model::DomainModel> {
-    Json(app.runtime.model().clone())
+    Json(app.runtime.model())
 }
 
 /// `GET /healthz`.
 pub(super) async fn health(State(app): State<App>) -> Json<Value> {
     Json(json!({
         "status": "ok",
-        "domain": app.runtime.model().name,
+        "domain": app.runtime.domain(),
         "component_hash": app.runtime.component().hash(),
         "live_actors": app.runtime.live_actors(),
         "uptime_s": app.started.elapsed().as_secs(),
@@ -221,13 +238,39 @@ pub(super) async fn ready(State(app): State<App>) -> (StatusCode, Json<Value>) {
 
 /// `GET /openapi.json`: the OpenAPI document of this host.
 pub(super) async fn openapi(State(app): State<App>) -> Json<Value> {
-    Json(Value::clone(&app.openapi))
+    let document = {
+        let mut openapi = app.openapi.lock().unwrap_or_else(|e| e.into_inner());
+        if *openapi.component_hash != **app.runtime.component().hash() {
+            *openapi = OpenApi::new(&app.runtime, &app.config);
+        }
+        openapi.document.clone()
+    };
+    Json(Value::clone(&document))
 }
 
 /// `GET /cluster`: this node's view of its cluster.
 pub(super) async fn cluster(State(app): State<App>) -> ApiResult {
     match &app.config.cluster {
-        Some(door) => Ok(Json(serde_json::to_value(door.cluster.status()).expect("the status serialises"))),
+        Some(door) => {
+            let status = door.cluster.status();
+            let mut answer = serde_json::to_value(&status).expect("the status serialises");
+            if let Some(rollout) = &app.config.rollout {
+                // Which component each member runs, as it said.
+                let nodes: Vec<String> = status.members.iter().map(|m| m.node.clone()).collect();
+                let components = rollout.nodes(&nodes).await;
+                for member in answer["members"].as_array_mut().into_iter().flatten() {
+                    let Some(Some(component)) = member["node"].as_str().and_then(|n| components.get(n)) else {
+                        continue;
+                    };
+                    member["component_hash"] = json!(component.hash);
+                    if let Some(error) = &component.error {
+                        member["component_error"] = json!(error);
+                    }
+                }
+                answer["component_hash"] = json!(rollout.current().await.ok().flatten().map(|c| c.hash));
+            }
+            Ok(Json(answer))
+        }
         None => Err(ApiError::new(ErrorKind::NotFound, "this host is not in a cluster; hosts started with --nats are")),
     }
 }
@@ -246,8 +289,8 @@ pub(super) async fn not_found() -> ApiError {
     ApiError::new(
         ErrorKind::NotFound,
         "no such route; the API has POST /actors/{aggregate}/{id}/commands/{command}, GET /actors/{aggregate}/{id}, \
-         GET /actors/{aggregate}/{id}/events, GET /model, GET /cluster, GET /healthz, GET /readyz, GET /metrics, \
-         GET /openapi.json",
+         GET /actors/{aggregate}/{id}/events, GET /model, GET|POST /admin/component, GET /cluster, GET /healthz, \
+         GET /readyz, GET /metrics, GET /openapi.json",
     )
 }
 

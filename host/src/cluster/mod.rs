@@ -22,6 +22,9 @@
 //! - `record`: [`NodeId`], [`Member`] and the small KV records (heartbeat, leader claim, release).
 //! - `config`: [`ClusterConfig`], its defaults and checks.
 //! - `view`: what a node has seen of the bucket.
+//! - `rollout` (I/O): [`Rollout`], live upgrades across the cluster: the
+//!   component every node runs, in a KV bucket of its own, that each node
+//!   follows.
 //! - `node`: the [`Node`] state machine, its [`Input`]s and [`Action`]s;
 //!   `membership`, `leader` and `handoff` hold its three parts.
 //! - `sim` (tests only): the deterministic simulation; replay a seed with
@@ -114,6 +117,7 @@ mod membership;
 mod names;
 mod node;
 mod record;
+mod rollout;
 mod shard;
 #[cfg(test)]
 mod sim;
@@ -126,4 +130,5 @@ pub use map::{MAX_MAP_BYTES, MAX_MAP_NODES, MapError, ShardMap};
 pub use names::{ClusterNames, Key};
 pub use node::{Action, ClusterEvent, Input, KvOp, KvOutcome, Node, RequestId};
 pub use record::{MAX_NODE_ID_BYTES, Member, NodeId, RecordError};
+pub use rollout::{CHUNK_BYTES, Current, NodeComponent, Rollout, RolloutError};
 pub use shard::{DEFAULT_SHARDS, MAX_SHARDS, ShardId, shard_of};

@@ -48,12 +48,23 @@ fn render(status: &Value) -> String {
         "map      epoch {}, {} shards, {} moving, {} without an owner",
         status["epoch"], status["shards"], status["moving"], status["unowned"]
     );
-    let _ = writeln!(out, "\n{:<32} {:>11} {:>6} {:>8}", "MEMBER", "INCARNATION", "OWNED", "GRANTED");
+    if let Some(hash) = status["component_hash"].as_str() {
+        let _ = writeln!(out, "component {hash}");
+    }
+    let _ = writeln!(out, "\n{:<32} {:>11} {:>6} {:>8}  COMPONENT", "MEMBER", "INCARNATION", "OWNED", "GRANTED");
     for member in status["members"].as_array().into_iter().flatten() {
         let me = if member["node"] == status["node"] { " *" } else { "" };
+        // The first 12 hex digits name a component well enough in a table.
+        let component = match (member["component_hash"].as_str(), member["component_error"].as_str()) {
+            (Some(hash), None) => hash.chars().take(12).collect(),
+            (Some(hash), Some(error)) => {
+                format!("{} (cannot move: {error})", hash.chars().take(12).collect::<String>())
+            }
+            _ => "-".to_string(),
+        };
         let _ = writeln!(
             out,
-            "{:<32} {:>11} {:>6} {:>8}{me}",
+            "{:<32} {:>11} {:>6} {:>8}  {component}{me}",
             text(&member["node"]),
             member["incarnation"],
             member["owned"],
@@ -73,14 +84,21 @@ mod tests {
         let status = json!({
             "node": "a", "incarnation": 3, "leader": "b", "leader_term": 2, "is_leader": false,
             "epoch": 9, "shards": 1024, "serving": 512, "moving": 0, "unowned": 0, "left": false,
+            "component_hash": "0123456789abcdef",
             "members": [
-                {"node": "a", "incarnation": 3, "owned": 512, "granted": 512},
-                {"node": "b", "incarnation": 1, "owned": 512, "granted": 512},
+                {"node": "a", "incarnation": 3, "owned": 512, "granted": 512, "component_hash": "0123456789abcdef"},
+                {"node": "b", "incarnation": 1, "owned": 512, "granted": 512, "component_hash": "fedcba9876543210",
+                 "component_error": "invalid model"},
             ],
         });
         let text = render(&status);
         assert!(text.contains("leader   b (term 2)"), "{text}");
         assert!(text.contains("epoch 9, 1024 shards, 0 moving"), "{text}");
-        assert!(text.lines().any(|l| l.starts_with('a') && l.ends_with("512 *")), "{text}");
+        assert!(text.contains("component 0123456789abcdef\n"), "{text}");
+        assert!(text.lines().any(|l| l.starts_with('a') && l.ends_with("512  0123456789ab *")), "{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with('b') && l.ends_with("fedcba987654 (cannot move: invalid model)")),
+            "{text}"
+        );
     }
 }

@@ -5,7 +5,7 @@ use super::otlp::{Exporter, OtlpArgs};
 use aether_host::api::nats::NatsApiConfig;
 use aether_host::api::{self, ApiConfig, ClusterDoor, HttpToken, ShardServer, TlsConfig};
 use aether_host::bus::{Bus, BusConfig};
-use aether_host::cluster::{Cluster, ClusterConfig, DriverConfig, NodeId};
+use aether_host::cluster::{Cluster, ClusterConfig, DriverConfig, NodeId, Rollout};
 use aether_host::names::NatsNames;
 use aether_host::store::{EmbeddedStore, JetStreamEventStore, MemoryStore};
 use aether_host::wasm::MemoryLayout;
@@ -210,9 +210,18 @@ impl LoadCommand {
             },
         };
         let runtime = Runtime::with_bus(component, store.clone(), config, bus);
-        let cluster = match &nats {
-            Some(client) if !self.no_cluster => Some(self.join(client, &runtime).await?),
-            _ => None,
+        let (cluster, rollout) = match &nats {
+            Some(client) if !self.no_cluster => {
+                let node_id = match &self.node_id {
+                    Some(id) => NodeId::parse(id).context("--node-id")?,
+                    None => default_node_id(),
+                };
+                // Before joining: a node serves the cluster's component, not
+                // the file it was started with if the cluster moved on.
+                let rollout = self.follow_components(client, &names, &node_id, &runtime).await?;
+                (Some(self.join(client, &runtime, node_id).await?), Some(rollout))
+            }
+            _ => (None, None),
         };
 
         let token = self.http_token()?;
@@ -247,6 +256,7 @@ impl LoadCommand {
             token,
             tls,
             cluster: cluster.as_ref().map(|(door, _)| door.clone()),
+            rollout,
             trace_spans: self.otlp.otlp_endpoint.is_some(),
             ..ApiConfig::default()
         };
@@ -285,12 +295,9 @@ impl LoadCommand {
         &self,
         client: &async_nats::Client,
         runtime: &Runtime,
+        node_id: NodeId,
     ) -> anyhow::Result<(ClusterDoor, Arc<ShardServer>)> {
-        let domain = runtime.model().name.clone();
-        let node_id = match &self.node_id {
-            Some(id) => NodeId::parse(id).context("--node-id")?,
-            None => default_node_id(),
-        };
+        let domain = runtime.domain().to_string();
         let names = NatsNames::new(self.nats.namespace.as_deref()).cluster(&domain);
         let mut config = DriverConfig::new(node_id.clone(), names);
         config.protocol = self.cluster_config()?;
@@ -305,6 +312,33 @@ impl LoadCommand {
         let mut door = ClusterDoor::new(cluster, client.clone());
         door.wait = Duration::from_millis(self.shard_wait_ms.max(1));
         Ok((door, server))
+    }
+
+    /// Publishes this node's component as the cluster's if it has none,
+    /// else moves to the cluster's; then follows it (live upgrades).
+    async fn follow_components(
+        &self,
+        client: &async_nats::Client,
+        names: &NatsNames,
+        node_id: &NodeId,
+        runtime: &Runtime,
+    ) -> anyhow::Result<Rollout> {
+        let wasm = std::fs::read(&self.model).with_context(|| format!("cannot read {}", self.model.display()))?;
+        let rollout = Rollout::start(
+            client.clone(),
+            names.clone(),
+            node_id.as_str(),
+            runtime.clone(),
+            &wasm,
+            self.nats.js_replicas,
+        )
+        .await
+        .context("cannot follow the cluster's component")?;
+        let running = runtime.component();
+        if **running.hash() != *hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&wasm)) {
+            println!("cluster component: sha-256 {} (the cluster's, not {})", running.hash(), self.model.display());
+        }
+        Ok(rollout)
     }
 
     /// The cluster's settings from the flags, checked.

@@ -10,4 +10,5 @@ pub mod otlp;
 pub mod remote;
 pub mod send;
 pub mod state;
+pub mod upgrade;
 pub mod verify;

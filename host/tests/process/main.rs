@@ -17,4 +17,5 @@ mod openapi;
 mod otlp;
 mod secure;
 mod support;
+mod upgrade;
 mod verify;
