@@ -100,13 +100,20 @@ extern crate self as aether_guest;
 
 mod aggregate;
 pub mod codec;
+mod dispatch;
 mod export;
 pub mod log;
+mod messages;
 pub mod model;
+mod policy;
+mod read_model;
 pub mod testing;
 
 pub use aggregate::{Aggregate, Context, Rejection};
-pub use model::{AggregateModel, DomainModel, MessageModel};
+pub use messages::{Envelope, MessagePart, Messages, Rejected, SendCommand};
+pub use model::{AggregateModel, DomainModel, MessageModel, PolicyModel, ReadModelModel};
+pub use policy::Policy;
+pub use read_model::ReadModel;
 pub use schemars::JsonSchema;
 
 /// The version of this SDK, recorded in every component's model.
@@ -128,6 +135,8 @@ pub mod bindings {
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::dispatch::*;
     pub use crate::export::*;
+    pub use crate::messages::{decode_part, encode_part};
     pub use wit_bindgen::rt as wit_bindgen_rt;
 }

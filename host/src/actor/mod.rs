@@ -35,7 +35,7 @@ use crate::wasm::{CommandContext, DomainComponent, GuestFault, GuestInstance, Ha
 use recent::RecentCommands;
 use std::sync::Arc;
 
-mod msgpack;
+pub(crate) mod msgpack;
 mod recent;
 
 /// How actors replay, snapshot and retry.
