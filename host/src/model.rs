@@ -345,9 +345,32 @@ mod tests {
         assert_eq!(ModelDiff::between(&new, &model()).aggregates_removed, ["Loan"]);
     }
 
+    fn policy(reacts_to: &[&str], sends: &[&str]) -> PolicyModel {
+        PolicyModel {
+            name: "P".into(),
+            reacts_to: reacts_to.iter().map(|s| s.to_string()).collect(),
+            sends: sends.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn read_model(consumes: &[&str], indexes: &[&str]) -> ReadModelModel {
+        ReadModelModel {
+            name: "R".into(),
+            consumes: consumes.iter().map(|s| s.to_string()).collect(),
+            row_schema: serde_json::json!({"type": "object", "properties": {"owner": {"type": "string"}}}),
+            indexes: indexes.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
     #[test]
     fn a_sound_model_passes() {
         model().validate().unwrap();
+        let mut m = model();
+        m.policies.push(policy(&["Account.Opened"], &["Account.Open"]));
+        m.read_models.push(read_model(&["Account.Opened"], &["owner"]));
+        m.validate().unwrap();
+        assert!(m.policies[0].may_send("Account", "Open") && !m.policies[0].may_send("Account", "Opened"));
+        assert!(m.read_models[0].consumes("Account", "Opened") && !m.read_models[0].consumes("Loan", "Opened"));
     }
 
     #[test]
@@ -364,10 +387,32 @@ mod tests {
                     m.policies.push(PolicyModel {
                         name: "p".into(),
                         reacts_to: vec!["Account.Nope".into()],
-                        sends: vec![],
+                        sends: vec!["Account.Open".into()],
                     })
                 }),
                 "unknown event `Account.Nope`",
+            ),
+            (Box::new(|m| m.policies.push(policy(&["Account.Opened"], &["Account.Nope"]))), "policy `P` sends unknown command `Account.Nope`"),
+            (Box::new(|m| m.policies.push(policy(&["Account.Opened"], &["Open"]))), "sends unknown command `Open`"),
+            (Box::new(|m| m.policies.push(policy(&[], &["Account.Open"]))), "policy `P` reacts to no events"),
+            (Box::new(|m| m.policies.push(policy(&["Account.Opened"], &[]))), "policy `P` sends no commands"),
+            (
+                Box::new(|m| m.policies.push(policy(&["Account.Opened", "Account.Opened"], &["Account.Open"]))),
+                "policy `P` names `Account.Opened` twice",
+            ),
+            (
+                Box::new(|m| m.policies.push(PolicyModel { name: "Account".into(), ..policy(&["Account.Opened"], &["Account.Open"]) })),
+                "`Account` is declared twice",
+            ),
+            (Box::new(|m| m.read_models.push(read_model(&["Account.Nope"], &[]))), "read model `R` consumes unknown event `Account.Nope`"),
+            (Box::new(|m| m.read_models.push(read_model(&[], &[]))), "read model `R` consumes no events"),
+            (Box::new(|m| m.read_models.push(read_model(&["Account.Opened"], &["colour"]))), "read model `R` indexes `colour`, which is not a field"),
+            (
+                Box::new(|m| {
+                    m.policies.push(policy(&["Account.Opened"], &["Account.Open"]));
+                    m.read_models.push(ReadModelModel { name: "P".into(), ..read_model(&["Account.Opened"], &[]) });
+                }),
+                "`P` is declared twice",
             ),
         ];
         for (break_it, expected) in cases {

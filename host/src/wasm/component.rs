@@ -33,7 +33,8 @@ pub enum LoadError {
     Contract(String),
     #[error(
         "the component was built against aether:domain@{found}; this host speaks aether:domain@{expected}: \
-         rebuild it with the aether-guest of this release"
+         rebuild it against aether-guest {guest} (the version of this host)",
+        guest = env!("CARGO_PKG_VERSION")
     )]
     ContractVersion { found: String, expected: &'static str },
     #[error("the component's describe() failed: {0}")]
