@@ -90,7 +90,10 @@ pub fn decode_part<M: DeserializeOwned>(name: &str, payload: &[u8]) -> Result<Op
 
 /// Encodes one part of a set; used by [`messages!`](crate::messages).
 #[doc(hidden)]
-pub fn encode_part<M: Serialize>(aggregate: &'static str, message: &M) -> Result<(&'static str, String, Vec<u8>), String> {
+pub fn encode_part<M: Serialize>(
+    aggregate: &'static str,
+    message: &M,
+) -> Result<(&'static str, String, Vec<u8>), String> {
     codec::split(message).map(|(name, payload)| (aggregate, name, payload))
 }
 

@@ -43,11 +43,7 @@ pub struct ReadModelModel {
 impl PolicyModel {
     /// Describes a policy type.
     pub fn of<P: Policy>() -> Self {
-        Self {
-            name: P::NAME.to_string(),
-            reacts_to: P::Event::qualified_names(),
-            sends: P::Command::qualified_names(),
-        }
+        Self { name: P::NAME.to_string(), reacts_to: P::Event::qualified_names(), sends: P::Command::qualified_names() }
     }
 }
 

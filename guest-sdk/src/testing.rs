@@ -135,8 +135,8 @@ fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(value: &T) -> T
 ///
 /// If the policy's types name an event or command its aggregate does not have.
 pub fn policy<P: Policy>() -> PolicyScenario<P> {
-    check_parts(P::NAME, "reacts to", "event", &P::Event::parts(), |p| p.aggregate_events);
-    check_parts(P::NAME, "sends", "command", &P::Command::parts(), |p| p.aggregate_commands);
+    check_parts(P::NAME, "reacts to", "an event", &P::Event::parts(), |p| p.aggregate_events);
+    check_parts(P::NAME, "sends", "a command", &P::Command::parts(), |p| p.aggregate_commands);
     PolicyScenario { sent: Vec::new(), stream: Stream::default() }
 }
 
@@ -220,7 +220,7 @@ impl<P: Policy> PolicyScenario<P> {
 /// If the read model's types name an event its aggregate does not have, or
 /// an index that is not a field of its row.
 pub fn read_model<R: ReadModel>() -> ReadModelScenario<R> {
-    check_parts(R::NAME, "consumes", "event", &R::Event::parts(), |p| p.aggregate_events);
+    check_parts(R::NAME, "consumes", "an event", &R::Event::parts(), |p| p.aggregate_events);
     let schema = schemars::schema_for!(R::Row).to_value();
     for index in R::INDEXES {
         if schema.pointer(&format!("/properties/{index}")).is_none() {
@@ -250,8 +250,9 @@ impl<R: ReadModel> ReadModelScenario<R> {
             let Some(envelope) = self.stream.envelope::<A, R::Event>(id, &event, R::NAME) else { continue };
             for key in R::keys(&envelope) {
                 let row = self.rows.remove(&key).map(|row| {
-                    rmp_serde::from_slice(&codec::encode_named(&row))
-                        .unwrap_or_else(|e| panic!("read model `{}`: the row `{key}` does not survive the wire: {e}", R::NAME))
+                    rmp_serde::from_slice(&codec::encode_named(&row)).unwrap_or_else(|e| {
+                        panic!("read model `{}`: the row `{key}` does not survive the wire: {e}", R::NAME)
+                    })
                 });
                 if let Some(row) = R::fold(&key, row, &envelope) {
                     self.rows.insert(key, row);
@@ -298,7 +299,7 @@ impl<R: ReadModel> ReadModelScenario<R> {
 fn check_parts(owner: &str, verb: &str, kind: &str, parts: &[MessagePart], own: fn(&MessagePart) -> &[&str]) {
     for part in parts {
         if let Some(missing) = part.names.iter().find(|n| !own(part).contains(n)) {
-            panic!("`{owner}` {verb} `{}.{missing}`, which is not a {kind} of `{}`", part.aggregate, part.aggregate);
+            panic!("`{owner}` {verb} `{}.{missing}`, which is not {kind} of `{}`", part.aggregate, part.aggregate);
         }
     }
 }

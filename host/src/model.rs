@@ -153,7 +153,10 @@ impl DomainModel {
                 return fail(format!("the policy name {:?} is not a name (letters, digits, `-`, `_`)", p.name));
             }
             if !seen.insert(p.name.as_str()) {
-                return fail(format!("`{}` is declared twice (aggregates, policies and read models share names)", p.name));
+                return fail(format!(
+                    "`{}` is declared twice (aggregates, policies and read models share names)",
+                    p.name
+                ));
             }
             if p.reacts_to.is_empty() {
                 return fail(format!("policy `{}` reacts to no events", p.name));
@@ -176,7 +179,10 @@ impl DomainModel {
                 return fail(format!("the read model name {:?} is not a name (letters, digits, `-`, `_`)", r.name));
             }
             if !seen.insert(r.name.as_str()) {
-                return fail(format!("`{}` is declared twice (aggregates, policies and read models share names)", r.name));
+                return fail(format!(
+                    "`{}` is declared twice (aggregates, policies and read models share names)",
+                    r.name
+                ));
             }
             if r.consumes.is_empty() {
                 return fail(format!("read model `{}` consumes no events", r.name));
@@ -392,7 +398,10 @@ mod tests {
                 }),
                 "unknown event `Account.Nope`",
             ),
-            (Box::new(|m| m.policies.push(policy(&["Account.Opened"], &["Account.Nope"]))), "policy `P` sends unknown command `Account.Nope`"),
+            (
+                Box::new(|m| m.policies.push(policy(&["Account.Opened"], &["Account.Nope"]))),
+                "policy `P` sends unknown command `Account.Nope`",
+            ),
             (Box::new(|m| m.policies.push(policy(&["Account.Opened"], &["Open"]))), "sends unknown command `Open`"),
             (Box::new(|m| m.policies.push(policy(&[], &["Account.Open"]))), "policy `P` reacts to no events"),
             (Box::new(|m| m.policies.push(policy(&["Account.Opened"], &[]))), "policy `P` sends no commands"),
@@ -401,12 +410,21 @@ mod tests {
                 "policy `P` names `Account.Opened` twice",
             ),
             (
-                Box::new(|m| m.policies.push(PolicyModel { name: "Account".into(), ..policy(&["Account.Opened"], &["Account.Open"]) })),
+                Box::new(|m| {
+                    m.policies
+                        .push(PolicyModel { name: "Account".into(), ..policy(&["Account.Opened"], &["Account.Open"]) })
+                }),
                 "`Account` is declared twice",
             ),
-            (Box::new(|m| m.read_models.push(read_model(&["Account.Nope"], &[]))), "read model `R` consumes unknown event `Account.Nope`"),
+            (
+                Box::new(|m| m.read_models.push(read_model(&["Account.Nope"], &[]))),
+                "read model `R` consumes unknown event `Account.Nope`",
+            ),
             (Box::new(|m| m.read_models.push(read_model(&[], &[]))), "read model `R` consumes no events"),
-            (Box::new(|m| m.read_models.push(read_model(&["Account.Opened"], &["colour"]))), "read model `R` indexes `colour`, which is not a field"),
+            (
+                Box::new(|m| m.read_models.push(read_model(&["Account.Opened"], &["colour"]))),
+                "read model `R` indexes `colour`, which is not a field",
+            ),
             (
                 Box::new(|m| {
                     m.policies.push(policy(&["Account.Opened"], &["Account.Open"]));

@@ -83,7 +83,10 @@ fn a_component_built_against_the_previous_contract_is_told_to_rebuild() {
     assert!(matches!(&err, LoadError::ContractVersion { found, .. } if found == "0.4.0"), "{err}");
     let message = err.to_string();
     assert!(message.contains("rebuild it against aether-guest"), "{message}");
-    assert!(message.contains(aether_host::wasm::component::contract_version()), "names the contract it needs: {message}");
+    assert!(
+        message.contains(aether_host::wasm::component::contract_version()),
+        "names the contract it needs: {message}"
+    );
 }
 
 #[test]

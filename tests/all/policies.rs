@@ -3,8 +3,8 @@
 //! policies-send-what-they-declare), and a fault concerns its input alone.
 
 use crate::support;
-use aether_host::wasm::RefusalKind;
 use aether_host::ActorId;
+use aether_host::wasm::RefusalKind;
 use aether_host::wasm::{GuestFault, LoggedEvent, PolicyInput};
 
 #[derive(Debug, serde::Serialize)]
@@ -19,7 +19,10 @@ async fn a_policy_sends_only_what_it_declares() {
     assert!(policy.faults().is_empty(), "{:?}", policy.faults());
     let sent = policy.commands();
     assert_eq!(sent.len(), 1);
-    assert_eq!((sent[0].aggregate.as_str(), sent[0].actor_id.as_str(), sent[0].command.as_str()), ("Trapper", "ok-echo", "Ping"));
+    assert_eq!(
+        (sent[0].aggregate.as_str(), sent[0].actor_id.as_str(), sent[0].command.as_str()),
+        ("Trapper", "ok-echo", "Ping")
+    );
 
     kit.policy("Rogue")
         .given("Trapper", "stray", [TrapperEvent::Pinged])

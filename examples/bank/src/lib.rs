@@ -224,11 +224,17 @@ mod tests {
         assert_eq!(account.name, "Account");
         let names = |ms: &[aether_guest::MessageModel]| ms.iter().map(|m| m.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(&account.commands), ["Open", "Deposit", "Withdraw", "Close", "Debit", "Credit", "Refund"]);
-        assert_eq!(names(&account.events), ["Opened", "Deposited", "Withdrawn", "Closed", "Debited", "Credited", "Refunded"]);
+        assert_eq!(
+            names(&account.events),
+            ["Opened", "Deposited", "Withdrawn", "Closed", "Debited", "Credited", "Refunded"]
+        );
         let saga = &model.policies[0];
         assert_eq!(saga.name, "TransferSaga");
         assert_eq!(saga.reacts_to, ["Transfer.Started", "Account.Debited", "Account.Credited"]);
-        assert_eq!(saga.sends, ["Account.Debit", "Account.Credit", "Account.Refund", "Transfer.Complete", "Transfer.Fail"]);
+        assert_eq!(
+            saga.sends,
+            ["Account.Debit", "Account.Credit", "Account.Refund", "Transfer.Complete", "Transfer.Fail"]
+        );
         let owners = &model.read_models[0];
         assert_eq!(owners.name, "AccountsByOwner");
         assert_eq!(owners.indexes, ["owner"]);
@@ -238,16 +244,22 @@ mod tests {
     #[test]
     fn transfers_debit_and_credit_naming_the_transfer() {
         let debit = Debit { transfer: "t".into(), to: "b".into(), amount: 4 };
-        given::<Account>([opened(), Deposited { amount: 10 }])
-            .when(debit.clone())
-            .then_expect_events([Debited { transfer: "t".into(), to: "b".into(), amount: 4 }]);
-        given::<Account>([opened(), Deposited { amount: 3 }]).when(debit).then_expect_rejection(codes::INSUFFICIENT_FUNDS);
+        given::<Account>([opened(), Deposited { amount: 10 }]).when(debit.clone()).then_expect_events([Debited {
+            transfer: "t".into(),
+            to: "b".into(),
+            amount: 4,
+        }]);
+        given::<Account>([opened(), Deposited { amount: 3 }])
+            .when(debit)
+            .then_expect_rejection(codes::INSUFFICIENT_FUNDS);
         let state = given::<Account>([opened()])
             .when(Credit { transfer: "t".into(), from: "a".into(), amount: 4 })
             .then_expect_events([Credited { transfer: "t".into(), from: "a".into(), amount: 4 }])
             .state();
         assert_eq!(state.balance, 4);
-        given::<Account>([]).when(Credit { transfer: "t".into(), from: "a".into(), amount: 4 }).then_expect_rejection(codes::NOT_OPEN);
+        given::<Account>([])
+            .when(Credit { transfer: "t".into(), from: "a".into(), amount: 4 })
+            .then_expect_rejection(codes::NOT_OPEN);
     }
 
     #[test]
@@ -259,6 +271,8 @@ mod tests {
             .state();
         assert_eq!((state.balance, state.open), (4, false));
         given::<Account>([]).when(refund()).then_expect_rejection(codes::NOT_OPEN);
-        given::<Account>([opened()]).when(Refund { transfer: "t".into(), amount: 0 }).then_expect_rejection(codes::INVALID_AMOUNT);
+        given::<Account>([opened()])
+            .when(Refund { transfer: "t".into(), amount: 0 })
+            .then_expect_rejection(codes::INVALID_AMOUNT);
     }
 }

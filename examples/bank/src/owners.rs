@@ -65,7 +65,10 @@ mod tests {
     #[test]
     fn a_row_per_account_follows_its_balance() {
         read_model::<AccountsByOwner>()
-            .given::<Account>("a", [AccountEvent::Opened { owner: "ada".into() }, AccountEvent::Deposited { amount: 10 }])
+            .given::<Account>(
+                "a",
+                [AccountEvent::Opened { owner: "ada".into() }, AccountEvent::Deposited { amount: 10 }],
+            )
             .given::<Account>("b", [AccountEvent::Opened { owner: "ada".into() }])
             .given::<Account>("a", [AccountEvent::Debited { transfer: "t".into(), to: "b".into(), amount: 4 }])
             .given::<Account>("b", [AccountEvent::Credited { transfer: "t".into(), from: "a".into(), amount: 4 }])
@@ -75,12 +78,15 @@ mod tests {
     #[test]
     fn a_closed_account_keeps_its_row_and_a_refund_counts() {
         read_model::<AccountsByOwner>()
-            .given::<Account>("a", [
-                AccountEvent::Opened { owner: "bob".into() },
-                AccountEvent::Withdrawn { amount: 0 },
-                AccountEvent::Closed,
-                AccountEvent::Refunded { transfer: "t".into(), amount: 3 },
-            ])
+            .given::<Account>(
+                "a",
+                [
+                    AccountEvent::Opened { owner: "bob".into() },
+                    AccountEvent::Withdrawn { amount: 0 },
+                    AccountEvent::Closed,
+                    AccountEvent::Refunded { transfer: "t".into(), amount: 3 },
+                ],
+            )
             .then_expect_row("a", Some(row("bob", 3, false)))
             .then_expect_row("b", None);
     }

@@ -15,8 +15,8 @@
 //! whose credit is refused (the target is not open) gives the money back
 //! to the source, then fails. Either way the money is conserved.
 
-use crate::codes;
 use crate::Account;
+use crate::codes;
 use aether_guest::{Aggregate, Context, Envelope, JsonSchema, Policy, Rejected, Rejection, SendCommand};
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +38,9 @@ pub enum TransferStatus {
     Pending,
     Completed,
     /// Ended with nothing moved, for this reason.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 /// What can be asked of a transfer.
@@ -72,11 +74,14 @@ impl Aggregate for Transfer {
             (TransferStatus::New, Start { amount: 0, .. }) => {
                 Err(Rejection::new(codes::INVALID_AMOUNT, "the amount must be at least 1"))
             }
-            (TransferStatus::New, Start { from, to, .. }) if from == to => {
-                Err(Rejection::new(codes::SAME_ACCOUNT, format!("transfer {id} would move money from {from} to itself")))
-            }
+            (TransferStatus::New, Start { from, to, .. }) if from == to => Err(Rejection::new(
+                codes::SAME_ACCOUNT,
+                format!("transfer {id} would move money from {from} to itself"),
+            )),
             (TransferStatus::New, Start { from, to, amount }) => Ok(vec![TransferEvent::Started { from, to, amount }]),
-            (_, Start { .. }) => Err(Rejection::new(codes::ALREADY_STARTED, format!("transfer {id} was already started"))),
+            (_, Start { .. }) => {
+                Err(Rejection::new(codes::ALREADY_STARTED, format!("transfer {id} was already started")))
+            }
             (TransferStatus::Pending, Complete) => Ok(vec![TransferEvent::Completed]),
             (TransferStatus::Pending, Fail { reason }) => Ok(vec![TransferEvent::Failed { reason }]),
             (status, Complete | Fail { .. }) => {
@@ -163,7 +168,11 @@ impl Policy for TransferSaga {
             }
             SagaEvent::Account(SagaAccountEvent::Debited { transfer, to, amount }) => vec![SendCommand::to(
                 to,
-                SagaAccountCommand::Credit { transfer: transfer.clone(), from: event.actor_id.clone(), amount: *amount },
+                SagaAccountCommand::Credit {
+                    transfer: transfer.clone(),
+                    from: event.actor_id.clone(),
+                    amount: *amount,
+                },
             )],
             SagaEvent::Account(SagaAccountEvent::Credited { transfer, .. }) => {
                 vec![SendCommand::to(transfer, SagaTransferCommand::Complete)]
@@ -187,7 +196,6 @@ impl Policy for TransferSaga {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -233,10 +241,13 @@ mod tests {
     fn the_saga_debits_then_credits_then_completes() {
         policy::<TransferSaga>()
             .given::<Transfer>("t-1", [started()])
-            .given::<Account>("a", [
-                AccountEvent::Opened { owner: "ada".into() },
-                AccountEvent::Debited { transfer: "t-1".into(), to: "b".into(), amount: 5 },
-            ])
+            .given::<Account>(
+                "a",
+                [
+                    AccountEvent::Opened { owner: "ada".into() },
+                    AccountEvent::Debited { transfer: "t-1".into(), to: "b".into(), amount: 5 },
+                ],
+            )
             .given::<Account>("b", [AccountEvent::Credited { transfer: "t-1".into(), from: "a".into(), amount: 5 }])
             .then_expect_commands([debit(), credit(), SendCommand::to("t-1", SagaTransferCommand::Complete)]);
     }

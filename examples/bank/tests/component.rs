@@ -59,19 +59,23 @@ async fn every_rejection_crosses_the_boundary_with_its_code() {
 
 #[tokio::test]
 async fn the_transfer_saga_runs_in_the_component() {
+    use aether_guest::SendCommand;
     use bank::transfer::{SagaAccountCommand as Account, SagaCommand, SagaTransferCommand as Transfer};
     use bank::{AccountEvent, TransferEvent};
-    use aether_guest::SendCommand;
     let kit = kit().await;
     let debit = || SendCommand::to("a", Account::Debit { transfer: "t-1".into(), to: "b".into(), amount: 5 });
     let credit = || SendCommand::to("b", Account::Credit { transfer: "t-1".into(), from: "a".into(), amount: 5 });
     kit.policy("TransferSaga")
         .given("Transfer", "t-1", [TransferEvent::Started { from: "a".into(), to: "b".into(), amount: 5 }])
         .await
-        .given("Account", "a", [
-            AccountEvent::Opened { owner: "ada".into() },
-            AccountEvent::Debited { transfer: "t-1".into(), to: "b".into(), amount: 5 },
-        ])
+        .given(
+            "Account",
+            "a",
+            [
+                AccountEvent::Opened { owner: "ada".into() },
+                AccountEvent::Debited { transfer: "t-1".into(), to: "b".into(), amount: 5 },
+            ],
+        )
         .await
         .given("Account", "b", [AccountEvent::Credited { transfer: "t-1".into(), from: "a".into(), amount: 5 }])
         .await
@@ -79,9 +83,9 @@ async fn the_transfer_saga_runs_in_the_component() {
     kit.policy("TransferSaga")
         .given_rejected(debit(), codes::INSUFFICIENT_FUNDS, "cannot debit 5: the balance is 0")
         .then_expect_commands::<SagaCommand>([SendCommand::to(
-            "t-1",
-            Transfer::Fail { reason: codes::INSUFFICIENT_FUNDS.into() },
-        )]);
+        "t-1",
+        Transfer::Fail { reason: codes::INSUFFICIENT_FUNDS.into() },
+    )]);
     kit.policy("TransferSaga")
         .given_rejected(credit(), codes::NOT_OPEN, "account b is not open")
         .then_expect_commands::<SagaCommand>([

@@ -104,10 +104,10 @@ mod tests {
         assert_eq!(names(&order.commands), ["Place", "Pay", "Ship", "Cancel"]);
         assert_eq!(names(&order.events), ["Placed", "Paid", "Shipped", "Cancelled"]);
         let policy = &model.policies[0];
-        assert_eq!((policy.reacts_to.clone(), policy.sends.clone()), (
-            vec!["Order.Placed".to_string()],
-            vec!["Inventory.Reserve".to_string(), "Order.Cancel".to_string()]
-        ));
+        assert_eq!(
+            (policy.reacts_to.clone(), policy.sends.clone()),
+            (vec!["Order.Placed".to_string()], vec!["Inventory.Reserve".to_string(), "Order.Cancel".to_string()])
+        );
         let stock = &model.read_models[0];
         assert_eq!(stock.consumes, ["Inventory.Restocked", "Inventory.Reserved", "Inventory.Released"]);
     }

@@ -146,7 +146,10 @@ mod tests {
     #[test]
     fn a_placed_order_reserves_each_line() {
         policy::<ReserveStock>()
-            .given::<Order>("o-1", [OrderEvent::Placed { lines: vec![line("mug", 2), line("tea", 1)], total_cents: 300 }])
+            .given::<Order>(
+                "o-1",
+                [OrderEvent::Placed { lines: vec![line("mug", 2), line("tea", 1)], total_cents: 300 }],
+            )
             .given::<Order>("o-1", [OrderEvent::Paid { amount_cents: 300, at_ms: 1 }])
             .then_expect_commands([reserve("mug", 2), reserve("tea", 1)]);
     }
@@ -155,7 +158,10 @@ mod tests {
     fn a_refused_reservation_cancels_the_order() {
         policy::<ReserveStock>()
             .given_rejected(reserve("mug", 2), Rejection::new(codes::INSUFFICIENT_STOCK, "only 1 available"))
-            .then_expect_commands([SendCommand::to("o-1", CancelCommand::Cancel { reason: "mug: only 1 available".into() })]);
+            .then_expect_commands([SendCommand::to(
+                "o-1",
+                CancelCommand::Cancel { reason: "mug: only 1 available".into() },
+            )]);
         policy::<ReserveStock>()
             .given_rejected(
                 SendCommand::to("o-1", CancelCommand::Cancel { reason: "x".into() }),
@@ -167,11 +173,14 @@ mod tests {
     #[test]
     fn stock_levels_follow_restocks_and_reservations() {
         read_model::<StockLevels>()
-            .given::<Inventory>("mug", [
-                InventoryEvent::Restocked { quantity: 5 },
-                InventoryEvent::Reserved { quantity: 2, order_id: "o-1".into(), at_ms: 0 },
-                InventoryEvent::Reserved { quantity: 1, order_id: "o-2".into(), at_ms: 0 },
-            ])
+            .given::<Inventory>(
+                "mug",
+                [
+                    InventoryEvent::Restocked { quantity: 5 },
+                    InventoryEvent::Reserved { quantity: 2, order_id: "o-1".into(), at_ms: 0 },
+                    InventoryEvent::Reserved { quantity: 1, order_id: "o-2".into(), at_ms: 0 },
+                ],
+            )
             .given::<Inventory>("tea", [InventoryEvent::Restocked { quantity: 1 }])
             .given::<Inventory>("mug", [InventoryEvent::Released { quantity: 2, order_id: "o-1".into() }])
             .then_expect_rows([

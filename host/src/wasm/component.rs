@@ -152,7 +152,15 @@ impl DomainComponent {
     /// [`GuestFault::Refused`] if the model has no such policy; otherwise as
     /// [`instantiate`](Self::instantiate).
     pub fn policy_vm(&self, name: &str) -> Result<PolicyVm, GuestFault> {
-        let policy = self.model.policy(name).cloned().ok_or_else(|| unknown("react", RefusalKind::UnknownPolicy, "policy", name, self.model.policies.iter().map(|p| p.name.as_str())))?;
+        let policy = self.model.policy(name).cloned().ok_or_else(|| {
+            unknown(
+                "react",
+                RefusalKind::UnknownPolicy,
+                "policy",
+                name,
+                self.model.policies.iter().map(|p| p.name.as_str()),
+            )
+        })?;
         Ok(PolicyVm::new(self.instantiate()?, policy))
     }
 
@@ -163,7 +171,15 @@ impl DomainComponent {
     /// [`GuestFault::Refused`] if the model has no such read model; otherwise
     /// as [`instantiate`](Self::instantiate).
     pub fn read_model_vm(&self, name: &str) -> Result<ReadModelVm, GuestFault> {
-        let read_model = self.model.read_model(name).cloned().ok_or_else(|| unknown("fold", RefusalKind::UnknownReadModel, "read model", name, self.model.read_models.iter().map(|r| r.name.as_str())))?;
+        let read_model = self.model.read_model(name).cloned().ok_or_else(|| {
+            unknown(
+                "fold",
+                RefusalKind::UnknownReadModel,
+                "read model",
+                name,
+                self.model.read_models.iter().map(|r| r.name.as_str()),
+            )
+        })?;
         Ok(ReadModelVm::new(self.instantiate()?, read_model))
     }
 }

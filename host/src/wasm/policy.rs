@@ -138,7 +138,12 @@ impl PolicyVm {
             call: "react",
             reason: format!("policy `{}` sent `{aggregate}.{command}` with a payload that is {m}", self.policy.name),
         })?;
-        Ok(CommandToSend { aggregate: c.aggregate, actor_id: c.actor_id, command: c.command.name, payload: c.command.payload })
+        Ok(CommandToSend {
+            aggregate: c.aggregate,
+            actor_id: c.actor_id,
+            command: c.command.name,
+            payload: c.command.payload,
+        })
     }
 }
 
