@@ -11,6 +11,8 @@ use crate::{Policy, ReadModel, Rejection};
 
 type Reactions = Vec<Result<Vec<wit::CommandToSend>, wit::GuestError>>;
 type Keys = Vec<Result<Vec<String>, wit::GuestError>>;
+/// A row, MessagePack (`None`: no row).
+type Row = Option<Vec<u8>>;
 
 /// How one policy type is registered in a domain.
 #[derive(Debug, Clone, Copy)]
@@ -32,7 +34,7 @@ pub struct ReadModelRegistration {
     name: &'static str,
     pub(crate) model: fn() -> ReadModelModel,
     keys: fn(Vec<wit::StoredEvent>) -> Keys,
-    fold: fn(&str, Option<Vec<u8>>, Vec<wit::StoredEvent>) -> Result<Option<Vec<u8>>, wit::ApplyError>,
+    fold: fn(&str, Row, Vec<wit::StoredEvent>) -> Result<Row, wit::ApplyError>,
 }
 
 impl ReadModelRegistration {

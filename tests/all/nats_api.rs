@@ -81,7 +81,7 @@ async fn commands_over_nats_answer_as_http_does() {
     assert_eq!((status, kind.as_str(), body["code"].as_str()), (422, "rejected", Some("insufficient-funds")));
     let (status, kind, body) = api_error(nats.send("Account", "x", "Fly", None, CommandIds::default()).await);
     assert_eq!((status, kind.as_str()), (404, "unknown-command"));
-    assert_eq!(body["known"], json!(["Open", "Deposit", "Withdraw", "Close"]));
+    assert_eq!(body["known"], json!(["Open", "Deposit", "Withdraw", "Close", "Debit", "Credit", "Refund"]));
     let (status, kind, _) = api_error(nats.send("Ledger", "x", "Open", None, CommandIds::default()).await);
     assert_eq!((status, kind.as_str()), (404, "unknown-aggregate"));
     let (status, kind, _) =
