@@ -43,10 +43,11 @@ impl ReadModel for AccountsByOwner {
                 row.owner.clone_from(owner);
                 row.open = true;
             }
-            AccountEvent::Deposited { amount }
-            | AccountEvent::Credited { amount, .. }
-            | AccountEvent::Refunded { amount, .. } => row.balance += amount,
-            AccountEvent::Withdrawn { amount } | AccountEvent::Debited { amount, .. } => row.balance -= amount,
+            AccountEvent::Deposited { amount } => row.balance += amount,
+            AccountEvent::Credited(credit) => row.balance += credit.amount,
+            AccountEvent::Refunded(refund) => row.balance += refund.amount,
+            AccountEvent::Withdrawn { amount } => row.balance -= amount,
+            AccountEvent::Debited(debit) => row.balance -= debit.amount,
             AccountEvent::Closed => row.open = false,
         }
         Some(row)
@@ -70,8 +71,8 @@ mod tests {
                 [AccountEvent::Opened { owner: "ada".into() }, AccountEvent::Deposited { amount: 10 }],
             )
             .given::<Account>("b", [AccountEvent::Opened { owner: "ada".into() }])
-            .given::<Account>("a", [AccountEvent::Debited { transfer: "t".into(), to: "b".into(), amount: 4 }])
-            .given::<Account>("b", [AccountEvent::Credited { transfer: "t".into(), from: "a".into(), amount: 4 }])
+            .given::<Account>("a", [AccountEvent::debited("t", "b", 4)])
+            .given::<Account>("b", [AccountEvent::credited("t", "a", 4)])
             .then_expect_rows([("a", row("ada", 6, true)), ("b", row("ada", 4, true))]);
     }
 
@@ -84,7 +85,7 @@ mod tests {
                     AccountEvent::Opened { owner: "bob".into() },
                     AccountEvent::Withdrawn { amount: 0 },
                     AccountEvent::Closed,
-                    AccountEvent::Refunded { transfer: "t".into(), amount: 3 },
+                    AccountEvent::refunded("t", 3),
                 ],
             )
             .then_expect_row("a", Some(row("bob", 3, false)))

@@ -110,7 +110,8 @@ pub enum SagaTransferEvent {
     Started { from: String, to: String, amount: u64 },
 }
 
-/// The account events the saga reacts to: the steps of a transfer.
+/// The account events the saga reacts to: the steps of a transfer (as
+/// struct variants: the same wire as the account's boxed ones).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SagaAccountEvent {
     Debited { transfer: String, to: String, amount: u64 },
@@ -241,14 +242,8 @@ mod tests {
     fn the_saga_debits_then_credits_then_completes() {
         policy::<TransferSaga>()
             .given::<Transfer>("t-1", [started()])
-            .given::<Account>(
-                "a",
-                [
-                    AccountEvent::Opened { owner: "ada".into() },
-                    AccountEvent::Debited { transfer: "t-1".into(), to: "b".into(), amount: 5 },
-                ],
-            )
-            .given::<Account>("b", [AccountEvent::Credited { transfer: "t-1".into(), from: "a".into(), amount: 5 }])
+            .given::<Account>("a", [AccountEvent::Opened { owner: "ada".into() }, AccountEvent::debited("t-1", "b", 5)])
+            .given::<Account>("b", [AccountEvent::credited("t-1", "a", 5)])
             .then_expect_commands([debit(), credit(), SendCommand::to("t-1", SagaTransferCommand::Complete)]);
     }
 

@@ -68,16 +68,9 @@ async fn the_transfer_saga_runs_in_the_component() {
     kit.policy("TransferSaga")
         .given("Transfer", "t-1", [TransferEvent::Started { from: "a".into(), to: "b".into(), amount: 5 }])
         .await
-        .given(
-            "Account",
-            "a",
-            [
-                AccountEvent::Opened { owner: "ada".into() },
-                AccountEvent::Debited { transfer: "t-1".into(), to: "b".into(), amount: 5 },
-            ],
-        )
+        .given("Account", "a", [AccountEvent::Opened { owner: "ada".into() }, AccountEvent::debited("t-1", "b", 5)])
         .await
-        .given("Account", "b", [AccountEvent::Credited { transfer: "t-1".into(), from: "a".into(), amount: 5 }])
+        .given("Account", "b", [AccountEvent::credited("t-1", "a", 5)])
         .await
         .then_expect_commands::<SagaCommand>([debit(), credit(), SendCommand::to("t-1", Transfer::Complete)]);
     kit.policy("TransferSaga")
@@ -125,7 +118,7 @@ async fn accounts_by_owner_folds_in_the_component() {
         .await
         .given("Account", "b", [Opened { owner: "bob".into() }, Closed])
         .await
-        .given("Account", "a", [Debited { transfer: "t".into(), to: "b".into(), amount: 7 }])
+        .given("Account", "a", [bank::AccountEvent::debited("t", "b", 7)])
         .await
         .then_expect_rows([("a", row("ada", 0, true)), ("b", row("bob", 0, false))])
         .then_expect_row::<AccountRow>("c", None);
