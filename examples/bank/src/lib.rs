@@ -58,10 +58,10 @@ pub enum AccountEvent {
     Deposited { amount: u64 },
     Withdrawn { amount: u64 },
     Closed,
-    // Boxed: unboxed, these would triple the enum's size in a guest, and
-    // every replay of the common events above would pay for the moves
-    // (bench: replay 0.54× → 0.58× native). The wire is the same as a
-    // struct variant's: the name, then the fields.
+    // Boxed: unboxed, these would more than double the enum's size in a
+    // guest, and every replay of the common events above would pay for the
+    // moves (docs/performance.md). The wire is the same as a struct
+    // variant's: the name, then the fields.
     Debited(Box<TransferDebit>),
     Credited(Box<TransferCredit>),
     Refunded(Box<TransferRefund>),
