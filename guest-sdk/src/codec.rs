@@ -11,19 +11,8 @@ use serde::de::DeserializeOwned;
 /// MessagePack `nil`, the payload of a unit variant.
 pub const NIL: &[u8] = &[0xc0];
 
-/// The name of a message whose payload packs a whole batch of events (see
-/// [`pack`]). The host sends `apply` one such message instead of one message
-/// per event to components that declare [`PACKED_EVENTS_CAPABILITY`]: one
-/// copy into the guest and no allocation per event, where a list of messages
-/// costs an allocation and a call into the guest for every name and payload.
-/// It cannot clash with an event: a Rust variant name has no `:`.
-pub const PACKED_EVENTS: &str = "aether:packed-events";
-
-/// How a component declares that it takes [`PACKED_EVENTS`]: listed in the
-/// build metadata of the SDK version its model reports (`0.1.0+packed-events`).
-pub const PACKED_EVENTS_CAPABILITY: &str = "packed-events";
-
-/// Packs events into one payload: for each, the length (u32, little endian)
+/// Packs events into one payload, the contract's `packed-events` (the
+/// batch `apply` takes): for each, the length (u32, little endian)
 /// of the event as [`join`] rebuilds it (the variant name, as a map of one
 /// entry to its payload unless the payload is `nil`), then those bytes. The
 /// guest decodes each in place, with no copy and no allocation.

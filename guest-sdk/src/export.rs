@@ -1,9 +1,11 @@
-//! The guest side of the contract: one actor per instance, dispatched to the
-//! domain's aggregates. [`domain!`](crate::domain) wires these functions to
-//! the bindings generated from `wit/`.
+//! The guest side of the `aggregate` interface: one actor per instance,
+//! dispatched to the domain's aggregates, and the model. [`domain!`](crate::domain)
+//! wires these functions (and those of [`dispatch`](crate::dispatch)) to the
+//! bindings generated from `wit/`.
 
 use crate::bindings::aether::domain::types as wit;
 use crate::codec;
+use crate::dispatch::{PolicyRegistration, ReadModelRegistration};
 use crate::model::{AggregateModel, DomainModel, variant_names};
 use crate::{Aggregate, Context};
 use std::cell::RefCell;
@@ -28,19 +30,26 @@ impl Registration {
     }
 }
 
-/// The model of a domain made of registered aggregates.
-pub fn model(name: &str, registry: &[Registration]) -> DomainModel {
+/// The model of a domain made of registered aggregates, policies and read models.
+pub fn model(
+    name: &str,
+    aggregates: &[Registration],
+    policies: &[PolicyRegistration],
+    read_models: &[ReadModelRegistration],
+) -> DomainModel {
     DomainModel {
         name: name.to_string(),
-        // Capabilities as semver build metadata: the host reads them.
-        sdk_version: format!("{}+{}", crate::SDK_VERSION, codec::PACKED_EVENTS_CAPABILITY),
-        aggregates: registry.iter().map(|r| (r.model)()).collect(),
+        sdk_version: crate::SDK_VERSION.to_string(),
+        aggregates: aggregates.iter().map(|r| (r.model)()).collect(),
+        policies: policies.iter().map(|r| (r.model)()).collect(),
+        read_models: read_models.iter().map(|r| (r.model)()).collect(),
     }
 }
 
 /// An aggregate with its types erased, as the exports drive it.
 pub trait Actor {
-    fn apply(&mut self, events: Vec<wit::Message>) -> Result<(), wit::ApplyError>;
+    /// Folds a batch packed as the contract's `packed-events` (see [`codec::pack`]).
+    fn apply(&mut self, packed: &[u8]) -> Result<(), wit::ApplyError>;
     /// Decides a command and, when it is accepted, folds the events into the
     /// state (tentatively: the host discards the instance if it cannot append them).
     fn handle(
@@ -61,31 +70,12 @@ struct Slot<A> {
     ctx: Context,
 }
 
-impl<A: Aggregate> Slot<A> {
-    /// Applies a batch the host packed into one message (see [`codec::pack`]).
-    fn apply_packed(&mut self, packed: &[u8]) -> Result<(), wit::ApplyError> {
+impl<A: Aggregate> Actor for Slot<A> {
+    fn apply(&mut self, packed: &[u8]) -> Result<(), wit::ApplyError> {
         let mut announce = true;
         for (i, item) in codec::unpack(packed).enumerate() {
             let fail = |cause| wit::ApplyError { index: i as u32, error: wit::GuestError::Undecodable(cause) };
             let decoded: A::Event = item.and_then(codec::unpack_one).map_err(fail)?;
-            announce = announce && entering(i);
-            self.state.apply(&decoded);
-        }
-        Ok(())
-    }
-}
-
-impl<A: Aggregate> Actor for Slot<A> {
-    fn apply(&mut self, events: Vec<wit::Message>) -> Result<(), wit::ApplyError> {
-        if let [only] = events.as_slice()
-            && only.name == codec::PACKED_EVENTS
-        {
-            return self.apply_packed(&only.payload);
-        }
-        let mut announce = true;
-        for (i, event) in events.iter().enumerate() {
-            let decoded: A::Event = codec::join(&event.name, &event.payload)
-                .map_err(|cause| wit::ApplyError { index: i as u32, error: wit::GuestError::Undecodable(cause) })?;
             announce = announce && entering(i);
             self.state.apply(&decoded);
         }
@@ -154,7 +144,7 @@ impl<A: Aggregate> Actor for Slot<A> {
 /// randomness seeded from its version (WIT `fold.enter-event`): the same
 /// values as it is decided and on every replay, whatever the batch. Returns
 /// whether the host wants the next events of the call announced too.
-fn entering(index: usize) -> bool {
+pub(crate) fn entering(index: usize) -> bool {
     #[cfg(target_arch = "wasm32")]
     return crate::bindings::aether::domain::fold::enter_event(index as u32);
     #[cfg(not(target_arch = "wasm32"))]
@@ -185,9 +175,9 @@ fn with_actor<R>(f: impl FnOnce(&mut dyn Actor) -> Result<R, wit::GuestError>) -
     })
 }
 
-pub fn apply(events: Vec<wit::Message>) -> Result<(), wit::ApplyError> {
+pub fn apply(packed: Vec<u8>) -> Result<(), wit::ApplyError> {
     ACTOR.with(|a| match a.borrow_mut().as_mut() {
-        Some(actor) => actor.apply(events),
+        Some(actor) => actor.apply(&packed),
         None => Err(wit::ApplyError { index: 0, error: wit::GuestError::NotInitialised }),
     })
 }
@@ -226,15 +216,34 @@ pub fn wit_model(model: &DomainModel) -> wit::DomainModel {
                 state_schema: a.state_schema.clone(),
             })
             .collect(),
-        policies: Vec::new(),
-        read_models: Vec::new(),
+        policies: model
+            .policies
+            .iter()
+            .map(|p| wit::PolicyType { name: p.name.clone(), reacts_to: p.reacts_to.clone(), sends: p.sends.clone() })
+            .collect(),
+        read_models: model
+            .read_models
+            .iter()
+            .map(|r| wit::ReadModelType {
+                name: r.name.clone(),
+                consumes: r.consumes.clone(),
+                row_schema: r.row_schema.clone(),
+                indexes: r.indexes.clone(),
+            })
+            .collect(),
     }
 }
 
-/// Exports a domain's aggregates as a component.
+/// Exports a domain's aggregates, policies and read models as a component.
 ///
 /// ```ignore
 /// aether_guest::domain!(name: "bank", aggregates: [Account]);
+/// aether_guest::domain!(
+///     name: "bank",
+///     aggregates: [Account, Transfer],
+///     policies: [TransferSaga],
+///     read_models: [AccountsByOwner],
+/// );
 /// ```
 ///
 /// Defines `pub fn describe() -> aether_guest::DomainModel` in the calling
@@ -242,41 +251,76 @@ pub fn wit_model(model: &DomainModel) -> wit::DomainModel {
 /// Use it once per component, at the crate root.
 #[macro_export]
 macro_rules! domain {
-    (name: $name:expr, aggregates: [$($agg:ty),+ $(,)?] $(,)?) => {
+    (
+        name: $name:expr,
+        aggregates: [$($agg:ty),+ $(,)?]
+        $(, policies: [$($pol:ty),* $(,)?])?
+        $(, read_models: [$($rm:ty),* $(,)?])?
+        $(,)?
+    ) => {
         /// The component's EventStorming model.
         pub fn describe() -> $crate::DomainModel {
-            $crate::__private::model($name, &__aether_registry())
+            $crate::__private::model($name, &__aether_registry(), &__aether_policies(), &__aether_read_models())
         }
 
         fn __aether_registry() -> ::std::vec::Vec<$crate::__private::Registration> {
             ::std::vec![$($crate::__private::Registration::of::<$agg>()),+]
         }
 
+        fn __aether_policies() -> ::std::vec::Vec<$crate::__private::PolicyRegistration> {
+            ::std::vec![$($($crate::__private::PolicyRegistration::of::<$pol>()),*)?]
+        }
+
+        fn __aether_read_models() -> ::std::vec::Vec<$crate::__private::ReadModelRegistration> {
+            ::std::vec![$($($crate::__private::ReadModelRegistration::of::<$rm>()),*)?]
+        }
+
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             use $crate::bindings::aether::domain::types as __wit;
+            use ::std::result::Result;
+            use ::std::string::String;
+            use ::std::vec::Vec;
             struct __AetherExports;
             impl $crate::bindings::exports::aether::domain::aggregate::Guest for __AetherExports {
                 fn describe() -> __wit::DomainModel {
                     $crate::__private::wit_model(&describe())
                 }
-                fn init(aggregate: ::std::string::String, actor_id: ::std::string::String) -> ::std::result::Result<(), __wit::GuestError> {
+                fn init(aggregate: String, actor_id: String) -> Result<(), __wit::GuestError> {
                     $crate::__private::init(&__aether_registry(), &aggregate, &actor_id)
                 }
-                fn apply(events: ::std::vec::Vec<__wit::Message>) -> ::std::result::Result<(), __wit::ApplyError> {
+                fn apply(events: Vec<u8>) -> Result<(), __wit::ApplyError> {
                     $crate::__private::apply(events)
                 }
-                fn handle(ctx: __wit::CommandContext, command: __wit::Message) -> ::std::result::Result<__wit::HandleOutcome, __wit::GuestError> {
+                fn handle(ctx: __wit::CommandContext, command: __wit::Message) -> Result<__wit::HandleOutcome, __wit::GuestError> {
                     $crate::__private::handle(ctx, command)
                 }
-                fn snapshot() -> ::std::result::Result<::std::vec::Vec<u8>, __wit::GuestError> {
+                fn snapshot() -> Result<Vec<u8>, __wit::GuestError> {
                     $crate::__private::snapshot()
                 }
-                fn restore(snapshot: ::std::vec::Vec<u8>) -> ::std::result::Result<(), __wit::GuestError> {
+                fn restore(snapshot: Vec<u8>) -> Result<(), __wit::GuestError> {
                     $crate::__private::restore(snapshot)
                 }
-                fn state() -> ::std::result::Result<::std::vec::Vec<u8>, __wit::GuestError> {
+                fn state() -> Result<Vec<u8>, __wit::GuestError> {
                     $crate::__private::state()
+                }
+            }
+            impl $crate::bindings::exports::aether::domain::policy::Guest for __AetherExports {
+                fn react(policy: String, inputs: Vec<__wit::PolicyInput>) -> Result<Vec<__wit::Reaction>, __wit::GuestError> {
+                    $crate::__private::react(&__aether_policies(), &policy, inputs)
+                }
+            }
+            impl $crate::bindings::exports::aether::domain::read_model::Guest for __AetherExports {
+                fn keys(read_model: String, events: Vec<__wit::StoredEvent>) -> Result<Vec<__wit::RowKeys>, __wit::GuestError> {
+                    $crate::__private::keys(&__aether_read_models(), &read_model, events)
+                }
+                fn fold(
+                    read_model: String,
+                    key: String,
+                    row: ::std::option::Option<Vec<u8>>,
+                    events: Vec<__wit::StoredEvent>,
+                ) -> Result<::std::option::Option<Vec<u8>>, __wit::ApplyError> {
+                    $crate::__private::fold(&__aether_read_models(), &read_model, &key, row, events)
                 }
             }
             $crate::bindings::__export_domain_world!(__AetherExports with_types_in $crate::bindings);

@@ -1,7 +1,9 @@
 //! Write event-sourced domain behaviour for the [Aether] host.
 //!
-//! A domain is a set of *aggregates*. Each aggregate is a plain Rust type that
-//! decides commands (`handle`) and folds events into its state (`apply`).
+//! A domain is a set of *aggregates*, with *policies* and *read models*.
+//! Each aggregate is a plain Rust type that decides commands (`handle`) and
+//! folds events into its state (`apply`); a policy turns events into
+//! commands; a read model folds events into rows the host keeps.
 //! Commands and events are ordinary serde enums. One macro, [`domain!`],
 //! exports the aggregates as a WebAssembly component (`wasm32-wasip2`) that
 //! the host loads, and describes them as an EventStorming model the host
@@ -87,8 +89,13 @@
 //! # Layout
 //!
 //! - [`Aggregate`], [`Context`], [`Rejection`]: what a domain author implements.
-//! - [`domain!`]: exports aggregates as a component.
-//! - [`testing`]: native given/when/then.
+//! - [`Policy`] ("whenever X happened, send Y"; a saga compensates in
+//!   [`Policy::rejected`]) and [`ReadModel`] (rows folded from events under
+//!   keys it chooses), over sets of messages made by [`messages!`]
+//!   ([`Envelope`], [`SendCommand`], [`Rejected`]).
+//! - [`domain!`]: exports aggregates, policies and read models as a component.
+//! - [`testing`]: native given/when/then (aggregates; policies: given
+//!   events, expect commands; read models: given events, expect rows).
 //! - [`log`]: logging into the host's `tracing`.
 //! - [`model`]: the EventStorming model description.
 //!
@@ -100,13 +107,20 @@ extern crate self as aether_guest;
 
 mod aggregate;
 pub mod codec;
+mod dispatch;
 mod export;
 pub mod log;
+mod messages;
 pub mod model;
+mod policy;
+mod read_model;
 pub mod testing;
 
 pub use aggregate::{Aggregate, Context, Rejection};
-pub use model::{AggregateModel, DomainModel, MessageModel};
+pub use messages::{Envelope, MessagePart, Messages, Rejected, SendCommand};
+pub use model::{AggregateModel, DomainModel, MessageModel, PolicyModel, ReadModelModel};
+pub use policy::Policy;
+pub use read_model::ReadModel;
 pub use schemars::JsonSchema;
 
 /// The version of this SDK, recorded in every component's model.
@@ -128,6 +142,8 @@ pub mod bindings {
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::dispatch::*;
     pub use crate::export::*;
+    pub use crate::messages::{decode_part, encode_part};
     pub use wit_bindgen::rt as wit_bindgen_rt;
 }

@@ -1,10 +1,12 @@
 //! The EventStorming model a component describes: aggregates with their
-//! commands and events, each with a name and a JSON Schema of its payload.
+//! commands and events, each with a name and a JSON Schema of its payload;
+//! policies with what they react to and send; read models with what they
+//! fold and the schema of their rows.
 //!
 //! Names come from serde (the variant names the codec uses on the wire), so
 //! the model and the wire can never disagree; schemas come from `schemars`.
 
-use crate::Aggregate;
+use crate::{Aggregate, Messages, Policy, ReadModel};
 use schemars::JsonSchema;
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 use serde_json::{Map, Value};
@@ -15,6 +17,46 @@ pub struct DomainModel {
     pub name: String,
     pub sdk_version: String,
     pub aggregates: Vec<AggregateModel>,
+    pub policies: Vec<PolicyModel>,
+    pub read_models: Vec<ReadModelModel>,
+}
+
+/// One policy: the events it reacts to and the commands it may send, as
+/// qualified names (`"Aggregate.Message"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyModel {
+    pub name: String,
+    pub reacts_to: Vec<String>,
+    pub sends: Vec<String>,
+}
+
+/// One read model: the events it folds (qualified names), the JSON Schema
+/// of its rows (as text) and the row fields the host indexes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadModelModel {
+    pub name: String,
+    pub consumes: Vec<String>,
+    pub row_schema: String,
+    pub indexes: Vec<String>,
+}
+
+impl PolicyModel {
+    /// Describes a policy type.
+    pub fn of<P: Policy>() -> Self {
+        Self { name: P::NAME.to_string(), reacts_to: P::Event::qualified_names(), sends: P::Command::qualified_names() }
+    }
+}
+
+impl ReadModelModel {
+    /// Describes a read-model type.
+    pub fn of<R: ReadModel>() -> Self {
+        Self {
+            name: R::NAME.to_string(),
+            consumes: R::Event::qualified_names(),
+            row_schema: schemars::schema_for!(R::Row).as_value().to_string(),
+            indexes: R::INDEXES.iter().map(|i| i.to_string()).collect(),
+        }
+    }
 }
 
 /// One aggregate: its commands, events and state schema.

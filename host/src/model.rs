@@ -1,7 +1,9 @@
 //! The EventStorming model a component describes: aggregates with their
-//! commands and events. The host reads it once at load time, validates it,
-//! and routes by it (unknown aggregates and commands are refused before any
-//! guest runs).
+//! commands and events, policies with what they react to and send, read
+//! models with what they fold and their rows' schema. The host reads it once
+//! at load time, validates it, and routes by it (unknown aggregates and
+//! commands are refused before any guest runs; a policy may send only what
+//! it declares).
 
 use serde::Serialize;
 
@@ -31,6 +33,8 @@ pub struct MessageModel {
     pub schema: serde_json::Value,
 }
 
+/// A policy: the events (`"Aggregate.Event"`) it reacts to and the commands
+/// (`"Aggregate.Command"`) it may send.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PolicyModel {
     pub name: String,
@@ -38,10 +42,33 @@ pub struct PolicyModel {
     pub sends: Vec<String>,
 }
 
+impl PolicyModel {
+    /// Whether the policy declares it sends `command` to `aggregate`.
+    pub fn may_send(&self, aggregate: &str, command: &str) -> bool {
+        self.sends.iter().any(|s| s.split_once('.') == Some((aggregate, command)))
+    }
+
+    /// Whether the policy reacts to `event` of `aggregate`.
+    pub fn reacts_to(&self, aggregate: &str, event: &str) -> bool {
+        self.reacts_to.iter().any(|s| s.split_once('.') == Some((aggregate, event)))
+    }
+}
+
+/// A read model: the events (`"Aggregate.Event"`) it folds, the JSON Schema
+/// of its rows, and the row fields the host indexes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReadModelModel {
     pub name: String,
     pub consumes: Vec<String>,
+    pub row_schema: serde_json::Value,
+    pub indexes: Vec<String>,
+}
+
+impl ReadModelModel {
+    /// Whether the read model folds `event` of `aggregate`.
+    pub fn consumes(&self, aggregate: &str, event: &str) -> bool {
+        self.consumes.iter().any(|s| s.split_once('.') == Some((aggregate, event)))
+    }
 }
 
 /// Why a model is refused.
@@ -58,13 +85,26 @@ impl DomainModel {
         self.aggregates.iter().find(|a| a.name == name)
     }
 
+    /// The policy with this name.
+    pub fn policy(&self, name: &str) -> Option<&PolicyModel> {
+        self.policies.iter().find(|p| p.name == name)
+    }
+
+    /// The read model with this name.
+    pub fn read_model(&self, name: &str) -> Option<&ReadModelModel> {
+        self.read_models.iter().find(|r| r.name == name)
+    }
+
     /// Checks the model is one the host can route by.
     ///
     /// # Errors
     ///
-    /// The first problem found: no aggregates, empty or duplicate names, an
-    /// aggregate without commands or events, a schema that is not JSON, a
-    /// policy or read model naming an unknown `Aggregate.Message`.
+    /// The first problem found: no aggregates, empty or duplicate names (an
+    /// aggregate, policy and read model share one namespace), an aggregate
+    /// without commands or events, a schema that is not JSON, a policy that
+    /// reacts to or sends nothing, a read model that consumes nothing, a
+    /// policy or read model naming an unknown `Aggregate.Message` or naming
+    /// one twice, an index that is not a field of the read model's row.
     pub fn validate(&self) -> Result<(), ModelError> {
         let fail = |problem: String| Err(ModelError { domain: self.name.clone(), problem });
         if !is_name(&self.name) {
@@ -104,17 +144,57 @@ impl DomainModel {
                 })
             })
         };
+        let twice = |list: &[String]| {
+            let mut names = std::collections::BTreeSet::new();
+            list.iter().find(|n| !names.insert(n.as_str())).cloned()
+        };
         for p in &self.policies {
+            if !is_name(&p.name) {
+                return fail(format!("the policy name {:?} is not a name (letters, digits, `-`, `_`)", p.name));
+            }
+            if !seen.insert(p.name.as_str()) {
+                return fail(format!(
+                    "`{}` is declared twice (aggregates, policies and read models share names)",
+                    p.name
+                ));
+            }
+            if p.reacts_to.is_empty() {
+                return fail(format!("policy `{}` reacts to no events", p.name));
+            }
+            if p.sends.is_empty() {
+                return fail(format!("policy `{}` sends no commands", p.name));
+            }
             if let Some(e) = p.reacts_to.iter().find(|e| !known(e, true)) {
                 return fail(format!("policy `{}` reacts to unknown event `{e}`", p.name));
             }
             if let Some(c) = p.sends.iter().find(|c| !known(c, false)) {
                 return fail(format!("policy `{}` sends unknown command `{c}`", p.name));
             }
+            if let Some(n) = twice(&p.reacts_to).or_else(|| twice(&p.sends)) {
+                return fail(format!("policy `{}` names `{n}` twice", p.name));
+            }
         }
         for r in &self.read_models {
+            if !is_name(&r.name) {
+                return fail(format!("the read model name {:?} is not a name (letters, digits, `-`, `_`)", r.name));
+            }
+            if !seen.insert(r.name.as_str()) {
+                return fail(format!(
+                    "`{}` is declared twice (aggregates, policies and read models share names)",
+                    r.name
+                ));
+            }
+            if r.consumes.is_empty() {
+                return fail(format!("read model `{}` consumes no events", r.name));
+            }
             if let Some(e) = r.consumes.iter().find(|e| !known(e, true)) {
                 return fail(format!("read model `{}` consumes unknown event `{e}`", r.name));
+            }
+            if let Some(n) = twice(&r.consumes).or_else(|| twice(&r.indexes)) {
+                return fail(format!("read model `{}` names `{n}` twice", r.name));
+            }
+            if let Some(i) = r.indexes.iter().find(|i| r.row_schema.pointer(&format!("/properties/{i}")).is_none()) {
+                return fail(format!("read model `{}` indexes `{i}`, which is not a field of its row schema", r.name));
             }
         }
         Ok(())
@@ -130,6 +210,18 @@ impl std::fmt::Display for DomainModel {
             writeln!(f, "  aggregate {}", a.name)?;
             writeln!(f, "    commands: {}", names(&a.commands))?;
             writeln!(f, "    events:   {}", names(&a.events))?;
+        }
+        for p in &self.policies {
+            writeln!(f, "  policy {}", p.name)?;
+            writeln!(f, "    reacts to: {}", p.reacts_to.join(", "))?;
+            writeln!(f, "    sends:     {}", p.sends.join(", "))?;
+        }
+        for r in &self.read_models {
+            writeln!(f, "  read model {}", r.name)?;
+            writeln!(f, "    consumes: {}", r.consumes.join(", "))?;
+            if !r.indexes.is_empty() {
+                writeln!(f, "    indexes:  {}", r.indexes.join(", "))?;
+            }
         }
         Ok(())
     }
@@ -259,9 +351,32 @@ mod tests {
         assert_eq!(ModelDiff::between(&new, &model()).aggregates_removed, ["Loan"]);
     }
 
+    fn policy(reacts_to: &[&str], sends: &[&str]) -> PolicyModel {
+        PolicyModel {
+            name: "P".into(),
+            reacts_to: reacts_to.iter().map(|s| s.to_string()).collect(),
+            sends: sends.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn read_model(consumes: &[&str], indexes: &[&str]) -> ReadModelModel {
+        ReadModelModel {
+            name: "R".into(),
+            consumes: consumes.iter().map(|s| s.to_string()).collect(),
+            row_schema: serde_json::json!({"type": "object", "properties": {"owner": {"type": "string"}}}),
+            indexes: indexes.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
     #[test]
     fn a_sound_model_passes() {
         model().validate().unwrap();
+        let mut m = model();
+        m.policies.push(policy(&["Account.Opened"], &["Account.Open"]));
+        m.read_models.push(read_model(&["Account.Opened"], &["owner"]));
+        m.validate().unwrap();
+        assert!(m.policies[0].may_send("Account", "Open") && !m.policies[0].may_send("Account", "Opened"));
+        assert!(m.read_models[0].consumes("Account", "Opened") && !m.read_models[0].consumes("Loan", "Opened"));
     }
 
     #[test]
@@ -278,10 +393,44 @@ mod tests {
                     m.policies.push(PolicyModel {
                         name: "p".into(),
                         reacts_to: vec!["Account.Nope".into()],
-                        sends: vec![],
+                        sends: vec!["Account.Open".into()],
                     })
                 }),
                 "unknown event `Account.Nope`",
+            ),
+            (
+                Box::new(|m| m.policies.push(policy(&["Account.Opened"], &["Account.Nope"]))),
+                "policy `P` sends unknown command `Account.Nope`",
+            ),
+            (Box::new(|m| m.policies.push(policy(&["Account.Opened"], &["Open"]))), "sends unknown command `Open`"),
+            (Box::new(|m| m.policies.push(policy(&[], &["Account.Open"]))), "policy `P` reacts to no events"),
+            (Box::new(|m| m.policies.push(policy(&["Account.Opened"], &[]))), "policy `P` sends no commands"),
+            (
+                Box::new(|m| m.policies.push(policy(&["Account.Opened", "Account.Opened"], &["Account.Open"]))),
+                "policy `P` names `Account.Opened` twice",
+            ),
+            (
+                Box::new(|m| {
+                    m.policies
+                        .push(PolicyModel { name: "Account".into(), ..policy(&["Account.Opened"], &["Account.Open"]) })
+                }),
+                "`Account` is declared twice",
+            ),
+            (
+                Box::new(|m| m.read_models.push(read_model(&["Account.Nope"], &[]))),
+                "read model `R` consumes unknown event `Account.Nope`",
+            ),
+            (Box::new(|m| m.read_models.push(read_model(&[], &[]))), "read model `R` consumes no events"),
+            (
+                Box::new(|m| m.read_models.push(read_model(&["Account.Opened"], &["colour"]))),
+                "read model `R` indexes `colour`, which is not a field",
+            ),
+            (
+                Box::new(|m| {
+                    m.policies.push(policy(&["Account.Opened"], &["Account.Open"]));
+                    m.read_models.push(ReadModelModel { name: "P".into(), ..read_model(&["Account.Opened"], &[]) });
+                }),
+                "`P` is declared twice",
             ),
         ];
         for (break_it, expected) in cases {

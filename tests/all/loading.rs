@@ -73,6 +73,22 @@ fn a_component_built_against_another_contract_version_is_told_to_rebuild() {
     assert!(message.contains("aether:domain@0.1.0") && message.contains("rebuild"), "{message}");
 }
 
+/// A real component built with the aether-guest of contract 0.4.0 (the bank
+/// example, kept as built): it must be refused with the "rebuild" message,
+/// not half-loaded, whatever it exports.
+#[test]
+fn a_component_built_against_the_previous_contract_is_told_to_rebuild() {
+    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/bank-contract-0.4.0.wasm")).unwrap();
+    let err = load(&bytes);
+    assert!(matches!(&err, LoadError::ContractVersion { found, .. } if found == "0.4.0"), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("rebuild it against aether-guest"), "{message}");
+    assert!(
+        message.contains(aether_host::wasm::component::contract_version()),
+        "names the contract it needs: {message}"
+    );
+}
+
 #[test]
 fn a_component_with_an_invalid_model() {
     let bytes = std::fs::read(support::component("tests/guests/bad-model")).unwrap();
@@ -86,8 +102,12 @@ fn the_examples_load_and_describe_themselves() {
     let bank = DomainComponent::from_file(&engine(), &support::component("examples/bank")).unwrap();
     let account = bank.model().aggregate("Account").expect("Account");
     let commands: Vec<_> = account.commands.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(commands, ["Open", "Deposit", "Withdraw", "Close"]);
+    assert_eq!(commands, ["Open", "Deposit", "Withdraw", "Close", "Debit", "Credit", "Refund"]);
     let events: Vec<_> = account.events.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(events, ["Opened", "Deposited", "Withdrawn", "Closed"]);
+    assert_eq!(events, ["Opened", "Deposited", "Withdrawn", "Closed", "Debited", "Credited", "Refunded"]);
     assert_eq!(account.commands[1].schema["properties"]["amount"]["type"], "integer");
+    let saga = bank.model().policy("TransferSaga").expect("TransferSaga");
+    assert!(saga.may_send("Account", "Debit") && !saga.may_send("Account", "Withdraw"), "{saga:?}");
+    let owners = bank.model().read_model("AccountsByOwner").expect("AccountsByOwner");
+    assert_eq!(owners.row_schema["properties"]["balance"]["type"], "integer");
 }

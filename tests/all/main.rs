@@ -10,6 +10,7 @@ mod jetstream;
 mod loading;
 mod nats_api;
 mod nats_cluster;
+mod policies;
 mod runtime;
 mod sandbox;
 mod support;

@@ -81,7 +81,7 @@ async fn commands_over_nats_answer_as_http_does() {
     assert_eq!((status, kind, body["code"].as_str()), (422, ErrorKind::Rejected, Some("insufficient-funds")));
     let (status, kind, body) = api_error(nats.send("Account", "x", "Fly", None, CommandIds::default()).await);
     assert_eq!((status, kind), (404, ErrorKind::UnknownCommand));
-    assert_eq!(body["known"], json!(["Open", "Deposit", "Withdraw", "Close"]));
+    assert_eq!(body["known"], json!(["Open", "Deposit", "Withdraw", "Close", "Debit", "Credit", "Refund"]));
     let (status, kind, _) = api_error(nats.send("Ledger", "x", "Open", None, CommandIds::default()).await);
     assert_eq!((status, kind), (404, ErrorKind::UnknownAggregate));
     let (status, kind, _) =

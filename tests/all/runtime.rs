@@ -105,6 +105,17 @@ async fn a_repeated_command_id_appends_once_and_returns_the_original_result() {
     kit.runtime().passivate_all().await;
     let later = kit.send("Account", "idem", &Deposit { amount: 7 }, Some("dep-1")).await.unwrap();
     assert!(matches!(later, CommandOutcome::Accepted { duplicate: true, .. }));
+    // An id reused for another command is refused, not answered with the
+    // first command's events, in memory and from the store.
+    for _ in 0..2 {
+        let reused = kit.send("Account", "idem", &Withdraw { amount: 7 }, Some("dep-1")).await.unwrap();
+        assert!(
+            matches!(&reused, CommandOutcome::Rejected { code, message }
+                if code == "command-id-reused" && message.contains("already used for `Deposit`")),
+            "{reused:?}"
+        );
+        kit.runtime().passivate_all().await;
+    }
     let state: Account = kit.state("Account", "idem").await;
     assert_eq!(state.balance, 7, "the deposit was applied once");
     assert_eq!(kit.runtime().events("Account", "idem", 0, 100).await.unwrap().len(), 2);

@@ -1,8 +1,24 @@
-//! Example domain: bank accounts.
+//! Example domain: bank accounts, and money transfers between them.
 //!
-//! One aggregate, `Account`, with commands `Open`, `Deposit`, `Withdraw` and
+//! The aggregate `Account` has commands `Open`, `Deposit`, `Withdraw` and
 //! `Close`, and events `Opened`, `Deposited`, `Withdrawn` and `Closed`. These
-//! names are fixed: the README, the CLI tour and the tests script against them.
+//! names are fixed: the README, the CLI tour and the tests script against
+//! them. For transfers it also takes `Debit`, `Credit` and `Refund`, each
+//! naming the transfer (events `Debited`, `Credited`, `Refunded`).
+//!
+//! # Layout
+//!
+//! - this file: [`Account`].
+//! - [`transfer`]: the `Transfer` aggregate and the `TransferSaga` policy
+//!   that moves the money (a saga: debit, credit, compensate).
+//! - [`owners`]: the `AccountsByOwner` read model (each account's owner and
+//!   balance, indexed by owner).
+
+pub mod owners;
+pub mod transfer;
+
+pub use owners::{AccountRow, AccountsByOwner};
+pub use transfer::{Transfer, TransferCommand, TransferEvent, TransferSaga, TransferStatus};
 
 use aether_guest::{Aggregate, Context, JsonSchema, Rejection};
 use serde::{Deserialize, Serialize};
@@ -26,6 +42,13 @@ pub enum AccountCommand {
     Withdraw { amount: u64 },
     /// Closes an empty account.
     Close,
+    /// Takes money out for a transfer to `to`; never more than the balance.
+    Debit { transfer: String, to: String, amount: u64 },
+    /// Puts in the money of a transfer from `from`.
+    Credit { transfer: String, from: String, amount: u64 },
+    /// Gives back the money of a transfer that could not be credited; taken
+    /// even by a closed account, whose money it was.
+    Refund { transfer: String, amount: u64 },
 }
 
 /// What happened to an account.
@@ -35,6 +58,53 @@ pub enum AccountEvent {
     Deposited { amount: u64 },
     Withdrawn { amount: u64 },
     Closed,
+    // Boxed: unboxed, these would more than double the enum's size in a
+    // guest, and every replay of the common events above would pay for the
+    // moves (docs/performance.md). The wire is the same as a struct
+    // variant's: the name, then the fields.
+    Debited(Box<TransferDebit>),
+    Credited(Box<TransferCredit>),
+    Refunded(Box<TransferRefund>),
+}
+
+/// Money taken out for a transfer to `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TransferDebit {
+    pub transfer: String,
+    pub to: String,
+    pub amount: u64,
+}
+
+/// Money put in by a transfer from `from`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TransferCredit {
+    pub transfer: String,
+    pub from: String,
+    pub amount: u64,
+}
+
+/// Money given back for a transfer that could not be credited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TransferRefund {
+    pub transfer: String,
+    pub amount: u64,
+}
+
+impl AccountEvent {
+    /// `Debited`, boxed.
+    pub fn debited(transfer: impl Into<String>, to: impl Into<String>, amount: u64) -> Self {
+        Self::Debited(Box::new(TransferDebit { transfer: transfer.into(), to: to.into(), amount }))
+    }
+
+    /// `Credited`, boxed.
+    pub fn credited(transfer: impl Into<String>, from: impl Into<String>, amount: u64) -> Self {
+        Self::Credited(Box::new(TransferCredit { transfer: transfer.into(), from: from.into(), amount }))
+    }
+
+    /// `Refunded`, boxed.
+    pub fn refunded(transfer: impl Into<String>, amount: u64) -> Self {
+        Self::Refunded(Box::new(TransferRefund { transfer: transfer.into(), amount }))
+    }
 }
 
 /// Rejection codes, stable for clients.
@@ -44,6 +114,12 @@ pub mod codes {
     pub const INSUFFICIENT_FUNDS: &str = "insufficient-funds";
     pub const NOT_EMPTY: &str = "not-empty";
     pub const INVALID_AMOUNT: &str = "invalid-amount";
+    /// `Transfer`: `Start` of a transfer that was started.
+    pub const ALREADY_STARTED: &str = "already-started";
+    /// `Transfer`: `Start` from an account to itself.
+    pub const SAME_ACCOUNT: &str = "same-account";
+    /// `Transfer`: `Complete` or `Fail` of a transfer that is not under way.
+    pub const NOT_PENDING: &str = "not-pending";
 }
 
 impl Aggregate for Account {
@@ -53,7 +129,10 @@ impl Aggregate for Account {
 
     fn handle(&self, ctx: &Context, command: AccountCommand) -> Result<Vec<AccountEvent>, Rejection> {
         use AccountCommand::*;
-        if !self.open && !matches!(command, Open { .. }) {
+        // A refund goes to any account that was ever opened, closed or not:
+        // the money was its own.
+        let refund_to_closed = matches!(command, Refund { .. }) && ctx.version > 0;
+        if !self.open && !matches!(command, Open { .. }) && !refund_to_closed {
             return Err(Rejection::new(codes::NOT_OPEN, format!("account {} is not open", ctx.actor_id)));
         }
         match command {
@@ -64,18 +143,20 @@ impl Aggregate for Account {
                 aether_guest::info!("opening account {} for {owner}", ctx.actor_id);
                 Ok(vec![AccountEvent::Opened { owner }])
             }
-            Deposit { amount: 0 } | Withdraw { amount: 0 } => {
-                Err(Rejection::new(codes::INVALID_AMOUNT, "the amount must be at least 1"))
+            Deposit { amount: 0 }
+            | Withdraw { amount: 0 }
+            | Debit { amount: 0, .. }
+            | Credit { amount: 0, .. }
+            | Refund { amount: 0, .. } => Err(Rejection::new(codes::INVALID_AMOUNT, "the amount must be at least 1")),
+            Deposit { amount } => self.credit(amount).map(|()| vec![AccountEvent::Deposited { amount }]),
+            Credit { transfer, from, amount } => {
+                self.credit(amount).map(|()| vec![AccountEvent::credited(transfer, from, amount)])
             }
-            Deposit { amount } => match self.balance.checked_add(amount) {
-                Some(_) => Ok(vec![AccountEvent::Deposited { amount }]),
-                None => Err(Rejection::new(codes::INVALID_AMOUNT, "the balance would overflow")),
-            },
-            Withdraw { amount } if amount > self.balance => Err(Rejection::new(
-                codes::INSUFFICIENT_FUNDS,
-                format!("cannot withdraw {amount}: the balance is {}", self.balance),
-            )),
-            Withdraw { amount } => Ok(vec![AccountEvent::Withdrawn { amount }]),
+            Withdraw { amount } => self.debit("withdraw", amount).map(|()| vec![AccountEvent::Withdrawn { amount }]),
+            Debit { transfer, to, amount } => {
+                self.debit("debit", amount).map(|()| vec![AccountEvent::debited(transfer, to, amount)])
+            }
+            Refund { transfer, amount } => self.credit(amount).map(|()| vec![AccountEvent::refunded(transfer, amount)]),
             Close if self.balance > 0 => Err(Rejection::new(
                 codes::NOT_EMPTY,
                 format!("cannot close with a balance of {}; withdraw it first", self.balance),
@@ -91,13 +172,40 @@ impl Aggregate for Account {
                 self.open = true;
             }
             AccountEvent::Deposited { amount } => self.balance += amount,
+            AccountEvent::Credited(credit) => self.balance += credit.amount,
+            AccountEvent::Refunded(refund) => self.balance += refund.amount,
             AccountEvent::Withdrawn { amount } => self.balance -= amount,
+            AccountEvent::Debited(debit) => self.balance -= debit.amount,
             AccountEvent::Closed => self.open = false,
         }
     }
 }
 
-aether_guest::domain!(name: "bank", aggregates: [Account]);
+impl Account {
+    fn credit(&self, amount: u64) -> Result<(), Rejection> {
+        match self.balance.checked_add(amount) {
+            Some(_) => Ok(()),
+            None => Err(Rejection::new(codes::INVALID_AMOUNT, "the balance would overflow")),
+        }
+    }
+
+    fn debit(&self, verb: &str, amount: u64) -> Result<(), Rejection> {
+        if amount > self.balance {
+            return Err(Rejection::new(
+                codes::INSUFFICIENT_FUNDS,
+                format!("cannot {verb} {amount}: the balance is {}", self.balance),
+            ));
+        }
+        Ok(())
+    }
+}
+
+aether_guest::domain!(
+    name: "bank",
+    aggregates: [Account, Transfer],
+    policies: [TransferSaga],
+    read_models: [AccountsByOwner],
+);
 
 #[cfg(test)]
 mod tests {
@@ -158,7 +266,54 @@ mod tests {
         let account = &model.aggregates[0];
         assert_eq!(account.name, "Account");
         let names = |ms: &[aether_guest::MessageModel]| ms.iter().map(|m| m.name.clone()).collect::<Vec<_>>();
-        assert_eq!(names(&account.commands), ["Open", "Deposit", "Withdraw", "Close"]);
-        assert_eq!(names(&account.events), ["Opened", "Deposited", "Withdrawn", "Closed"]);
+        assert_eq!(names(&account.commands), ["Open", "Deposit", "Withdraw", "Close", "Debit", "Credit", "Refund"]);
+        assert_eq!(
+            names(&account.events),
+            ["Opened", "Deposited", "Withdrawn", "Closed", "Debited", "Credited", "Refunded"]
+        );
+        let saga = &model.policies[0];
+        assert_eq!(saga.name, "TransferSaga");
+        assert_eq!(saga.reacts_to, ["Transfer.Started", "Account.Debited", "Account.Credited"]);
+        assert_eq!(
+            saga.sends,
+            ["Account.Debit", "Account.Credit", "Account.Refund", "Transfer.Complete", "Transfer.Fail"]
+        );
+        let owners = &model.read_models[0];
+        assert_eq!(owners.name, "AccountsByOwner");
+        assert_eq!(owners.indexes, ["owner"]);
+        assert!(owners.row_schema.contains("balance"), "{}", owners.row_schema);
+    }
+
+    #[test]
+    fn transfers_debit_and_credit_naming_the_transfer() {
+        let debit = Debit { transfer: "t".into(), to: "b".into(), amount: 4 };
+        given::<Account>([opened(), Deposited { amount: 10 }])
+            .when(debit.clone())
+            .then_expect_events([AccountEvent::debited("t", "b", 4)]);
+        given::<Account>([opened(), Deposited { amount: 3 }])
+            .when(debit)
+            .then_expect_rejection(codes::INSUFFICIENT_FUNDS);
+        let state = given::<Account>([opened()])
+            .when(Credit { transfer: "t".into(), from: "a".into(), amount: 4 })
+            .then_expect_events([AccountEvent::credited("t", "a", 4)])
+            .state();
+        assert_eq!(state.balance, 4);
+        given::<Account>([])
+            .when(Credit { transfer: "t".into(), from: "a".into(), amount: 4 })
+            .then_expect_rejection(codes::NOT_OPEN);
+    }
+
+    #[test]
+    fn a_refund_reaches_a_closed_account_but_not_one_never_opened() {
+        let refund = || Refund { transfer: "t".into(), amount: 4 };
+        let state = given::<Account>([opened(), AccountEvent::debited("t", "b", 0), Closed])
+            .when(refund())
+            .then_expect_events([AccountEvent::refunded("t", 4)])
+            .state();
+        assert_eq!((state.balance, state.open), (4, false));
+        given::<Account>([]).when(refund()).then_expect_rejection(codes::NOT_OPEN);
+        given::<Account>([opened()])
+            .when(Refund { transfer: "t".into(), amount: 0 })
+            .then_expect_rejection(codes::INVALID_AMOUNT);
     }
 }

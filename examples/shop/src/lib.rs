@@ -13,6 +13,9 @@
 //!   `Release` and events `Restocked`, `Reserved`, `Released`.
 //! - [`order`]: `Order` (actor id: an order id) with `Place`, `Pay`, `Ship`,
 //!   `Cancel` and events `Placed`, `Paid`, `Shipped`, `Cancelled`.
+//! - [`stock`]: the `ReserveStock` policy (a placed order reserves its
+//!   lines' stock; a refused reservation cancels the order) and the
+//!   `StockLevels` read model (units on hand and reserved per SKU).
 //! - [`codes`]: the rejection codes of all three.
 //!
 //! Money is integer cents and quantities are `u32`; there are no floats, and
@@ -21,10 +24,12 @@
 pub mod cart;
 pub mod inventory;
 pub mod order;
+pub mod stock;
 
 pub use cart::{Cart, CartCommand, CartEvent};
 pub use inventory::{Inventory, InventoryCommand, InventoryEvent};
 pub use order::{Order, OrderCommand, OrderEvent};
+pub use stock::{ReserveStock, StockLevels, StockRow};
 
 /// Rejection codes, stable for clients. Some are shared by several aggregates.
 pub mod codes {
@@ -69,7 +74,12 @@ pub mod codes {
     pub const CANCELLED: &str = "cancelled";
 }
 
-aether_guest::domain!(name: "shop", aggregates: [Cart, Inventory, Order]);
+aether_guest::domain!(
+    name: "shop",
+    aggregates: [Cart, Inventory, Order],
+    policies: [ReserveStock],
+    read_models: [StockLevels],
+);
 
 #[cfg(test)]
 mod tests {
@@ -93,6 +103,13 @@ mod tests {
         assert_eq!(names(&inventory.events), ["Restocked", "Reserved", "Released"]);
         assert_eq!(names(&order.commands), ["Place", "Pay", "Ship", "Cancel"]);
         assert_eq!(names(&order.events), ["Placed", "Paid", "Shipped", "Cancelled"]);
+        let policy = &model.policies[0];
+        assert_eq!(
+            (policy.reacts_to.clone(), policy.sends.clone()),
+            (vec!["Order.Placed".to_string()], vec!["Inventory.Reserve".to_string(), "Order.Cancel".to_string()])
+        );
+        let stock = &model.read_models[0];
+        assert_eq!(stock.consumes, ["Inventory.Restocked", "Inventory.Reserved", "Inventory.Released"]);
     }
 
     #[test]

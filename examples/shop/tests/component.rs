@@ -61,3 +61,45 @@ async fn inventory_reserves_only_what_is_on_hand() {
         .await
         .then_expect_events([Released { quantity: 2, order_id: "o-1".into() }]);
 }
+
+#[tokio::test]
+async fn a_placed_order_reserves_stock_through_the_component() {
+    use aether_guest::SendCommand;
+    use shop::order::OrderLine;
+    use shop::stock::{CancelCommand, ReserveCommand, ReserveStockCommand};
+    let kit = kit().await;
+    let line = |sku: &str, quantity| OrderLine { sku: sku.into(), quantity, unit_price_cents: 100 };
+    let reserve =
+        |sku: &str, quantity| SendCommand::to(sku, ReserveCommand::Reserve { quantity, order_id: "o-1".into() });
+    kit.policy("ReserveStock")
+        .given(
+            "Order",
+            "o-1",
+            [shop::OrderEvent::Placed { lines: vec![line("mug", 2), line("tea", 1)], total_cents: 300 }],
+        )
+        .await
+        .then_expect_commands::<ReserveStockCommand>([reserve("mug", 2), reserve("tea", 1)]);
+    kit.policy("ReserveStock")
+        .given_rejected(reserve("mug", 2), shop::codes::INSUFFICIENT_STOCK, "only 1 available")
+        .then_expect_commands::<ReserveStockCommand>([SendCommand::to(
+        "o-1",
+        CancelCommand::Cancel { reason: "mug: only 1 available".into() },
+    )]);
+}
+
+#[tokio::test]
+async fn stock_levels_fold_through_the_component() {
+    use shop::InventoryEvent::*;
+    use shop::StockRow;
+    let kit = kit().await;
+    kit.read_model("StockLevels")
+        .given(
+            "Inventory",
+            "mug",
+            [Restocked { quantity: 5 }, Reserved { quantity: 2, order_id: "o-1".into(), at_ms: 0 }],
+        )
+        .await
+        .given("Inventory", "mug", [Released { quantity: 2, order_id: "o-1".into() }])
+        .await
+        .then_expect_rows([("mug", StockRow { on_hand: 5, reserved: 0 })]);
+}

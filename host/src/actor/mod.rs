@@ -35,7 +35,7 @@ use crate::wasm::{CommandContext, DomainComponent, GuestFault, GuestInstance, Ha
 use recent::RecentCommands;
 use std::sync::Arc;
 
-mod msgpack;
+pub(crate) mod msgpack;
 mod recent;
 
 /// How actors replay, snapshot and retry.
@@ -665,10 +665,31 @@ impl Actor {
                 events.into_iter().filter(|e| e.version <= original.last_version).collect()
             }
         };
+        // A command id reused for another command is not a repeat: answering
+        // the first command's events would tell the caller a command it never
+        // sent was accepted. Names are compared, not payloads, so a retry whose
+        // JSON was re-serialised still counts as the same command. A command
+        // recorded without its name (`--record-commands=false`, wire format
+        // 1) or without events cannot be compared and is answered as a repeat.
+        if let Some(recorded) = events.first().and_then(|e| e.provenance.command.as_ref())
+            && recorded.name != command.name
+        {
+            return Ok(CommandOutcome::Rejected {
+                code: ID_REUSED.to_string(),
+                message: format!(
+                    "command id `{}` was already used for `{}`; give `{}` an id of its own",
+                    command.provenance.command_id, recorded.name, command.name
+                ),
+            });
+        }
         let command_id = command.provenance.command_id.clone();
         Ok(CommandOutcome::Accepted { version: original.last_version, events, duplicate: true, command_id })
     }
 }
+
+/// The rejection code of a command whose id was already used for another
+/// command of the actor.
+pub const ID_REUSED: &str = "command-id-reused";
 
 /// A random pause before the `retry`th attempt after a conflict: up to
 /// 0.25 ms doubling per retry, capped at 16 ms.

@@ -6,7 +6,7 @@
 //! buffer per payload, a few percent of a command on the memory store.
 
 /// `Ok` if `bytes` hold one MessagePack value and nothing after it.
-pub(super) fn check_one_value(bytes: &[u8]) -> Result<(), Malformed> {
+pub(crate) fn check_one_value(bytes: &[u8]) -> Result<(), Malformed> {
     let mut rest = bytes;
     // Values still to read: a map or an array adds its items. Each value
     // takes at least a byte, so the walk ends within `bytes.len()` steps
@@ -60,7 +60,7 @@ pub(super) fn check_one_value(bytes: &[u8]) -> Result<(), Malformed> {
 
 /// Why a payload is not one MessagePack value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Malformed {
+pub(crate) enum Malformed {
     /// It ends inside a value.
     Truncated,
     /// It uses the marker 0xc1, which MessagePack never assigned.

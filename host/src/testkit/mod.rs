@@ -16,11 +16,21 @@
 //! # }
 //! ```
 //!
+//! Policies and read models too: `kit.policy("TransferSaga").given(..)
+//! .await.then_expect_commands(..)` and `kit.read_model("AccountsByOwner")
+//! .given(..).await.then_expect_row(..)`; the events are stored, then
+//! offered to the guest in one batch, as a runner would.
+//!
 //! Building uses `cargo build --release --target wasm32-wasip2` in a target
 //! directory of its own (next to the test binary's), so it never waits on
 //! the lock of the `cargo test` that runs it; Cargo decides what is stale.
 
 pub mod nats;
+mod policy;
+mod read_model;
+
+pub use policy::PolicyKit;
+pub use read_model::ReadModelKit;
 
 use crate::actor::{ActorError, CommandOutcome};
 use crate::runtime::{CommandRequest, Runtime, RuntimeConfig};
@@ -94,6 +104,22 @@ impl TestKit {
         id: &str,
         events: impl IntoIterator<Item = E>,
     ) -> Given<'_> {
+        self.store_events(aggregate, id, events).await;
+        Given { kit: self, actor: ActorId::new(aggregate, id) }
+    }
+
+    /// Stores events for an actor, after those it has, as if a command had
+    /// decided them, and returns them as stored.
+    ///
+    /// # Panics
+    ///
+    /// If an event does not serialise as an enum variant.
+    pub async fn store_events<E: Serialize>(
+        &self,
+        aggregate: &str,
+        id: &str,
+        events: impl IntoIterator<Item = E>,
+    ) -> Vec<RecordedEvent> {
         let actor = ActorId::new(aggregate, id);
         let events: Vec<NewEvent> = events
             .into_iter()
@@ -102,27 +128,49 @@ impl TestKit {
                 NewEvent { name, payload }
             })
             .collect();
-        if !events.is_empty() {
-            let version = self.store.version(&actor).await.expect("memory store");
-            let provenance = Provenance {
-                command_id: format!("given-{}", uuid::Uuid::new_v4()).into(),
-                correlation_id: "given".into(),
-                causation_id: "given".into(),
-                timestamp_ms: 0,
-                component_hash: self.runtime.component().hash().clone(),
-                command: None,
-            };
-            // A given is minted here, never retried.
-            let request = AppendRequest {
-                expected_version: version,
-                provenance: Arc::new(provenance),
-                events,
-                id_from_caller: false,
-                shard_epoch: None,
-            };
-            self.store.append(&actor, request).await.expect("memory store append");
+        if events.is_empty() {
+            return Vec::new();
         }
-        Given { kit: self, actor }
+        let version = self.store.version(&actor).await.expect("memory store");
+        let provenance = Provenance {
+            command_id: format!("given-{}", uuid::Uuid::new_v4()).into(),
+            correlation_id: "given".into(),
+            causation_id: "given".into(),
+            timestamp_ms: 0,
+            component_hash: self.runtime.component().hash().clone(),
+            command: None,
+        };
+        let count = events.len();
+        // A given is minted here, never retried.
+        let request = AppendRequest {
+            expected_version: version,
+            provenance: Arc::new(provenance),
+            events,
+            id_from_caller: false,
+            shard_epoch: None,
+        };
+        self.store.append(&actor, request).await.expect("memory store append");
+        self.store.read(&actor, version, count).await.expect("memory store read")
+    }
+
+    /// A policy of the component, driven through the real `.wasm`: given
+    /// events, expect commands.
+    ///
+    /// # Panics
+    ///
+    /// If the model has no such policy or no VM can be made.
+    pub fn policy(&self, name: &str) -> PolicyKit<'_> {
+        PolicyKit::new(self, name)
+    }
+
+    /// A read model of the component, driven through the real `.wasm`:
+    /// given events, expect rows.
+    ///
+    /// # Panics
+    ///
+    /// If the model has no such read model or no VM can be made.
+    pub fn read_model(&self, name: &str) -> ReadModelKit<'_> {
+        ReadModelKit::new(self, name)
     }
 
     /// Sends a command outside a scenario.

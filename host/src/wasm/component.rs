@@ -4,7 +4,9 @@
 use super::bindings::aether::domain::types as wit;
 use super::bindings::{DomainHost, DomainHostPre};
 use super::engine::AetherEngine;
-use super::instance::{GuestFault, GuestInstance};
+use super::instance::{GuestFault, GuestInstance, RefusalKind};
+use super::policy::PolicyVm;
+use super::read_model::ReadModelVm;
 use super::sandbox::Sandbox;
 use crate::model::{AggregateModel, DomainModel, MessageModel, ModelError, PolicyModel, ReadModelModel};
 use sha2::{Digest, Sha256};
@@ -31,7 +33,8 @@ pub enum LoadError {
     Contract(String),
     #[error(
         "the component was built against aether:domain@{found}; this host speaks aether:domain@{expected}: \
-         rebuild it with the aether-guest of this release"
+         rebuild it against aether-guest {guest} (the version of this host)",
+        guest = env!("CARGO_PKG_VERSION")
     )]
     ContractVersion { found: String, expected: &'static str },
     #[error("the component's describe() failed: {0}")]
@@ -47,8 +50,6 @@ pub struct DomainComponent {
     pre: DomainHostPre<Sandbox>,
     model: DomainModel,
     hash: Arc<str>,
-    /// The guest applies batches of events packed into one message.
-    packed: bool,
 }
 
 impl std::fmt::Debug for DomainComponent {
@@ -101,13 +102,11 @@ impl DomainComponent {
                 read_models: vec![],
             },
             hash: hash.into(),
-            packed: false,
         };
         let mut scratch = loaded.instantiate().map_err(LoadError::Describe)?;
         let described = scratch.describe().map_err(LoadError::Describe)?;
         loaded.model = convert_model(described)?;
         loaded.model.validate()?;
-        loaded.packed = declares(&loaded.model.sdk_version, PACKED_EVENTS_CAPABILITY);
         Ok(loaded)
     }
 
@@ -143,21 +142,59 @@ impl DomainComponent {
                 GuestFault::Instantiate(format!("{e:#}"))
             }
         })?;
-        let mut vm = GuestInstance::new(store, bindings, &self.engine);
-        vm.packed = self.packed;
-        Ok(vm)
+        Ok(GuestInstance::new(store, bindings, &self.engine))
+    }
+
+    /// Creates a VM serving the policy `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`GuestFault::Refused`] if the model has no such policy; otherwise as
+    /// [`instantiate`](Self::instantiate).
+    pub fn policy_vm(&self, name: &str) -> Result<PolicyVm, GuestFault> {
+        let policy = self.model.policy(name).cloned().ok_or_else(|| {
+            unknown(
+                "react",
+                RefusalKind::UnknownPolicy,
+                "policy",
+                name,
+                self.model.policies.iter().map(|p| p.name.as_str()),
+            )
+        })?;
+        Ok(PolicyVm::new(self.instantiate()?, policy))
+    }
+
+    /// Creates a VM serving the read model `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`GuestFault::Refused`] if the model has no such read model; otherwise
+    /// as [`instantiate`](Self::instantiate).
+    pub fn read_model_vm(&self, name: &str) -> Result<ReadModelVm, GuestFault> {
+        let read_model = self.model.read_model(name).cloned().ok_or_else(|| {
+            unknown(
+                "fold",
+                RefusalKind::UnknownReadModel,
+                "read model",
+                name,
+                self.model.read_models.iter().map(|r| r.name.as_str()),
+            )
+        })?;
+        Ok(ReadModelVm::new(self.instantiate()?, read_model))
     }
 }
 
-/// The capability an SDK declares when its `apply` takes a batch packed into
-/// one message (see `instance::PACKED_EVENTS`); other guests get one message
-/// per event.
-const PACKED_EVENTS_CAPABILITY: &str = "packed-events";
-
-/// Whether a guest declares a capability: SDKs list theirs as semver build
-/// metadata of the version they report, e.g. `0.1.0+packed-events`.
-fn declares(sdk_version: &str, capability: &str) -> bool {
-    sdk_version.split_once('+').is_some_and(|(_, build)| build.split('.').any(|c| c == capability))
+/// A refusal of a name the model does not have, listing those it has.
+fn unknown<'a>(
+    call: &'static str,
+    kind: RefusalKind,
+    what: &str,
+    name: &str,
+    known: impl Iterator<Item = &'a str>,
+) -> GuestFault {
+    let known: Vec<_> = known.collect();
+    let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+    GuestFault::Refused { call, kind, reason: format!("the model has no {what} `{name}` (it has: {known})") }
 }
 
 /// The version of the `aether:domain` contract this host speaks: the
@@ -284,23 +321,17 @@ fn convert_model(m: wit::DomainModel) -> Result<DomainModel, ModelError> {
             .into_iter()
             .map(|p| PolicyModel { name: p.name, reacts_to: p.reacts_to, sends: p.sends })
             .collect(),
-        read_models: m.read_models.into_iter().map(|r| ReadModelModel { name: r.name, consumes: r.consumes }).collect(),
+        read_models: m
+            .read_models
+            .into_iter()
+            .map(|r| {
+                Ok(ReadModelModel {
+                    row_schema: schema(&r.name, &r.row_schema)?,
+                    name: r.name,
+                    consumes: r.consumes,
+                    indexes: r.indexes,
+                })
+            })
+            .collect::<Result<_, ModelError>>()?,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn capabilities_are_build_metadata_of_the_sdk_version() {
-        assert!(super::declares("0.1.0+packed-events", "packed-events"));
-        assert!(super::declares("0.2.0+other.packed-events", "packed-events"));
-        assert!(!super::declares("0.1.0", "packed-events"));
-        assert!(!super::declares("0.1.0+packed-eventsx", "packed-events"));
-    }
-
-    #[cfg(feature = "testkit")]
-    #[test]
-    fn the_capability_is_the_one_the_sdk_declares() {
-        assert_eq!(super::PACKED_EVENTS_CAPABILITY, aether_guest::codec::PACKED_EVENTS_CAPABILITY);
-    }
 }

@@ -61,6 +61,10 @@ pub enum RefusalKind {
     UnknownCommand,
     Undecodable,
     NotInitialised,
+    UnknownPolicy,
+    UnknownReadModel,
+    /// A policy or read model was given an event it does not declare.
+    UnexpectedEvent,
 }
 
 /// What `handle` decided.
@@ -80,10 +84,6 @@ pub struct CommandContext<'a> {
     pub version: u64,
 }
 
-/// The name of a message whose payload packs a batch of events; the guest
-/// SDK's `codec::PACKED_EVENTS`, with the same layout as its `codec::pack`.
-pub(super) const PACKED_EVENTS: &str = "aether:packed-events";
-
 /// One actor's VM.
 pub struct GuestInstance {
     store: Store<Sandbox>,
@@ -95,8 +95,6 @@ pub struct GuestInstance {
     placement: Placement,
     offloaded: Arc<OffloadedCalls>,
     max_memory: usize,
-    /// The guest declared that it takes packed batches (see [`PACKED_EVENTS`]).
-    pub(super) packed: bool,
     /// The state includes events `handle` decided that are not known to be
     /// durable: until [`confirm`](Self::confirm), the instance may only be
     /// dropped.
@@ -122,7 +120,6 @@ impl GuestInstance {
             placement: Placement::Caller,
             offloaded: engine.offloaded_calls().clone(),
             max_memory: config.max_memory_bytes,
-            packed: false,
             tentative: false,
         }
     }
@@ -158,7 +155,7 @@ impl GuestInstance {
     }
 
     /// As [`call`](Self::call), with the clocks and randomness set by `prepare`.
-    fn call_with<R>(
+    pub(super) fn call_with<R>(
         &mut self,
         name: &'static str,
         prepare: impl FnOnce(&mut Sandbox),
@@ -206,6 +203,12 @@ impl GuestInstance {
         GuestFault::Trap { call, message }
     }
 
+    /// Seeds this VM's randomness for a policy or read model: from its name
+    /// and each input's version (see `sandbox::SeedKey`).
+    pub(super) fn seed_for(&mut self, owner: &str) {
+        self.store.data_mut().seed_key = SeedKey::new(owner);
+    }
+
     /// Binds the VM to one actor.
     pub fn init(&mut self, aggregate: &str, actor_id: &str) -> Result<(), GuestFault> {
         self.store.data_mut().seed_key = SeedKey::new(&format!("{aggregate}/{actor_id}"));
@@ -223,19 +226,16 @@ impl GuestInstance {
         if events.is_empty() {
             return Ok(());
         }
-        // A list of messages costs a call into the guest's allocator for every
-        // name and payload; a packed batch is one copy for the whole batch.
-        let messages: Vec<wit::Message> = if self.packed {
-            vec![wit::Message { name: PACKED_EVENTS.to_string(), payload: pack(events) }]
-        } else {
-            events.iter().map(|e| wit::Message { name: e.name.clone(), payload: e.payload.clone() }).collect()
-        };
+        // The contract's `packed-events`: one copy into the guest for the
+        // whole batch, where a list of messages would cost a call into the
+        // guest's allocator for every name and payload.
+        let packed = pack(events);
         let stored = events.iter().map(|e| (e.provenance.timestamp_ms, e.version));
         let out = self
             .call_with(
                 "apply",
                 |sandbox| sandbox.prepare_replay(stored),
-                |b, s| b.aether_domain_aggregate().call_apply(s, &messages),
+                |b, s| b.aether_domain_aggregate().call_apply(s, &packed),
             )
             .map_err(|fault| (None, fault))?;
         out.map_err(|e| (Some(e.index as usize), refused("apply", e.error)))
@@ -305,7 +305,8 @@ impl GuestInstance {
     }
 }
 
-/// Packs events as the guest SDK's `codec::unpack` reads them: for each, the
+/// Packs events as the contract's `packed-events` (the guest SDK's
+/// `codec::unpack` reads them): for each, the
 /// length (u32, little endian) of the event as MessagePack in the shape the
 /// guest decodes (the name as a string if the payload is `nil`, else a map
 /// of the name to the payload), then those bytes.
@@ -346,13 +347,18 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-fn refused(call: &'static str, err: wit::GuestError) -> GuestFault {
+pub(super) fn refused(call: &'static str, err: wit::GuestError) -> GuestFault {
     let (kind, reason) = match err {
         wit::GuestError::UnknownAggregate(a) => (RefusalKind::UnknownAggregate, format!("unknown aggregate `{a}`")),
         wit::GuestError::UnknownCommand(c) => (RefusalKind::UnknownCommand, format!("unknown command `{c}`")),
         wit::GuestError::Undecodable(why) => (RefusalKind::Undecodable, format!("undecodable payload: {why}")),
         wit::GuestError::NotInitialised => (RefusalKind::NotInitialised, "called before init".to_string()),
-        wit::GuestError::InvalidEvent(why) => return GuestFault::InvalidOutput { call, reason: why },
+        wit::GuestError::UnknownPolicy(p) => (RefusalKind::UnknownPolicy, format!("unknown policy `{p}`")),
+        wit::GuestError::UnknownReadModel(r) => (RefusalKind::UnknownReadModel, format!("unknown read model `{r}`")),
+        wit::GuestError::UnexpectedEvent(e) => (RefusalKind::UnexpectedEvent, format!("unexpected event `{e}`")),
+        wit::GuestError::InvalidEvent(why) | wit::GuestError::InvalidCommand(why) => {
+            return GuestFault::InvalidOutput { call, reason: why };
+        }
     };
     GuestFault::Refused { call, kind, reason }
 }
@@ -364,7 +370,6 @@ mod tests {
 
     #[test]
     fn packing_matches_the_guest_sdk() {
-        assert_eq!(super::PACKED_EVENTS, aether_guest::codec::PACKED_EVENTS);
         let provenance = Arc::new(Provenance {
             command_id: "c".into(),
             correlation_id: "c".into(),

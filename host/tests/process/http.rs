@@ -44,10 +44,10 @@ async fn commands_answer_200_422_404_400_and_413() {
 
     let unknown = http.post("/actors/Account/a1/commands/Fly", "{}", &[]).await;
     assert_eq!((unknown.status, unknown.body["error"].clone()), (404, "unknown-command".into()));
-    assert_eq!(unknown.body["known"], json!(["Open", "Deposit", "Withdraw", "Close"]));
+    assert_eq!(unknown.body["known"], json!(["Open", "Deposit", "Withdraw", "Close", "Debit", "Credit", "Refund"]));
     let unknown = http.post("/actors/Acount/a1/commands/Open", "{}", &[]).await;
     assert_eq!((unknown.status, unknown.body["error"].clone()), (404, "unknown-aggregate".into()));
-    assert_eq!(unknown.body["known"], json!(["Account"]));
+    assert_eq!(unknown.body["known"], json!(["Account", "Transfer"]));
     assert!(unknown.body["message"].as_str().unwrap().contains("`Acount`"));
 
     let bad = http.post("/actors/Account/a1/commands/Deposit", r#"{"amount": "lots"}"#, &[]).await;

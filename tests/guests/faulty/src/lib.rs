@@ -19,12 +19,25 @@
 //!
 //! Like an SDK guest, `handle` folds the events it accepts into the state
 //! in the same call (contract 0.3.0 and later), except where it says otherwise.
+//!
+//! It has one policy and one read model, both fed `Trapper.Pinged`, that
+//! misbehave by the actor id of the event:
+//!
+//! | | actor id | does |
+//! |---|---|---|
+//! | policy `Rogue` (sends `Trapper.Ping`) | `stray` | sends `Looper.Spin`, which it does not declare |
+//! | | `garble` | sends `Trapper.Ping` with a payload that is not MessagePack |
+//! | | `panic` | panics |
+//! | | anything else | sends `Trapper.Ping` to `<actor>-echo` |
+//! | read model `Pings` (row: a count, key: the actor id) | `garble` | folds the row into bytes that are not MessagePack |
+//! | | anything else | counts the events |
 
 #[cfg(target_arch = "wasm32")]
 mod guest {
     use super::{Probe, State};
     use aether_guest::bindings::aether::domain::types::*;
     use aether_guest::bindings::exports::aether::domain::aggregate::Guest;
+    use aether_guest::bindings::exports::aether::domain::{policy, read_model};
     use std::cell::RefCell;
 
     thread_local! {
@@ -60,8 +73,17 @@ mod guest {
                     agg("Garbler", &["Ping", "Garble", "Stray"], &["Pinged", "Garbled"]),
                     agg("Prober", &["Ping", "Probe", "ReadFile", "PoisonNext"], &["Pinged", "Probed", "Poisoned"]),
                 ],
-                policies: vec![],
-                read_models: vec![],
+                policies: vec![PolicyType {
+                    name: "Rogue".into(),
+                    reacts_to: vec!["Trapper.Pinged".into()],
+                    sends: vec!["Trapper.Ping".into()],
+                }],
+                read_models: vec![ReadModelType {
+                    name: "Pings".into(),
+                    consumes: vec!["Trapper.Pinged".into()],
+                    row_schema: r#"{"type":"integer"}"#.into(),
+                    indexes: vec![],
+                }],
             }
         }
 
@@ -70,13 +92,11 @@ mod guest {
             Ok(())
         }
 
-        fn apply(events: Vec<Message>) -> Result<(), ApplyError> {
-            for e in &events {
-                match e.name.as_str() {
-                    "Pinged" => PINGS.with(|p| *p.borrow_mut() += 1),
-                    "Poisoned" => panic!("this event cannot be applied"),
-                    _ => {}
-                }
+        fn apply(events: Vec<u8>) -> Result<(), ApplyError> {
+            for (index, item) in aether_guest::codec::unpack(&events).enumerate() {
+                let undecodable = |why: String| ApplyError { index: index as u32, error: GuestError::Undecodable(why) };
+                let name = packed_name(item.map_err(undecodable)?).map_err(undecodable)?;
+                fold(&name);
             }
             Ok(())
         }
@@ -87,7 +107,7 @@ mod guest {
             }
             let outcome = decide(ctx, command)?;
             if let HandleOutcome::Accepted(events) = &outcome {
-                Self::apply(events.clone()).map_err(|e| GuestError::InvalidEvent(format!("{:?}", e.error)))?;
+                events.iter().for_each(|e| fold(&e.name));
             }
             Ok(outcome)
         }
@@ -108,7 +128,79 @@ mod guest {
         }
     }
 
+    impl policy::Guest for Faulty {
+        fn react(policy: String, inputs: Vec<PolicyInput>) -> Result<Vec<Reaction>, GuestError> {
+            if policy != "Rogue" {
+                return Err(GuestError::UnknownPolicy(policy));
+            }
+            Ok(inputs
+                .into_iter()
+                .map(|input| {
+                    let PolicyInput::Event(event) = input else { return Ok(vec![]) };
+                    let send = |aggregate: &str, actor_id: String, name: &str, payload: Vec<u8>| {
+                        Ok(vec![CommandToSend {
+                            aggregate: aggregate.into(),
+                            actor_id,
+                            command: Message { name: name.into(), payload },
+                        }])
+                    };
+                    match event.actor_id.as_str() {
+                        "stray" => send("Looper", event.actor_id, "Spin", nil()),
+                        "garble" => send("Trapper", event.actor_id, "Ping", vec![0xc1]),
+                        "panic" => panic!("the policy panics on purpose"),
+                        _ => send("Trapper", format!("{}-echo", event.actor_id), "Ping", nil()),
+                    }
+                })
+                .collect())
+        }
+    }
+
+    impl read_model::Guest for Faulty {
+        fn keys(read_model: String, events: Vec<StoredEvent>) -> Result<Vec<RowKeys>, GuestError> {
+            if read_model != "Pings" {
+                return Err(GuestError::UnknownReadModel(read_model));
+            }
+            Ok(events.into_iter().map(|e| Ok(vec![e.actor_id])).collect())
+        }
+
+        fn fold(
+            read_model: String,
+            key: String,
+            row: Option<Vec<u8>>,
+            events: Vec<StoredEvent>,
+        ) -> Result<Option<Vec<u8>>, ApplyError> {
+            if read_model != "Pings" {
+                return Err(ApplyError { index: 0, error: GuestError::UnknownReadModel(read_model) });
+            }
+            if key == "garble" {
+                return Ok(Some(vec![0xc1]));
+            }
+            let count: u64 = match row {
+                Some(bytes) => rmp_serde::from_slice(&bytes)
+                    .map_err(|e| ApplyError { index: 0, error: GuestError::Undecodable(e.to_string()) })?,
+                None => 0,
+            };
+            Ok(Some(rmp_serde::to_vec(&(count + events.len() as u64)).expect("encode")))
+        }
+    }
+
     aether_guest::bindings::__export_domain_world!(Faulty with_types_in aether_guest::bindings);
+
+    /// Folds one event into the pings.
+    fn fold(name: &str) {
+        match name {
+            "Pinged" => PINGS.with(|p| *p.borrow_mut() += 1),
+            "Poisoned" => panic!("this event cannot be applied"),
+            _ => {}
+        }
+    }
+
+    /// The name of one event of a packed batch: a string, or a map of one
+    /// entry from the name to the payload (read up to the name).
+    fn packed_name(item: &[u8]) -> Result<String, String> {
+        let name = item.strip_prefix(&[0x81]).unwrap_or(item);
+        rmp_serde::from_slice(name).map_err(|e| e.to_string())
+    }
 
     fn decide(ctx: CommandContext, command: Message) -> Result<HandleOutcome, GuestError> {
         let event =
