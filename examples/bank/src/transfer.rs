@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn the_saga_ignores_what_it_does_not_react_to() {
         policy::<TransferSaga>()
-            .given::<Account>("a", [AccountEvent::Deposited { amount: 5 }, AccountEvent::Withdrawn { amount: 5 }])
+            .given::<Account>("a", [AccountEvent::Deposited { amount: 5 }, AccountEvent::Closed])
             .given::<Transfer>("t-1", [TransferEvent::Completed])
             .then_expect_commands([]);
     }
