@@ -12,6 +12,13 @@ pub mod transfer;
 
 pub use transfer::{Transfer, TransferCommand, TransferEvent, TransferSaga, TransferStatus};
 
+#[path = "../../../../examples/bank/src/codes.rs"]
+pub mod codes;
+#[path = "../../../../examples/bank/src/transfer_events.rs"]
+mod transfer_events;
+
+pub use transfer_events::{TransferCredit, TransferDebit, TransferRefund};
+
 use aether_guest::{Aggregate, Context, JsonSchema, Rejection};
 use serde::{Deserialize, Serialize};
 
@@ -57,61 +64,6 @@ pub enum AccountEvent {
     Debited(Box<TransferDebit>),
     Credited(Box<TransferCredit>),
     Refunded(Box<TransferRefund>),
-}
-
-/// Money taken out for a transfer to `to`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct TransferDebit {
-    pub transfer: String,
-    pub to: String,
-    pub amount: u64,
-}
-
-/// Money put in by a transfer from `from`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct TransferCredit {
-    pub transfer: String,
-    pub from: String,
-    pub amount: u64,
-}
-
-/// Money given back for a transfer that could not be credited.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct TransferRefund {
-    pub transfer: String,
-    pub amount: u64,
-}
-
-impl AccountEvent {
-    /// `Debited`, boxed.
-    pub fn debited(transfer: impl Into<String>, to: impl Into<String>, amount: u64) -> Self {
-        Self::Debited(Box::new(TransferDebit { transfer: transfer.into(), to: to.into(), amount }))
-    }
-
-    /// `Credited`, boxed.
-    pub fn credited(transfer: impl Into<String>, from: impl Into<String>, amount: u64) -> Self {
-        Self::Credited(Box::new(TransferCredit { transfer: transfer.into(), from: from.into(), amount }))
-    }
-
-    /// `Refunded`, boxed.
-    pub fn refunded(transfer: impl Into<String>, amount: u64) -> Self {
-        Self::Refunded(Box::new(TransferRefund { transfer: transfer.into(), amount }))
-    }
-}
-
-/// Rejection codes, stable for clients.
-pub mod codes {
-    pub const ALREADY_OPEN: &str = "already-open";
-    pub const NOT_OPEN: &str = "not-open";
-    pub const INSUFFICIENT_FUNDS: &str = "insufficient-funds";
-    pub const NOT_EMPTY: &str = "not-empty";
-    pub const INVALID_AMOUNT: &str = "invalid-amount";
-    /// `Transfer`: `Start` of a transfer that was started.
-    pub const ALREADY_STARTED: &str = "already-started";
-    /// `Transfer`: `Start` from an account to itself.
-    pub const SAME_ACCOUNT: &str = "same-account";
-    /// `Transfer`: `Complete` or `Fail` of a transfer that is not under way.
-    pub const NOT_PENDING: &str = "not-pending";
 }
 
 impl Aggregate for Account {
