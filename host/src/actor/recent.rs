@@ -56,7 +56,7 @@ impl RecentCommands {
             Some((last, range)) if **last == *command_id => range.last_version = version,
             _ => self.remember(
                 command_id.into(),
-                Appended { first_version: version, last_version: version, duplicate: true },
+                Appended { first_version: version, last_version: version, duplicate: true, position: 0 },
             ),
         }
     }
@@ -72,7 +72,7 @@ mod tests {
     use super::*;
 
     fn at(v: u64) -> Appended {
-        Appended { first_version: v, last_version: v, duplicate: true }
+        Appended { first_version: v, last_version: v, duplicate: true, position: 0 }
     }
 
     #[test]

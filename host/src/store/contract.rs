@@ -37,6 +37,7 @@ pub async fn check_all_beyond(store: &dyn EventStore, window: Duration) {
     refuses_an_empty_append_with_a_minted_id(store).await;
     keeps_each_command_beside_its_events(store).await;
     lists_its_actors(store).await;
+    keeps_a_log_of_every_append(store).await;
 }
 
 fn provenance(command_id: &str) -> Provenance {
@@ -272,4 +273,36 @@ async fn lists_its_actors(store: &dyn EventStore) {
         assert!(all.contains(actor), "{actor} is listed");
     }
     assert!(store.actors(Some("Nobody")).await.unwrap().is_empty());
+}
+
+/// A store logs every append with events, in the order it took them, at
+/// the position the append answered; duplicates, conflicts and commands
+/// with no events add nothing.
+async fn keeps_a_log_of_every_append(store: &dyn EventStore) {
+    let head = store.log_head().await.unwrap();
+    let (a, b) = (ActorId::new("Logged", "a"), ActorId::new("Logged", "b.ü"));
+    let first = store.append(&a, request(0, "log-1", &["Opened", "Deposited"])).await.unwrap();
+    let second = store.append(&b, request(0, "log-2", &["Opened"])).await.unwrap();
+    assert!(store.append(&a, request(2, "log-1", &["Opened"])).await.unwrap().duplicate);
+    assert!(store.append(&a, request(1, "log-x", &["Late"])).await.unwrap_err().is_conflict());
+    store.append(&b, request(1, "log-empty", &[])).await.unwrap();
+    let third = store.append(&a, request(2, "log-3", &["Closed"])).await.unwrap();
+    assert!(head < first.position && first.position < second.position && second.position < third.position);
+    assert_eq!(store.log_head().await.unwrap(), third.position, "the head is the newest append");
+
+    let logged = store.read_log(head, 100).await.unwrap();
+    let seen: Vec<_> = logged.iter().map(|c| (c.position, c.actor.clone(), c.events.len())).collect();
+    assert_eq!(
+        seen,
+        [(first.position, a.clone(), 2), (second.position, b.clone(), 1), (third.position, a.clone(), 1)],
+        "every append with events, once, in order"
+    );
+    assert_eq!(logged[0].events, store.read(&a, 0, 2).await.unwrap(), "the events as stored");
+    assert_eq!(logged[2].events[0].version, 3);
+    assert_eq!(&*logged[2].events[0].provenance.command_id, "log-3");
+
+    let rest = store.read_log(first.position, 1).await.unwrap();
+    assert_eq!(rest.len(), 1, "at most `max`");
+    assert_eq!(rest[0].position, second.position, "after a position");
+    assert!(store.read_log(third.position, 10).await.unwrap().is_empty(), "nothing after the head");
 }

@@ -13,7 +13,9 @@
 //! stream's last command, found at its tail. As on JetStream, which keeps
 //! no de-duplication entry for such an id either.
 
-use super::{ActorId, AppendRequest, Appended, EventStore, Provenance, RecordedEvent, Snapshot, StoreError};
+use super::{
+    ActorId, AppendRequest, Appended, EventStore, LoggedCommand, Provenance, RecordedEvent, Snapshot, StoreError,
+};
 use async_trait::async_trait;
 use foldhash::fast::RandomState;
 use std::borrow::Borrow;
@@ -28,6 +30,18 @@ const SHARDS: usize = 64;
 pub struct MemoryStore {
     shards: Vec<Mutex<HashMap<ActorId, Stream, RandomState>>>,
     hasher: RandomState,
+    /// Every append with events, in the order taken: position `i + 1` is
+    /// `log[i]`. Pushed while the actor's shard is locked (shard, then log:
+    /// the one lock order), so one actor's commands enter it in version order.
+    log: Mutex<Vec<LogEntry>>,
+}
+
+/// Where a command's events sit: the actor and their versions.
+#[derive(Debug)]
+struct LogEntry {
+    actor: ActorId,
+    first_version: u64,
+    last_version: u64,
 }
 
 #[derive(Debug, Default)]
@@ -50,7 +64,7 @@ impl Stream {
     fn last_command(&self, id: &str) -> Option<Appended> {
         let last = self.events.last().filter(|e| *e.provenance.command_id == *id)?;
         let events = self.events.iter().rev().take_while(|e| Arc::ptr_eq(&e.provenance, &last.provenance)).count();
-        Some(Appended { first_version: last.version + 1 - events as u64, last_version: last.version, duplicate: false })
+        Some(Appended { first_version: last.version + 1 - events as u64, last_version: last.version, duplicate: false, position: 0 })
     }
 }
 
@@ -88,7 +102,16 @@ impl Default for MemoryStore {
 
 impl MemoryStore {
     pub fn new() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), hasher: RandomState::default() }
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::default(),
+            log: Mutex::default(),
+        }
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, Vec<LogEntry>> {
+        // Every mutation is one push: a poisoned lock is safe to keep using.
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn shard(&self, actor: &ActorId) -> std::sync::MutexGuard<'_, HashMap<ActorId, Stream, RandomState>> {
@@ -122,7 +145,7 @@ impl EventStore for MemoryStore {
         }
         self.with_stream(actor, |stream| {
             if let Some(original) = stream.command(&request.provenance.command_id) {
-                return Ok(Appended { duplicate: true, ..original });
+                return Ok(Appended { duplicate: true, position: 0, ..original });
             }
             let actual = stream.events.len() as u64;
             if actual != request.expected_version {
@@ -132,7 +155,7 @@ impl EventStore for MemoryStore {
             let first_version = actual + 1;
             if request.events.is_empty() {
                 // Accepted with no events: recorded, the version unmoved.
-                let recorded = Appended { first_version, last_version: actual, duplicate: false };
+                let recorded = Appended { first_version, last_version: actual, duplicate: false, position: 0 };
                 stream.commands.insert(CommandKey(provenance), Appended { duplicate: true, ..recorded });
                 return Ok(recorded);
             }
@@ -149,7 +172,13 @@ impl EventStore for MemoryStore {
                     provenance: provenance.clone(),
                 });
             }
-            let appended = Appended { first_version, last_version: stream.events.len() as u64, duplicate: false };
+            let last_version = stream.events.len() as u64;
+            let position = {
+                let mut log = self.log();
+                log.push(LogEntry { actor: actor.clone(), first_version, last_version });
+                log.len() as u64
+            };
+            let appended = Appended { first_version, last_version, duplicate: false, position };
             if request.id_from_caller {
                 stream.commands.insert(CommandKey(provenance), appended);
             }
@@ -172,7 +201,9 @@ impl EventStore for MemoryStore {
     }
 
     async fn find_command(&self, actor: &ActorId, command_id: &str) -> Result<Option<Appended>, StoreError> {
-        Ok(self.read_stream(actor, |s| s.command(command_id).map(|a| Appended { duplicate: true, ..a })).flatten())
+        Ok(self
+            .read_stream(actor, |s| s.command(command_id).map(|a| Appended { duplicate: true, position: 0, ..a }))
+            .flatten())
     }
 
     async fn load_snapshot(&self, actor: &ActorId) -> Result<Option<Snapshot>, StoreError> {
@@ -197,5 +228,32 @@ impl EventStore for MemoryStore {
         }
         actors.sort();
         Ok(actors)
+    }
+
+    async fn read_log(&self, after: u64, max: usize) -> Result<Vec<LoggedCommand>, StoreError> {
+        let entries: Vec<(u64, ActorId, u64, u64)> = {
+            let log = self.log();
+            let start = usize::try_from(after).unwrap_or(usize::MAX).min(log.len());
+            let end = start.saturating_add(max.max(1)).min(log.len());
+            (start..end)
+                .map(|i| {
+                    let e = &log[i];
+                    (i as u64 + 1, e.actor.clone(), e.first_version, e.last_version)
+                })
+                .collect()
+        };
+        Ok(entries
+            .into_iter()
+            .map(|(position, actor, first, last)| {
+                let events = self
+                    .read_stream(&actor, |s| s.events[(first - 1) as usize..last as usize].to_vec())
+                    .unwrap_or_default();
+                LoggedCommand { position, actor, events }
+            })
+            .collect())
+    }
+
+    async fn log_head(&self) -> Result<u64, StoreError> {
+        Ok(self.log().len() as u64)
     }
 }

@@ -24,6 +24,7 @@ pub use embedded::EmbeddedStore;
 pub use jetstream::{JetStreamConfig, JetStreamEventStore};
 pub use memory::MemoryStore;
 
+
 use async_trait::async_trait;
 use std::fmt;
 use std::sync::Arc;
@@ -138,6 +139,20 @@ pub struct Appended {
     /// True if the command id had been appended before: nothing was written
     /// and the versions are those of the original append.
     pub duplicate: bool,
+    /// Where the store's log holds the command's events (see
+    /// [`EventStore::read_log`]); 0 when the store cannot tell: a duplicate
+    /// found where its position is not kept, or a command with no events.
+    pub position: u64,
+}
+
+/// One command's events as the store's log of all appends holds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedCommand {
+    /// Grows with every append that has events; not necessarily by one.
+    pub position: u64,
+    pub actor: ActorId,
+    /// In version order; never empty.
+    pub events: Vec<RecordedEvent>,
 }
 
 /// A serialised actor state at a version.
@@ -247,6 +262,31 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     async fn actors(&self, aggregate: Option<&str>) -> Result<Vec<ActorId>, StoreError> {
         let _ = aggregate;
         Err(StoreError::Unavailable(format!("{self:?} cannot list its actors")))
+    }
+
+    /// Reads the log of every append, in the order the store took them: the
+    /// commands with events at positions greater than `after`, at most
+    /// about `max` of them. One actor's commands appear in version order; a
+    /// command appears whole, once. This is what policies and read models
+    /// consume (never the bus, which may drop).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] for an entry that cannot be read back;
+    /// [`StoreError::Unavailable`] if the store keeps no log (the default,
+    /// for stores that wrap another).
+    async fn read_log(&self, after: u64, max: usize) -> Result<Vec<LoggedCommand>, StoreError> {
+        let _ = (after, max);
+        Err(StoreError::Unavailable(format!("{self:?} keeps no log of its appends")))
+    }
+
+    /// The position of the newest append in the log (0 if it has none).
+    ///
+    /// # Errors
+    ///
+    /// As [`read_log`](Self::read_log).
+    async fn log_head(&self) -> Result<u64, StoreError> {
+        Err(StoreError::Unavailable(format!("{self:?} keeps no log of its appends")))
     }
 }
 

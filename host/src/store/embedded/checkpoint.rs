@@ -114,6 +114,7 @@ fn store(db: &Database, memtable: &Memtable, seq: u64, file: &str) -> Result<(),
             }
         }
         tables.store_ids(&mut ids).map_err(|e| failed("index command ids")(e.into()))?;
+        tables.store_log(&memtable.log).map_err(|e| failed("store the log's entries")(e.into()))?;
         tables.set_log(seq).map_err(|e| failed("record the log position")(e.into()))?;
     }
     txn.commit().map_err(|e| failed("commit")(e.into()))
@@ -138,10 +139,16 @@ pub(super) fn recover(db: &Database, dir: &Path, checkpointed: u64, file: &str) 
     // The logged writes, gathered as the writer had them, then stored as a checkpoint would.
     let stored = Lookup::begin(db).map_err(unavailable(format!("cannot read {file}")))?;
     let mut memtable = Memtable::default();
+    // Positions are given out again in the order the writer gave them.
+    let mut positions = stored.log_head().map_err(|e| StoreError::Unavailable(e.to_string()))?;
     for (seq, path) in &pending {
         log::replay(path, *seq == last, |record| {
-            for write in codec::writes(record)? {
-                if let Write::Append { actor, command, .. } = &write {
+            for mut write in codec::writes(record)? {
+                if let Write::Append { actor, command, position, .. } = &mut write {
+                    if !command.events.is_empty() {
+                        positions += 1;
+                        *position = positions;
+                    }
                     let head = match memtable.head(actor) {
                         Some(head) => head,
                         None => stored.head(actor).map_err(|e| e.to_string())?,

@@ -166,7 +166,7 @@ pub(super) fn writes(mut bytes: &[u8]) -> Result<Vec<Write>, String> {
                 let events = events(&mut d)?;
                 let id_key = id_key(&actor, &provenance.command_id);
                 let command = Arc::new(Command { first_version, provenance, events });
-                writes.push(Write::Append { actor, command, id_key });
+                writes.push(Write::Append { actor, command, id_key, position: 0 });
             }
             SNAPSHOT => {
                 let snapshot = Snapshot {
@@ -262,7 +262,7 @@ mod tests {
         assert_eq!(snapshot(&encode_snapshot(&snap)), Ok(snap.clone()));
         let actor = ActorId::new("A", "a");
         let writes_in = [
-            Write::Append { actor: actor.clone(), command: command(1, 2), id_key: 0 },
+            Write::Append { actor: actor.clone(), command: command(1, 2), id_key: 0, position: 0 },
             Write::Snapshot { actor, snapshot: Arc::new(snap) },
         ];
         let mut record = Vec::new();
@@ -321,7 +321,7 @@ mod tests {
         for first in [0, u64::MAX] {
             let mut record = Vec::new();
             encode_writes(
-                &[Write::Append { actor: actor.clone(), command: command(first, 2), id_key: 0 }],
+                &[Write::Append { actor: actor.clone(), command: command(first, 2), id_key: 0, position: 0 }],
                 &mut record,
             );
             assert!(writes(&record).is_err(), "an append at version {first}");

@@ -47,18 +47,22 @@ impl Command {
     }
 
     fn appended(&self) -> Appended {
-        Appended { first_version: self.first_version, last_version: self.last_version(), duplicate: true }
+        Appended { first_version: self.first_version, last_version: self.last_version(), duplicate: true, position: 0 }
     }
 }
 
 /// A decided write: what the log records and a checkpoint stores.
 #[derive(Debug, Clone)]
 pub(super) enum Write {
-    /// `id_key`: the command id's key in redb's index (`tables::id_key`), computed once.
+    /// `id_key`: the command id's key in redb's index (`tables::id_key`),
+    /// computed once. `position`: the command's place in the store's log of
+    /// appends, 0 for one with no events (not in the log); not in the log
+    /// record, for a log replayed counts positions again, in the same order.
     Append {
         actor: ActorId,
         command: Arc<Command>,
         id_key: u128,
+        position: u64,
     },
     Snapshot {
         actor: ActorId,
@@ -119,6 +123,9 @@ pub(super) struct Memtable {
     pub actors: HashMap<ActorId, ActorTail>,
     /// Appends held, to decide when to checkpoint.
     pub appends: usize,
+    /// The appends with events, by position (ascending): the tail of the
+    /// store's log.
+    pub log: Vec<(u64, ActorId, Arc<Command>)>,
 }
 
 impl Memtable {
@@ -132,6 +139,11 @@ impl Memtable {
             None => self.actors.entry(actor.clone()).or_default().insert(write),
         }
         self.appends += usize::from(matches!(write, Write::Append { .. }));
+        if let Write::Append { actor, command, position, .. } = write
+            && *position > 0
+        {
+            self.log.push((*position, actor.clone(), command.clone()));
+        }
     }
 
     /// The version of the actor's newest event held here.
@@ -183,12 +195,31 @@ pub(super) struct Tail {
     /// The previous active memtable, while a checkpoint writes it to redb;
     /// dropped once that commit is durable.
     pub frozen: Option<Arc<Memtable>>,
+    /// The newest position of the log, held in memory or not.
+    pub positions: u64,
 }
 
 impl Tail {
     /// The actor's parts of the active and the frozen memtable, newest first.
     pub(super) fn actor(&self, actor: &ActorId) -> [Option<&ActorTail>; 2] {
         [self.active.actors.get(actor), self.frozen.as_deref().and_then(|f| f.actors.get(actor))]
+    }
+
+    /// Adds a logged write to the active memtable.
+    pub(super) fn insert(&mut self, write: &Write) {
+        self.active.insert(write);
+        if let Write::Append { position, .. } = write {
+            self.positions = self.positions.max(*position);
+        }
+    }
+
+    /// The log's entries held in memory after `after`, at most `max`, and
+    /// the oldest position memory holds (every later one is here too).
+    pub(super) fn log_after(&self, after: u64, max: usize) -> (Vec<(u64, ActorId, Arc<Command>)>, Option<u64>) {
+        let logs = || self.frozen.as_deref().into_iter().chain([&self.active]).map(|m| &m.log);
+        let first = logs().find_map(|log| log.first()).map(|(position, ..)| *position);
+        let held = logs().flat_map(|log| &log[log.partition_point(|(position, ..)| *position <= after)..]);
+        (held.take(max).cloned().collect(), first)
     }
 
     /// The first answer of the active memtable, else of the frozen one.
@@ -226,7 +257,7 @@ mod tests {
         });
         let events = (0..events).map(|i| NewEvent { name: format!("E{i}"), payload: vec![i as u8] }).collect();
         let command = Arc::new(Command { first_version, provenance, events });
-        Write::Append { actor: actor.clone(), command, id_key: 0 }
+        Write::Append { actor: actor.clone(), command, id_key: 0, position: 0 }
     }
 
     #[test]
@@ -235,7 +266,7 @@ mod tests {
         let mut frozen = Memtable::default();
         frozen.insert(&append(&actor, 3, "c1", 2));
         frozen.insert(&append(&actor, 5, "c2", 1));
-        let mut tail = Tail { active: Memtable::default(), frozen: Some(Arc::new(frozen)) };
+        let mut tail = Tail { active: Memtable::default(), frozen: Some(Arc::new(frozen)), positions: 0 };
         tail.active.insert(&append(&actor, 6, "c3", 3));
 
         let versions = |after, max| {

@@ -51,7 +51,7 @@ mod tables;
 mod tests;
 mod writer;
 
-use super::{ActorId, AppendRequest, Appended, EventStore, RecordedEvent, Snapshot, StoreError};
+use super::{ActorId, AppendRequest, Appended, EventStore, LoggedCommand, RecordedEvent, Snapshot, StoreError};
 use async_trait::async_trait;
 use memtable::Tail;
 use redb::Database;
@@ -230,9 +230,11 @@ fn open_parts(dir: &Path, config: &EmbeddedConfig) -> Result<(Arc<Shared>, log::
         .map_err(unavailable(format!("cannot open {file}")))?;
     let checkpointed = tables::prepare(&db, &file)?;
     let last = checkpoint::recover(&db, dir, checkpointed, &file)?;
+    let positions = Lookup::begin(&db).map_err(unavailable(format!("cannot read {file}")))?.log_head()?;
     let log =
         log::Log::create(dir, last + 1).map_err(unavailable(format!("cannot start a log in {}", dir.display())))?;
-    let shared = Shared { db, tail: RwLock::default(), dir: dir.to_owned(), file };
+    let tail = RwLock::new(Tail { positions, ..Tail::default() });
+    let shared = Shared { db, tail, dir: dir.to_owned(), file };
     Ok((Arc::new(shared), log))
 }
 
@@ -316,6 +318,44 @@ impl EventStore for EmbeddedStore {
     async fn save_snapshot(&self, actor: &ActorId, snapshot: Snapshot) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.write(Job::SaveSnapshot { actor: actor.clone(), snapshot, reply }, answer).await
+    }
+
+    async fn read_log(&self, after: u64, max: usize) -> Result<Vec<LoggedCommand>, StoreError> {
+        let max = max.max(1);
+        // Memory first, then redb, as reads do.
+        let (recent, first_in_memory) = self.shared.tail_read().log_after(after, max);
+        let logged = |(position, actor, command): (u64, ActorId, Arc<memtable::Command>)| {
+            let events = command.events.iter().zip(command.first_version..);
+            let events = events.map(|(event, version)| RecordedEvent {
+                version,
+                name: event.name.clone(),
+                payload: event.payload.clone(),
+                provenance: command.provenance.clone(),
+            });
+            LoggedCommand { position, actor, events: events.collect() }
+        };
+        if first_in_memory.is_some_and(|first| first <= after.saturating_add(1)) {
+            return Ok(recent.into_iter().map(logged).collect());
+        }
+        self.read_blocking(move |redb| {
+            let mut out = Vec::new();
+            for (position, actor, first, last) in redb.log(after, first_in_memory.unwrap_or(u64::MAX), max)? {
+                let events = redb.events(&actor, first - 1, (last + 1 - first) as usize)?;
+                if events.len() as u64 != last + 1 - first {
+                    let cause = format!("the log names versions {first}..={last}, and the stream holds fewer");
+                    return Err(StoreError::Corrupt { actor, version: first, cause });
+                }
+                out.push(LoggedCommand { position, actor, events });
+            }
+            let room = max - out.len();
+            out.extend(recent.into_iter().take(room).map(logged));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn log_head(&self) -> Result<u64, StoreError> {
+        Ok(self.shared.tail_read().positions)
     }
 
     async fn actors(&self, aggregate: Option<&str>) -> Result<Vec<ActorId>, StoreError> {

@@ -37,11 +37,15 @@ pub(super) const SEGMENTS: TableDefinition<SegmentKey, &[u8]> = TableDefinition:
 const COMMAND_IDS: TableDefinition<u128, (u64, u64)> = TableDefinition::new("command_ids");
 const SNAPSHOTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("snapshots");
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The store's log of appends with events: position → actor and versions.
+const LOG: TableDefinition<u64, (&str, &str, u64, u64)> = TableDefinition::new("log");
 
 /// The layout this build writes and reads.
 pub(super) const FORMAT: u64 = 2;
 const FORMAT_KEY: &str = "format";
 const LOG_KEY: &str = "log";
+/// The newest position in [`LOG`].
+const POSITIONS_KEY: &str = "positions";
 
 /// A checkpoint starts a new segment for an actor past this size.
 pub(super) const SEGMENT_BYTES: usize = 64 * 1024;
@@ -122,6 +126,7 @@ pub(super) struct WriteTables<'txn> {
     command_ids: Table<'txn, u128, (u64, u64)>,
     snapshots: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     meta: Table<'txn, &'static str, u64>,
+    log: Table<'txn, u64, (&'static str, &'static str, u64, u64)>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -131,6 +136,7 @@ impl<'txn> WriteTables<'txn> {
             command_ids: txn.open_table(COMMAND_IDS)?,
             snapshots: txn.open_table(SNAPSHOTS)?,
             meta: txn.open_table(META)?,
+            log: txn.open_table(LOG)?,
         })
     }
 
@@ -161,6 +167,18 @@ impl<'txn> WriteTables<'txn> {
     pub(super) fn store_snapshot(&mut self, actor: &ActorId, snapshot: &Snapshot) -> Result<(), redb::StorageError> {
         let key = (actor.aggregate.as_str(), actor.id.as_str());
         self.snapshots.insert(key, codec::encode_snapshot(snapshot).as_slice()).map(drop)
+    }
+
+    /// Stores entries of the log of appends (ascending positions).
+    pub(super) fn store_log(&mut self, entries: &[(u64, ActorId, Arc<Command>)]) -> Result<(), redb::StorageError> {
+        for (position, actor, command) in entries {
+            let entry = (actor.aggregate.as_str(), actor.id.as_str(), command.first_version, command.last_version());
+            self.log.insert(*position, entry)?;
+        }
+        match entries.last() {
+            Some((position, ..)) => self.meta.insert(POSITIONS_KEY, *position).map(drop),
+            None => Ok(()),
+        }
     }
 
     /// Records that the file now holds the writes of log files up to `seq`.
@@ -278,6 +296,30 @@ impl Lookup {
         Ok(actors)
     }
 
+    /// The newest position of the log of appends (0: none yet).
+    pub(super) fn log_head(&self) -> Result<u64, StoreError> {
+        let meta = self.txn.open_table(META).map_err(unavailable("reading the log's head"))?;
+        let head = meta.get(POSITIONS_KEY).map_err(unavailable("reading the log's head"))?;
+        Ok(head.map_or(0, |v| v.value()))
+    }
+
+    /// The log's entries after `after` and before `before`, at most `max`.
+    pub(super) fn log(&self, after: u64, before: u64, max: usize) -> Result<Vec<(u64, ActorId, u64, u64)>, StoreError> {
+        let what = || format!("reading the log after {after}");
+        let Some(from) = after.checked_add(1) else { return Ok(Vec::new()) };
+        if from >= before {
+            return Ok(Vec::new());
+        }
+        let log = self.txn.open_table(LOG).map_err(|e| unavailable(what())(e))?;
+        let mut out = Vec::new();
+        for row in log.range(from..before).map_err(|e| unavailable(what())(e))?.take(max) {
+            let (position, entry) = row.map_err(|e| unavailable(what())(e))?;
+            let (aggregate, id, first, last) = entry.value();
+            out.push((position.value(), ActorId::new(aggregate, id), first, last));
+        }
+        Ok(out)
+    }
+
     /// The actor's stored events after `after`, in order, at most `max`.
     pub(super) fn events(&self, actor: &ActorId, after: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let what = || format!("reading events of {actor} after version {after}");
@@ -335,7 +377,7 @@ fn checked_versions(actor: &ActorId, command_id: &str, (first, last): (u64, u64)
             cause: format!("command index entry {command_id:?} names versions {first}..={last}"),
         });
     }
-    Ok(Appended { first_version: first, last_version: last, duplicate: true })
+    Ok(Appended { first_version: first, last_version: last, duplicate: true, position: 0 })
 }
 
 fn corrupt_snapshot(actor: &ActorId) -> impl FnOnce(String) -> StoreError + '_ {

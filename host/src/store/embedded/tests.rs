@@ -92,7 +92,7 @@ async fn keeps_the_contract_across_restarts() {
     assert_eq!(store.read(&actor, 0, 100).await.unwrap(), before, "events and provenance survive");
     assert_eq!(store.version(&actor).await.unwrap(), 3);
     let c2 = store.find_command(&actor, "c2").await.unwrap();
-    assert_eq!(c2, Some(Appended { first_version: 2, last_version: 3, duplicate: true }), "the command index survives");
+    assert_eq!(c2, Some(Appended { first_version: 2, last_version: 3, duplicate: true, position: 0 }), "the command index survives");
     assert_eq!(store.load_snapshot(&actor).await.unwrap(), Some(snapshot(2)), "the snapshot survives");
     let retried = store.append(&actor, request(3, "c1", &["Opened"])).await.unwrap();
     assert_eq!((retried.first_version, retried.duplicate), (1, true), "a retry after a restart is a duplicate");
@@ -315,9 +315,9 @@ async fn one_batch_sees_its_own_appends() {
     writer.write_batch(&mut batch);
     let mut answers = answers.into_iter();
     let mut next = async || answers.next().unwrap().await.unwrap();
-    assert_eq!(next().await.unwrap(), Appended { first_version: 1, last_version: 1, duplicate: false });
-    assert_eq!(next().await.unwrap(), Appended { first_version: 2, last_version: 2, duplicate: false });
-    assert_eq!(next().await.unwrap(), Appended { first_version: 1, last_version: 1, duplicate: true });
+    assert_eq!(next().await.unwrap(), Appended { first_version: 1, last_version: 1, duplicate: false, position: 1 });
+    assert_eq!(next().await.unwrap(), Appended { first_version: 2, last_version: 2, duplicate: false, position: 2 });
+    assert_eq!(next().await.unwrap(), Appended { first_version: 1, last_version: 1, duplicate: true, position: 0 });
     assert!(matches!(next().await, Err(StoreError::Conflict { expected: 1, actual: 2, .. })));
     assert_eq!(shared.tail_read().find(|m| m.head(&actor)), Some(2));
 }
@@ -418,4 +418,36 @@ async fn a_command_recorded_with_no_events_survives_checkpoints_and_crashes() {
     check(&crashed, "after a crash").await;
     let found = crashed.find_command(&actor, "none-4").await.unwrap().map(|a| (a.first_version, a.last_version));
     assert_eq!(found, Some((3, 2)), "replayed from the log");
+}
+
+/// The log of appends reads the same from memory, from redb and after a
+/// crash, and its positions go on from where they were.
+#[tokio::test]
+async fn the_log_of_appends_survives_checkpoints_and_crashes() {
+    let positions = |logged: &[crate::store::LoggedCommand]| logged.iter().map(|c| c.position).collect::<Vec<_>>();
+    let (a, b) = (ActorId::new("Account", "a"), ActorId::new("Account", "b"));
+    // Checkpointed after every write: entries in redb and in memory.
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_with(dir.path(), checkpoint_always()).unwrap();
+    store.append(&a, request(0, "l1", &["Opened"])).await.unwrap();
+    store.append(&b, request(0, "l2", &["Opened", "Deposited"])).await.unwrap();
+    store.append(&a, request(1, "l3", &["Deposited"])).await.unwrap();
+    let logged = store.read_log(0, 100).await.unwrap();
+    assert_eq!(positions(&logged), [1, 2, 3]);
+    assert_eq!(logged[1].events, store.read(&b, 0, 10).await.unwrap());
+    assert_eq!(positions(&store.read_log(1, 1).await.unwrap()), [2]);
+    store.close().await.unwrap();
+
+    // Reopened, then written to the log only, then crashed.
+    let store = EmbeddedStore::open_with(dir.path(), no_checkpoints()).unwrap();
+    assert_eq!(store.log_head().await.unwrap(), 3, "the head survives a restart");
+    let next = store.append(&b, request(2, "l4", &["Withdrawn"])).await.unwrap();
+    assert_eq!(next.position, 4, "positions go on");
+    store.append(&a, request(2, "l5", &[])).await.unwrap();
+    store.append(&a, request(2, "l6", &["Closed"])).await.unwrap();
+    let crashed = crash_copy(dir.path());
+    let recovered = EmbeddedStore::open(crashed.path()).unwrap();
+    assert_eq!(recovered.read_log(0, 100).await.unwrap(), store.read_log(0, 100).await.unwrap());
+    assert_eq!(positions(&recovered.read_log(2, 100).await.unwrap()), [3, 4, 5], "no entry for no events");
+    assert_eq!(recovered.append(&b, request(3, "l7", &["Closed"])).await.unwrap().position, 6);
 }

@@ -128,7 +128,7 @@ impl Writer {
                 }
             }
             let mut tail = self.shared.tail();
-            writes.iter().for_each(|w| tail.active.insert(w));
+            writes.iter().for_each(|w| tail.insert(w));
             self.pending += writes.len();
             self.since.get_or_insert_with(Instant::now);
         }
@@ -144,7 +144,9 @@ impl Writer {
         // between leaves its writes in both, never in neither.
         let tail = self.shared.tail_read();
         let view = Lookup::begin(&self.shared.db).map_err(|e| format!("cannot read {}: {e}", self.shared.file));
-        let mut decider = Decider { tail: &tail, redb: view.as_ref(), ids: &self.ids, batch: HashMap::default() };
+        let positions = tail.positions;
+        let mut decider =
+            Decider { tail: &tail, redb: view.as_ref(), ids: &self.ids, batch: HashMap::default(), positions };
         for job in batch.drain(..) {
             staged.push(match job {
                 Job::Append { actor, request, reply } => stage(reply, decider.append(actor, request, &mut writes)),
@@ -234,6 +236,9 @@ struct Decider<'a> {
     redb: Result<&'a Lookup, &'a String>,
     ids: &'a IdFilter,
     batch: HashMap<ActorId, Decided>,
+    /// The newest log position given out: the batch's appends with events
+    /// take the next ones, in the order they are logged.
+    positions: u64,
 }
 
 impl Decider<'_> {
@@ -272,12 +277,19 @@ impl Decider<'_> {
             return Err(StoreError::Conflict { actor, expected: request.expected_version, actual });
         }
         let command = Command { first_version: actual + 1, provenance: request.provenance, events: request.events };
-        let appended =
-            Appended { first_version: command.first_version, last_version: command.last_version(), duplicate: false };
+        let position = if command.events.is_empty() {
+            0
+        } else {
+            self.positions += 1;
+            self.positions
+        };
+        let (first_version, last_version) = (command.first_version, command.last_version());
+        let appended = Appended { first_version, last_version, duplicate: false, position };
         let decided = self.batch.entry(actor.clone()).or_default();
         decided.head = Some(appended.last_version);
-        decided.commands.push((command.provenance.command_id.to_string(), Appended { duplicate: true, ..appended }));
-        writes.push(Write::Append { actor, command: Arc::new(command), id_key });
+        let original = Appended { duplicate: true, position: 0, ..appended };
+        decided.commands.push((command.provenance.command_id.to_string(), original));
+        writes.push(Write::Append { actor, command: Arc::new(command), id_key, position });
         Ok(appended)
     }
 

@@ -177,7 +177,7 @@ impl JetStreamEventStore {
     pub(super) async fn check(&self, actor: &ActorId, subject: &str, entry: &Entry) -> Result<State, StoreError> {
         let Some(after) = entry.after else {
             let (first_version, last_version) = (entry.first_version, entry.last_version);
-            return Ok(State::Stored(Appended { first_version, last_version, duplicate: true }));
+            return Ok(State::Stored(Appended { first_version, last_version, duplicate: true, position: 0 }));
         };
         let what = || format!("checking the index entry of command {:?} of {actor}", entry.command_id);
         let stream = self.js.get_stream_no_info(&self.stream).await.map_err(|e| self.unavailable(what(), e))?;
@@ -200,7 +200,7 @@ impl JetStreamEventStore {
         // Remembered as a position, as a read would.
         self.positions.add_mark(actor, Mark { version: headers.last_version, seq });
         let (first_version, last_version) = (headers.first_version, headers.last_version);
-        Ok(State::Stored(Appended { first_version, last_version, duplicate: true }))
+        Ok(State::Stored(Appended { first_version, last_version, duplicate: true, position: 0 }))
     }
 
     /// The command, if its entry says it is stored: two requests at most.

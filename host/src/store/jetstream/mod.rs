@@ -135,7 +135,7 @@ pub mod subject;
 pub use codec::EPOCH as EPOCH_HEADER;
 pub use config::{JetStreamConfig, JetStreamStorage};
 
-use super::{ActorId, AppendRequest, Appended, EventStore, RecordedEvent, Snapshot, StoreError};
+use super::{ActorId, AppendRequest, Appended, EventStore, LoggedCommand, RecordedEvent, Snapshot, StoreError};
 use async_nats::connection::State;
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::PublishErrorKind;
@@ -398,7 +398,7 @@ impl JetStreamEventStore {
                 None => Err(StoreError::Conflict { actor: actor.clone(), expected, actual }),
             };
         }
-        let recorded = Appended { first_version: expected + 1, last_version: expected, duplicate: false };
+        let recorded = Appended { first_version: expected + 1, last_version: expected, duplicate: false, position: 0 };
         match self.claim(actor, subject, index, (command_id, (expected + 1, expected)), None).await? {
             Claim::Held => Ok(recorded),
             Claim::Stored(original) => Ok(original),
@@ -416,7 +416,17 @@ impl JetStreamEventStore {
     /// The cursor's next messages (at most `batch`), creating the stream
     /// again if the server lost it.
     async fn next_batch(&self, actor: &ActorId, cursor: &mut Cursor, batch: usize) -> Result<Vec<Fetched>, StoreError> {
-        let what = || format!("reading the events of {actor}");
+        self.next_of(&|| format!("reading the events of {actor}"), cursor, batch).await
+    }
+
+    /// The next messages of `cursor` (see [`Cursor::next`]), recreating a
+    /// missing stream once; `what` names the read in errors.
+    async fn next_of(
+        &self,
+        what: &(dyn Fn() -> String + Sync),
+        cursor: &mut Cursor,
+        batch: usize,
+    ) -> Result<Vec<Fetched>, StoreError> {
         for attempt in 0..2 {
             match cursor.next(self.source(), batch).await {
                 Ok(fetched) => {
@@ -524,7 +534,7 @@ impl JetStreamEventStore {
                 })?;
                 if headers.command_id == command_id {
                     let (first_version, last_version) = (headers.first_version, headers.last_version);
-                    return Ok(Some(Appended { first_version, last_version, duplicate: true }));
+                    return Ok(Some(Appended { first_version, last_version, duplicate: true, position: 0 }));
                 }
                 due = headers.last_version + 1;
             }
@@ -549,7 +559,7 @@ fn head(headers: &CommandHeaders, seq: u64) -> Head {
 }
 
 fn duplicate_of(head: &Head) -> Appended {
-    Appended { first_version: head.first_version, last_version: head.mark.version, duplicate: true }
+    Appended { first_version: head.first_version, last_version: head.mark.version, duplicate: true, position: 0 }
 }
 
 fn is_stream_missing(kind: &LastRawMessageErrorKind) -> bool {
@@ -646,7 +656,7 @@ impl EventStore for JetStreamEventStore {
             match self.publish(actor, &subject, headers(last_seq), payload.clone()).await {
                 Ok(ack) => {
                     self.positions.advance_head(actor, Mark { version: last_version, seq: ack.sequence });
-                    return Ok(Appended { first_version, last_version, duplicate: false });
+                    return Ok(Appended { first_version, last_version, duplicate: false, position: ack.sequence });
                 }
                 // Another writer got there first (perhaps of this very
                 // command), or the cache was stale: the last message, and
@@ -766,6 +776,45 @@ impl EventStore for JetStreamEventStore {
             subjects.iter().filter_map(|(subject, _)| self.names.actor_of(subject)).collect();
         actors.sort();
         Ok(actors)
+    }
+
+    /// The log is the stream itself: positions are stream sequences of
+    /// events messages (index messages, on other subjects, are passed
+    /// over), read a page of direct gets at a time.
+    async fn read_log(&self, after: u64, max: usize) -> Result<Vec<LoggedCommand>, StoreError> {
+        let Some(from) = after.checked_add(1) else { return Ok(Vec::new()) };
+        let mut cursor = Cursor::new(&self.names.actors_filter(None), from, false);
+        let batch = max.clamp(1, self.config.read_batch);
+        let fetched = self.next_of(&|| format!("reading the log after {after}"), &mut cursor, batch).await?;
+        fetched
+            .into_iter()
+            .map(|f| {
+                let seq = f.seq;
+                let subject = f.message.headers.as_ref().and_then(|h| h.get("Nats-Subject")).map(|s| s.as_str());
+                let subject = subject.unwrap_or(f.message.subject.as_str());
+                let corrupt = |actor: ActorId, version, cause| StoreError::Corrupt {
+                    actor,
+                    version,
+                    cause: format!("message at stream sequence {seq}: {cause}"),
+                };
+                let Some(actor) = self.names.actor_of(subject) else {
+                    let cause = format!("its subject `{subject}` names no actor");
+                    return Err(corrupt(ActorId::new("?", "?"), 0, cause));
+                };
+                let headers =
+                    codec::command_headers(f.message.headers.as_ref()).map_err(|c| corrupt(actor.clone(), 0, c))?;
+                let events = codec::decode_events(&headers, &f.message.payload)
+                    .map_err(|c| corrupt(actor.clone(), headers.first_version, c))?;
+                Ok(LoggedCommand { position: seq, actor, events })
+            })
+            .collect()
+    }
+
+    async fn log_head(&self) -> Result<u64, StoreError> {
+        let what = "reading the log's head";
+        let mut stream = self.js.get_stream(&self.stream).await.map_err(|e| self.unavailable(what, e))?;
+        let info = stream.info().await.map_err(|e| self.unavailable(what, e))?;
+        Ok(info.state.last_sequence)
     }
 
     async fn save_snapshot(&self, actor: &ActorId, snapshot: Snapshot) -> Result<(), StoreError> {
