@@ -27,6 +27,7 @@ pub mod admission;
 pub mod api;
 pub mod bus;
 pub mod cluster;
+pub mod flow;
 mod fnv;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -499,7 +499,7 @@ async fn sweep_idle(inner: Weak<Inner>, period: Duration) {
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 

@@ -6,6 +6,7 @@ mod admission;
 mod api;
 mod cluster;
 mod faults;
+mod flows;
 mod jetstream;
 mod loading;
 mod nats_api;

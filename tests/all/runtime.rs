@@ -60,7 +60,7 @@ async fn a_command_accepted_with_no_events_is_recorded_and_its_retry_answers_the
     let kit = aether_host::testkit::TestKit::from_file(&support::component("tests/guests/clocked")).await;
     let none = StampCommand::Stamp { events: 0 };
     let first = kit.send("Stamps", "s", &none, Some("nothing")).await.unwrap();
-    let CommandOutcome::Accepted { version: 0, events, duplicate: false, command_id } = &first else {
+    let CommandOutcome::Accepted { version: 0, events, duplicate: false, command_id, .. } = &first else {
         panic!("{first:?}")
     };
     assert!(events.is_empty());
@@ -71,7 +71,7 @@ async fn a_command_accepted_with_no_events_is_recorded_and_its_retry_answers_the
             kit.runtime().passivate_all().await;
         }
         let again = kit.send("Stamps", "s", &none, Some("nothing")).await.unwrap();
-        let CommandOutcome::Accepted { version: 0, events, duplicate: true, command_id } = &again else {
+        let CommandOutcome::Accepted { version: 0, events, duplicate: true, command_id, .. } = &again else {
             panic!("a retry answers as the original did, at the version it was accepted at: {again:?}")
         };
         assert!(events.is_empty() && &**command_id == "nothing");

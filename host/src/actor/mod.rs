@@ -97,7 +97,12 @@ pub enum CommandOutcome {
     /// accepted with no events has none, and `version` is the version it
     /// was accepted at; if its caller chose its id, it was recorded, and a
     /// retry is a duplicate too.
-    Accepted { version: u64, events: Vec<RecordedEvent>, duplicate: bool, command_id: Arc<str> },
+    ///
+    /// `position`: where the store's log holds the events (see
+    /// [`EventStore::read_log`](crate::store::EventStore::read_log)), for a
+    /// reader to wait until policies and read models have seen them; 0 when
+    /// the command appended nothing now (a duplicate, or no events).
+    Accepted { version: u64, events: Vec<RecordedEvent>, duplicate: bool, command_id: Arc<str>, position: u64 },
     /// A business rejection: nothing was appended.
     Rejected { code: String, message: String },
 }
@@ -499,6 +504,7 @@ impl Actor {
                     events: vec![],
                     duplicate: false,
                     command_id,
+                    position: 0,
                 });
             }
             let request = AppendRequest {
@@ -606,7 +612,8 @@ impl Actor {
             })
             .collect();
         let command_id = provenance.command_id.clone();
-        CommandOutcome::Accepted { version: appended.last_version, events: recorded, duplicate: false, command_id }
+        let (version, position) = (appended.last_version, appended.position);
+        CommandOutcome::Accepted { version, events: recorded, duplicate: false, command_id, position }
     }
 
     /// Before the actor moves to another node: snapshots it if the events
@@ -683,7 +690,13 @@ impl Actor {
             });
         }
         let command_id = command.provenance.command_id.clone();
-        Ok(CommandOutcome::Accepted { version: original.last_version, events, duplicate: true, command_id })
+        Ok(CommandOutcome::Accepted {
+            version: original.last_version,
+            events,
+            duplicate: true,
+            command_id,
+            position: 0,
+        })
     }
 }
 

@@ -71,13 +71,13 @@ pub(super) async fn execute_here(
     trace: &TraceContext,
     slot: impl Send + 'static,
 ) -> Result<Value, ApiError> {
-    let runtime = runtime.clone();
+    let task_runtime = runtime.clone();
     // A task starts in no span: the command's is made a child of the door's
     // (when spans are on) by running the task in it.
     let outcome = tasks
         .spawn(
             async move {
-                let outcome = runtime.execute(request).await;
+                let outcome = task_runtime.execute(request).await;
                 drop(slot);
                 outcome
             }
@@ -87,12 +87,29 @@ pub(super) async fn execute_here(
         .map_err(|e| ApiError::new(ErrorKind::Fault, format!("the command task failed: {e}")))??;
     match outcome {
         // Every accepted command names its id, with or without events.
-        CommandOutcome::Accepted { version, events, duplicate, command_id } => {
+        CommandOutcome::Accepted { version, events, duplicate, command_id, position } => {
             let events: Vec<Value> = events.iter().map(|e| event_json(e, false)).collect::<Result<_, _>>()?;
-            Ok(json!({ "version": version, "events": events, "duplicate": duplicate, "command_id": command_id }))
+            let position = match position {
+                0 => head_position(runtime).await,
+                appended => appended,
+            };
+            Ok(json!({
+                "version": version,
+                "events": events,
+                "duplicate": duplicate,
+                "command_id": command_id,
+                "position": position.to_string(),
+            }))
         }
         CommandOutcome::Rejected { code, message } => Err(ApiError::rejected(code, message)),
     }
+}
+
+/// The position a reader waits for after a command that appended nothing
+/// now: the log's head, past whatever the command may have appended before.
+/// 0 if the store cannot tell (a reader then waits for nothing).
+async fn head_position(runtime: &Runtime) -> u64 {
+    runtime.store().log_head().await.unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -77,6 +77,8 @@ pub enum ErrorKind {
     OtherDomain,
     /// The cluster's component changed, but not every node runs it yet.
     RolloutIncomplete,
+    /// A read model had not caught up to the position a query named within its wait.
+    Behind,
 }
 
 impl ErrorKind {
@@ -104,6 +106,7 @@ impl ErrorKind {
         Self::IncompatibleComponent,
         Self::OtherDomain,
         Self::RolloutIncomplete,
+        Self::Behind,
     ];
 
     /// The name in the answer's body.
@@ -132,6 +135,7 @@ impl ErrorKind {
             Self::IncompatibleComponent => "incompatible-component",
             Self::OtherDomain => "other-domain",
             Self::RolloutIncomplete => "rollout-incomplete",
+            Self::Behind => "behind",
         }
     }
 
@@ -153,7 +157,7 @@ impl ErrorKind {
             Self::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Fault | Self::Replay | Self::Corrupt => StatusCode::INTERNAL_SERVER_ERROR,
             Self::BadGateway => StatusCode::BAD_GATEWAY,
-            Self::RolloutIncomplete => StatusCode::GATEWAY_TIMEOUT,
+            Self::RolloutIncomplete | Self::Behind => StatusCode::GATEWAY_TIMEOUT,
             Self::Unavailable | Self::Overloaded | Self::ShardMoved | Self::Unconfirmed => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

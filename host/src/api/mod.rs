@@ -36,6 +36,7 @@ pub mod auth;
 pub mod client;
 mod command;
 pub mod error;
+mod flows;
 pub mod forward;
 pub mod json;
 pub mod nats;
@@ -115,6 +116,9 @@ pub struct ApiConfig {
     /// caller's `traceparent`. Unset, no span is opened and a caller's
     /// context is only passed on to the serving node.
     pub trace_spans: bool,
+    /// The policies and read models this host runs, if it runs them:
+    /// `GET /read-models/…`, `GET /flows`.
+    pub flows: Option<crate::flow::Flows>,
 }
 
 impl Default for ApiConfig {
@@ -130,6 +134,7 @@ impl Default for ApiConfig {
             rollout: None,
             rollout_wait: std::time::Duration::from_secs(60),
             trace_spans: false,
+            flows: None,
         }
     }
 }
@@ -177,6 +182,12 @@ fn router(app: routes::App) -> Router {
             "/admin/component",
             get(admin::component).post(admin::upgrade).layer(DefaultBodyLimit::max(component_limit)),
         )
+        .route("/read-models/{name}", get(flows::rows))
+        .route("/read-models/{name}/{key}", get(flows::row))
+        .route("/flows", get(flows::statuses))
+        .route("/flows/policies/{name}/parked", get(flows::policy_parked))
+        .route("/flows/read-models/{name}/parked", get(flows::read_model_parked))
+        .route("/flows/read-models/{name}/rebuild", post(flows::rebuild))
         .route("/cluster", get(routes::cluster))
         .route("/healthz", get(routes::health))
         .route("/readyz", get(routes::ready))

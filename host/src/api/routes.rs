@@ -281,6 +281,9 @@ pub(super) async fn metrics(State(app): State<App>) -> impl IntoResponse {
     if let Some(door) = &app.config.cluster {
         door.cluster.render_metrics(&mut body);
     }
+    if let Some(flows) = &app.config.flows {
+        flows.render_metrics(&mut body);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 

@@ -6,6 +6,7 @@ use aether_host::api::nats::NatsApiConfig;
 use aether_host::api::{self, ApiConfig, ClusterDoor, HttpToken, ShardServer, TlsConfig};
 use aether_host::bus::{Bus, BusConfig};
 use aether_host::cluster::{Cluster, ClusterConfig, DriverConfig, NodeId, Rollout};
+use aether_host::flow::{EmbeddedViews, FlowConfig, Flows, JetStreamViews, MemoryViews, ViewStore};
 use aether_host::names::NatsNames;
 use aether_host::store::{EmbeddedStore, JetStreamEventStore, MemoryStore};
 use aether_host::wasm::MemoryLayout;
@@ -188,7 +189,7 @@ impl LoadCommand {
         print!("{}", component.model());
 
         let domain = component.model().name.clone();
-        let Backend { store, embedded, nats } = self.open_store(&domain).await?;
+        let Backend { store, embedded, nats, views } = self.open_store(&domain).await?;
         let names = NatsNames::new(self.nats.namespace.as_deref());
         let bus = match &nats {
             Some(client) => Bus::with_nats(&domain, &BusConfig::default(), client.clone(), names.clone()),
@@ -234,6 +235,15 @@ impl LoadCommand {
             .with_context(|| format!("cannot listen on {}", self.listen))?;
         let stop = CancellationToken::new();
         tokio::spawn(shutdown_signal(stop.clone()));
+        // Policies and read models run on one host: here, unless in a
+        // cluster (not hosted there yet).
+        let flows = match cluster {
+            None => Some(Flows::start(runtime.clone(), views, FlowConfig::default(), stop.child_token())),
+            Some(_) => {
+                tracing::warn!("policies and read models are not run in a cluster yet");
+                None
+            }
+        };
         let nats_api = nats.clone().map(|client| {
             let cluster = cluster.clone();
             let (runtime, stop, names) = (runtime.clone(), stop.clone(), names.clone());
@@ -258,6 +268,7 @@ impl LoadCommand {
             cluster: cluster.as_ref().map(|(door, _)| door.clone()),
             rollout,
             trace_spans: self.otlp.otlp_endpoint.is_some(),
+            flows: flows.clone(),
             ..ApiConfig::default()
         };
         let http = api::serve(listener, runtime.clone(), api, stop.clone().cancelled_owned()).await;
@@ -279,6 +290,9 @@ impl LoadCommand {
             let _ = client.flush().await;
         }
 
+        if let Some(flows) = flows {
+            flows.stopped().await;
+        }
         eprintln!("aether-host: commands finished; flushing the event store");
         drop((runtime, store));
         if let Some(store) = embedded {
@@ -379,6 +393,8 @@ struct Backend {
     embedded: Option<Arc<EmbeddedStore>>,
     /// The NATS connection, with `--nats`.
     nats: Option<async_nats::Client>,
+    /// Where policies and read models keep what they derive.
+    views: Arc<dyn ViewStore>,
 }
 
 impl LoadCommand {
@@ -390,15 +406,23 @@ impl LoadCommand {
                 .context("cannot open the JetStream event store")?;
             let ns = self.nats.namespace.as_deref().map(|ns| format!(", namespace {ns}")).unwrap_or_default();
             println!("event store: JetStream at {url}{ns}");
-            return Ok(Backend { store: Arc::new(store), embedded: None, nats: Some(client) });
+            let js = async_nats::jetstream::new(client.clone());
+            let bucket =
+                format!("{domain}{}", self.nats.namespace.as_deref().map(|ns| format!("_{ns}")).unwrap_or_default());
+            let views = JetStreamViews::open(&js, &bucket, self.nats.store_config().replicas)
+                .await
+                .context("cannot open the views bucket")?;
+            return Ok(Backend { store: Arc::new(store), embedded: None, nats: Some(client), views: Arc::new(views) });
         }
         if self.memory {
             println!("event store: in memory (lost on exit)");
-            return Ok(Backend { store: Arc::new(MemoryStore::new()), embedded: None, nats: None });
+            let views = Arc::new(MemoryViews::default());
+            return Ok(Backend { store: Arc::new(MemoryStore::new()), embedded: None, nats: None, views });
         }
         let store = Arc::new(EmbeddedStore::open(&self.data).context("cannot open the event store")?);
         println!("event store: embedded, at {}", self.data.display());
-        Ok(Backend { store: store.clone(), embedded: Some(store), nats: None })
+        let views = Arc::new(EmbeddedViews::open(&self.data).context("cannot open the views store")?);
+        Ok(Backend { store: store.clone(), embedded: Some(store), nats: None, views })
     }
 }
 

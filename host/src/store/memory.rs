@@ -64,7 +64,12 @@ impl Stream {
     fn last_command(&self, id: &str) -> Option<Appended> {
         let last = self.events.last().filter(|e| *e.provenance.command_id == *id)?;
         let events = self.events.iter().rev().take_while(|e| Arc::ptr_eq(&e.provenance, &last.provenance)).count();
-        Some(Appended { first_version: last.version + 1 - events as u64, last_version: last.version, duplicate: false, position: 0 })
+        Some(Appended {
+            first_version: last.version + 1 - events as u64,
+            last_version: last.version,
+            duplicate: false,
+            position: 0,
+        })
     }
 }
 

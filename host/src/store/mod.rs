@@ -24,7 +24,6 @@ pub use embedded::EmbeddedStore;
 pub use jetstream::{JetStreamConfig, JetStreamEventStore};
 pub use memory::MemoryStore;
 
-
 use async_trait::async_trait;
 use std::fmt;
 use std::sync::Arc;

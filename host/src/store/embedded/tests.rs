@@ -92,7 +92,11 @@ async fn keeps_the_contract_across_restarts() {
     assert_eq!(store.read(&actor, 0, 100).await.unwrap(), before, "events and provenance survive");
     assert_eq!(store.version(&actor).await.unwrap(), 3);
     let c2 = store.find_command(&actor, "c2").await.unwrap();
-    assert_eq!(c2, Some(Appended { first_version: 2, last_version: 3, duplicate: true, position: 0 }), "the command index survives");
+    assert_eq!(
+        c2,
+        Some(Appended { first_version: 2, last_version: 3, duplicate: true, position: 0 }),
+        "the command index survives"
+    );
     assert_eq!(store.load_snapshot(&actor).await.unwrap(), Some(snapshot(2)), "the snapshot survives");
     let retried = store.append(&actor, request(3, "c1", &["Opened"])).await.unwrap();
     assert_eq!((retried.first_version, retried.duplicate), (1, true), "a retry after a restart is a duplicate");

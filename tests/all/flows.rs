@@ -1,0 +1,142 @@
+//! Policies and read models hosted on the real runtime: the bank's transfer
+//! saga and owners read model, fed from the store's log.
+
+use crate::support;
+use aether_host::flow::{FlowConfig, Flows, Kind, MemoryViews, ViewStore};
+use aether_host::testkit::TestKit;
+use bank::{Account, AccountCommand, AccountRow, Transfer, TransferCommand, TransferStatus};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const ACCOUNTS: usize = 50;
+const TRANSFERS: usize = 1000;
+
+/// A small deterministic generator: the amounts and pairs of a run.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % below
+    }
+}
+
+fn start(kit: &TestKit, views: Arc<dyn ViewStore>) -> (Flows, CancellationToken) {
+    let stop = CancellationToken::new();
+    let config = FlowConfig { poll: Duration::from_millis(5), ..FlowConfig::default() };
+    (Flows::start(kit.runtime().clone(), views, config, stop.clone()), stop)
+}
+
+/// Waits until every runner has processed the whole log, and the log has
+/// stopped growing (the saga's commands append more).
+async fn settle(kit: &TestKit, flows: &Flows) {
+    let store = kit.runtime().store();
+    for _ in 0..200 {
+        let head = store.log_head().await.unwrap();
+        for status in flows.statuses() {
+            flows.wait_for(status.kind, &status.name, head, Duration::from_secs(30)).await.unwrap();
+        }
+        if store.log_head().await.unwrap() == head {
+            return;
+        }
+    }
+    panic!("the log kept growing");
+}
+
+fn account(i: usize) -> String {
+    format!("acc-{i}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transfers_conserve_money_and_the_owners_read_model_follows() {
+    let kit = support::bank().await;
+    let (flows, stop) = start(&kit, Arc::new(MemoryViews::default()));
+    let mut rng = Lcg(7);
+    let mut total = 0;
+    for i in 0..ACCOUNTS {
+        let owner = format!("owner-{}", i % 7);
+        kit.send("Account", &account(i), &AccountCommand::Open { owner }, None).await.unwrap();
+        let amount = rng.next(1_000);
+        total += amount;
+        kit.send("Account", &account(i), &AccountCommand::Deposit { amount }, None).await.unwrap();
+    }
+    let mut sends = tokio::task::JoinSet::new();
+    for t in 0..TRANSFERS {
+        let from = rng.next(ACCOUNTS as u64) as usize;
+        let to = (from + 1 + rng.next(ACCOUNTS as u64 - 1) as usize) % ACCOUNTS;
+        let start = TransferCommand::Start { from: account(from), to: account(to), amount: rng.next(400) + 1 };
+        let runtime = kit.runtime().clone();
+        sends.spawn(async move {
+            let (name, payload) = aether_guest::codec::split(&start).unwrap();
+            let request = aether_host::runtime::CommandRequest {
+                aggregate: "Transfer".into(),
+                id: format!("t-{t}"),
+                command: name,
+                payload,
+                ..Default::default()
+            };
+            runtime.execute(request).await.unwrap()
+        });
+    }
+    while let Some(sent) = sends.join_next().await {
+        assert!(matches!(sent.unwrap(), aether_host::CommandOutcome::Accepted { .. }));
+    }
+    settle(&kit, &flows).await;
+
+    let mut balances = 0;
+    for i in 0..ACCOUNTS {
+        let state: Account = kit.state("Account", &account(i)).await;
+        balances += state.balance;
+        let row = flows.row("AccountsByOwner", &account(i)).await.unwrap().expect("a row per account");
+        let row: AccountRow = rmp_serde::from_slice(&row).unwrap();
+        assert_eq!(row, AccountRow { owner: state.owner, balance: state.balance, open: state.open }, "{i}");
+    }
+    assert_eq!(balances, total, "no money made or lost");
+    let (mut completed, mut failed) = (0, 0);
+    for t in 0..TRANSFERS {
+        let transfer: Transfer = kit.state("Transfer", &format!("t-{t}")).await;
+        match transfer.status {
+            TransferStatus::Completed => completed += 1,
+            TransferStatus::Failed { .. } => failed += 1,
+            other => panic!("transfer t-{t} ended {other:?}"),
+        }
+    }
+    println!("{completed} transfers completed, {failed} failed");
+    assert!(completed > 0 && failed > 0, "both paths taken: {completed} completed, {failed} failed");
+    let saga = flows.status(Kind::Policy, "TransferSaga").unwrap();
+    assert_eq!(saga.parked(), 0);
+    let owners = flows.rows("AccountsByOwner", "", None, 1000, Some(("owner", "owner-3"))).await.unwrap();
+    assert_eq!(owners.rows.len(), (0..ACCOUNTS).filter(|i| i % 7 == 3).count(), "listing by owner");
+    stop.cancel();
+    flows.stopped().await;
+}
+
+/// A runner restarted on the same views goes on from its checkpoint, and a
+/// rebuild folds the same rows again from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runners_go_on_from_their_checkpoints_and_a_rebuild_refolds() {
+    let kit = support::bank().await;
+    let views: Arc<dyn ViewStore> = Arc::new(MemoryViews::default());
+    let (flows, stop) = start(&kit, views.clone());
+    kit.send("Account", "a", &AccountCommand::Open { owner: "ada".into() }, None).await.unwrap();
+    kit.send("Account", "a", &AccountCommand::Deposit { amount: 10 }, None).await.unwrap();
+    settle(&kit, &flows).await;
+    stop.cancel();
+    flows.stopped().await;
+
+    kit.send("Account", "a", &AccountCommand::Deposit { amount: 5 }, None).await.unwrap();
+    let (flows, stop) = start(&kit, views);
+    settle(&kit, &flows).await;
+    let row = |flows: Flows| async move {
+        let row = flows.row("AccountsByOwner", "a").await.unwrap().unwrap();
+        rmp_serde::from_slice::<AccountRow>(&row).unwrap()
+    };
+    assert_eq!(row(flows.clone()).await.balance, 15, "each deposit folded once");
+    flows.rebuild("AccountsByOwner").unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    settle(&kit, &flows).await;
+    assert_eq!(row(flows.clone()).await.balance, 15, "refolded from the start");
+    stop.cancel();
+    flows.stopped().await;
+}
