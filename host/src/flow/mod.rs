@@ -264,7 +264,8 @@ impl Flows {
     /// Metrics in the Prometheus text format.
     pub fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write;
-        let lines: [(&str, &str, fn(&RunnerStatus) -> u64); 5] = [
+        type Line = (&'static str, &'static str, fn(&RunnerStatus) -> u64);
+        let lines: [Line; 5] = [
             ("aether_flow_lag", "Log positions a policy or read model has yet to process.", RunnerStatus::lag),
             ("aether_flow_parked_total", "Inputs parked with their error.", RunnerStatus::parked),
             ("aether_flow_events_total", "Events handled.", |s| s.handled.load(Ordering::Relaxed)),

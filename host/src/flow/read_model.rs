@@ -315,7 +315,7 @@ fn field_equals(row: &[u8], name: &str, value: &str) -> bool {
     let Ok(json) = crate::api::json::from_msgpack(row) else { return false };
     match json.get(name) {
         Some(serde_json::Value::String(s)) => s == value,
-        Some(other) => other.to_string() == value,
+        Some(other) => *other == serde_json::from_str::<serde_json::Value>(value).unwrap_or_default(),
         None => false,
     }
 }

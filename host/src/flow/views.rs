@@ -285,7 +285,7 @@ impl ViewStore for JetStreamViews {
             let key = Self::key(space, &key);
             match value {
                 Some(value) => {
-                    drop(self.bucket.put(key, value.into()).await.map_err(|e| Self::unavailable("writing a view", e))?)
+                    self.bucket.put(key, value.into()).await.map_err(|e| Self::unavailable("writing a view", e))?;
                 }
                 None => self.bucket.purge(key).await.map_err(|e| Self::unavailable("deleting a view", e))?,
             }

@@ -83,6 +83,9 @@ impl Write {
     }
 }
 
+/// A command in the store's log: its position and actor.
+pub(super) type LogEntry = (u64, ActorId, Arc<Command>);
+
 /// One actor's part of a memtable.
 #[derive(Debug, Default)]
 pub(super) struct ActorTail {
@@ -125,7 +128,7 @@ pub(super) struct Memtable {
     pub appends: usize,
     /// The appends with events, by position (ascending): the tail of the
     /// store's log.
-    pub log: Vec<(u64, ActorId, Arc<Command>)>,
+    pub log: Vec<LogEntry>,
 }
 
 impl Memtable {
@@ -215,7 +218,7 @@ impl Tail {
 
     /// The log's entries held in memory after `after`, at most `max`, and
     /// the oldest position memory holds (every later one is here too).
-    pub(super) fn log_after(&self, after: u64, max: usize) -> (Vec<(u64, ActorId, Arc<Command>)>, Option<u64>) {
+    pub(super) fn log_after(&self, after: u64, max: usize) -> (Vec<LogEntry>, Option<u64>) {
         let logs = || self.frozen.as_deref().into_iter().chain([&self.active]).map(|m| &m.log);
         let first = logs().find_map(|log| log.first()).map(|(position, ..)| *position);
         let held = logs().flat_map(|log| &log[log.partition_point(|(position, ..)| *position <= after)..]);

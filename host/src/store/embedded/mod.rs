@@ -324,7 +324,7 @@ impl EventStore for EmbeddedStore {
         let max = max.max(1);
         // Memory first, then redb, as reads do.
         let (recent, first_in_memory) = self.shared.tail_read().log_after(after, max);
-        let logged = |(position, actor, command): (u64, ActorId, Arc<memtable::Command>)| {
+        let logged = |(position, actor, command): memtable::LogEntry| {
             let events = command.events.iter().zip(command.first_version..);
             let events = events.map(|(event, version)| RecordedEvent {
                 version,

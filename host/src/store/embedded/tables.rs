@@ -170,7 +170,7 @@ impl<'txn> WriteTables<'txn> {
     }
 
     /// Stores entries of the log of appends (ascending positions).
-    pub(super) fn store_log(&mut self, entries: &[(u64, ActorId, Arc<Command>)]) -> Result<(), redb::StorageError> {
+    pub(super) fn store_log(&mut self, entries: &[super::memtable::LogEntry]) -> Result<(), redb::StorageError> {
         for (position, actor, command) in entries {
             let entry = (actor.aggregate.as_str(), actor.id.as_str(), command.first_version, command.last_version());
             self.log.insert(*position, entry)?;
