@@ -105,9 +105,14 @@ impl RunnerStatus {
         }
     }
 
-    /// Log positions not yet processed.
+    /// Log positions not yet processed (of the newest head the runner saw).
     pub fn lag(&self) -> u64 {
-        self.head.load(Ordering::Relaxed).saturating_sub(self.checkpoint.load(Ordering::Relaxed))
+        self.head.load(Ordering::Relaxed).saturating_sub(*self.caught_up.borrow())
+    }
+
+    /// Every log position up to this one is processed.
+    pub fn caught_up(&self) -> u64 {
+        *self.caught_up.borrow()
     }
 
     pub fn checkpoint(&self) -> u64 {
@@ -124,6 +129,7 @@ impl RunnerStatus {
             "name": self.name,
             "kind": self.kind.label(),
             "checkpoint": self.checkpoint().to_string(),
+            "caught_up": self.caught_up().to_string(),
             "lag": self.lag(),
             "parked": self.parked(),
             "events_handled": self.handled.load(Ordering::Relaxed),

@@ -8,6 +8,7 @@
 mod chaos;
 mod cli;
 mod cluster;
+mod flows;
 mod harness;
 mod http;
 mod lifecycle;
