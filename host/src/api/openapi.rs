@@ -38,6 +38,19 @@ pub(super) fn document(model: &DomainModel, config: &ApiConfig) -> Value {
             ok(json!({ "$ref": "#/components/schemas/Model" })), &[],
         )}),
     );
+    let mut board = operation(
+        "board",
+        "The model drawn as an EventStorming board: an HTML page with an SVG, no script",
+        &[],
+        secured,
+        json!({}),
+        &[],
+    );
+    board["responses"]["200"] = json!({
+        "description": "An HTML page: commands blue, events orange, aggregates yellow, policies lilac, read models green",
+        "content": { "text/html": { "schema": { "type": "string" } } },
+    });
+    paths.insert("/board".into(), json!({ "get": board }));
     let mut health = operation(
         "healthz",
         "Whether the host is up; never asks for a token",
@@ -626,6 +639,7 @@ mod tests {
             "/actors/Cart/{id}",
             "/actors/Cart/{id}/events",
             "/model",
+            "/board",
             "/healthz",
             "/readyz",
             "/metrics",

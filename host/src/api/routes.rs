@@ -203,6 +203,21 @@ pub(super) async fn model(State(app): State<App>) -> Json<crate::model::DomainMo
     Json(app.runtime.model())
 }
 
+/// `GET /board`: the model drawn as an EventStorming board, an HTML page
+/// that runs no script and fetches nothing (and says so in its
+/// `Content-Security-Policy`).
+pub(super) async fn board(State(app): State<App>) -> impl IntoResponse {
+    let page = crate::board::html(&app.runtime.model());
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, crate::board::CONTENT_SECURITY_POLICY),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        page,
+    )
+}
+
 /// `GET /healthz`.
 pub(super) async fn health(State(app): State<App>) -> Json<Value> {
     Json(json!({
@@ -292,7 +307,7 @@ pub(super) async fn not_found() -> ApiError {
     ApiError::new(
         ErrorKind::NotFound,
         "no such route; the API has POST /actors/{aggregate}/{id}/commands/{command}, GET /actors/{aggregate}/{id}, \
-         GET /actors/{aggregate}/{id}/events, GET /model, GET|POST /admin/component, GET /cluster, GET /healthz, \
+         GET /actors/{aggregate}/{id}/events, GET /model, GET /board, GET|POST /admin/component, GET /cluster, GET /healthz, \
          GET /readyz, GET /metrics, GET /openapi.json",
     )
 }

@@ -1,6 +1,7 @@
 //! `aether-host check <model.wasm>`: load a component the way the host
 //! would, and print its EventStorming model.
 
+use super::model::ModelFormat;
 use aether_host::{AetherEngine, DomainComponent, EngineConfig};
 use std::path::PathBuf;
 
@@ -13,9 +14,13 @@ use std::path::PathBuf;
 pub struct CheckCommand {
     /// The component, e.g. target/wasm32-wasip2/release/bank.wasm.
     model: PathBuf,
-    /// Print the model as JSON (with payload schemas) instead of a summary.
-    #[arg(long)]
+    /// Print the model as JSON (with payload schemas) instead of a summary; `--format json`.
+    #[arg(long, conflicts_with = "format")]
     json: bool,
+    /// What to print: a summary, the model as JSON, or the EventStorming
+    /// board as an HTML page or an SVG drawing.
+    #[arg(long, value_enum, default_value_t = ModelFormat::Summary)]
+    format: ModelFormat,
 }
 
 impl CheckCommand {
@@ -24,12 +29,11 @@ impl CheckCommand {
         let component = DomainComponent::from_file(&engine, &self.model)
             .map_err(|e| anyhow::anyhow!("{}: {e}", self.model.display()))?;
         let model = component.model();
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(model)?);
-            return Ok(());
+        let format = if self.json { ModelFormat::Json } else { self.format };
+        if format == ModelFormat::Summary {
+            println!("{}\nsha-256 {}", self.model.display(), component.hash());
         }
-        println!("{}\nsha-256 {}", self.model.display(), component.hash());
-        print!("{model}");
+        print!("{}", format.render(model)?);
         Ok(())
     }
 }

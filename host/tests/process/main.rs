@@ -5,6 +5,7 @@
 //! Here rather than in `tests/` because Cargo only hands a package's own
 //! tests the path of its binaries.
 
+mod board;
 mod chaos;
 mod cli;
 mod cluster;

@@ -45,6 +45,7 @@ async fn a_token_guards_every_route_but_health() {
         http.get(url("/actors/Account/t")),
         http.get(url("/actors/Account/t/events")),
         http.get(url("/model")),
+        http.get(url("/board")),
         http.get(url("/metrics")),
         http.get(url("/openapi.json")),
         http.get(url("/nowhere")),
@@ -80,6 +81,9 @@ async fn a_token_guards_every_route_but_health() {
     let (ok, _, err) = cli(&["model", "--url", &host.url], &[]);
     assert!(!ok);
     assert!(err.contains("unauthorized") && err.contains("401"), "{err}");
+    let (ok, out, err) = cli(&["model", "--format", "html", "--url", &host.url, "--token", TOKEN], &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("<g class=\"command\" data-name=\"Account.Open\""), "{out}");
 }
 
 #[tokio::test]
