@@ -140,3 +140,44 @@ async fn runners_go_on_from_their_checkpoints_and_a_rebuild_refolds() {
     stop.cancel();
     flows.stopped().await;
 }
+
+/// A policy that faults on one event parks that event, with its error, and
+/// goes on with the others; so does a read model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faulting_input_is_parked_and_the_rest_go_on() {
+    #[derive(serde::Serialize)]
+    enum TrapperCommand {
+        Ping,
+    }
+    let kit = support::faulty().await;
+    let (flows, stop) = start(&kit, Arc::new(MemoryViews::default()));
+    for id in ["stray", "garble", "panic", "ok"] {
+        kit.send("Trapper", id, &TrapperCommand::Ping, None).await.unwrap();
+    }
+    // `ok` is answered with a ping of `ok-echo`, whose event is answered in turn.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let rogue = flows.status(Kind::Policy, "Rogue").unwrap();
+    while rogue.parked() < 3
+        || kit.runtime().store().version(&aether_host::ActorId::new("Trapper", "ok-echo")).await.unwrap() == 0
+    {
+        assert!(std::time::Instant::now() < deadline, "parked {}", rogue.parked());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    flows.stopped().await;
+    let parked = flows.parked(Kind::Policy, "Rogue", None, 100).await.unwrap();
+    let errors: Vec<String> = parked.iter().map(|(_, p)| format!("{} {}", p["input"], p["error"])).collect();
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(errors[0].contains("Trapper/stray@1") && errors[0].contains("which it does not declare"), "{errors:#?}");
+    assert!(errors[1].contains("Trapper/garble@1") && errors[1].contains("payload that is"), "{errors:#?}");
+    assert!(errors[2].contains("Trapper/panic@1") && errors[2].contains("panic"), "{errors:#?}");
+
+    let pings = flows.parked(Kind::ReadModel, "Pings", None, 100).await.unwrap();
+    assert_eq!(pings.len(), 1, "{pings:?}");
+    assert!(pings[0].1["input"].as_str().unwrap().contains("garble"), "{pings:?}");
+    for id in ["stray", "panic", "ok", "ok-echo"] {
+        let row = flows.row("Pings", id).await.unwrap().unwrap_or_else(|| panic!("a row for {id}"));
+        assert_eq!(rmp_serde::from_slice::<u64>(&row).unwrap(), 1, "{id}");
+    }
+    assert_eq!(flows.row("Pings", "garble").await.unwrap(), None, "the faulting fold left no row");
+}
