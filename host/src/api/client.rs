@@ -236,7 +236,7 @@ impl HttpClient {
     /// A read model's row (`key`), or a page of its rows (no `key`), as
     /// `GET /read-models/{name}[/{key}]` answers; `query` holds the other
     /// parameters (`position`, `wait_ms`, `prefix`, `after`, `limit`,
-    /// `index`, `value`).
+    /// `where`).
     ///
     /// # Errors
     ///

@@ -43,11 +43,11 @@ impl QueryCommand {
         query.extend(optional.into_iter().filter_map(|(name, value)| Some((name, value?))));
         query.extend(self.limit.map(|l| ("limit", l.to_string())));
         query.extend(self.wait_ms.map(|w| ("wait_ms", w.to_string())));
-        if let Some(filter) = &self.filter {
-            let Some((field, value)) = filter.split_once('=') else {
+        if let Some(filter) = self.filter {
+            if !filter.contains('=') {
                 anyhow::bail!("--where takes FIELD=VALUE, e.g. owner=ada; got `{filter}`");
-            };
-            query.extend([("index", field.to_owned()), ("value", value.to_owned())]);
+            }
+            query.push(("where", filter));
         }
         let client = self.remote.client()?;
         let answer = remote::block_on(client.query(&self.read_model, self.key.as_deref(), &query))?;

@@ -156,6 +156,8 @@ pub enum FlowError {
     Unknown { kind: &'static str, name: String, known: String },
     #[error("{kind} `{name}` has not reached position {position} within {waited:?} (it is at {at})")]
     Behind { kind: &'static str, name: String, position: u64, at: u64, waited: Duration },
+    #[error("position {position} is past the log's head ({head}): no command was answered with it")]
+    Unwritten { position: u64, head: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -239,9 +241,18 @@ impl Flows {
     ///
     /// # Errors
     ///
-    /// [`FlowError::Behind`] if it has not by then; [`FlowError::Unknown`].
+    /// [`FlowError::Behind`] if it has not by then; [`FlowError::Unwritten`]
+    /// for a position the log has not reached (so no wait for what will
+    /// never come); [`FlowError::Unknown`].
     pub async fn wait_for(&self, kind: Kind, name: &str, position: u64, wait: Duration) -> Result<(), FlowError> {
         let status = self.status(kind, name)?;
+        if position <= status.caught_up() {
+            return Ok(());
+        }
+        let head = self.runtime().store().log_head().await?;
+        if position > head {
+            return Err(FlowError::Unwritten { position, head });
+        }
         let mut caught_up = status.caught_up.subscribe();
         let reached = tokio::time::timeout(wait, caught_up.wait_for(|at| *at >= position)).await;
         match reached {

@@ -183,7 +183,7 @@ async fn a_query_with_a_commands_position_sees_its_effect() {
         assert_eq!(row.status, 200, "{}", row.body);
         assert_eq!(row.body["row"]["balance"], (1..=amount).sum::<u64>(), "the deposit of {amount} is seen");
     }
-    let listed = http.get("/read-models/AccountsByOwner?index=owner&value=ada").await;
+    let listed = http.get("/read-models/AccountsByOwner?where=owner=ada").await;
     assert_eq!(listed.body["rows"][0]["key"], "ryw");
     let missing = http.get("/read-models/AccountsByOwner/nobody").await;
     assert_eq!((missing.status, missing.body["error"].as_str()), (404, Some("not-found")));
