@@ -174,3 +174,49 @@ pub(super) async fn read_model_parked(
     let (Path(name), Query(query)) = (path.map_err(bad)?, query.map_err(bad)?);
     parked(&app, Kind::ReadModel, &name, query).await
 }
+
+/// A policy's commands sent where their shards are served, as a door
+/// sends a client's: run here under the shard's pass, or forwarded.
+#[derive(Debug)]
+pub struct ClusterCommands {
+    runtime: crate::runtime::Runtime,
+    door: super::ClusterDoor,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl ClusterCommands {
+    pub fn new(runtime: crate::runtime::Runtime, door: super::ClusterDoor) -> Self {
+        Self { runtime, door, tasks: tokio_util::task::TaskTracker::new() }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::flow::CommandSink for ClusterCommands {
+    async fn send(
+        &self,
+        request: crate::runtime::CommandRequest,
+    ) -> Result<crate::flow::Sent, crate::store::StoreError> {
+        use crate::flow::Sent;
+        let trace = super::trace::TraceContext::default();
+        let answer = super::command::execute(&self.runtime, Some(&self.door), &self.tasks, request, &trace, ()).await;
+        let error = match answer {
+            Ok(value) => return Ok(Sent::Accepted { duplicate: value["duplicate"].as_bool().unwrap_or(false) }),
+            Err(error) => error,
+        };
+        let text = |key: &str| error.body[key].as_str().unwrap_or_default().to_owned();
+        match error.kind() {
+            Some(ErrorKind::Rejected) => Ok(Sent::Rejected { code: text("code"), message: text("message") }),
+            // Worth asking again: the runner backs off and does.
+            None
+            | Some(
+                ErrorKind::Unavailable
+                | ErrorKind::Overloaded
+                | ErrorKind::ShardMoved
+                | ErrorKind::Unconfirmed
+                | ErrorKind::Conflict
+                | ErrorKind::BadGateway,
+            ) => Err(crate::store::StoreError::Unavailable(format!("{}: {}", text("error"), text("message")))),
+            Some(kind) => Ok(Sent::Failed(format!("{}: {}", kind.as_str(), text("message")))),
+        }
+    }
+}

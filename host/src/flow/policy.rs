@@ -17,8 +17,7 @@
 //!   parked in `parked/policy/<name>` with its error; the rest go on. An
 //!   unavailable target is retried with backoff, the batch unconsumed.
 
-use super::{Flows, RunnerStatus, parked_entry, parked_space};
-use crate::actor::{ActorError, CommandOutcome};
+use super::{Flows, RunnerStatus, Sent, parked_entry, parked_space};
 use crate::runtime::CommandRequest;
 use crate::store::{ActorId, LoggedCommand, RecordedEvent, StoreError};
 use crate::wasm::{CommandToSend, DomainComponent, GuestFault, LoggedEvent, PolicyInput, PolicyVm, RejectedCommand};
@@ -140,8 +139,13 @@ async fn send_all(
         let (command_id, causation) = input.command_id(&status.name, index);
         let rejected = match recorded_rejection(flows, status, &command_id).await? {
             Some(rejected) => rejected,
-            None => match send(flows, status, input, &command, &command_id, causation).await? {
-                Sent::Accepted => continue,
+            None => match send(flows, input, &command, &command_id, causation).await? {
+                Sent::Accepted { duplicate } => {
+                    if !duplicate {
+                        status.sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
                 Sent::Failed(error) => {
                     park(flows, status, input, &format!("`{}.{}` failed: {error}", command.aggregate, command.command))
                         .await?;
@@ -171,19 +175,8 @@ async fn send_all(
     Ok(())
 }
 
-enum Sent {
-    Accepted,
-    Rejected {
-        code: String,
-        message: String,
-    },
-    /// The command cannot be taken, whatever is retried: the input's fault.
-    Failed(String),
-}
-
 async fn send(
     flows: &Flows,
-    status: &RunnerStatus,
     input: &Input,
     command: &CommandToSend,
     command_id: &str,
@@ -199,24 +192,8 @@ async fn send(
         causation_id: Some(causation),
         fence: None,
     };
-    match flows.runtime().execute(request).await {
-        Ok(CommandOutcome::Accepted { duplicate, .. }) => {
-            if !duplicate {
-                status.sent.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(Sent::Accepted)
-        }
-        Ok(CommandOutcome::Rejected { code, message }) => Ok(Sent::Rejected { code, message }),
-        // Worth asking again: the batch is retried with backoff.
-        Err(
-            e @ (ActorError::Store(StoreError::Unavailable(_))
-            | ActorError::Conflict { .. }
-            | ActorError::Overloaded { .. }
-            | ActorError::ShardMoved { .. }
-            | ActorError::Unconfirmed { .. }),
-        ) => Err(StoreError::Unavailable(e.to_string())),
-        Err(other) => Ok(Sent::Failed(other.to_string())),
-    }
+    // An error is worth asking again: the batch is retried with backoff.
+    flows.sink().send(request).await
 }
 
 fn outcomes_space(status: &RunnerStatus) -> String {
