@@ -181,3 +181,28 @@ async fn a_faulting_input_is_parked_and_the_rest_go_on() {
     }
     assert_eq!(flows.row("Pings", "garble").await.unwrap(), None, "the faulting fold left no row");
 }
+
+/// A read model declared otherwise than its rows were folded by (another
+/// component's) is folded again from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_model_declared_otherwise_is_folded_again() {
+    let kit = support::bank().await;
+    let views: Arc<dyn ViewStore> = Arc::new(MemoryViews::default());
+    let (flows, stop) = start(&kit, views.clone());
+    kit.send("Account", "a", &AccountCommand::Open { owner: "ada".into() }, None).await.unwrap();
+    settle(&kit, &flows).await;
+    stop.cancel();
+    flows.stopped().await;
+    // As if an older component had folded them, with a row it made.
+    views.write("definitions/read-model", vec![("AccountsByOwner".into(), Some(b"older".to_vec()))]).await.unwrap();
+    // A row folded up to position 0, holding MessagePack nil.
+    let stale = [&[0; 8][..], &[1, 0xc0]].concat();
+    views.write("rows/AccountsByOwner", vec![("stale".into(), Some(stale))]).await.unwrap();
+
+    let (flows, stop) = start(&kit, views);
+    settle(&kit, &flows).await;
+    let page = flows.rows("AccountsByOwner", "", None, 10, None).await.unwrap();
+    assert_eq!(page.rows.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["a"], "the stale row is gone");
+    stop.cancel();
+    flows.stopped().await;
+}

@@ -524,7 +524,27 @@ async fn feed(flows: &Flows, status: &RunnerStatus) {
         }
     };
     status.advance(checkpoint);
+    // The component whose read model definition was last compared.
+    let mut compared: Option<Arc<str>> = None;
     loop {
+        if status.kind == Kind::ReadModel {
+            let deployment = flows.runtime().component();
+            let hash = deployment.component().hash();
+            if compared.as_ref() != Some(hash) {
+                match read_model::definition_changed(flows, status, deployment.component().model()).await {
+                    Ok(changed) => {
+                        compared = Some(hash.clone());
+                        if changed {
+                            status.rebuild.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    Err(e) => {
+                        backoff.wait(status, &e).await;
+                        continue;
+                    }
+                }
+            }
+        }
         if status.kind == Kind::ReadModel && status.rebuild.swap(false, Ordering::Relaxed) {
             match read_model::drop_rows(flows, status).await {
                 Ok(()) => {

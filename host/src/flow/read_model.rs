@@ -72,6 +72,31 @@ fn encode(position: u64, row: Option<&[u8]>) -> Vec<u8> {
     out
 }
 
+/// Whether the read model is declared otherwise than when its rows were
+/// folded (other events, row schema or indexes): then it is folded again
+/// from the start. Records the definition the rows follow from now on.
+pub(super) async fn definition_changed(
+    flows: &Flows,
+    status: &RunnerStatus,
+    model: &crate::model::DomainModel,
+) -> Result<bool, StoreError> {
+    let Some(read_model) = model.read_model(&status.name) else { return Ok(false) };
+    let definition = serde_json::to_vec(read_model).expect("a model serialises");
+    let definition = format!("{:016x}", crate::fnv::fnv1a_64(&definition)).into_bytes();
+    let stored = flows.views().get(DEFINITIONS, &status.name).await?;
+    if stored.as_ref() == Some(&definition) {
+        return Ok(false);
+    }
+    flows.views().write(DEFINITIONS, vec![(status.name.clone(), Some(definition))]).await?;
+    if stored.is_some() {
+        tracing::info!(read_model = %status.name, "the read model is declared otherwise: folding it again from the start");
+    }
+    Ok(stored.is_some())
+}
+
+/// Where each read model's definition, as its rows were folded, is kept.
+const DEFINITIONS: &str = "definitions/read-model";
+
 pub(super) async fn drop_rows(flows: &Flows, status: &RunnerStatus) -> Result<(), StoreError> {
     flows.views().clear(&rows_space(&status.name)).await?;
     flows.views().clear(&parked_space(status)).await?;
