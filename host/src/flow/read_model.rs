@@ -99,6 +99,10 @@ const DEFINITIONS: &str = "definitions/read-model";
 
 pub(super) async fn drop_rows(flows: &Flows, status: &RunnerStatus) -> Result<(), StoreError> {
     flows.views().clear(&rows_space(&status.name)).await?;
+    let indexes = flows.runtime().component().component().model().read_model(&status.name).map(|m| m.indexes.clone());
+    for index in indexes.unwrap_or_default() {
+        flows.views().clear(&index_space(&status.name, &index)).await?;
+    }
     flows.views().clear(&parked_space(status)).await?;
     status.parked.store(0, Ordering::Relaxed);
     super::save_checkpoint(flows, status, 0).await
@@ -143,6 +147,7 @@ pub(super) async fn handle(
     }
     let space = rows_space(&status.name);
     let mut writes = Vec::with_capacity(by_key.len());
+    let mut index_writes: BTreeMap<String, Vec<super::views::ViewWrite>> = BTreeMap::new();
     for (key, events) in by_key {
         let stored = flows.views().get(&space, &key).await?;
         let (seen, row) = match stored.as_deref().map(decode) {
@@ -158,10 +163,43 @@ pub(super) async fn handle(
         };
         let due: Vec<Event> = events.into_iter().filter(|e| e.position > seen).cloned().collect();
         let Some(newest) = due.last().map(|e| e.position) else { continue };
-        let row = fold(flows, status, slot, &key, row, due).await?;
-        writes.push((key, Some(encode(newest, row.as_deref()))));
+        let folded = fold(flows, status, slot, &key, row.clone(), due).await?;
+        for index in &model.indexes {
+            let (old, new) = (field_text(row.as_deref(), index), field_text(folded.as_deref(), index));
+            if old != new {
+                let entries = &mut index_writes.entry(index.clone()).or_insert_with(Vec::new);
+                entries.extend(old.map(|old| (index_key(&old, &key), None)));
+                entries.extend(new.map(|new| (index_key(&new, &key), Some(Vec::new()))));
+            }
+        }
+        writes.push((key, Some(encode(newest, folded.as_deref()))));
+    }
+    // The indexes first: a batch read again after a crash between the two
+    // writes skips the rows it wrote, but not the index entries; a listing
+    // checks each row it finds through an index.
+    for (index, entries) in index_writes {
+        flows.views().write(&index_space(&status.name, &index), entries).await?;
     }
     flows.views().write(&space, writes).await
+}
+
+/// The space of a read model's index on a field: keys `<value>\0<row key>`.
+fn index_space(name: &str, field: &str) -> String {
+    format!("index/{name}/{field}")
+}
+
+fn index_key(value: &str, key: &str) -> String {
+    format!("{value}\0{key}")
+}
+
+/// A row's top-level field as the index keeps it: a string as it is, any
+/// other value as JSON; `None` without a row or that field.
+fn field_text(row: Option<&[u8]>, field: &str) -> Option<String> {
+    let json = crate::api::json::from_msgpack(row?).ok()?;
+    match json.get(field)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
 }
 
 async fn park(
@@ -310,6 +348,13 @@ impl Flows {
         self.status(Kind::ReadModel, read_model)?;
         let space = rows_space(read_model);
         let limit = limit.max(1);
+        let indexed = field.filter(|(name, _)| {
+            let deployment = self.runtime().component();
+            deployment.component().model().read_model(read_model).is_some_and(|m| m.indexes.iter().any(|i| i == name))
+        });
+        if let Some((name, value)) = indexed {
+            return self.rows_by_index(read_model, name, value, prefix, after, limit).await;
+        }
         let mut rows = Vec::new();
         let mut cursor = after.map(str::to_owned);
         loop {
@@ -322,6 +367,44 @@ impl Flows {
                     continue;
                 }
                 rows.push(Row { key, row: row.to_vec() });
+                if rows.len() == limit {
+                    let next = rows.last().map(|r| r.key.clone());
+                    return Ok(RowPage { rows, next });
+                }
+            }
+            if exhausted {
+                return Ok(RowPage { rows, next: None });
+            }
+        }
+    }
+}
+
+impl Flows {
+    /// Rows whose indexed field `name` has `value`, through the index: each
+    /// row found is read and checked (an entry may be ahead of its row).
+    async fn rows_by_index(
+        &self,
+        read_model: &str,
+        name: &str,
+        value: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<RowPage, FlowError> {
+        let space = index_space(read_model, name);
+        let mut cursor = after.map(|after| index_key(value, after));
+        let mut rows = Vec::new();
+        loop {
+            let entries = self.views().scan(&space, &index_key(value, prefix), cursor.as_deref(), 256).await?;
+            let exhausted = entries.len() < 256;
+            for (entry, _) in entries {
+                cursor = Some(entry.clone());
+                let key = &entry[value.len() + 1..];
+                let Some(row) = self.row(read_model, key).await? else { continue };
+                if !field_equals(&row, name, value) {
+                    continue;
+                }
+                rows.push(Row { key: key.to_owned(), row });
                 if rows.len() == limit {
                     let next = rows.last().map(|r| r.key.clone());
                     return Ok(RowPage { rows, next });
