@@ -131,7 +131,7 @@ pub(super) async fn rows(
 /// `POST /read-models/{name}/rebuild`: fold again from the start.
 pub(super) async fn rebuild(State(app): State<App>, path: Result<Path<String>, PathRejection>) -> ApiResult {
     let Path(name) = path.map_err(bad)?;
-    flows(&app)?.rebuild(&name).map_err(flow_error)?;
+    flows(&app)?.rebuild(&name).await.map_err(flow_error)?;
     Ok(Json(json!({ "read_model": name, "rebuilding": true })))
 }
 

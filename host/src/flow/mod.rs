@@ -24,6 +24,7 @@
 mod policy;
 mod read_model;
 pub mod views;
+mod vm;
 
 pub use read_model::{Row, RowPage};
 pub use views::{EmbeddedViews, JetStreamViews, MemoryViews, ViewStore};
@@ -397,13 +398,20 @@ impl Flows {
     }
 
     /// Folds the read model again from the start of the log: its rows are
-    /// dropped once the runner takes the request up.
+    /// dropped once the runner takes the request up. The request is stored,
+    /// so the runner finds it wherever it runs (in a cluster, on the
+    /// leader, within a second) and after a restart; queries with a
+    /// position wait for the rows to grow back.
     ///
     /// # Errors
     ///
-    /// [`FlowError::Unknown`].
-    pub fn rebuild(&self, name: &str) -> Result<(), FlowError> {
-        self.status(Kind::ReadModel, name)?.rebuild.store(true, Ordering::Relaxed);
+    /// [`FlowError::Unknown`], or the store's.
+    pub async fn rebuild(&self, name: &str) -> Result<(), FlowError> {
+        let status = self.status(Kind::ReadModel, name)?;
+        let asked = crate::runtime::now_ms().to_be_bytes().to_vec();
+        self.views().write(REBUILDS, vec![(name.to_owned(), Some(asked))]).await?;
+        status.rebuild.store(true, Ordering::Relaxed);
+        status.caught_up.send_replace(0);
         Ok(())
     }
 
@@ -454,6 +462,10 @@ fn checkpoint_key(status: &RunnerStatus) -> String {
 }
 
 const CHECKPOINTS: &str = "checkpoints";
+/// Read models asked to fold again from the start, until their runner has dropped their rows.
+const REBUILDS: &str = "rebuilds";
+/// How often a runner looks for a rebuild asked of another host.
+const REBUILD_CHECK: Duration = Duration::from_secs(1);
 
 async fn load_checkpoint(flows: &Flows, status: &RunnerStatus) -> Result<u64, StoreError> {
     let stored = flows.views().get(CHECKPOINTS, &checkpoint_key(status)).await?;
@@ -523,10 +535,27 @@ async fn feed(flows: &Flows, status: &RunnerStatus) {
             Err(e) => backoff.wait(status, &e).await,
         }
     };
-    status.advance(checkpoint);
     // The component whose read model definition was last compared.
     let mut compared: Option<Arc<str>> = None;
+    // Whether the stored checkpoint has been vouched for: not before a
+    // read model redefined since its rows were folded has dropped them.
+    let mut started = false;
+    let mut rebuilds_checked: Option<tokio::time::Instant> = None;
     loop {
+        if status.kind == Kind::ReadModel && rebuilds_checked.is_none_or(|t| t.elapsed() >= REBUILD_CHECK) {
+            match flows.views().get(REBUILDS, &status.name).await {
+                Ok(asked) => {
+                    rebuilds_checked = Some(tokio::time::Instant::now());
+                    if asked.is_some() {
+                        status.rebuild.store(true, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => {
+                    backoff.wait(status, &e).await;
+                    continue;
+                }
+            }
+        }
         if status.kind == Kind::ReadModel {
             let deployment = flows.runtime().component();
             let hash = deployment.component().hash();
@@ -548,6 +577,7 @@ async fn feed(flows: &Flows, status: &RunnerStatus) {
         if status.kind == Kind::ReadModel && status.rebuild.swap(false, Ordering::Relaxed) {
             match read_model::drop_rows(flows, status).await {
                 Ok(()) => {
+                    rebuilds_checked = None;
                     checkpoint = 0;
                     status.checkpoint.store(0, Ordering::Relaxed);
                     status.caught_up.send_replace(0);
@@ -559,6 +589,10 @@ async fn feed(flows: &Flows, status: &RunnerStatus) {
                     continue;
                 }
             }
+        }
+        if !started {
+            status.advance(checkpoint);
+            started = true;
         }
         // The head first: if the read then finds nothing, everything up to
         // the head is processed.
@@ -642,15 +676,5 @@ impl Flows {
             .into_iter()
             .map(|(k, v)| (k, serde_json::from_slice(&v).unwrap_or(serde_json::Value::Null)))
             .collect())
-    }
-}
-
-/// Runs a guest call on the blocking pool, off the I/O threads: a guest
-/// that runs long holds a blocking thread, not a worker the host's I/O,
-/// heartbeats and leases need.
-async fn off_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(out) => out,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
