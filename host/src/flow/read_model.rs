@@ -138,7 +138,7 @@ pub(super) async fn handle(
         for index in &model.indexes {
             let (old, new) = (field_text(row.as_deref(), index), field_text(folded.as_deref(), index));
             if old != new {
-                let entries = &mut index_writes.entry(index.clone()).or_insert_with(Vec::new);
+                let entries = index_writes.entry(index.clone()).or_default();
                 entries.extend(old.map(|old| (index_key(&old, &key), None)));
                 entries.extend(new.map(|new| (index_key(&new, &key), Some(Vec::new()))));
             }
