@@ -222,3 +222,42 @@ async fn a_read_model_declared_otherwise_is_folded_again() {
     stop.cancel();
     flows.stopped().await;
 }
+
+/// What every views store must do: spaces apart, keys in order, listings
+/// by prefix and after a key, deletes and clears.
+async fn views_keep_their_contract(views: &dyn ViewStore) {
+    let keys = ["b", "a.b", "a", "ü x", "a\0z", "c"];
+    let put: Vec<_> = keys.iter().map(|k| (k.to_string(), Some(k.as_bytes().to_vec()))).collect();
+    views.write("one", put).await.unwrap();
+    views.write("one.two", vec![("a".into(), Some(b"other".to_vec()))]).await.unwrap();
+    assert_eq!(views.get("one", "a.b").await.unwrap().as_deref(), Some(&b"a.b"[..]));
+    assert_eq!(views.get("one", "nope").await.unwrap(), None);
+    let listed = |entries: Vec<(String, Vec<u8>)>| entries.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(listed(views.scan("one", "", None, 100).await.unwrap()), ["a", "a\0z", "a.b", "b", "c", "ü x"]);
+    assert_eq!(listed(views.scan("one", "a", None, 100).await.unwrap()), ["a", "a\0z", "a.b"]);
+    assert_eq!(listed(views.scan("one", "a", Some("a"), 1).await.unwrap()), ["a\0z"]);
+    assert_eq!(listed(views.scan("one", "", Some("b"), 100).await.unwrap()), ["c", "ü x"]);
+    assert_eq!(listed(views.scan("one.two", "", None, 100).await.unwrap()), ["a"], "spaces are apart");
+    views.write("one", vec![("b".into(), None), ("c".into(), Some(b"new".to_vec()))]).await.unwrap();
+    assert_eq!(views.get("one", "b").await.unwrap(), None);
+    assert_eq!(views.get("one", "c").await.unwrap().as_deref(), Some(&b"new"[..]));
+    assert_eq!(
+        listed(views.scan("one", "", Some("a.b"), 100).await.unwrap()),
+        ["c", "ü x"],
+        "deleted keys are not listed"
+    );
+    views.clear("one").await.unwrap();
+    assert!(views.scan("one", "", None, 100).await.unwrap().is_empty());
+    assert_eq!(views.get("one.two", "a").await.unwrap().as_deref(), Some(&b"other"[..]), "a clear keeps to its space");
+    assert!(views.scan("empty", "", None, 100).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn every_views_store_keeps_the_contract() {
+    views_keep_their_contract(&MemoryViews::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    views_keep_their_contract(&aether_host::flow::EmbeddedViews::open(dir.path()).unwrap()).await;
+    let server = aether_host::testkit::nats::NatsServer::start();
+    let js = async_nats::jetstream::new(server.client().await);
+    views_keep_their_contract(&aether_host::flow::JetStreamViews::open(&js, "contract", 1).await.unwrap()).await;
+}

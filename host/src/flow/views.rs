@@ -293,7 +293,9 @@ impl ViewStore for JetStreamViews {
         Ok(())
     }
 
-    /// Lists the bucket's keys and keeps the space's: a scan of the bucket.
+    /// Reads the space's newest entries from an ordered consumer over its
+    /// subjects (`$KV.<bucket>.<space>.>`, the last message of each):
+    /// the space, not the bucket, and values with the keys.
     async fn scan(
         &self,
         space: &str,
@@ -301,27 +303,48 @@ impl ViewStore for JetStreamViews {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        use futures_util::TryStreamExt;
+        use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+        use futures_util::StreamExt;
+        let failed = |e: &dyn fmt::Display| Self::unavailable("listing views", e);
         let space_token = crate::store::jetstream::subject::encode_token(space);
-        let keys = self.bucket.keys().await.map_err(|e| Self::unavailable("listing views", e))?;
-        let keys: Vec<String> = keys.try_collect().await.map_err(|e| Self::unavailable("listing views", e))?;
-        let mut found: Vec<String> = keys
-            .iter()
-            .filter_map(|k| k.split_once('.').filter(|(s, _)| *s == space_token))
-            .filter_map(|(_, key)| crate::store::jetstream::subject::decode_token(key))
-            .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
-            .collect();
-        found.sort();
-        let mut out = Vec::new();
-        for key in found {
-            if out.len() >= limit {
-                break;
-            }
-            if let Some(value) = self.get(space, &key).await? {
-                out.push((key, value));
+        let subjects = format!("{}{space_token}.", self.bucket.prefix);
+        let config = OrderedConfig {
+            filter_subject: format!("{subjects}>"),
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        };
+        let mut consumer = self.bucket.stream.create_consumer(config).await.map_err(|e| failed(&e))?;
+        let mut pending = consumer.info().await.map_err(|e| failed(&e))?.num_pending;
+        let mut found = Vec::new();
+        if pending > 0 {
+            let mut messages = consumer.messages().await.map_err(|e| failed(&e))?;
+            while pending > 0 {
+                let next = tokio::time::timeout(std::time::Duration::from_secs(10), messages.next()).await;
+                let message = match next {
+                    Ok(Some(Ok(message))) => message,
+                    Ok(Some(Err(e))) => return Err(failed(&e)),
+                    Ok(None) | Err(_) => return Err(failed(&"the listing stopped before its end")),
+                };
+                pending = message.info().map_err(|e| failed(&e))?.pending;
+                let removed = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("KV-Operation"))
+                    .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
+                let key = message
+                    .subject
+                    .strip_prefix(subjects.as_str())
+                    .and_then(crate::store::jetstream::subject::decode_token);
+                if let Some(key) =
+                    key.filter(|k| !removed && k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
+                {
+                    found.push((key, message.payload.to_vec()));
+                }
             }
         }
-        Ok(out)
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.truncate(limit);
+        Ok(found)
     }
 
     async fn clear(&self, space: &str) -> Result<(), StoreError> {
