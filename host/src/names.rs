@@ -106,6 +106,12 @@ impl NatsNames {
         format!("{}.cmd.{}.{aggregate}", self.root, encode_token(domain))
     }
 
+    /// The KV bucket of what every domain's policies and read models
+    /// derive (checkpoints, rows, outcomes), keyed `<domain>.<space>.<key>`.
+    pub fn views_bucket(&self) -> String {
+        format!("aether_views{}", self.suffix)
+    }
+
     /// The KV bucket of every domain's cluster (members, leader, map, releases).
     pub fn cluster_bucket(&self) -> String {
         format!("aether_cluster{}", self.suffix)

@@ -259,5 +259,11 @@ async fn every_views_store_keeps_the_contract() {
     views_keep_their_contract(&aether_host::flow::EmbeddedViews::open(dir.path()).unwrap()).await;
     let server = aether_host::testkit::nats::NatsServer::start();
     let js = async_nats::jetstream::new(server.client().await);
-    views_keep_their_contract(&aether_host::flow::JetStreamViews::open(&js, "contract", 1).await.unwrap()).await;
+    let names = aether_host::names::NatsNames::new(None);
+    let open = |domain| aether_host::flow::JetStreamViews::open(&js, &names, domain, 1);
+    views_keep_their_contract(&open("contract").await.unwrap()).await;
+    // Another domain's views share the bucket, not the keys.
+    let other = open("other").await.unwrap();
+    other.write("one.two", vec![("b".into(), Some(vec![1]))]).await.unwrap();
+    assert_eq!(other.scan("one.two", "", None, 10).await.unwrap(), [("b".to_string(), vec![1])]);
 }

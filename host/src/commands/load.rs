@@ -429,9 +429,8 @@ impl LoadCommand {
             let ns = self.nats.namespace.as_deref().map(|ns| format!(", namespace {ns}")).unwrap_or_default();
             println!("event store: JetStream at {url}{ns}");
             let js = async_nats::jetstream::new(client.clone());
-            let bucket =
-                format!("{domain}{}", self.nats.namespace.as_deref().map(|ns| format!("_{ns}")).unwrap_or_default());
-            let views = JetStreamViews::open(&js, &bucket, self.nats.store_config().replicas)
+            let names = NatsNames::new(self.nats.namespace.as_deref());
+            let views = JetStreamViews::open(&js, &names, domain, self.nats.store_config().replicas)
                 .await
                 .context("cannot open the views bucket")?;
             return Ok(Backend { store: Arc::new(store), embedded: None, nats: Some(client), views: Arc::new(views) });

@@ -4,8 +4,8 @@
 //! A [`ViewStore`] holds ordered key spaces of bytes. One per event store
 //! kind: in memory beside the [`MemoryStore`](crate::store::MemoryStore),
 //! a redb file (`views.redb`) beside the embedded store's, and a key-value
-//! bucket (`aether_views_<domain>`) on JetStream, shared by every host of
-//! a cluster so a runner can move between them.
+//! bucket (`aether_views`, [`NatsNames::views_bucket`]) on JetStream,
+//! shared by every host of a cluster so a runner can move between them.
 //!
 //! Writes of one call need not be atomic together: runners make every
 //! write idempotent (a row carries the log position it has folded up to, a
@@ -229,22 +229,30 @@ impl ViewStore for EmbeddedViews {
 }
 
 /// Views in a JetStream key-value bucket, shared by a cluster's hosts.
-/// Keys are `<space>.<key>`, each encoded as one subject token.
+/// Keys are `<domain>.<space>.<key>`, each encoded as one subject token.
 #[derive(Debug)]
 pub struct JetStreamViews {
     bucket: kv::Store,
+    /// The domain's token, which every key starts with.
+    domain: String,
 }
 
 impl JetStreamViews {
-    /// Opens the bucket `aether_views_<domain>`, creating it.
+    /// Opens the views bucket of `names`, creating it, for `domain`'s keys.
     ///
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] if the bucket can be neither opened nor created.
-    pub async fn open(js: &async_nats::jetstream::Context, domain: &str, replicas: usize) -> Result<Self, StoreError> {
-        let name = format!("aether_views_{}", crate::store::jetstream::subject::encode_token(domain).replace('-', "_"));
+    pub async fn open(
+        js: &async_nats::jetstream::Context,
+        names: &crate::names::NatsNames,
+        domain: &str,
+        replicas: usize,
+    ) -> Result<Self, StoreError> {
+        let name = names.views_bucket();
+        let domain = crate::store::jetstream::subject::encode_token(domain);
         if let Ok(bucket) = js.get_key_value(&name).await {
-            return Ok(Self { bucket });
+            return Ok(Self { bucket, domain });
         }
         let config = kv::Config {
             bucket: name.clone(),
@@ -254,18 +262,18 @@ impl JetStreamViews {
             ..Default::default()
         };
         match js.create_key_value(config).await {
-            Ok(bucket) => Ok(Self { bucket }),
+            Ok(bucket) => Ok(Self { bucket, domain }),
             Err(create) => js
                 .get_key_value(&name)
                 .await
-                .map(|bucket| Self { bucket })
+                .map(|bucket| Self { bucket, domain })
                 .map_err(|_| StoreError::Unavailable(format!("cannot create the bucket {name}: {create}"))),
         }
     }
 
-    fn key(space: &str, key: &str) -> String {
+    fn key(&self, space: &str, key: &str) -> String {
         use crate::store::jetstream::subject::encode_token;
-        format!("{}.{}", encode_token(space), encode_token(key))
+        format!("{}.{}.{}", self.domain, encode_token(space), encode_token(key))
     }
 
     fn unavailable(what: &str, e: impl fmt::Display) -> StoreError {
@@ -276,13 +284,13 @@ impl JetStreamViews {
 #[async_trait]
 impl ViewStore for JetStreamViews {
     async fn get(&self, space: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let value = self.bucket.get(Self::key(space, key)).await.map_err(|e| Self::unavailable("reading a view", e))?;
+        let value = self.bucket.get(self.key(space, key)).await.map_err(|e| Self::unavailable("reading a view", e))?;
         Ok(value.map(|v| v.to_vec()))
     }
 
     async fn write(&self, space: &str, writes: Vec<ViewWrite>) -> Result<(), StoreError> {
         for (key, value) in writes {
-            let key = Self::key(space, &key);
+            let key = self.key(space, &key);
             match value {
                 Some(value) => {
                     self.bucket.put(key, value.into()).await.map_err(|e| Self::unavailable("writing a view", e))?;
@@ -307,7 +315,7 @@ impl ViewStore for JetStreamViews {
         use futures_util::StreamExt;
         let failed = |e: &dyn fmt::Display| Self::unavailable("listing views", e);
         let space_token = crate::store::jetstream::subject::encode_token(space);
-        let subjects = format!("{}{space_token}.", self.bucket.prefix);
+        let subjects = format!("{}{}.{space_token}.", self.bucket.prefix, self.domain);
         let config = OrderedConfig {
             filter_subject: format!("{subjects}>"),
             deliver_policy: DeliverPolicy::LastPerSubject,
