@@ -92,15 +92,23 @@ impl CommandSink for Runtime {
 pub struct FlowConfig {
     /// Log entries read per batch.
     pub batch: usize,
-    /// The pause between reads of a log that had nothing new.
+    /// The pause between reads of a log that had nothing new; it doubles
+    /// while nothing comes, up to `max_poll`. A query waiting for a position
+    /// wakes the runner at once.
     pub poll: Duration,
+    pub max_poll: Duration,
     /// The longest pause between retries of an unavailable store.
     pub max_backoff: Duration,
 }
 
 impl Default for FlowConfig {
     fn default() -> Self {
-        Self { batch: 256, poll: Duration::from_millis(20), max_backoff: Duration::from_secs(5) }
+        Self {
+            batch: 256,
+            poll: Duration::from_millis(10),
+            max_poll: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(5),
+        }
     }
 }
 
@@ -140,6 +148,8 @@ pub struct RunnerStatus {
     rebuild: AtomicBool,
     /// Whether the runner runs on this host now.
     running: AtomicBool,
+    /// Wakes an idle runner: a query waits for a position it has not reached.
+    wake: tokio::sync::Notify,
 }
 
 impl RunnerStatus {
@@ -156,6 +166,7 @@ impl RunnerStatus {
             handled: AtomicU64::new(0),
             rebuild: AtomicBool::new(false),
             running: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -368,6 +379,7 @@ impl Flows {
             return Err(FlowError::Unwritten { position, head });
         }
         // Here, the runner says; elsewhere in a cluster, its checkpoint.
+        status.wake.notify_one();
         let mut caught_up = status.caught_up.subscribe();
         let stored = async {
             loop {
@@ -541,6 +553,7 @@ async fn feed(flows: &Flows, status: &RunnerStatus) {
     // read model redefined since its rows were folded has dropped them.
     let mut started = false;
     let mut rebuilds_checked: Option<tokio::time::Instant> = None;
+    let mut idle = config.poll;
     loop {
         if status.kind == Kind::ReadModel && rebuilds_checked.is_none_or(|t| t.elapsed() >= REBUILD_CHECK) {
             match flows.views().get(REBUILDS, &status.name).await {
@@ -624,9 +637,13 @@ async fn feed(flows: &Flows, status: &RunnerStatus) {
                     Err(e) => backoff.wait(status, &e).await,
                 }
             }
-            tokio::time::sleep(config.poll).await;
+            tokio::select! {
+                () = tokio::time::sleep(idle) => idle = (idle * 2).min(config.max_poll),
+                () = status.wake.notified() => idle = config.poll,
+            }
             continue;
         };
+        idle = config.poll;
         loop {
             match runner.handle(flows, status, batch.clone()).await {
                 Ok(()) => break,
