@@ -267,3 +267,35 @@ async fn every_views_store_keeps_the_contract() {
     other.write("one.two", vec![("b".into(), Some(vec![1]))]).await.unwrap();
     assert_eq!(other.scan("one.two", "", None, 10).await.unwrap(), [("b".to_string(), vec![1])]);
 }
+
+/// A policy's batch read again (its checkpoint lost, as after a crash
+/// before it was written) does not send again a command that was rejected:
+/// the recorded rejection stands, though the target would take it now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_command_is_not_sent_again_when_its_batch_is_read_again() {
+    let kit = support::bank().await;
+    let views: Arc<dyn ViewStore> = Arc::new(MemoryViews::default());
+    let (flows, stop) = start(&kit, views.clone());
+    kit.send("Account", "poor", &AccountCommand::Open { owner: "p".into() }, None).await.unwrap();
+    kit.send("Account", "rich", &AccountCommand::Open { owner: "r".into() }, None).await.unwrap();
+    let transfer = TransferCommand::Start { from: "poor".into(), to: "rich".into(), amount: 50 };
+    kit.send("Transfer", "t", &transfer, None).await.unwrap();
+    settle(&kit, &flows).await;
+    let failed: Transfer = kit.state("Transfer", "t").await;
+    assert!(matches!(failed.status, TransferStatus::Failed { .. }), "{:?}", failed.status);
+    assert_eq!(flows.status(Kind::Policy, "TransferSaga").unwrap().json()["commands_rejected"], 1);
+    stop.cancel();
+    flows.stopped().await;
+
+    // The money is there now, and the saga reads its whole log again.
+    kit.send("Account", "poor", &AccountCommand::Deposit { amount: 100 }, None).await.unwrap();
+    views.write("checkpoints", vec![("policy/TransferSaga".into(), Some(0u64.to_be_bytes().to_vec()))]).await.unwrap();
+    let (flows, stop) = start(&kit, views);
+    settle(&kit, &flows).await;
+    let poor: Account = kit.state("Account", "poor").await;
+    assert_eq!(poor.balance, 100, "the rejected debit was not sent again");
+    let transfer: Transfer = kit.state("Transfer", "t").await;
+    assert!(matches!(transfer.status, TransferStatus::Failed { .. }), "{:?}", transfer.status);
+    stop.cancel();
+    flows.stopped().await;
+}

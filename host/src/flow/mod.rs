@@ -518,14 +518,18 @@ enum Runner {
 }
 
 impl Runner {
+    /// `seen_until`: positions up to this may have been handed to a runner
+    /// of this policy before (before a crash, on another node, or in an
+    /// attempt that failed); later ones never were.
     async fn handle(
         &mut self,
         flows: &Flows,
         status: &RunnerStatus,
         batch: Vec<LoggedCommand>,
+        seen_until: u64,
     ) -> Result<(), StoreError> {
         match self {
-            Runner::Policy(slot) => policy::handle(flows, status, slot, batch).await,
+            Runner::Policy(slot) => policy::handle(flows, status, slot, batch, seen_until).await,
             Runner::ReadModel(slot) => read_model::handle(flows, status, slot, batch).await,
         }
     }
@@ -554,6 +558,7 @@ async fn feed(flows: &Flows, status: &RunnerStatus) {
     let mut started = false;
     let mut rebuilds_checked: Option<tokio::time::Instant> = None;
     let mut idle = config.poll;
+    let mut seen_until: Option<u64> = None;
     loop {
         if status.kind == Kind::ReadModel && rebuilds_checked.is_none_or(|t| t.elapsed() >= REBUILD_CHECK) {
             match flows.views().get(REBUILDS, &status.name).await {
@@ -617,6 +622,9 @@ async fn feed(flows: &Flows, status: &RunnerStatus) {
             }
         };
         status.head.fetch_max(head, Ordering::Relaxed);
+        // What a runner before this one may have handled: up to the head
+        // when this one started.
+        let seen = *seen_until.get_or_insert(head);
         let batch = match store.read_log(checkpoint, config.batch).await {
             Ok(batch) => batch,
             Err(e) => {
@@ -644,8 +652,12 @@ async fn feed(flows: &Flows, status: &RunnerStatus) {
             continue;
         };
         idle = config.poll;
+        let mut seen = seen;
         loop {
-            match runner.handle(flows, status, batch.clone()).await {
+            let handled = runner.handle(flows, status, batch.clone(), seen).await;
+            seen = seen.max(last);
+            seen_until = Some(seen);
+            match handled {
                 Ok(()) => break,
                 Err(e) => backoff.wait(status, &e).await,
             }

@@ -91,6 +91,7 @@ pub(super) async fn handle(
     status: &RunnerStatus,
     slot: &mut Option<Slot>,
     batch: Vec<LoggedCommand>,
+    seen_until: u64,
 ) -> Result<(), StoreError> {
     let deployment = flows.runtime().component();
     let component = deployment.component();
@@ -108,7 +109,10 @@ pub(super) async fn handle(
     let reactions = react(slot, &inputs).await;
     for (input, reaction) in inputs.iter().zip(reactions) {
         match reaction {
-            Ok(commands) => send_all(flows, status, slot, input, commands, 0).await?,
+            Ok(commands) => {
+                let replayed = input.position() <= seen_until;
+                send_all(flows, status, slot, input, commands, replayed, 0).await?;
+            }
             Err(fault) => park(flows, status, input, &fault).await?,
         }
     }
@@ -116,17 +120,22 @@ pub(super) async fn handle(
 }
 
 /// Sends a reaction's commands in order; a rejected one is offered back.
+/// `replayed`: the input may have been handled before, so a command may
+/// have been rejected before (recorded, not to be sent again); an input
+/// never handled before spares that lookup, one views read per command.
 async fn send_all(
     flows: &Flows,
     status: &RunnerStatus,
     slot: &mut Slot,
     input: &Input,
     commands: Vec<CommandToSend>,
+    replayed: bool,
     depth: usize,
 ) -> Result<(), StoreError> {
     for (index, command) in commands.into_iter().enumerate() {
         let (command_id, causation) = input.command_id(&status.name, index);
-        let rejected = match recorded_rejection(flows, status, &command_id).await? {
+        let recorded = if replayed { recorded_rejection(flows, status, &command_id).await? } else { None };
+        let rejected = match recorded {
             Some(rejected) => rejected,
             None => match send(flows, input, &command, &command_id, causation).await? {
                 Sent::Accepted { duplicate } => {
@@ -157,7 +166,7 @@ async fn send_all(
         let offered = Input::Rejected { position: input.position(), rejected };
         let mut reactions = react(slot, std::slice::from_ref(&offered)).await;
         match reactions.pop().expect("one reaction per input") {
-            Ok(commands) => Box::pin(send_all(flows, status, slot, &offered, commands, depth + 1)).await?,
+            Ok(commands) => Box::pin(send_all(flows, status, slot, &offered, commands, replayed, depth + 1)).await?,
             Err(fault) => park(flows, status, &offered, &fault).await?,
         }
     }
