@@ -146,6 +146,9 @@ impl Report {
         self.extra.push(("read_model_fold_native_events_per_s", r.fold.native));
         self.extra.push(("read_model_views_us_per_event", r.views_us_per_event));
         self.extra.push(("read_model_rows_per_batch", r.rows_per_batch));
+        self.extra.push(("flow_handoff_us", r.handoff_us));
+        self.extra.push(("read_model_fold_handed_off_events_per_s", r.fold_handed_off));
+        self.extra.push(("component_clone_us", r.component_clone_us));
         self.extra.push(("read_model_events", r.events_total as f64));
     }
 

@@ -250,6 +250,17 @@ impl ViewStore for OneRunner {
     }
 }
 
+/// The mean round trip of an empty call handed to the blocking pool and
+/// awaited, as the runners hand each guest call off the workers, µs.
+pub(crate) async fn handoff_us(calls: usize) -> f64 {
+    let started = Instant::now();
+    for _ in 0..calls {
+        // An empty closure does not panic.
+        let _ = tokio::task::spawn_blocking(|| std::hint::black_box(())).await;
+    }
+    started.elapsed().as_secs_f64() * 1e6 / calls.max(1) as f64
+}
+
 /// Runs `work` as a task of the runtime (as the hosted runners run), not
 /// on the thread that blocks on the phase.
 pub(crate) async fn spawned<T: Send + 'static>(

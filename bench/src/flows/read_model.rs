@@ -32,6 +32,14 @@ pub struct ReadModelFigures {
     pub fold: Pair,
     pub views_us_per_event: f64,
     pub rows_per_batch: f64,
+    /// The mean round trip of a hand-off to the blocking pool, µs.
+    pub handoff_us: f64,
+    /// The raw calls, each handed to the blocking pool with copies of its
+    /// events, as the runner makes them: events per second.
+    pub fold_handed_off: f64,
+    /// One `DomainComponent::clone`, µs: the runners clone the component
+    /// for every guest call, and the clone copies the model with its schemas.
+    pub component_clone_us: f64,
     pub events_total: u64,
 }
 
@@ -143,7 +151,7 @@ pub fn run(
 ) -> anyhow::Result<ReadModelFigures> {
     let store = tokio.block_on(preloaded(accounts, events))?;
     let expected = events as u64;
-    let (mut hosted, mut native, mut views) = (vec![], vec![], vec![]);
+    let (mut hosted, mut native, mut views, mut handoffs) = (vec![], vec![], vec![], vec![]);
     for round in 0..rounds {
         for side in [round % 2, 1 - round % 2] {
             if side == 0 {
@@ -164,12 +172,20 @@ pub fn run(
                 native.push(handled as f64 / seconds);
             }
         }
+        let calls = (events / 20).max(100);
+        handoffs.push(tokio.block_on(spawned(async move { Ok(super::handoff_us(calls).await) }))?);
     }
     let log = tokio.block_on(whole_log(&*store))?;
     let log: Vec<_> = log.iter().map(|(p, actor, e)| (*p, actor, e)).collect();
-    let (mut raw, mut raw_native, mut rows_per_batch) = (vec![], vec![], 0.0);
+    let (mut raw, mut raw_native, mut handed_off, mut rows_per_batch) = (vec![], vec![], vec![], 0.0);
     for _ in 0..rounds {
-        let (seconds, rows, folds) = fold_in_guest(component, &log)?;
+        let owned: Vec<(u64, ActorId, RecordedEvent)> =
+            log.iter().map(|(p, actor, e)| (*p, (*actor).clone(), (*e).clone())).collect();
+        let (seconds, rows) = tokio.block_on(spawned(fold_handed_off(component.clone(), owned)))?;
+        handed_off.push(log.len() as f64 / seconds);
+        let (seconds, guest_rows, folds) = fold_in_guest(component, &log)?;
+        anyhow::ensure!(rows == guest_rows, "the guest folded different rows handed off and not");
+        let rows = guest_rows;
         raw.push(log.len() as f64 / seconds);
         rows_per_batch = folds as f64 / log.len().div_ceil(BATCH) as f64;
         let (seconds, native_rows) = fold_natively_all(&log)?;
@@ -181,6 +197,9 @@ pub fn run(
         fold: Pair { hosted: median(&raw), native: median(&raw_native) },
         views_us_per_event: median(&views),
         rows_per_batch,
+        handoff_us: median(&handoffs),
+        fold_handed_off: median(&handed_off),
+        component_clone_us: clone_us(component),
         events_total: expected,
     })
 }
@@ -224,4 +243,58 @@ fn fold_natively_all(log: &Log<'_>) -> anyhow::Result<(f64, HashMap<String, Vec<
         }
     }
     Ok((started.elapsed().as_secs_f64(), rows))
+}
+
+/// [`fold_in_guest`] with each call handed to the blocking pool, the VM
+/// and copies of the call's events moved in and back, as the runner does
+/// (`flow::off_workers`): seconds, the rows.
+async fn fold_handed_off(
+    component: DomainComponent,
+    log: Vec<(u64, ActorId, RecordedEvent)>,
+) -> anyhow::Result<(f64, HashMap<String, Vec<u8>>)> {
+    async fn off<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+        Ok(tokio::task::spawn_blocking(work).await?)
+    }
+    let mut vm = component.read_model_vm(AccountsByOwner::NAME)?;
+    let mut rows: HashMap<String, Vec<u8>> = HashMap::new();
+    let started = Instant::now();
+    for chunk in log.chunks(BATCH) {
+        let events = chunk.to_vec();
+        let (back, keys) = off(move || {
+            let logged: Vec<_> = events.iter().map(|(_, actor, event)| LoggedEvent { actor, event }).collect();
+            let keys = vm.keys(&logged);
+            (vm, keys)
+        })
+        .await?;
+        vm = back;
+        let keys = keys?.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let refs: Vec<_> = chunk.iter().map(|(p, actor, e)| (*p, actor, e)).collect();
+        for (key, events) in group(&refs, keys) {
+            let events: Vec<(u64, ActorId, RecordedEvent)> =
+                events.into_iter().map(|(p, actor, e)| (p, actor.clone(), e.clone())).collect();
+            let row = rows.get(&key).cloned();
+            let (back, folded) = off(move || {
+                let logged: Vec<_> = events.iter().map(|(_, actor, event)| LoggedEvent { actor, event }).collect();
+                let folded = vm.fold(&key, row.as_deref(), &logged).map_err(|(_, fault)| fault);
+                (vm, folded.map(|row| (key, row)))
+            })
+            .await?;
+            vm = back;
+            match folded? {
+                (key, Some(row)) => rows.insert(key, row),
+                (key, None) => rows.remove(&key),
+            };
+        }
+    }
+    Ok((started.elapsed().as_secs_f64(), rows))
+}
+
+/// The mean time of a `DomainComponent::clone` (and its drop), µs.
+fn clone_us(component: &DomainComponent) -> f64 {
+    const CLONES: u32 = 2_000;
+    let started = Instant::now();
+    for _ in 0..CLONES {
+        drop(std::hint::black_box(component.clone()));
+    }
+    started.elapsed().as_secs_f64() * 1e6 / f64::from(CLONES)
 }
