@@ -297,13 +297,14 @@ async fn react(slot: &mut Slot, policy: &str, inputs: Vec<Input>) -> Vec<Result<
 /// whose folds read the clock is made again announcing every input.
 async fn call(slot: &mut Slot, policy: &str, inputs: Vec<Input>) -> Result<Vec<crate::wasm::Reaction>, GuestFault> {
     for _ in 0..2 {
-        let component = slot.component.clone();
         let (vm, announce, name) = (slot.vm.take(), slot.announce, policy.to_owned());
+        // Cloning a component copies its model, schemas and all: only to make a VM.
+        let component = vm.is_none().then(|| slot.component.clone());
         let inputs = inputs.clone();
         let (vm, out) = super::off_workers(move || {
             let mut vm = match vm {
                 Some(vm) => vm,
-                None => match component.policy_vm(&name) {
+                None => match component.expect("cloned when there is no VM").policy_vm(&name) {
                     Ok(mut vm) => {
                         vm.vm().announce_folds(announce);
                         vm

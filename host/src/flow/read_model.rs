@@ -228,13 +228,15 @@ async fn call<T: Send + 'static>(
     work: impl Fn(&mut ReadModelVm, &[Event]) -> Result<T, GuestFault> + Send + Sync + Clone + 'static,
 ) -> Result<T, GuestFault> {
     for _ in 0..2 {
-        let component = slot.component.clone();
         let (vm, announce, name) = (slot.vm.take(), slot.announce, name.to_owned());
+        // Cloning a component copies its model, schemas and all (tens of
+        // µs, more than a fold): only to make a VM.
+        let component = vm.is_none().then(|| slot.component.clone());
         let (events, work) = (events.clone(), work.clone());
         let (vm, out) = super::off_workers(move || {
             let mut vm = match vm {
                 Some(vm) => vm,
-                None => match component.read_model_vm(&name) {
+                None => match component.expect("cloned when there is no VM").read_model_vm(&name) {
                     Ok(mut vm) => {
                         vm.vm().announce_folds(announce);
                         vm
