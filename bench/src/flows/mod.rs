@@ -195,6 +195,9 @@ pub(crate) async fn hosted_run(runtime: &Runtime, kind: Kind, name: &str) -> any
 
 /// Memory views that let one runner work and hold every other at its
 /// checkpoint (its read of it never returns), and time the calls made.
+/// It knows where the host keeps checkpoints (space `checkpoints`, key
+/// `<kind>/<name>`); were that to change, [`hosted_run`] fails: the runner
+/// never catches up, or another one handles events.
 #[derive(Debug)]
 struct OneRunner {
     inner: MemoryViews,
