@@ -12,8 +12,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Hosts event-sourced actors written as WebAssembly components.
 ///
 /// Start a host with `aether-host load model.wasm`, then talk to it with
-/// `send`, `state`, `events`, `model` and `cluster status` (they find it at
-/// --url, by default the address `load` listens on). Before deploying new
+/// `send`, `state`, `events`, `model`, `query`, `rebuild` and `cluster
+/// status` (they find it at --url, by default the address `load` listens
+/// on). Before deploying new
 /// domain code, `verify` it against the stored history, then `upgrade` the
 /// running hosts to it.
 #[derive(Debug, Parser)]
@@ -37,6 +38,8 @@ enum Command {
     Cluster(commands::cluster::ClusterCommand),
     Verify(Box<commands::verify::VerifyCommand>),
     Upgrade(commands::upgrade::UpgradeCommand),
+    Query(commands::query::QueryCommand),
+    Rebuild(commands::query::RebuildCommand),
 }
 
 fn main() {
@@ -69,6 +72,8 @@ fn main() {
         Command::Check(cmd) => cmd.execute(),
         Command::Cluster(cmd) => cmd.execute(),
         Command::Upgrade(cmd) => cmd.execute(),
+        Command::Query(cmd) => cmd.execute(),
+        Command::Rebuild(cmd) => cmd.execute(),
         Command::Verify(cmd) => match cmd.execute() {
             // The verdict is the exit status: CI gates on it.
             Ok(0) => Ok(()),

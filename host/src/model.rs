@@ -233,13 +233,23 @@ fn is_name(s: &str) -> bool {
 
 /// What changed between two models of a domain, as `aether-host verify
 /// --against` reports it: aggregates, and in each aggregate both have,
-/// commands and events added, removed, or with another payload schema.
+/// commands and events added, removed, or with another payload schema;
+/// policies and read models added, removed, or declared otherwise.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ModelDiff {
     pub aggregates_added: Vec<String>,
     pub aggregates_removed: Vec<String>,
     /// Aggregates in both models that changed, by name.
     pub aggregates: std::collections::BTreeMap<String, AggregateDiff>,
+    pub policies_added: Vec<String>,
+    pub policies_removed: Vec<String>,
+    /// Policies that react to or send other messages.
+    pub policies_changed: Vec<String>,
+    pub read_models_added: Vec<String>,
+    pub read_models_removed: Vec<String>,
+    /// Read models that consume other events, or whose rows or indexes
+    /// changed: a host folds them again from the start.
+    pub read_models_changed: Vec<String>,
 }
 
 /// What changed in one aggregate.
@@ -284,6 +294,10 @@ impl ModelDiff {
                 diff.aggregates.insert(old_aggregate.name.clone(), changes);
             }
         }
+        (diff.policies_added, diff.policies_removed, diff.policies_changed) =
+            named(&old.policies, &new.policies, |p| &p.name);
+        (diff.read_models_added, diff.read_models_removed, diff.read_models_changed) =
+            named(&old.read_models, &new.read_models, |r| &r.name);
         diff
     }
 
@@ -291,6 +305,16 @@ impl ModelDiff {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
+}
+
+/// Names added, removed, and declared otherwise, from `old` to `new`.
+fn named<T: PartialEq>(old: &[T], new: &[T], name: impl Fn(&T) -> &String) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let find = |ts: &'_ [T], n: &String| ts.iter().position(|t| name(t) == n);
+    let added = new.iter().filter(|t| find(old, name(t)).is_none()).map(|t| name(t).clone()).collect();
+    let removed = old.iter().filter(|t| find(new, name(t)).is_none()).map(|t| name(t).clone()).collect();
+    let changed =
+        old.iter().filter(|t| find(new, name(t)).is_some_and(|i| new[i] != **t)).map(|t| name(t).clone()).collect();
+    (added, removed, changed)
 }
 
 /// Names added, removed, and with another schema, from `old` to `new`.
@@ -349,6 +373,23 @@ mod tests {
         );
         assert!(!account.state_changed);
         assert_eq!(ModelDiff::between(&new, &model()).aggregates_removed, ["Loan"]);
+    }
+
+    #[test]
+    fn a_diff_names_policies_and_read_models_added_removed_and_changed() {
+        let mut old = model();
+        old.policies.push(policy(&["Account.Opened"], &["Account.Open"]));
+        old.read_models.push(read_model(&["Account.Opened"], &[]));
+        let mut new = old.clone();
+        assert!(ModelDiff::between(&old, &new).is_empty());
+        new.read_models[0].indexes.push("owner".into());
+        new.policies.push(PolicyModel { name: "Q".into(), ..old.policies[0].clone() });
+        let diff = ModelDiff::between(&old, &new);
+        assert_eq!(diff.read_models_changed, ["R"]);
+        assert_eq!(diff.policies_added, ["Q"]);
+        assert!(diff.policies_changed.is_empty() && diff.policies_removed.is_empty());
+        new.policies.remove(0);
+        assert_eq!(ModelDiff::between(&old, &new).policies_removed, ["P"]);
     }
 
     fn policy(reacts_to: &[&str], sends: &[&str]) -> PolicyModel {

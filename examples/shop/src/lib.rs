@@ -106,7 +106,10 @@ mod tests {
         let policy = &model.policies[0];
         assert_eq!(
             (policy.reacts_to.clone(), policy.sends.clone()),
-            (vec!["Order.Placed".to_string()], vec!["Inventory.Reserve".to_string(), "Order.Cancel".to_string()])
+            (
+                vec!["Order.Placed".to_string(), "Order.Cancelled".to_string()],
+                vec!["Inventory.Reserve".to_string(), "Inventory.Release".to_string(), "Order.Cancel".to_string()]
+            )
         );
         let stock = &model.read_models[0];
         assert_eq!(stock.consumes, ["Inventory.Restocked", "Inventory.Reserved", "Inventory.Released"]);

@@ -76,10 +76,25 @@ pub enum OrderCommand {
 /// What happened to an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum OrderEvent {
-    Placed { lines: Vec<OrderLine>, total_cents: u64 },
-    Paid { amount_cents: u64, at_ms: u64 },
-    Shipped { tracking: String },
-    Cancelled { reason: String, refund_cents: u64 },
+    Placed {
+        lines: Vec<OrderLine>,
+        total_cents: u64,
+    },
+    Paid {
+        amount_cents: u64,
+        at_ms: u64,
+    },
+    Shipped {
+        tracking: String,
+    },
+    /// `lines`: what the order held in stock, to release (absent from
+    /// orders cancelled before the shop released stock: read as none).
+    Cancelled {
+        reason: String,
+        refund_cents: u64,
+        #[serde(default)]
+        lines: Vec<OrderLine>,
+    },
 }
 
 /// Checks placed lines and sums them.
@@ -141,7 +156,7 @@ impl Aggregate for Order {
             (S::Shipped, _) => reject(codes::ALREADY_SHIPPED, "has already shipped"),
             (S::Placed | S::Paid, Cancel { reason }) => {
                 let refund_cents = self.payment.map_or(0, |p| p.amount_cents);
-                Ok(vec![OrderEvent::Cancelled { reason, refund_cents }])
+                Ok(vec![OrderEvent::Cancelled { reason, refund_cents, lines: self.lines.clone() }])
             }
         }
     }
@@ -161,7 +176,7 @@ impl Aggregate for Order {
                 self.status = OrderStatus::Shipped;
                 self.tracking = Some(tracking.clone());
             }
-            OrderEvent::Cancelled { reason, refund_cents } => {
+            OrderEvent::Cancelled { reason, refund_cents, .. } => {
                 self.status = OrderStatus::Cancelled;
                 self.cancellation = Some(Cancellation { reason: reason.clone(), refund_cents: *refund_cents });
             }
@@ -180,8 +195,12 @@ mod tests {
         OrderLine { sku: sku.into(), quantity, unit_price_cents }
     }
 
+    fn lines() -> Vec<OrderLine> {
+        vec![line("mug", 2, 450), line("tea", 1, 300)]
+    }
+
     fn placed() -> OrderEvent {
-        Placed { lines: vec![line("mug", 2, 450), line("tea", 1, 300)], total_cents: 1_200 }
+        Placed { lines: lines(), total_cents: 1_200 }
     }
 
     fn paid() -> OrderEvent {
@@ -264,12 +283,12 @@ mod tests {
     fn cancels_unshipped_orders_and_refunds_what_was_paid() {
         let state = given::<Order>([placed()])
             .when(cancel())
-            .then_expect_events([Cancelled { reason: "changed my mind".into(), refund_cents: 0 }])
+            .then_expect_events([Cancelled { reason: "changed my mind".into(), refund_cents: 0, lines: lines() }])
             .state();
         assert_eq!(state.status, OrderStatus::Cancelled);
         let state = given::<Order>([placed(), paid()])
             .when(cancel())
-            .then_expect_events([Cancelled { reason: "changed my mind".into(), refund_cents: 1_200 }])
+            .then_expect_events([Cancelled { reason: "changed my mind".into(), refund_cents: 1_200, lines: lines() }])
             .state();
         assert_eq!(state.cancellation, Some(Cancellation { reason: "changed my mind".into(), refund_cents: 1_200 }));
         given::<Order>([placed(), paid(), shipped()]).when(cancel()).then_expect_rejection(codes::ALREADY_SHIPPED);
@@ -277,7 +296,7 @@ mod tests {
 
     #[test]
     fn a_cancelled_order_refuses_everything() {
-        let cancelled = Cancelled { reason: "changed my mind".into(), refund_cents: 0 };
+        let cancelled = Cancelled { reason: "changed my mind".into(), refund_cents: 0, lines: lines() };
         let commands = [
             Place { lines: vec![line("mug", 1, 1)] },
             Pay { amount_cents: 1_200 },

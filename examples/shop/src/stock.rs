@@ -6,28 +6,39 @@
 //!                                       │ rejected (insufficient stock)
 //!                                       ▼
 //!                               Order(order).Cancel
+//! Order.Cancelled ──ReserveStock──▶ Inventory(sku).Release, one per line
 //! ```
 //!
-//! A refused reservation cancels the order. The lines reserved before it
-//! stay held: `Cancelled` does not list the lines, so releasing them is an
-//! operator's `Release` (a fuller shop would put the lines in the event and
-//! have the policy release them too).
+//! A refused reservation cancels the order, and a cancelled order (by the
+//! policy or by its customer) releases what its lines hold. A line that
+//! holds nothing (its reservation was the one refused) answers the release
+//! with a rejection, which needs nothing more.
 
 use crate::inventory::{Inventory, InventoryEvent};
 use crate::order::{Order, OrderLine};
 use aether_guest::{Envelope, JsonSchema, Policy, ReadModel, Rejected, SendCommand};
 use serde::{Deserialize, Serialize};
 
-/// The order events [`ReserveStock`] reacts to.
+/// The order events [`ReserveStock`] reacts to (as [`OrderEvent`](crate::OrderEvent) has them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PlacedOrder {
-    Placed { lines: Vec<OrderLine>, total_cents: u64 },
+pub enum OrderStockEvent {
+    Placed {
+        lines: Vec<OrderLine>,
+        total_cents: u64,
+    },
+    Cancelled {
+        reason: String,
+        refund_cents: u64,
+        #[serde(default)]
+        lines: Vec<OrderLine>,
+    },
 }
 
 /// The inventory commands [`ReserveStock`] sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReserveCommand {
     Reserve { quantity: u32, order_id: String },
+    Release { order_id: String },
 }
 
 /// The order commands [`ReserveStock`] sends.
@@ -40,7 +51,7 @@ aether_guest::messages! {
     /// What [`ReserveStock`] reacts to.
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub enum ReserveStockEvent {
-        Order(PlacedOrder) of Order,
+        Order(OrderStockEvent) of Order,
     }
 }
 
@@ -54,7 +65,8 @@ aether_guest::messages! {
 }
 
 /// Whenever an order is placed, reserve each line's units; cancel the order
-/// if a reservation is refused.
+/// if a reservation is refused; whenever an order is cancelled, release
+/// each line's units.
 #[derive(Debug)]
 pub struct ReserveStock;
 
@@ -64,14 +76,20 @@ impl Policy for ReserveStock {
     type Command = ReserveStockCommand;
 
     fn react(event: &Envelope<ReserveStockEvent>) -> Vec<SendCommand<ReserveStockCommand>> {
-        let ReserveStockEvent::Order(PlacedOrder::Placed { lines, .. }) = &event.event;
-        lines
-            .iter()
-            .map(|line| {
-                let reserve = ReserveCommand::Reserve { quantity: line.quantity, order_id: event.actor_id.clone() };
-                SendCommand::to(&line.sku, reserve)
-            })
-            .collect()
+        let order_id = event.actor_id.clone();
+        match &event.event {
+            ReserveStockEvent::Order(OrderStockEvent::Placed { lines, .. }) => lines
+                .iter()
+                .map(|line| {
+                    let reserve = ReserveCommand::Reserve { quantity: line.quantity, order_id: order_id.clone() };
+                    SendCommand::to(&line.sku, reserve)
+                })
+                .collect(),
+            ReserveStockEvent::Order(OrderStockEvent::Cancelled { lines, .. }) => lines
+                .iter()
+                .map(|line| SendCommand::to(&line.sku, ReserveCommand::Release { order_id: order_id.clone() }))
+                .collect(),
+        }
     }
 
     fn rejected(rejected: &Rejected<ReserveStockCommand>) -> Vec<SendCommand<ReserveStockCommand>> {
@@ -80,6 +98,8 @@ impl Policy for ReserveStock {
                 let reason = format!("{}: {}", rejected.sent.to, rejected.rejection.message);
                 vec![SendCommand::to(order_id, CancelCommand::Cancel { reason })]
             }
+            // A line that holds nothing has nothing to release.
+            ReserveStockCommand::Inventory(ReserveCommand::Release { .. }) => Vec::new(),
             // An order that refuses to be cancelled has shipped or was
             // cancelled already: nothing to undo.
             ReserveStockCommand::Order(_) => Vec::new(),
@@ -152,6 +172,25 @@ mod tests {
             )
             .given::<Order>("o-1", [OrderEvent::Paid { amount_cents: 300, at_ms: 1 }])
             .then_expect_commands([reserve("mug", 2), reserve("tea", 1)]);
+    }
+
+    #[test]
+    fn a_cancelled_order_releases_each_line() {
+        let cancelled = OrderEvent::Cancelled {
+            reason: "mug: only 1 available".into(),
+            refund_cents: 0,
+            lines: vec![line("mug", 2), line("tea", 1)],
+        };
+        let release = |sku: &str| SendCommand::to(sku, ReserveCommand::Release { order_id: "o-1".into() });
+        policy::<ReserveStock>()
+            .given::<Order>("o-1", [cancelled])
+            .then_expect_commands([release("mug"), release("tea")]);
+        policy::<ReserveStock>()
+            .given_rejected(
+                release("mug"),
+                Rejection::new(codes::UNKNOWN_RESERVATION, "order o-1 holds no reservation of mug"),
+            )
+            .then_expect_commands([]);
     }
 
     #[test]

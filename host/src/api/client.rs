@@ -233,6 +233,47 @@ impl HttpClient {
         self.answer(url, request).await
     }
 
+    /// A read model's row (`key`), or a page of its rows (no `key`), as
+    /// `GET /read-models/{name}[/{key}]` answers; `query` holds the other
+    /// parameters (`position`, `wait_ms`, `prefix`, `after`, `limit`,
+    /// `where`).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Api`] `not-found` (no such read model or row),
+    /// `behind` (not caught up to `position` in time).
+    pub async fn query(
+        &self,
+        read_model: &str,
+        key: Option<&str>,
+        query: &[(&str, String)],
+    ) -> Result<Value, ClientError> {
+        let mut segments = vec!["read-models", read_model];
+        segments.extend(key);
+        let url = self.url(&segments, query);
+        self.answer(url.clone(), self.http.get(url)).await
+    }
+
+    /// Has a read model folded again from the start of the log.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Api`] `not-found` for a read model the host does not run.
+    pub async fn rebuild(&self, read_model: &str) -> Result<Value, ClientError> {
+        let url = self.url(&["flows", "read-models", read_model, "rebuild"], &[]);
+        self.answer(url.clone(), self.http.post(url)).await
+    }
+
+    /// The progress of every policy and read model (`GET /flows`).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Unreachable`] if no host answers.
+    pub async fn flows(&self) -> Result<Value, ClientError> {
+        let url = self.url(&["flows"], &[]);
+        self.answer(url.clone(), self.http.get(url)).await
+    }
+
     /// The host's health.
     ///
     /// # Errors

@@ -33,9 +33,9 @@ pub(super) struct RowsQuery {
     /// Listing: keys after this one (the previous page's `next`).
     after: Option<String>,
     limit: Option<usize>,
-    /// Listing: only rows whose field `index` equals `value`.
-    index: Option<String>,
-    value: Option<String>,
+    /// Listing: `FIELD=VALUE`, only rows whose field has the value.
+    #[serde(rename = "where")]
+    filter: Option<String>,
 }
 
 fn flows(app: &App) -> Result<&Flows, ApiError> {
@@ -51,7 +51,17 @@ fn flow_error(e: FlowError) -> ApiError {
     match e {
         FlowError::Unknown { .. } => ApiError::new(ErrorKind::NotFound, e.to_string()),
         FlowError::Behind { .. } => ApiError::new(ErrorKind::Behind, e.to_string()),
+        FlowError::Unwritten { .. } => ApiError::new(ErrorKind::NotFound, e.to_string()),
         FlowError::Store(e) => ApiError::new(ErrorKind::Unavailable, e.to_string()),
+    }
+}
+
+/// A page's size: the default, or what the query asks within bounds.
+fn page_limit(asked: Option<usize>) -> Result<usize, ApiError> {
+    match asked {
+        None => Ok(DEFAULT_LIMIT),
+        Some(limit @ 1..=MAX_LIMIT) => Ok(limit),
+        Some(other) => Err(bad(format!("`limit` must be 1 to {MAX_LIMIT}, not {other}"))),
     }
 }
 
@@ -61,11 +71,14 @@ fn bad<E: std::fmt::Display>(e: E) -> ApiError {
 
 /// Waits for the position the query names, if it names one.
 async fn caught_up(flows: &Flows, name: &str, query: &RowsQuery) -> Result<(), ApiError> {
+    let wait = query.wait_ms.map_or(DEFAULT_WAIT, Duration::from_millis);
+    if wait > MAX_WAIT {
+        return Err(bad(format!("`wait_ms` may be at most {}", MAX_WAIT.as_millis())));
+    }
     let Some(position) = &query.position else { return Ok(()) };
     let position: u64 = position
         .parse()
         .map_err(|_| bad(format!("`position` must be a command answer's position, not `{position}`")))?;
-    let wait = query.wait_ms.map_or(DEFAULT_WAIT, Duration::from_millis).min(MAX_WAIT);
     flows.wait_for(Kind::ReadModel, name, position, wait).await.map_err(flow_error)
 }
 
@@ -101,12 +114,14 @@ pub(super) async fn rows(
     let Query(query) = query.map_err(bad)?;
     let flows = flows(&app)?;
     caught_up(flows, &name, &query).await?;
-    let field = match (&query.index, &query.value) {
-        (Some(index), Some(value)) => Some((index.as_str(), value.as_str())),
-        (None, None) => None,
-        _ => return Err(bad("`index` and `value` go together")),
+    let field = match &query.filter {
+        Some(filter) => match filter.split_once('=') {
+            Some((field, value)) if !field.is_empty() => Some((field, value)),
+            _ => return Err(bad(format!("`where` takes FIELD=VALUE, e.g. owner=ada; got `{filter}`"))),
+        },
+        None => None,
     };
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let limit = page_limit(query.limit)?;
     let prefix = query.prefix.as_deref().unwrap_or("");
     let page = flows.rows(&name, prefix, query.after.as_deref(), limit, field).await.map_err(flow_error)?;
     let rows: Vec<Value> = page.rows.iter().map(|r| row_json(&r.key, &r.row)).collect::<Result<_, _>>()?;
@@ -116,7 +131,7 @@ pub(super) async fn rows(
 /// `POST /read-models/{name}/rebuild`: fold again from the start.
 pub(super) async fn rebuild(State(app): State<App>, path: Result<Path<String>, PathRejection>) -> ApiResult {
     let Path(name) = path.map_err(bad)?;
-    flows(&app)?.rebuild(&name).map_err(flow_error)?;
+    flows(&app)?.rebuild(&name).await.map_err(flow_error)?;
     Ok(Json(json!({ "read_model": name, "rebuilding": true })))
 }
 
@@ -135,7 +150,7 @@ pub(super) struct ParkedQuery {
 
 /// `GET /policies/{name}/parked` and `GET /read-models/{name}/parked`.
 async fn parked(app: &App, kind: Kind, name: &str, query: ParkedQuery) -> ApiResult {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let limit = page_limit(query.limit)?;
     let entries = flows(app)?.parked(kind, name, query.after.as_deref(), limit).await.map_err(flow_error)?;
     let next = (entries.len() == limit).then(|| entries.last().map(|(k, _)| k.clone())).flatten();
     let parked: Vec<Value> = entries.into_iter().map(|(_, v)| v).collect();
@@ -158,4 +173,50 @@ pub(super) async fn read_model_parked(
 ) -> ApiResult {
     let (Path(name), Query(query)) = (path.map_err(bad)?, query.map_err(bad)?);
     parked(&app, Kind::ReadModel, &name, query).await
+}
+
+/// A policy's commands sent where their shards are served, as a door
+/// sends a client's: run here under the shard's pass, or forwarded.
+#[derive(Debug)]
+pub struct ClusterCommands {
+    runtime: crate::runtime::Runtime,
+    door: super::ClusterDoor,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl ClusterCommands {
+    pub fn new(runtime: crate::runtime::Runtime, door: super::ClusterDoor) -> Self {
+        Self { runtime, door, tasks: tokio_util::task::TaskTracker::new() }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::flow::CommandSink for ClusterCommands {
+    async fn send(
+        &self,
+        request: crate::runtime::CommandRequest,
+    ) -> Result<crate::flow::Sent, crate::store::StoreError> {
+        use crate::flow::Sent;
+        let trace = super::trace::TraceContext::default();
+        let answer = super::command::execute(&self.runtime, Some(&self.door), &self.tasks, request, &trace, ()).await;
+        let error = match answer {
+            Ok(value) => return Ok(Sent::Accepted { duplicate: value["duplicate"].as_bool().unwrap_or(false) }),
+            Err(error) => error,
+        };
+        let text = |key: &str| error.body[key].as_str().unwrap_or_default().to_owned();
+        match error.kind() {
+            Some(ErrorKind::Rejected) => Ok(Sent::Rejected { code: text("code"), message: text("message") }),
+            // Worth asking again: the runner backs off and does.
+            None
+            | Some(
+                ErrorKind::Unavailable
+                | ErrorKind::Overloaded
+                | ErrorKind::ShardMoved
+                | ErrorKind::Unconfirmed
+                | ErrorKind::Conflict
+                | ErrorKind::BadGateway,
+            ) => Err(crate::store::StoreError::Unavailable(format!("{}: {}", text("error"), text("message")))),
+            Some(kind) => Ok(Sent::Failed(format!("{}: {}", kind.as_str(), text("message")))),
+        }
+    }
 }

@@ -49,6 +49,7 @@ mod trace;
 pub use auth::HttpToken;
 pub use client::{ClientError, HttpClient};
 pub use error::{ApiError, ErrorKind};
+pub use flows::ClusterCommands;
 pub use forward::{ClusterDoor, ShardServer};
 pub use tls::TlsConfig;
 

@@ -31,6 +31,12 @@ pub(super) fn document(model: &DomainModel, config: &ApiConfig) -> Value {
     for aggregate in &model.aggregates {
         aggregate_paths(aggregate, &mut components, &mut paths, secured);
     }
+    if config.flows.is_some() {
+        for read_model in &model.read_models {
+            read_model_paths(read_model, &mut components, &mut paths, secured);
+        }
+        flow_paths(model, &mut paths, secured);
+    }
     paths.insert(
         "/model".into(),
         json!({ "get": operation(
@@ -143,12 +149,13 @@ fn aggregate_paths(
         }
         let answer = json!({
             "type": "object",
-            "required": ["version", "events", "duplicate", "command_id"],
+            "required": ["version", "events", "duplicate", "command_id", "position"],
             "properties": {
                 "version": { "type": "integer", "minimum": 0, "description": "The actor's version after the command" },
                 "events": { "type": "array", "items": event_ref },
                 "duplicate": { "type": "boolean", "description": "A repeat of a command already applied: nothing new was appended" },
                 "command_id": { "type": "string", "description": "The command's id (the `Idempotency-Key`, or one the host minted)" },
+                "position": { "type": "string", "description": "Where the store's log holds the events: pass it to a read-model query to read your writes" },
             },
         });
         let mut op = operation(
@@ -209,6 +216,111 @@ fn aggregate_paths(
     paths.insert(format!("/actors/{name}/{{id}}/events"), json!({ "get": get_events }));
 }
 
+/// The row and listing paths of one read model.
+fn read_model_paths(
+    read_model: &crate::model::ReadModelModel,
+    components: &mut Components,
+    paths: &mut Map<String, Value>,
+    secured: bool,
+) {
+    let name = &read_model.name;
+    let row = components.hoist(name, &format!("{name}.Row"), &read_model.row_schema);
+    let keyed = json!({
+        "type": "object",
+        "required": ["key", "row"],
+        "properties": { "key": { "type": "string" }, "row": { "$ref": format!("#/components/schemas/{row}") } },
+    });
+    let errors = ["BadRequest", "NotFound", "ServerError", "Unavailable", "Behind"];
+    let mut get_row = operation(
+        &format!("{name}.row"),
+        &format!("The row of read model `{name}` under a key; with `position`, once the read model has seen it"),
+        &["key", "position", "wait_ms"],
+        secured,
+        ok(keyed.clone()),
+        &errors,
+    );
+    get_row["tags"] = json!([name]);
+    paths.insert(format!("/read-models/{name}/{{key}}"), json!({ "get": get_row }));
+    let indexes = if read_model.indexes.is_empty() { "any field".to_owned() } else { read_model.indexes.join(", ") };
+    let mut list = operation(
+        &format!("{name}.rows"),
+        &format!(
+            "A page of the rows of read model `{name}` in key order: by key prefix, or where a field ({indexes}) has a value"
+        ),
+        &["position", "wait_ms", "prefix", "after", "page_limit", "where"],
+        secured,
+        ok(json!({
+            "type": "object",
+            "required": ["rows", "next"],
+            "properties": {
+                "rows": { "type": "array", "items": keyed },
+                "next": { "type": ["string", "null"], "description": "`after` of the next page; null at the end" },
+            },
+        })),
+        &errors,
+    );
+    list["tags"] = json!([name]);
+    paths.insert(format!("/read-models/{name}"), json!({ "get": list }));
+}
+
+/// The progress, parked inputs and rebuild of policies and read models.
+fn flow_paths(model: &DomainModel, paths: &mut Map<String, Value>, secured: bool) {
+    // The names the model has, so a probe reaches the routes' logic.
+    let named = |mut op: Value, names: Vec<&str>| {
+        let name = json!({
+            "name": "name", "in": "path", "required": true, "description": "A name the model declares",
+            "schema": { "type": "string", "enum": names },
+        });
+        let mut parameters = op["parameters"].as_array().cloned().unwrap_or_default();
+        parameters.retain(|p| p["$ref"] != "#/components/parameters/name");
+        parameters.insert(0, name);
+        op["parameters"] = Value::Array(parameters);
+        op
+    };
+    let policies: Vec<&str> = model.policies.iter().map(|p| p.name.as_str()).collect();
+    let read_models: Vec<&str> = model.read_models.iter().map(|r| r.name.as_str()).collect();
+    let flows = operation(
+        "flows",
+        "Each policy's and read model's progress through the log: checkpoint, lag, parked inputs, counts",
+        &[],
+        secured,
+        ok(json!({ "type": "object", "required": ["flows"], "properties": { "flows": { "type": "array" } } })),
+        &[],
+    );
+    paths.insert("/flows".into(), json!({ "get": flows }));
+    let parked = |kind: &str| {
+        operation(
+            &format!("{kind}.parked"),
+            &format!("The inputs a {kind} parked with their errors, oldest first"),
+            &["after", "page_limit"],
+            secured,
+            ok(json!({
+                "type": "object",
+                "required": ["parked", "next"],
+                "properties": { "parked": { "type": "array" }, "next": { "type": ["string", "null"] } },
+            })),
+            &["BadRequest", "NotFound", "Unavailable"],
+        )
+    };
+    if !policies.is_empty() {
+        paths.insert("/flows/policies/{name}/parked".into(), json!({ "get": named(parked("policy"), policies) }));
+    }
+    if read_models.is_empty() {
+        return;
+    }
+    let parked = named(parked("read-model"), read_models.clone());
+    paths.insert("/flows/read-models/{name}/parked".into(), json!({ "get": parked }));
+    let rebuild = operation(
+        "read-model.rebuild",
+        "Folds a read model again from the start of the log; its rows grow back while the host serves",
+        &[],
+        secured,
+        ok(json!({ "type": "object", "required": ["read_model", "rebuilding"] })),
+        &["BadRequest", "NotFound"],
+    );
+    paths.insert("/flows/read-models/{name}/rebuild".into(), json!({ "post": named(rebuild, read_models) }));
+}
+
 /// One event of an aggregate: its name, payload and (in pages of events) provenance.
 fn event_schema(aggregate: &str, event: &MessageModel, components: &mut Components) -> Value {
     let payload = components.hoist(aggregate, &format!("{aggregate}.{}.Payload", event.name), &event.schema);
@@ -258,6 +370,7 @@ const ERRORS: &[(u16, &str)] = &[
     (422, "Rejected"),
     (500, "ServerError"),
     (503, "Unavailable"),
+    (504, "Behind"),
 ];
 
 /// The kinds the documented routes answer with `status` (the admin route's
@@ -284,6 +397,7 @@ fn error_responses(config: &ApiConfig) -> Value {
             413 => format!("The body exceeds {} bytes", config.max_body_bytes),
             422 => "The domain rejected the command; `code` says why, for programs".to_owned(),
             500 => "A guest fault, or stored events that cannot be used".to_owned(),
+            504 => "The read model had not caught up to `position` within the wait".to_owned(),
             _ => "The event store cannot be reached, or the host is at a limit (`overloaded`, retry after `Retry-After` seconds)".to_owned(),
         };
         let mut response = json!({ "description": description });
@@ -335,7 +449,37 @@ fn parameters() -> Value {
         "at_version": integer("at_version", "Time travel: the state after this many events (0: the initial state)"),
         "from": integer("from", "The first version to return; 1 if absent"),
         "limit": integer("limit", "The most events to return; the host caps it"),
+        "key": {
+            "name": "key", "in": "path", "required": true,
+            "description": "The row's key, percent-encoded",
+            "schema": { "type": "string", "minLength": 1 },
+        },
+        "position": {
+            "name": "position", "in": "query", "required": false,
+            "description": "A command answer's `position`: answer once the read model has folded it (read-your-writes)",
+            "schema": { "type": "string", "pattern": "^[0-9]{1,19}$" },
+        },
+        "wait_ms": {
+            "name": "wait_ms", "in": "query", "required": false,
+            "description": "How long to wait for `position` (default 5000, at most 30000)",
+            "schema": { "type": "integer", "minimum": 0, "maximum": 30000 },
+        },
+        "prefix": string_query("prefix", "Only keys starting with this"),
+        "after": string_query("after", "Only keys after this one (the previous page's `next`)"),
+        "page_limit": {
+            "name": "limit", "in": "query", "required": false, "description": "Rows per page (default 100)",
+            "schema": { "type": "integer", "minimum": 1, "maximum": 1000 },
+        },
+        "where": {
+            "name": "where", "in": "query", "required": false,
+            "description": "`FIELD=VALUE`: only rows whose top-level field has the value (a string as it is, other values as JSON)",
+            "schema": { "type": "string", "pattern": "^[^=]+=" },
+        },
     })
+}
+
+fn string_query(name: &str, what: &str) -> Value {
+    json!({ "name": name, "in": "query", "required": false, "description": what, "schema": { "type": "string" } })
 }
 
 /// What an id header may hold: 1 to [`MAX_ID_LEN`] visible ASCII

@@ -2,6 +2,7 @@
 
 use super::nats_args::NatsArgs;
 use super::otlp::{Exporter, OtlpArgs};
+use aether_host::api::ClusterCommands;
 use aether_host::api::nats::NatsApiConfig;
 use aether_host::api::{self, ApiConfig, ClusterDoor, HttpToken, ShardServer, TlsConfig};
 use aether_host::bus::{Bus, BusConfig};
@@ -235,13 +236,15 @@ impl LoadCommand {
             .with_context(|| format!("cannot listen on {}", self.listen))?;
         let stop = CancellationToken::new();
         tokio::spawn(shutdown_signal(stop.clone()));
-        // Policies and read models run on one host: here, unless in a
-        // cluster (not hosted there yet).
-        let flows = match cluster {
-            None => Some(Flows::start(runtime.clone(), views, FlowConfig::default(), stop.child_token())),
-            Some(_) => {
-                tracing::warn!("policies and read models are not run in a cluster yet");
-                None
+        // Policies and read models run on one host: here, or in a cluster
+        // on the leader, sending their commands where their shards are.
+        let flows = match &cluster {
+            None => Flows::start(runtime.clone(), views, FlowConfig::default(), stop.child_token()),
+            Some((door, _)) => {
+                let sink = Arc::new(ClusterCommands::new(runtime.clone(), door.clone()));
+                let leading = leading(door.cluster.clone(), stop.clone());
+                let config = FlowConfig::default();
+                Flows::start_with(runtime.clone(), views, sink, Some(leading), config, stop.child_token())
             }
         };
         let nats_api = nats.clone().map(|client| {
@@ -268,7 +271,7 @@ impl LoadCommand {
             cluster: cluster.as_ref().map(|(door, _)| door.clone()),
             rollout,
             trace_spans: self.otlp.otlp_endpoint.is_some(),
-            flows: flows.clone(),
+            flows: Some(flows.clone()),
             ..ApiConfig::default()
         };
         let http = api::serve(listener, runtime.clone(), api, stop.clone().cancelled_owned()).await;
@@ -290,9 +293,7 @@ impl LoadCommand {
             let _ = client.flush().await;
         }
 
-        if let Some(flows) = flows {
-            flows.stopped().await;
-        }
+        flows.stopped().await;
         eprintln!("aether-host: commands finished; flushing the event store");
         drop((runtime, store));
         if let Some(store) = embedded {
@@ -384,6 +385,27 @@ impl LoadCommand {
         };
         Ok(Some(HttpToken::new(&text)?))
     }
+}
+
+/// Whether this node leads its cluster, as it changes, until `stop`.
+fn leading(cluster: aether_host::cluster::Cluster, stop: CancellationToken) -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(cluster.status().is_leader);
+    tokio::spawn(async move {
+        let mut changes = cluster.changes();
+        loop {
+            tx.send_if_modified(|leads| {
+                let now = cluster.status().is_leader;
+                std::mem::replace(leads, now) != now
+            });
+            // Changes of view wake it; a lease running out shows within a second.
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                changed = changes.changed() => if changed.is_err() { return },
+            }
+        }
+    });
+    rx
 }
 
 /// Where events go, and the handles shutdown needs.

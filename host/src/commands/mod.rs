@@ -7,6 +7,7 @@ pub mod load;
 pub mod model;
 pub mod nats_args;
 pub mod otlp;
+pub mod query;
 pub mod remote;
 pub mod send;
 pub mod state;

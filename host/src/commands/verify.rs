@@ -210,4 +210,10 @@ fn print_model_changes(diff: &ModelDiff) {
             println!("  {name}: the state's schema changed");
         }
     }
+    line("policies added", &diff.policies_added);
+    line("policies removed", &diff.policies_removed);
+    line("policies reacting or sending otherwise", &diff.policies_changed);
+    line("read models added", &diff.read_models_added);
+    line("read models removed", &diff.read_models_removed);
+    line("read models changed (folded again from the start)", &diff.read_models_changed);
 }

@@ -14,7 +14,9 @@
 //! - **Read-your-writes.** A command's answer carries the log position of
 //!   its events; [`Flows::wait_for`] waits until a runner has passed it.
 //! - **Once per cluster.** In a cluster, the runners run on the elected
-//!   leader only (see `commands::load`).
+//!   leader only (`leading`), their checkpoints and rows in the cluster's
+//!   bucket, and a policy's commands go where their shards are served
+//!   (a [`CommandSink`]); every node answers queries from the bucket.
 //!
 //! Layout: this file has the runners' shared loop and status; `policy` and
 //! `read_model` what each does with a batch; `views` where they keep it.
@@ -22,11 +24,13 @@
 mod policy;
 mod read_model;
 pub mod views;
+mod vm;
 
 pub use read_model::{Row, RowPage};
 pub use views::{EmbeddedViews, JetStreamViews, MemoryViews, ViewStore};
 
-use crate::runtime::Runtime;
+use crate::actor::{ActorError, CommandOutcome};
+use crate::runtime::{CommandRequest, Runtime};
 use crate::store::{LoggedCommand, StoreError};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,6 +39,53 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+/// What became of a command a policy sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    Accepted {
+        duplicate: bool,
+    },
+    Rejected {
+        code: String,
+        message: String,
+    },
+    /// The command cannot be taken, whatever is retried (unknown, undecodable,
+    /// its target faulted): the fault of the input that sent it.
+    Failed(String),
+}
+
+/// Where a policy's commands go: the runtime of this host, or in a cluster
+/// the node serving each command's shard.
+#[async_trait::async_trait]
+pub trait CommandSink: Send + Sync + fmt::Debug + 'static {
+    /// Runs the command.
+    ///
+    /// # Errors
+    ///
+    /// Whatever may pass if asked again (a store or node unavailable, a
+    /// shard moving, overload): the runner retries with backoff.
+    async fn send(&self, request: CommandRequest) -> Result<Sent, StoreError>;
+}
+
+/// Commands run by this host's runtime.
+#[async_trait::async_trait]
+impl CommandSink for Runtime {
+    async fn send(&self, request: CommandRequest) -> Result<Sent, StoreError> {
+        match self.execute(request).await {
+            Ok(CommandOutcome::Accepted { duplicate, .. }) => Ok(Sent::Accepted { duplicate }),
+            Ok(CommandOutcome::Rejected { code, message }) => Ok(Sent::Rejected { code, message }),
+            Err(
+                e @ (ActorError::Store(StoreError::Unavailable(_))
+                | ActorError::Conflict { .. }
+                | ActorError::Overloaded { .. }
+                | ActorError::ShardMoved { .. }
+                | ActorError::Unconfirmed { .. }),
+            ) => Err(StoreError::Unavailable(e.to_string())),
+            Err(other) => Ok(Sent::Failed(other.to_string())),
+        }
+    }
+}
 
 /// Tunables of the runners.
 #[derive(Debug, Clone)]
@@ -87,6 +138,8 @@ pub struct RunnerStatus {
     rejected: AtomicU64,
     handled: AtomicU64,
     rebuild: AtomicBool,
+    /// Whether the runner runs on this host now.
+    running: AtomicBool,
 }
 
 impl RunnerStatus {
@@ -102,6 +155,7 @@ impl RunnerStatus {
             rejected: AtomicU64::new(0),
             handled: AtomicU64::new(0),
             rebuild: AtomicBool::new(false),
+            running: AtomicBool::new(false),
         }
     }
 
@@ -128,6 +182,7 @@ impl RunnerStatus {
         serde_json::json!({
             "name": self.name,
             "kind": self.kind.label(),
+            "running_here": self.running.load(Ordering::Relaxed),
             "checkpoint": self.checkpoint().to_string(),
             "caught_up": self.caught_up().to_string(),
             "lag": self.lag(),
@@ -156,6 +211,8 @@ pub enum FlowError {
     Unknown { kind: &'static str, name: String, known: String },
     #[error("{kind} `{name}` has not reached position {position} within {waited:?} (it is at {at})")]
     Behind { kind: &'static str, name: String, position: u64, at: u64, waited: Duration },
+    #[error("position {position} is past the log's head ({head}): no command was answered with it")]
+    Unwritten { position: u64, head: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -169,6 +226,7 @@ pub struct Flows {
 struct Inner {
     runtime: Runtime,
     views: Arc<dyn ViewStore>,
+    sink: Arc<dyn CommandSink>,
     config: FlowConfig,
     runners: BTreeMap<(Kind, String), Arc<RunnerStatus>>,
     tasks: tokio_util::task::TaskTracker,
@@ -182,8 +240,23 @@ impl fmt::Debug for Flows {
 
 impl Flows {
     /// Starts a runner for every policy and read model of the runtime's
-    /// model, each until `stop`.
+    /// model, each until `stop`, sending commands to the runtime.
     pub fn start(runtime: Runtime, views: Arc<dyn ViewStore>, config: FlowConfig, stop: CancellationToken) -> Self {
+        let sink = Arc::new(runtime.clone());
+        Self::start_with(runtime, views, sink, None, config, stop)
+    }
+
+    /// As [`start`](Self::start), sending commands to `sink`, and with
+    /// `leading` running the runners only while it says `true` (in a
+    /// cluster: while this node leads); queries are answered either way.
+    pub fn start_with(
+        runtime: Runtime,
+        views: Arc<dyn ViewStore>,
+        sink: Arc<dyn CommandSink>,
+        leading: Option<watch::Receiver<bool>>,
+        config: FlowConfig,
+        stop: CancellationToken,
+    ) -> Self {
         let model = runtime.model();
         let mut runners = BTreeMap::new();
         for policy in &model.policies {
@@ -194,20 +267,63 @@ impl Flows {
             let status = Arc::new(RunnerStatus::new(Kind::ReadModel, &read_model.name));
             runners.insert((Kind::ReadModel, read_model.name.clone()), status);
         }
-        let flows = Self {
-            inner: Arc::new(Inner { runtime, views, config, runners, tasks: tokio_util::task::TaskTracker::new() }),
-        };
-        for status in flows.inner.runners.values() {
-            let (runner, status, stop) = (flows.clone(), status.clone(), stop.clone());
-            flows.inner.tasks.spawn(async move {
+        let tasks = tokio_util::task::TaskTracker::new();
+        let flows = Self { inner: Arc::new(Inner { runtime, views, sink, config, runners, tasks }) };
+        match leading {
+            None => flows.spawn_runners(&stop),
+            Some(leading) => {
+                let supervisor = flows.clone();
+                flows.inner.tasks.spawn(async move { supervisor.lead(leading, stop).await });
+            }
+        }
+        flows.inner.tasks.close();
+        flows
+    }
+
+    /// Runs every runner until `stop`.
+    fn spawn_runners(&self, stop: &CancellationToken) {
+        for status in self.inner.runners.values() {
+            let (runner, status, stop) = (self.clone(), status.clone(), stop.clone());
+            self.inner.tasks.spawn(async move {
+                status.running.store(true, Ordering::Relaxed);
                 tokio::select! {
                     () = stop.cancelled() => {}
                     () = feed(&runner, &status) => {}
                 }
+                status.running.store(false, Ordering::Relaxed);
             });
         }
-        flows.inner.tasks.close();
-        flows
+    }
+
+    /// Runs the runners while `leading` says so, until `stop`.
+    async fn lead(&self, mut leading: watch::Receiver<bool>, stop: CancellationToken) {
+        let mut running: Option<CancellationToken> = None;
+        loop {
+            let lead = *leading.borrow_and_update();
+            match (&running, lead) {
+                (None, true) => {
+                    tracing::info!("leading: running the policies and read models here");
+                    let token = stop.child_token();
+                    self.spawn_runners(&token);
+                    running = Some(token);
+                }
+                (Some(token), false) => {
+                    tracing::info!("no longer leading: stopping the policies and read models here");
+                    token.cancel();
+                    running = None;
+                }
+                _ => {}
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                changed = leading.changed() => {
+                    if changed.is_err() {
+                        running.inspect(CancellationToken::cancel);
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// Waits for every runner to stop (after the token given to [`start`](Self::start)).
@@ -239,14 +355,39 @@ impl Flows {
     ///
     /// # Errors
     ///
-    /// [`FlowError::Behind`] if it has not by then; [`FlowError::Unknown`].
+    /// [`FlowError::Behind`] if it has not by then; [`FlowError::Unwritten`]
+    /// for a position the log has not reached (so no wait for what will
+    /// never come); [`FlowError::Unknown`].
     pub async fn wait_for(&self, kind: Kind, name: &str, position: u64, wait: Duration) -> Result<(), FlowError> {
         let status = self.status(kind, name)?;
+        if position <= status.caught_up() {
+            return Ok(());
+        }
+        let head = self.runtime().store().log_head().await?;
+        if position > head {
+            return Err(FlowError::Unwritten { position, head });
+        }
+        // Here, the runner says; elsewhere in a cluster, its checkpoint.
         let mut caught_up = status.caught_up.subscribe();
-        let reached = tokio::time::timeout(wait, caught_up.wait_for(|at| *at >= position)).await;
-        match reached {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(FlowError::Behind {
+        let stored = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                if !status.running.load(Ordering::Relaxed)
+                    && load_checkpoint(self, status).await.is_ok_and(|c| c >= position)
+                {
+                    return;
+                }
+            }
+        };
+        let reached = tokio::time::timeout(wait, async {
+            tokio::select! {
+                _ = caught_up.wait_for(|at| *at >= position) => {}
+                () = stored => {}
+            }
+        });
+        match reached.await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(FlowError::Behind {
                 kind: kind.label(),
                 name: name.to_owned(),
                 position,
@@ -257,13 +398,20 @@ impl Flows {
     }
 
     /// Folds the read model again from the start of the log: its rows are
-    /// dropped once the runner takes the request up.
+    /// dropped once the runner takes the request up. The request is stored,
+    /// so the runner finds it wherever it runs (in a cluster, on the
+    /// leader, within a second) and after a restart; queries with a
+    /// position wait for the rows to grow back.
     ///
     /// # Errors
     ///
-    /// [`FlowError::Unknown`].
-    pub fn rebuild(&self, name: &str) -> Result<(), FlowError> {
-        self.status(Kind::ReadModel, name)?.rebuild.store(true, Ordering::Relaxed);
+    /// [`FlowError::Unknown`], or the store's.
+    pub async fn rebuild(&self, name: &str) -> Result<(), FlowError> {
+        let status = self.status(Kind::ReadModel, name)?;
+        let asked = crate::runtime::now_ms().to_be_bytes().to_vec();
+        self.views().write(REBUILDS, vec![(name.to_owned(), Some(asked))]).await?;
+        status.rebuild.store(true, Ordering::Relaxed);
+        status.caught_up.send_replace(0);
         Ok(())
     }
 
@@ -302,6 +450,10 @@ impl Flows {
     fn runtime(&self) -> &Runtime {
         &self.inner.runtime
     }
+
+    fn sink(&self) -> &dyn CommandSink {
+        self.inner.sink.as_ref()
+    }
 }
 
 /// The key of a runner's checkpoint in the `checkpoints` space.
@@ -310,6 +462,10 @@ fn checkpoint_key(status: &RunnerStatus) -> String {
 }
 
 const CHECKPOINTS: &str = "checkpoints";
+/// Read models asked to fold again from the start, until their runner has dropped their rows.
+const REBUILDS: &str = "rebuilds";
+/// How often a runner looks for a rebuild asked of another host.
+const REBUILD_CHECK: Duration = Duration::from_secs(1);
 
 async fn load_checkpoint(flows: &Flows, status: &RunnerStatus) -> Result<u64, StoreError> {
     let stored = flows.views().get(CHECKPOINTS, &checkpoint_key(status)).await?;
@@ -379,11 +535,49 @@ async fn feed(flows: &Flows, status: &RunnerStatus) {
             Err(e) => backoff.wait(status, &e).await,
         }
     };
-    status.advance(checkpoint);
+    // The component whose read model definition was last compared.
+    let mut compared: Option<Arc<str>> = None;
+    // Whether the stored checkpoint has been vouched for: not before a
+    // read model redefined since its rows were folded has dropped them.
+    let mut started = false;
+    let mut rebuilds_checked: Option<tokio::time::Instant> = None;
     loop {
+        if status.kind == Kind::ReadModel && rebuilds_checked.is_none_or(|t| t.elapsed() >= REBUILD_CHECK) {
+            match flows.views().get(REBUILDS, &status.name).await {
+                Ok(asked) => {
+                    rebuilds_checked = Some(tokio::time::Instant::now());
+                    if asked.is_some() {
+                        status.rebuild.store(true, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => {
+                    backoff.wait(status, &e).await;
+                    continue;
+                }
+            }
+        }
+        if status.kind == Kind::ReadModel {
+            let deployment = flows.runtime().component();
+            let hash = deployment.component().hash();
+            if compared.as_ref() != Some(hash) {
+                match read_model::definition_changed(flows, status, deployment.component().model()).await {
+                    Ok(changed) => {
+                        compared = Some(hash.clone());
+                        if changed {
+                            status.rebuild.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    Err(e) => {
+                        backoff.wait(status, &e).await;
+                        continue;
+                    }
+                }
+            }
+        }
         if status.kind == Kind::ReadModel && status.rebuild.swap(false, Ordering::Relaxed) {
             match read_model::drop_rows(flows, status).await {
                 Ok(()) => {
+                    rebuilds_checked = None;
                     checkpoint = 0;
                     status.checkpoint.store(0, Ordering::Relaxed);
                     status.caught_up.send_replace(0);
@@ -395,6 +589,10 @@ async fn feed(flows: &Flows, status: &RunnerStatus) {
                     continue;
                 }
             }
+        }
+        if !started {
+            status.advance(checkpoint);
+            started = true;
         }
         // The head first: if the read then finds nothing, everything up to
         // the head is processed.
@@ -414,11 +612,18 @@ async fn feed(flows: &Flows, status: &RunnerStatus) {
             }
         };
         let Some(last) = batch.last().map(|c| c.position) else {
-            status.caught_up.send_if_modified(|c| {
-                let moved = head > *c;
-                *c = (*c).max(head);
-                moved
-            });
+            // Nothing after the checkpoint up to the head: the head is the
+            // checkpoint now (on JetStream the head may be a message of the
+            // command index, which the log passes over).
+            if head > checkpoint {
+                match save_checkpoint(flows, status, head).await {
+                    Ok(()) => {
+                        checkpoint = head;
+                        status.advance(head);
+                    }
+                    Err(e) => backoff.wait(status, &e).await,
+                }
+            }
             tokio::time::sleep(config.poll).await;
             continue;
         };
@@ -471,15 +676,5 @@ impl Flows {
             .into_iter()
             .map(|(k, v)| (k, serde_json::from_slice(&v).unwrap_or(serde_json::Value::Null)))
             .collect())
-    }
-}
-
-/// Runs a guest call on the blocking pool, off the I/O threads: a guest
-/// that runs long holds a blocking thread, not a worker the host's I/O,
-/// heartbeats and leases need.
-async fn off_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(out) => out,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }

@@ -17,11 +17,11 @@
 //!   parked in `parked/policy/<name>` with its error; the rest go on. An
 //!   unavailable target is retried with backoff, the batch unconsumed.
 
-use super::{Flows, RunnerStatus, parked_entry, parked_space};
-use crate::actor::{ActorError, CommandOutcome};
+use super::vm::{self, Logged};
+use super::{Flows, RunnerStatus, Sent, parked_entry, parked_space};
 use crate::runtime::CommandRequest;
-use crate::store::{ActorId, LoggedCommand, RecordedEvent, StoreError};
-use crate::wasm::{CommandToSend, DomainComponent, GuestFault, LoggedEvent, PolicyInput, PolicyVm, RejectedCommand};
+use crate::store::{LoggedCommand, StoreError};
+use crate::wasm::{CommandToSend, PolicyInput, PolicyVm, RejectedCommand};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::Ordering;
 
@@ -32,28 +32,29 @@ const MAX_REJECTION_DEPTH: usize = 8;
 /// An input the runner owns, to hand to the blocking pool.
 #[derive(Debug, Clone)]
 enum Input {
-    Event { position: u64, actor: ActorId, event: RecordedEvent },
+    Event(Logged),
     Rejected { position: u64, rejected: RejectedCommand },
 }
 
 impl Input {
     fn position(&self) -> u64 {
         match self {
-            Input::Event { position, .. } | Input::Rejected { position, .. } => *position,
+            Input::Event(logged) => logged.position,
+            Input::Rejected { position, .. } => *position,
         }
     }
 
     /// How the input is named where it is parked.
     fn describe(&self) -> String {
         match self {
-            Input::Event { actor, event, .. } => format!("{actor}@{} {}", event.version, event.name),
+            Input::Event(logged) => logged.describe(),
             Input::Rejected { rejected, .. } => format!("rejection of {}", rejected.command_id),
         }
     }
 
     fn as_policy_input(&self) -> PolicyInput<'_> {
         match self {
-            Input::Event { actor, event, .. } => PolicyInput::Event(LoggedEvent { actor, event }),
+            Input::Event(logged) => PolicyInput::Event(logged.as_logged()),
             Input::Rejected { rejected, .. } => PolicyInput::Rejected(rejected),
         }
     }
@@ -61,7 +62,7 @@ impl Input {
     /// The id of the `index`th command sent in reply, and its causation.
     fn command_id(&self, policy: &str, index: usize) -> (String, String) {
         let cause = match self {
-            Input::Event { actor, event, .. } => format!("{actor}@{}", event.version),
+            Input::Event(logged) => format!("{}@{}", logged.actor, logged.event.version),
             Input::Rejected { rejected, .. } => format!("rejected:{}", rejected.command_id),
         };
         let mut hash = Sha256::new();
@@ -76,18 +77,14 @@ impl Input {
 
     fn correlation(&self) -> Option<String> {
         match self {
-            Input::Event { event, .. } => Some(event.provenance.correlation_id.to_string()),
+            Input::Event(logged) => Some(logged.event.provenance.correlation_id.to_string()),
             Input::Rejected { .. } => None,
         }
     }
 }
 
-/// The runner's VM, and the component it was made from.
-pub(super) struct Slot {
-    component: DomainComponent,
-    vm: Option<PolicyVm>,
-    announce: bool,
-}
+/// The runner's VM.
+pub(super) type Slot = vm::Slot<PolicyVm>;
 
 pub(super) async fn handle(
     flows: &Flows,
@@ -101,23 +98,14 @@ pub(super) async fn handle(
         tracing::warn!(policy = %status.name, "the running component has no such policy any more; passing over");
         return Ok(());
     };
-    if slot.as_ref().is_none_or(|s| s.component.hash() != component.hash()) {
-        *slot = Some(Slot { component: component.clone(), vm: None, announce: false });
-    }
-    let slot = slot.as_mut().expect("set above");
-    let inputs: Vec<Input> = batch
-        .into_iter()
-        .flat_map(|c| {
-            let (position, actor) = (c.position, c.actor);
-            let wanted: Vec<_> = c.events.into_iter().filter(|e| policy.reacts_to(&actor.aggregate, &e.name)).collect();
-            wanted.into_iter().map(move |event| Input::Event { position, actor: actor.clone(), event })
-        })
-        .collect();
+    let slot = Slot::of(slot, component, &status.name);
+    let wanted = Logged::select(batch, |aggregate, event| policy.reacts_to(aggregate, event));
+    let inputs: Vec<Input> = wanted.into_iter().map(Input::Event).collect();
     if inputs.is_empty() {
         return Ok(());
     }
     status.handled.fetch_add(inputs.len() as u64, Ordering::Relaxed);
-    let reactions = react(slot, &status.name, inputs.clone()).await;
+    let reactions = react(slot, &inputs).await;
     for (input, reaction) in inputs.iter().zip(reactions) {
         match reaction {
             Ok(commands) => send_all(flows, status, slot, input, commands, 0).await?,
@@ -140,8 +128,13 @@ async fn send_all(
         let (command_id, causation) = input.command_id(&status.name, index);
         let rejected = match recorded_rejection(flows, status, &command_id).await? {
             Some(rejected) => rejected,
-            None => match send(flows, status, input, &command, &command_id, causation).await? {
-                Sent::Accepted => continue,
+            None => match send(flows, input, &command, &command_id, causation).await? {
+                Sent::Accepted { duplicate } => {
+                    if !duplicate {
+                        status.sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
                 Sent::Failed(error) => {
                     park(flows, status, input, &format!("`{}.{}` failed: {error}", command.aggregate, command.command))
                         .await?;
@@ -162,7 +155,7 @@ async fn send_all(
             continue;
         }
         let offered = Input::Rejected { position: input.position(), rejected };
-        let mut reactions = react(slot, &status.name, vec![offered.clone()]).await;
+        let mut reactions = react(slot, std::slice::from_ref(&offered)).await;
         match reactions.pop().expect("one reaction per input") {
             Ok(commands) => Box::pin(send_all(flows, status, slot, &offered, commands, depth + 1)).await?,
             Err(fault) => park(flows, status, &offered, &fault).await?,
@@ -171,19 +164,8 @@ async fn send_all(
     Ok(())
 }
 
-enum Sent {
-    Accepted,
-    Rejected {
-        code: String,
-        message: String,
-    },
-    /// The command cannot be taken, whatever is retried: the input's fault.
-    Failed(String),
-}
-
 async fn send(
     flows: &Flows,
-    status: &RunnerStatus,
     input: &Input,
     command: &CommandToSend,
     command_id: &str,
@@ -199,24 +181,8 @@ async fn send(
         causation_id: Some(causation),
         fence: None,
     };
-    match flows.runtime().execute(request).await {
-        Ok(CommandOutcome::Accepted { duplicate, .. }) => {
-            if !duplicate {
-                status.sent.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(Sent::Accepted)
-        }
-        Ok(CommandOutcome::Rejected { code, message }) => Ok(Sent::Rejected { code, message }),
-        // Worth asking again: the batch is retried with backoff.
-        Err(
-            e @ (ActorError::Store(StoreError::Unavailable(_))
-            | ActorError::Conflict { .. }
-            | ActorError::Overloaded { .. }
-            | ActorError::ShardMoved { .. }
-            | ActorError::Unconfirmed { .. }),
-        ) => Err(StoreError::Unavailable(e.to_string())),
-        Err(other) => Ok(Sent::Failed(other.to_string())),
-    }
+    // An error is worth asking again: the batch is retried with backoff.
+    flows.sink().send(request).await
 }
 
 fn outcomes_space(status: &RunnerStatus) -> String {
@@ -275,14 +241,18 @@ async fn park(
 
 /// One reaction per input: the commands, or why that input failed. A fault
 /// of the whole call is narrowed down input by input, each on a fresh VM.
-async fn react(slot: &mut Slot, policy: &str, inputs: Vec<Input>) -> Vec<Result<Vec<CommandToSend>, String>> {
-    match call(slot, policy, inputs.clone()).await {
+async fn react(slot: &mut Slot, inputs: &[Input]) -> Vec<Result<Vec<CommandToSend>, String>> {
+    let call = |vm: &mut PolicyVm, inputs: &[Input]| {
+        let refs: Vec<PolicyInput<'_>> = inputs.iter().map(Input::as_policy_input).collect();
+        vm.react(&refs)
+    };
+    match slot.call(inputs, call).await {
         Ok(reactions) => reactions.into_iter().map(|r| r.map_err(|f| f.to_string())).collect(),
         Err(fault) if inputs.len() == 1 => vec![Err(fault.to_string())],
         Err(_) => {
             let mut out = Vec::with_capacity(inputs.len());
             for input in inputs {
-                let reaction = match call(slot, policy, vec![input]).await {
+                let reaction = match slot.call(std::slice::from_ref(input), call).await {
                     Ok(mut one) => one.pop().expect("one reaction per input").map_err(|f| f.to_string()),
                     Err(fault) => Err(fault.to_string()),
                 };
@@ -291,37 +261,4 @@ async fn react(slot: &mut Slot, policy: &str, inputs: Vec<Input>) -> Vec<Result<
             out
         }
     }
-}
-
-/// One call on the blocking pool; a VM that faulted is dropped, and one
-/// whose folds read the clock is made again announcing every input.
-async fn call(slot: &mut Slot, policy: &str, inputs: Vec<Input>) -> Result<Vec<crate::wasm::Reaction>, GuestFault> {
-    for _ in 0..2 {
-        let (vm, announce, name) = (slot.vm.take(), slot.announce, policy.to_owned());
-        // Cloning a component copies its model, schemas and all: only to make a VM.
-        let component = vm.is_none().then(|| slot.component.clone());
-        let inputs = inputs.clone();
-        let (vm, out) = super::off_workers(move || {
-            let mut vm = match vm {
-                Some(vm) => vm,
-                None => match component.expect("cloned when there is no VM").policy_vm(&name) {
-                    Ok(mut vm) => {
-                        vm.vm().announce_folds(announce);
-                        vm
-                    }
-                    Err(fault) => return (None, Err(fault)),
-                },
-            };
-            let refs: Vec<PolicyInput<'_>> = inputs.iter().map(Input::as_policy_input).collect();
-            let out = vm.react(&refs);
-            (out.is_ok().then_some(vm), out)
-        })
-        .await;
-        slot.vm = vm;
-        match out {
-            Err(GuestFault::Unannounced { .. }) if !slot.announce => slot.announce = true,
-            out => return out,
-        }
-    }
-    unreachable!("the second call announces every input")
 }

@@ -8,9 +8,10 @@
 //! events a row has seen, so nothing is folded twice. An event whose `keys`
 //! or `fold` faults is parked with its error and the row goes on without it.
 
+use super::vm::{self, Logged};
 use super::{FlowError, Flows, Kind, RunnerStatus, parked_entry, parked_space};
-use crate::store::{ActorId, LoggedCommand, RecordedEvent, StoreError};
-use crate::wasm::{DomainComponent, GuestFault, LoggedEvent, ReadModelVm};
+use crate::store::{ActorId, LoggedCommand, StoreError};
+use crate::wasm::{GuestFault, ReadModelVm};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
@@ -29,29 +30,8 @@ pub struct RowPage {
     pub next: Option<String>,
 }
 
-/// An event the runner owns, with its log position.
-#[derive(Debug, Clone)]
-struct Event {
-    position: u64,
-    actor: ActorId,
-    event: RecordedEvent,
-}
-
-impl Event {
-    fn logged(&self) -> LoggedEvent<'_> {
-        LoggedEvent { actor: &self.actor, event: &self.event }
-    }
-
-    fn describe(&self) -> String {
-        format!("{}@{} {}", self.actor, self.event.version, self.event.name)
-    }
-}
-
-pub(super) struct Slot {
-    component: DomainComponent,
-    vm: Option<ReadModelVm>,
-    announce: bool,
-}
+/// The runner's VM.
+pub(super) type Slot = vm::Slot<ReadModelVm>;
 
 pub(super) fn rows_space(name: &str) -> String {
     format!("rows/{name}")
@@ -72,11 +52,41 @@ fn encode(position: u64, row: Option<&[u8]>) -> Vec<u8> {
     out
 }
 
+/// Whether the read model is declared otherwise than when its rows were
+/// folded (other events, row schema or indexes): then it is folded again
+/// from the start. Records the definition the rows follow from now on.
+pub(super) async fn definition_changed(
+    flows: &Flows,
+    status: &RunnerStatus,
+    model: &crate::model::DomainModel,
+) -> Result<bool, StoreError> {
+    let Some(read_model) = model.read_model(&status.name) else { return Ok(false) };
+    let definition = serde_json::to_vec(read_model).expect("a model serialises");
+    let definition = format!("{:016x}", crate::fnv::fnv1a_64(&definition)).into_bytes();
+    let stored = flows.views().get(DEFINITIONS, &status.name).await?;
+    if stored.as_ref() == Some(&definition) {
+        return Ok(false);
+    }
+    flows.views().write(DEFINITIONS, vec![(status.name.clone(), Some(definition))]).await?;
+    if stored.is_some() {
+        tracing::info!(read_model = %status.name, "the read model is declared otherwise: folding it again from the start");
+    }
+    Ok(stored.is_some())
+}
+
+/// Where each read model's definition, as its rows were folded, is kept.
+const DEFINITIONS: &str = "definitions/read-model";
+
 pub(super) async fn drop_rows(flows: &Flows, status: &RunnerStatus) -> Result<(), StoreError> {
     flows.views().clear(&rows_space(&status.name)).await?;
+    let indexes = flows.runtime().component().component().model().read_model(&status.name).map(|m| m.indexes.clone());
+    for index in indexes.unwrap_or_default() {
+        flows.views().clear(&index_space(&status.name, &index)).await?;
+    }
     flows.views().clear(&parked_space(status)).await?;
     status.parked.store(0, Ordering::Relaxed);
-    super::save_checkpoint(flows, status, 0).await
+    super::save_checkpoint(flows, status, 0).await?;
+    flows.views().write(super::REBUILDS, vec![(status.name.clone(), None)]).await
 }
 
 pub(super) async fn handle(
@@ -91,25 +101,15 @@ pub(super) async fn handle(
         tracing::warn!(read_model = %status.name, "the running component has no such read model any more; passing over");
         return Ok(());
     };
-    if slot.as_ref().is_none_or(|s| s.component.hash() != component.hash()) {
-        *slot = Some(Slot { component: component.clone(), vm: None, announce: false });
-    }
-    let slot = slot.as_mut().expect("set above");
-    let events: Vec<Event> = batch
-        .into_iter()
-        .flat_map(|c| {
-            let (position, actor) = (c.position, c.actor);
-            let wanted: Vec<_> = c.events.into_iter().filter(|e| model.consumes(&actor.aggregate, &e.name)).collect();
-            wanted.into_iter().map(move |event| Event { position, actor: actor.clone(), event })
-        })
-        .collect();
+    let slot = Slot::of(slot, component, &status.name);
+    let events = Logged::select(batch, |aggregate, event| model.consumes(aggregate, event));
     if events.is_empty() {
         return Ok(());
     }
     status.handled.fetch_add(events.len() as u64, Ordering::Relaxed);
-    let keys = keys(slot, &status.name, &events).await;
+    let keys = keys(slot, &events).await;
     // Each key's events, in log order.
-    let mut by_key: BTreeMap<String, Vec<&Event>> = BTreeMap::new();
+    let mut by_key: BTreeMap<String, Vec<&Logged>> = BTreeMap::new();
     for (event, keys) in events.iter().zip(keys) {
         match keys {
             Ok(keys) => keys.into_iter().for_each(|k| by_key.entry(k).or_default().push(event)),
@@ -118,6 +118,7 @@ pub(super) async fn handle(
     }
     let space = rows_space(&status.name);
     let mut writes = Vec::with_capacity(by_key.len());
+    let mut index_writes: BTreeMap<String, Vec<super::views::ViewWrite>> = BTreeMap::new();
     for (key, events) in by_key {
         let stored = flows.views().get(&space, &key).await?;
         let (seen, row) = match stored.as_deref().map(decode) {
@@ -131,18 +132,51 @@ pub(super) async fn handle(
                 });
             }
         };
-        let due: Vec<Event> = events.into_iter().filter(|e| e.position > seen).cloned().collect();
+        let due: Vec<Logged> = events.into_iter().filter(|e| e.position > seen).cloned().collect();
         let Some(newest) = due.last().map(|e| e.position) else { continue };
-        let row = fold(flows, status, slot, &key, row, due).await?;
-        writes.push((key, Some(encode(newest, row.as_deref()))));
+        let folded = fold(flows, status, slot, &key, row.clone(), due).await?;
+        for index in &model.indexes {
+            let (old, new) = (field_text(row.as_deref(), index), field_text(folded.as_deref(), index));
+            if old != new {
+                let entries = index_writes.entry(index.clone()).or_default();
+                entries.extend(old.map(|old| (index_key(&old, &key), None)));
+                entries.extend(new.map(|new| (index_key(&new, &key), Some(Vec::new()))));
+            }
+        }
+        writes.push((key, Some(encode(newest, folded.as_deref()))));
+    }
+    // The indexes first: a batch read again after a crash between the two
+    // writes skips the rows it wrote, but not the index entries; a listing
+    // checks each row it finds through an index.
+    for (index, entries) in index_writes {
+        flows.views().write(&index_space(&status.name, &index), entries).await?;
     }
     flows.views().write(&space, writes).await
+}
+
+/// The space of a read model's index on a field: keys `<value>\0<row key>`.
+fn index_space(name: &str, field: &str) -> String {
+    format!("index/{name}/{field}")
+}
+
+fn index_key(value: &str, key: &str) -> String {
+    format!("{value}\0{key}")
+}
+
+/// A row's top-level field as the index keeps it: a string as it is, any
+/// other value as JSON; `None` without a row or that field.
+fn field_text(row: Option<&[u8]>, field: &str) -> Option<String> {
+    let json = crate::api::json::from_msgpack(row?).ok()?;
+    match json.get(field)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
 }
 
 async fn park(
     flows: &Flows,
     status: &RunnerStatus,
-    event: &Event,
+    event: &Logged,
     error: &(dyn std::fmt::Display + Sync),
 ) -> Result<(), StoreError> {
     tracing::warn!(read_model = %status.name, event = %event.describe(), %error, "parked a read model's event");
@@ -153,24 +187,18 @@ async fn park(
 
 /// The keys of each event, or why that event failed; a fault of the whole
 /// call is narrowed down event by event.
-async fn keys(slot: &mut Slot, name: &str, events: &[Event]) -> Vec<Result<Vec<String>, String>> {
-    let all = call(slot, name, events.to_vec(), |vm, events| {
-        let refs: Vec<_> = events.iter().map(Event::logged).collect();
-        vm.keys(&refs).map(|keys| keys.into_iter().map(|k| k.map_err(|f| f.to_string())).collect::<Vec<_>>())
-    })
-    .await;
-    match all {
-        Ok(keys) => keys,
+async fn keys(slot: &mut Slot, events: &[Logged]) -> Vec<Result<Vec<String>, String>> {
+    let call = |vm: &mut ReadModelVm, events: &[Logged]| {
+        let refs: Vec<_> = events.iter().map(Logged::as_logged).collect();
+        vm.keys(&refs)
+    };
+    match slot.call(events, call).await {
+        Ok(keys) => keys.into_iter().map(|k| k.map_err(|f| f.to_string())).collect(),
         Err(fault) if events.len() == 1 => vec![Err(fault.to_string())],
         Err(_) => {
             let mut out = Vec::with_capacity(events.len());
             for event in events {
-                let one = call(slot, name, vec![event.clone()], |vm, events| {
-                    let refs: Vec<_> = events.iter().map(Event::logged).collect();
-                    vm.keys(&refs)
-                })
-                .await;
-                out.push(match one {
+                out.push(match slot.call(std::slice::from_ref(event), call).await {
                     Ok(mut keys) => keys.pop().expect("one key list per event").map_err(|f| f.to_string()),
                     Err(fault) => Err(fault.to_string()),
                 });
@@ -188,15 +216,14 @@ async fn fold(
     slot: &mut Slot,
     key: &str,
     row: Option<Vec<u8>>,
-    events: Vec<Event>,
+    events: Vec<Logged>,
 ) -> Result<Option<Vec<u8>>, StoreError> {
-    let folded = fold_call(slot, &status.name, key, row.clone(), events.clone()).await;
-    if let Ok(row) = folded {
+    if let Ok(row) = fold_call(slot, key, row.clone(), &events).await {
         return Ok(row);
     }
     let mut row = row;
     for event in events {
-        match fold_call(slot, &status.name, key, row.clone(), vec![event.clone()]).await {
+        match fold_call(slot, key, row.clone(), std::slice::from_ref(&event)).await {
             Ok(next) => row = next,
             Err(fault) => park(flows, status, &event, &format!("folding row `{key}`: {fault}")).await?,
         }
@@ -206,55 +233,16 @@ async fn fold(
 
 async fn fold_call(
     slot: &mut Slot,
-    name: &str,
     key: &str,
     row: Option<Vec<u8>>,
-    events: Vec<Event>,
+    events: &[Logged],
 ) -> Result<Option<Vec<u8>>, GuestFault> {
     let key = key.to_owned();
-    call(slot, name, events, move |vm, events| {
-        let refs: Vec<_> = events.iter().map(Event::logged).collect();
+    slot.call(events, move |vm: &mut ReadModelVm, events: &[Logged]| {
+        let refs: Vec<_> = events.iter().map(Logged::as_logged).collect();
         vm.fold(&key, row.as_deref(), &refs).map_err(|(_, fault)| fault)
     })
     .await
-}
-
-/// One call on the blocking pool; a VM that faulted is dropped, and one
-/// whose folds read the clock is made again announcing every event.
-async fn call<T: Send + 'static>(
-    slot: &mut Slot,
-    name: &str,
-    events: Vec<Event>,
-    work: impl Fn(&mut ReadModelVm, &[Event]) -> Result<T, GuestFault> + Send + Sync + Clone + 'static,
-) -> Result<T, GuestFault> {
-    for _ in 0..2 {
-        let (vm, announce, name) = (slot.vm.take(), slot.announce, name.to_owned());
-        // Cloning a component copies its model, schemas and all (tens of
-        // µs, more than a fold): only to make a VM.
-        let component = vm.is_none().then(|| slot.component.clone());
-        let (events, work) = (events.clone(), work.clone());
-        let (vm, out) = super::off_workers(move || {
-            let mut vm = match vm {
-                Some(vm) => vm,
-                None => match component.expect("cloned when there is no VM").read_model_vm(&name) {
-                    Ok(mut vm) => {
-                        vm.vm().announce_folds(announce);
-                        vm
-                    }
-                    Err(fault) => return (None, Err(fault)),
-                },
-            };
-            let out = work(&mut vm, &events);
-            (out.is_ok().then_some(vm), out)
-        })
-        .await;
-        slot.vm = vm;
-        match out {
-            Err(GuestFault::Unannounced { .. }) if !slot.announce => slot.announce = true,
-            out => return out,
-        }
-    }
-    unreachable!("the second call announces every event")
 }
 
 impl Flows {
@@ -287,6 +275,13 @@ impl Flows {
         self.status(Kind::ReadModel, read_model)?;
         let space = rows_space(read_model);
         let limit = limit.max(1);
+        let indexed = field.filter(|(name, _)| {
+            let deployment = self.runtime().component();
+            deployment.component().model().read_model(read_model).is_some_and(|m| m.indexes.iter().any(|i| i == name))
+        });
+        if let Some((name, value)) = indexed {
+            return self.rows_by_index(read_model, name, value, prefix, after, limit).await;
+        }
         let mut rows = Vec::new();
         let mut cursor = after.map(str::to_owned);
         loop {
@@ -299,6 +294,44 @@ impl Flows {
                     continue;
                 }
                 rows.push(Row { key, row: row.to_vec() });
+                if rows.len() == limit {
+                    let next = rows.last().map(|r| r.key.clone());
+                    return Ok(RowPage { rows, next });
+                }
+            }
+            if exhausted {
+                return Ok(RowPage { rows, next: None });
+            }
+        }
+    }
+}
+
+impl Flows {
+    /// Rows whose indexed field `name` has `value`, through the index: each
+    /// row found is read and checked (an entry may be ahead of its row).
+    async fn rows_by_index(
+        &self,
+        read_model: &str,
+        name: &str,
+        value: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<RowPage, FlowError> {
+        let space = index_space(read_model, name);
+        let mut cursor = after.map(|after| index_key(value, after));
+        let mut rows = Vec::new();
+        loop {
+            let entries = self.views().scan(&space, &index_key(value, prefix), cursor.as_deref(), 256).await?;
+            let exhausted = entries.len() < 256;
+            for (entry, _) in entries {
+                cursor = Some(entry.clone());
+                let key = &entry[value.len() + 1..];
+                let Some(row) = self.row(read_model, key).await? else { continue };
+                if !field_equals(&row, name, value) {
+                    continue;
+                }
+                rows.push(Row { key: key.to_owned(), row });
                 if rows.len() == limit {
                     let next = rows.last().map(|r| r.key.clone());
                     return Ok(RowPage { rows, next });

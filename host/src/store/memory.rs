@@ -39,7 +39,8 @@ pub struct MemoryStore {
 /// Where a command's events sit: the actor and their versions.
 #[derive(Debug)]
 struct LogEntry {
-    actor: ActorId,
+    /// Shared with the stream: a log entry allocates nothing.
+    actor: Arc<ActorId>,
     first_version: u64,
     last_version: u64,
 }
@@ -51,6 +52,8 @@ struct Stream {
     commands: HashMap<CommandKey, Appended, RandomState>,
     /// Boxed: most streams have none, and every stream would carry its size.
     snapshot: Option<Box<Snapshot>>,
+    /// The actor's id as the log's entries share it, made at its first entry.
+    logged_as: Option<Arc<ActorId>>,
 }
 
 impl Stream {
@@ -180,7 +183,8 @@ impl EventStore for MemoryStore {
             let last_version = stream.events.len() as u64;
             let position = {
                 let mut log = self.log();
-                log.push(LogEntry { actor: actor.clone(), first_version, last_version });
+                let logged_as = stream.logged_as.get_or_insert_with(|| Arc::new(actor.clone())).clone();
+                log.push(LogEntry { actor: logged_as, first_version, last_version });
                 log.len() as u64
             };
             let appended = Appended { first_version, last_version, duplicate: false, position };
@@ -236,7 +240,7 @@ impl EventStore for MemoryStore {
     }
 
     async fn read_log(&self, after: u64, max: usize) -> Result<Vec<LoggedCommand>, StoreError> {
-        let entries: Vec<(u64, ActorId, u64, u64)> = {
+        let entries: Vec<(u64, Arc<ActorId>, u64, u64)> = {
             let log = self.log();
             let start = usize::try_from(after).unwrap_or(usize::MAX).min(log.len());
             let end = start.saturating_add(max.max(1)).min(log.len());
@@ -253,7 +257,7 @@ impl EventStore for MemoryStore {
                 let events = self
                     .read_stream(&actor, |s| s.events[(first - 1) as usize..last as usize].to_vec())
                     .unwrap_or_default();
-                LoggedCommand { position, actor, events }
+                LoggedCommand { position, actor: Arc::unwrap_or_clone(actor), events }
             })
             .collect())
     }

@@ -120,3 +120,26 @@ fn load_refuses_cluster_timings_that_break_fencing() {
     let out = aether_host().args(["cluster", "status", "--url", "http://127.0.0.1:9"]).output().unwrap();
     assert!(!out.status.success(), "no host there");
 }
+
+#[test]
+fn query_and_rebuild_talk_to_a_running_hosts_read_models() {
+    let host = Host::load(&["--memory"]);
+    let (ok, out, err) = client(&host, &["send", "Account", "q1", "Open", r#"{"owner": "ada"}"#]);
+    assert!(ok, "{err}");
+    let position = json(&out)["position"].as_str().expect("a position token").to_owned();
+    let (ok, out, err) = client(&host, &["query", "AccountsByOwner", "q1", "--position", &position]);
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["row"], serde_json::json!({ "owner": "ada", "balance": 0, "open": true }));
+    let (ok, out, err) = client(&host, &["query", "AccountsByOwner", "--where", "owner=ada", "--limit", "10"]);
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["rows"][0]["key"], "q1");
+
+    let (ok, out, err) = client(&host, &["rebuild", "AccountsByOwner"]);
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["rebuilding"], true);
+    let (ok, _, err) = client(&host, &["query", "AccountsByOwner", "nobody"]);
+    assert!(!ok);
+    assert!(err.contains("not-found") && err.contains("no row `nobody`"), "{err}");
+    let (ok, _, err) = client(&host, &["query", "AccountsByOwner", "--where", "owner"]);
+    assert!(!ok && err.contains("FIELD=VALUE"), "{err}");
+}

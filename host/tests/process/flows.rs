@@ -74,10 +74,18 @@ async fn start_transfers(http: Arc<Http>, all: Arc<Vec<(usize, usize, u64)>>, ne
                 let Some((from, to, amount)) = all.get(t) else { return answered };
                 let body = json!({ "from": account(*from), "to": account(*to), "amount": amount }).to_string();
                 let path = format!("/actors/Transfer/t-{t}/commands/Start");
-                match http.try_post(&path, &body, &format!("start-{t}")).await {
-                    Ok(200) => answered += 1,
-                    Ok(status) => panic!("transfer t-{t} answered {status}"),
-                    Err(_) => return answered,
+                // A cluster answers 503 while a shard fails over: ask again.
+                let mut attempts = 0;
+                loop {
+                    match http.try_post(&path, &body, &format!("start-{t}")).await {
+                        Ok(200) => break answered += 1,
+                        Ok(503) if attempts < 20 => {
+                            attempts += 1;
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                        }
+                        Ok(status) => panic!("transfer t-{t} answered {status}"),
+                        Err(_) => return answered,
+                    }
                 }
             }
         });
@@ -92,7 +100,7 @@ async fn settle(http: &Http) {
     let mut last: Option<Value> = None;
     loop {
         let flows = http.get("/flows").await.body["flows"].clone();
-        let idle = flows.as_array().unwrap().iter().all(|f| f["lag"] == 0);
+        let idle = flows.as_array().unwrap().iter().all(|f| f["lag"] == 0 && f["running_here"] == true);
         if idle && last.as_ref() == Some(&flows) {
             return;
         }
@@ -183,7 +191,7 @@ async fn a_query_with_a_commands_position_sees_its_effect() {
         assert_eq!(row.status, 200, "{}", row.body);
         assert_eq!(row.body["row"]["balance"], (1..=amount).sum::<u64>(), "the deposit of {amount} is seen");
     }
-    let listed = http.get("/read-models/AccountsByOwner?index=owner&value=ada").await;
+    let listed = http.get("/read-models/AccountsByOwner?where=owner=ada").await;
     assert_eq!(listed.body["rows"][0]["key"], "ryw");
     let missing = http.get("/read-models/AccountsByOwner/nobody").await;
     assert_eq!((missing.status, missing.body["error"].as_str()), (404, Some("not-found")));
@@ -192,4 +200,49 @@ async fn a_query_with_a_commands_position_sees_its_effect() {
     assert!(unknown.body["message"].as_str().unwrap().contains("AccountsByOwner"), "{}", unknown.body);
     let metrics = http.text("/metrics").await;
     assert!(metrics.contains("aether_flow_lag{kind=\"read-model\",name=\"AccountsByOwner\"}"), "{metrics}");
+}
+
+/// In a cluster the runners run once, on the leader, and move with the
+/// lead: the leader is killed with SIGKILL while transfers run, the other
+/// node takes the lead and finishes them from the checkpoints in the
+/// cluster's bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_the_flows_run_on_the_leader_and_move_with_it() {
+    use super::harness::{node, settled};
+    let server = NatsServer::start();
+    let url = server.url();
+    let (mut a, mut b) = (node(&url, "a"), node(&url, "b"));
+    let views = settled(&[&a, &b], 2).await;
+    let leader = views[0]["leader"].as_str().unwrap().to_owned();
+    let (leader, follower) = if leader == "a" { (&mut a, &mut b) } else { (&mut b, &mut a) };
+    let (to_leader, to_follower) = (Arc::new(Http::new(leader)), Arc::new(Http::new(follower)));
+    // Only the leader runs them; the follower answers queries all the same.
+    let running = |flows: &Value| flows["flows"].as_array().unwrap().iter().all(|f| f["running_here"] == true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !running(&to_leader.get("/flows").await.body) {
+        assert!(Instant::now() < deadline, "the leader does not run the flows");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let idle = |flows: &Value| flows["flows"].as_array().unwrap().iter().all(|f| f["running_here"] == false);
+    assert!(idle(&to_follower.get("/flows").await.body), "the follower runs nothing");
+
+    let mut rng = Lcg(23);
+    let total = open_accounts(&to_follower, &mut rng).await + 1;
+    let deposit = to_follower.post("/actors/Account/acc-0/commands/Deposit", r#"{"amount": 1}"#, &[]).await;
+    let position = deposit.body["position"].as_str().unwrap_or_else(|| panic!("{}", deposit.body)).to_owned();
+    let row = to_follower.get(&format!("/read-models/AccountsByOwner/acc-0?position={position}")).await;
+    assert_eq!(row.status, 200, "read-your-writes through a follower: {}", row.body);
+
+    let all = Arc::new(transfers(&mut rng));
+    let next = Arc::new(AtomicUsize::new(0));
+    let sending = tokio::spawn(start_transfers(to_follower.clone(), all.clone(), next.clone()));
+    while next.load(Ordering::Relaxed) < TRANSFERS / 3 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    leader.kill();
+    sending.await.unwrap();
+    next.store(0, Ordering::Relaxed);
+    start_transfers(to_follower.clone(), all, next).await;
+    settle(&to_follower).await;
+    assert_consistent(&to_follower, total).await;
 }

@@ -229,6 +229,7 @@ fn open_parts(dir: &Path, config: &EmbeddedConfig) -> Result<(Arc<Shared>, log::
         .create(&path)
         .map_err(unavailable(format!("cannot open {file}")))?;
     let checkpointed = tables::prepare(&db, &file)?;
+    tables::log_history(&db, &file)?;
     let last = checkpoint::recover(&db, dir, checkpointed, &file)?;
     let positions = Lookup::begin(&db).map_err(unavailable(format!("cannot read {file}")))?.log_head()?;
     let log =

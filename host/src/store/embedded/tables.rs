@@ -115,6 +115,47 @@ pub(super) fn prepare(db: &Database, file: &str) -> Result<u64, StoreError> {
     Ok(log)
 }
 
+/// Gives a file written before the log of appends its history: every
+/// stored command with events is logged, actor by actor in version order
+/// (the one order the log promises), so policies and read models started
+/// on old data see all of it. Runs before the log files are replayed, once.
+pub(super) fn log_history(db: &Database, file: &str) -> Result<(), StoreError> {
+    let failed = |e: redb::Error| StoreError::Unavailable(format!("cannot log the history of {file}: {e}"));
+    let txn = db.begin_write().map_err(|e| failed(e.into()))?;
+    let logged = {
+        let mut meta = txn.open_table(META).map_err(|e| failed(e.into()))?;
+        let mut log = txn.open_table(LOG).map_err(|e| failed(e.into()))?;
+        if meta.get(POSITIONS_KEY).map_err(|e| failed(e.into()))?.is_some()
+            || !log.is_empty().map_err(|e| failed(e.into()))?
+        {
+            return Ok(());
+        }
+        let segments = txn.open_table(SEGMENTS).map_err(|e| failed(e.into()))?;
+        let mut position = 0;
+        for row in segments.iter().map_err(|e| failed(e.into()))? {
+            let (key, value) = row.map_err(|e| failed(e.into()))?;
+            let (aggregate, id, start) = key.value();
+            let actor = ActorId::new(aggregate, id);
+            for command in codec::segment(value.value(), start).map_err(corrupt(&actor, start))? {
+                if !command.events.is_empty() {
+                    position += 1;
+                    let entry = (aggregate, id, command.first_version, command.last_version());
+                    log.insert(position, entry).map_err(|e| failed(e.into()))?;
+                }
+            }
+        }
+        if position > 0 {
+            meta.insert(POSITIONS_KEY, position).map_err(|e| failed(e.into()))?;
+        }
+        position
+    };
+    txn.commit().map_err(|e| failed(e.into()))?;
+    if logged > 0 {
+        tracing::info!(file, commands = logged, "logged the stored history for policies and read models");
+    }
+    Ok(())
+}
+
 /// Whether the file has format 1's tables.
 fn format_1(txn: &WriteTransaction) -> bool {
     txn.list_tables().is_ok_and(|mut tables| tables.any(|t| t.name() == "events"))

@@ -455,3 +455,29 @@ async fn the_log_of_appends_survives_checkpoints_and_crashes() {
     assert_eq!(positions(&recovered.read_log(2, 100).await.unwrap()), [3, 4, 5], "no entry for no events");
     assert_eq!(recovered.append(&b, request(3, "l7", &["Closed"])).await.unwrap().position, 6);
 }
+
+/// A file written before the log of appends gets its history logged when
+/// opened, actor by actor in version order.
+#[tokio::test]
+async fn history_stored_before_the_log_is_logged_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (ActorId::new("Account", "a"), ActorId::new("Account", "b"));
+    let store = EmbeddedStore::open_with(dir.path(), checkpoint_always()).unwrap();
+    store.append(&b, request(0, "h1", &["Opened"])).await.unwrap();
+    store.append(&a, request(0, "h2", &["Opened", "Deposited"])).await.unwrap();
+    store.append(&b, request(1, "h3", &["Closed"])).await.unwrap();
+    store.close().await.unwrap();
+    // As an older aether-host left it: no log table, no positions.
+    {
+        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(redb::TableDefinition::<u64, (&str, &str, u64, u64)>::new("log")).unwrap();
+        txn.open_table(super::tables::META).unwrap().remove("positions").unwrap();
+        txn.commit().unwrap();
+    }
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let logged = store.read_log(0, 100).await.unwrap();
+    let seen: Vec<_> = logged.iter().map(|c| (c.position, c.actor.id.as_str(), c.events[0].version)).collect();
+    assert_eq!(seen, [(1, "a", 1), (2, "b", 1), (3, "b", 2)]);
+    assert_eq!(store.append(&a, request(2, "h4", &["Closed"])).await.unwrap().position, 4);
+}
