@@ -247,7 +247,7 @@ fn fold_natively_all(log: &Log<'_>) -> anyhow::Result<(f64, HashMap<String, Vec<
 
 /// [`fold_in_guest`] with each call handed to the blocking pool, the VM
 /// and copies of the call's events moved in and back, as the runner does
-/// (`flow::off_workers`): seconds, the rows.
+/// (`flow::vm::Slot::call`): seconds, the rows.
 async fn fold_handed_off(
     component: DomainComponent,
     log: Vec<(u64, ActorId, RecordedEvent)>,
