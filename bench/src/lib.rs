@@ -7,6 +7,7 @@
 //! - [`replay`]: events through the guest's `apply` in batches, and natively;
 //! - [`verify`]: `aether-host verify`'s replay and re-decision of a recorded history, beside a plain replay of it;
 //! - [`commands`]: commands through the runtime on a store, 10,000 actors;
+//! - [`flows`]: the bank's saga and owners read model hosted, beside the same code natively;
 //! - [`cluster`]: nodes on one JetStream: a join under load, forwarding, failover after kills;
 //! - [`native`]: the command path with the aggregate called natively;
 //! - [`nats`]: a throw-away `nats-server` and the raw publish baseline;
@@ -21,6 +22,7 @@ pub mod activation;
 pub mod cluster;
 pub mod commands;
 pub mod fixtures;
+pub mod flows;
 pub mod jetstream;
 pub mod load;
 pub mod native;
@@ -48,8 +50,8 @@ pub struct Options {
     /// The bench binary, to run the resident probe in a process of its own;
     /// `None` runs it in this process.
     pub probe_exe: Option<PathBuf>,
-    /// Phases to run (`activation`, `replay`, `verify`, `memory`, `embedded`,
-    /// `jetstream`, `cluster`, `resident`); empty runs them all.
+    /// Phases to run (`activation`, `replay`, `verify`, `flows`, `memory`,
+    /// `embedded`, `jetstream`, `cluster`, `resident`); empty runs them all.
     pub only: Vec<String>,
 }
 
@@ -66,6 +68,8 @@ pub struct Sizes {
     /// Actors of the history `verify` checks, and commands of each.
     pub verify_actors: usize,
     pub verify_commands: usize,
+    /// Policies and read models: transfers, accounts and events (see [`flows::FlowSizes`]).
+    pub flows: flows::FlowSizes,
     pub actors: usize,
     pub window: Duration,
     pub rounds: usize,
@@ -90,6 +94,13 @@ impl Sizes {
             replay_rounds: 5,
             verify_actors: 1_000,
             verify_commands: 200,
+            flows: flows::FlowSizes {
+                accounts: 1_000,
+                transfers: 4_000,
+                read_model_accounts: 1_000,
+                read_model_events: 60_000,
+                rounds: 3,
+            },
             actors: 10_000,
             window: Duration::from_secs(3),
             rounds: 3,
@@ -112,6 +123,13 @@ impl Sizes {
             replay_rounds: 1,
             verify_actors: 20,
             verify_commands: 20,
+            flows: flows::FlowSizes {
+                accounts: 20,
+                transfers: 100,
+                read_model_accounts: 50,
+                read_model_events: 1_000,
+                rounds: 1,
+            },
             actors: 200,
             window: Duration::from_millis(200),
             rounds: 1,
@@ -201,6 +219,35 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
             v.events_per_s, v.commands_per_s, v.events, v.replay_events_per_s
         ));
         report.verify(&v);
+    }
+    if options.wants("flows") {
+        let f = flows::run(&tokio, &component, sizes.flows)?;
+        let (p, r) = (&f.policy, &f.read_model);
+        note(&format!(
+            "flows: the saga reacted to {:.0} events/s sending {:.0} commands/s (natively {:.0} and {:.0}; \
+             {:.0}% of the native runner's time in Runtime::execute); react alone {:.0} events/s (natively {:.0})",
+            p.events.hosted,
+            p.commands.hosted,
+            p.events.native,
+            p.commands.native,
+            100.0 * p.execute_share,
+            p.react.hosted,
+            p.react.native
+        ));
+        note(&format!(
+            "flows: the owners read model folded {:.0} events/s (natively {:.0}), {:.1} rows a batch; keys + fold \
+             alone {:.0} events/s (natively {:.0}), each call handed off as the runner does {:.0} events/s; an empty \
+             hand-off to the blocking pool {:.1} µs, a component clone {:.1} µs",
+            r.events.hosted,
+            r.events.native,
+            r.rows_per_batch,
+            r.fold.hosted,
+            r.fold.native,
+            r.fold_handed_off,
+            r.handoff_us,
+            r.component_clone_us
+        ));
+        report.flows(&f);
     }
     let shape = |clients| Shape { actors: sizes.actors, clients, window: sizes.window, rounds: sizes.rounds };
     if options.wants("memory") {

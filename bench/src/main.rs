@@ -11,7 +11,7 @@ use std::path::PathBuf;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: aether-bench [--smoke] [--only activation,replay,verify,memory,embedded,jetstream,cluster,resident] [--out FILE]";
+const USAGE: &str = "usage: aether-bench [--smoke] [--only activation,replay,verify,flows,memory,embedded,jetstream,cluster,resident] [--out FILE]";
 
 fn main() {
     if let Err(err) = run() {

@@ -7,6 +7,7 @@
 use crate::activation::{Activation, FromStore};
 use crate::cluster::{ClusterFigures, quantile_s};
 use crate::commands::Commands;
+use crate::flows::FlowFigures;
 use crate::jetstream::JetStream;
 use crate::replay::Replay;
 use crate::resident::Resident;
@@ -119,6 +120,36 @@ impl Report {
         self.figure("verify_commands_per_s", v.commands_per_s, "/s", Target::None, None);
         self.extra.push(("verify_replay_events_per_s", v.replay_events_per_s));
         self.extra.push(("verify_events", v.events as f64));
+    }
+
+    /// Policies and read models: each hosted figure beside the same code
+    /// called natively in the same run (see [`crate::flows`]).
+    pub fn flows(&mut self, f: &FlowFigures) {
+        let (p, r) = (&f.policy, &f.read_model);
+        let base = Some(("runner with the saga native", p.events.native));
+        self.figure("policy_events_per_s", p.events.hosted, "/s", Target::None, base);
+        let base = Some(("runner with the saga native", p.commands.native));
+        self.figure("policy_commands_per_s", p.commands.hosted, "/s", Target::None, base);
+        let base = Some(("native react", p.react.native));
+        self.figure("policy_react_events_per_s", p.react.hosted, "/s", Target::None, base);
+        let base = Some(("runner with the read model native", r.events.native));
+        self.figure("read_model_events_per_s", r.events.hosted, "/s", Target::None, base);
+        let base = Some(("native keys + fold", r.fold.native));
+        self.figure("read_model_fold_events_per_s", r.fold.hosted, "/s", Target::None, base);
+        self.extra.push(("policy_native_events_per_s", p.events.native));
+        self.extra.push(("policy_native_commands_per_s", p.commands.native));
+        self.extra.push(("policy_react_native_events_per_s", p.react.native));
+        self.extra.push(("policy_native_execute_share", p.execute_share));
+        self.extra.push(("policy_views_us_per_event", p.views_us_per_event));
+        self.extra.push(("policy_events", p.events_total as f64));
+        self.extra.push(("read_model_native_events_per_s", r.events.native));
+        self.extra.push(("read_model_fold_native_events_per_s", r.fold.native));
+        self.extra.push(("read_model_views_us_per_event", r.views_us_per_event));
+        self.extra.push(("read_model_rows_per_batch", r.rows_per_batch));
+        self.extra.push(("flow_handoff_us", r.handoff_us));
+        self.extra.push(("read_model_fold_handed_off_events_per_s", r.fold_handed_off));
+        self.extra.push(("component_clone_us", r.component_clone_us));
+        self.extra.push(("read_model_events", r.events_total as f64));
     }
 
     pub fn memory(&mut self, wasm: &Commands, native: &Commands) {

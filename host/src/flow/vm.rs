@@ -63,12 +63,15 @@ impl<V: RunnerVm> Slot<V> {
         T: Send + 'static,
     {
         for _ in 0..2 {
-            let (component, name) = (self.component.clone(), self.name.clone());
             let (vm, announce, inputs, work) = (self.vm.take(), self.announce, inputs.to_vec(), work.clone());
+            // Cloning a component copies its model, schemas and all (tens of
+            // µs, more than a fold; docs/performance.md): only to make a VM.
+            let made = vm.is_none().then(|| (self.component.clone(), self.name.clone()));
             let task = move || {
-                let mut vm = match vm {
-                    Some(vm) => vm,
-                    None => match V::make(&component, &name) {
+                let mut vm = match (vm, made) {
+                    (Some(vm), _) => vm,
+                    (None, None) => unreachable!("a component is cloned when there is no VM"),
+                    (None, Some((component, name))) => match V::make(&component, &name) {
                         Ok(mut vm) => {
                             vm.instance().announce_folds(announce);
                             vm
