@@ -30,8 +30,7 @@ pub fn run(component: &DomainComponent, per_round: usize, rounds: usize) -> anyh
     let snapshot = fixtures::snapshot_1k();
     let ids: Vec<String> = (0..per_round).map(|i| format!("acc-{i}")).collect();
     let activate = |id: &str| -> anyhow::Result<()> {
-        let mut vm = component.instantiate()?;
-        vm.init("Account", id)?;
+        let mut vm = component.replica("Account", id)?;
         vm.restore(&snapshot)?;
         Ok(())
     };
@@ -44,8 +43,7 @@ pub fn run(component: &DomainComponent, per_round: usize, rounds: usize) -> anyh
         let mut samples = Vec::with_capacity(per_round);
         for id in &ids {
             let started = Instant::now();
-            let mut vm = component.instantiate()?;
-            vm.init("Account", id)?;
+            let mut vm = component.replica("Account", id)?;
             vm.restore(&snapshot)?;
             samples.push(started.elapsed().as_nanos() as u64);
             // Returning the slot to the pool is not part of activation.

@@ -3,7 +3,8 @@
 //!
 //! Layout:
 //! - [`model`]: the EventStorming model a component describes, and its validation.
-//! - [`wasm`]: wasmtime engine, component loading, the deterministic sandbox, guest calls.
+//! - [`wasm`]: the wasmtime engine, loaded components, and the VMs an embedder may
+//!   hold ([`Replica`], policy and read-model VMs); the sandbox and the actor's own VM stay inside.
 //! - [`store`]: the [`EventStore`] trait; in-memory, embedded and JetStream stores.
 //! - [`actor`]: one actor: activation (snapshot + replay), commands, snapshots.
 //! - [`runtime`]: the registry of live actors, routing, passivation.
@@ -40,10 +41,12 @@ pub mod store;
 pub mod testkit;
 pub mod upgrade;
 pub mod verify;
+#[cfg(test)]
+mod test_support;
 pub mod wasm;
 
 pub use actor::{ActorConfig, ActorError, CommandOutcome};
 pub use admission::AdmissionConfig;
 pub use runtime::{CommandRequest, Runtime, RuntimeConfig};
 pub use store::{ActorId, EventStore, MemoryStore};
-pub use wasm::{AetherEngine, DomainComponent, EngineConfig, LoadError};
+pub use wasm::{AetherEngine, DomainComponent, EngineConfig, GuestFault, LoadError, Replica};

@@ -54,7 +54,7 @@ fn a_component_with_mistyped_exports() {
           (instance $agg (export "describe" (func $describe)))
           (export "aether:domain/aggregate@VERSION" (instance $agg)))
     "#
-    .replace("VERSION", aether_host::wasm::component::contract_version());
+    .replace("VERSION", aether_host::wasm::contract_version());
     let err = load(&wat::parse_str(wat).unwrap());
     assert!(matches!(err, LoadError::Contract(_)), "{err}");
     assert!(err.to_string().contains("describe") || err.to_string().contains("init"), "names the export: {err}");
@@ -84,7 +84,7 @@ fn a_component_built_against_the_previous_contract_is_told_to_rebuild() {
     let message = err.to_string();
     assert!(message.contains("rebuild it against aether-guest"), "{message}");
     assert!(
-        message.contains(aether_host::wasm::component::contract_version()),
+        message.contains(aether_host::wasm::contract_version()),
         "names the contract it needs: {message}"
     );
 }

@@ -329,32 +329,6 @@ async fn two_hosts_on_one_store_resolve_conflicts_without_losing_a_deposit() {
 
 struct AccountCommandJson(&'static str, serde_json::Value);
 
-/// One crossing per command: `handle` folds the events it accepts, and the
-/// VM holds them tentatively. Until the host confirms them (after a durable
-/// append) the VM refuses every other call, so a host bug cannot read or
-/// snapshot a state the store may not have.
-#[tokio::test]
-async fn a_vm_holding_unconfirmed_events_refuses_other_calls_until_confirmed() {
-    use aether_host::wasm::{CommandContext, GuestFault, HandleResult};
-    let kit = support::bank().await;
-    let mut vm = kit.runtime().component().instantiate().unwrap();
-    vm.init("Account", "tentative").unwrap();
-    let ctx = CommandContext { command_id: "c-1", correlation_id: "c-1", causation_id: "c-1", ..Default::default() };
-    let open = rmp_serde::to_vec_named(&serde_json::json!({ "owner": "ada" })).unwrap();
-    let decided = vm.handle(&ctx, "Open", &open).unwrap();
-    assert!(matches!(&decided, HandleResult::Accepted(events) if events.len() == 1), "{decided:?}");
-    let refused = vm.state().unwrap_err();
-    assert!(matches!(&refused, GuestFault::InvalidOutput { call: "state", .. }), "{refused}");
-    assert!(vm.snapshot().is_err() && vm.handle(&ctx, "Deposit", &open).is_err(), "every other call is refused");
-
-    let mut vm = kit.runtime().component().instantiate().unwrap();
-    vm.init("Account", "confirmed").unwrap();
-    vm.handle(&ctx, "Open", &open).unwrap();
-    vm.confirm();
-    let state: Account = rmp_serde::from_slice(&vm.state().unwrap()).unwrap();
-    assert!(state.open, "the confirmed state is the folded one");
-}
-
 /// `Runtime::execute` is cancel safe: a caller that gives up on a command
 /// while its append is in flight leaves the actor able to serve the next
 /// one, on the state the store has (the VM held the dropped command's

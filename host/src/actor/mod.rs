@@ -18,9 +18,9 @@
 //! error naming its version (invariant: nothing-skipped).
 //!
 //! Guest calls run on the caller's thread, a Tokio worker, for at most the
-//! engine's inline budget ([`Placement::Inline`]). A call that needs longer
+//! engine's inline budget (`Placement::Inline`). A call that needs longer
 //! is interrupted; the actor discards the VM, moves its calls off the
-//! workers for as long as it stays live ([`Placement::Offloaded`]) and does
+//! workers for as long as it stays live (`Placement::Offloaded`) and does
 //! the operation again from the start (nothing was appended yet: a call
 //! after the append, the snapshot, is not redone). So one slow or spinning
 //! guest holds a worker for a few milliseconds, not for its whole deadline.

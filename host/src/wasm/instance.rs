@@ -23,17 +23,17 @@ pub enum GuestFault {
     /// The call ran past the deadline and was interrupted.
     #[error("guest ran past its {limit:?} deadline in `{call}` and was interrupted")]
     Timeout { call: &'static str, limit: Duration },
-    /// A call of a VM placed [`Inline`](Placement::Inline) ran past the
-    /// engine's inline budget and was interrupted: not the guest's fault.
-    /// The VM is left mid-call; rebuild it [`Offloaded`](Placement::Offloaded)
-    /// and do the work again there.
+    /// A call made on a Tokio worker ran past the engine's inline budget
+    /// ([`EngineConfig::inline_budget`](super::EngineConfig::inline_budget))
+    /// and was interrupted: not the guest's fault. The runtime rebuilds the
+    /// VM off the workers and does the work again there.
     #[error("guest ran past its {limit:?} inline budget in `{call}`; its calls move off the I/O threads")]
     Preempted { call: &'static str, limit: Duration },
     /// A fold read the clocks or randomness after the host had asked the
-    /// guest to announce no more events (see [`super::sandbox`]): not the
-    /// guest's fault. The VM is left mid-call; rebuild it with
-    /// [`announce_folds`](GuestInstance::announce_folds) and do the work
-    /// again.
+    /// guest to announce no more events: not the guest's fault. The VM is
+    /// left mid-call; rebuild it with every fold announced (for a
+    /// [`Replica`](super::Replica), [`announce_folds`](super::Replica::announce_folds))
+    /// and do the work again.
     #[error("a fold in `{call}` read the clock or randomness unannounced; folding again with every event announced")]
     Unannounced { call: &'static str },
     /// The guest grew its memory past the cap.
@@ -69,14 +69,14 @@ pub enum RefusalKind {
 
 /// What `handle` decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HandleResult {
+pub(crate) enum HandleResult {
     Accepted(Vec<NewEvent>),
     Rejected { code: String, message: String },
 }
 
 /// What `handle` is told about the command (the actor's id went to `init`).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct CommandContext<'a> {
+pub(crate) struct CommandContext<'a> {
     pub command_id: &'a str,
     pub correlation_id: &'a str,
     pub causation_id: &'a str,
@@ -84,8 +84,9 @@ pub struct CommandContext<'a> {
     pub version: u64,
 }
 
-/// One actor's VM.
-pub struct GuestInstance {
+/// One actor's VM. Crate-private: its calls must follow the actor's
+/// protocol (a `handle` is confirmed only after a durable append).
+pub(crate) struct GuestInstance {
     store: Store<Sandbox>,
     bindings: DomainHost,
     deadline_ticks: u64,
@@ -363,8 +364,35 @@ pub(super) fn refused(call: &'static str, err: wit::GuestError) -> GuestFault {
     GuestFault::Refused { call, kind, reason }
 }
 
-#[cfg(all(test, feature = "testkit"))]
+#[cfg(test)]
 mod tests {
+    use super::{CommandContext, GuestFault, HandleResult};
+
+    /// One crossing per command: `handle` folds the events it accepts, and the
+    /// VM holds them tentatively. Until the host confirms them (after a durable
+    /// append) the VM refuses every other call, so a host bug cannot read or
+    /// snapshot a state the store may not have.
+    #[test]
+    fn a_vm_holding_unconfirmed_events_refuses_other_calls_until_confirmed() {
+        let bank = crate::test_support::bank();
+        let mut vm = bank.instantiate().unwrap();
+        vm.init("Account", "tentative").unwrap();
+        let ctx = CommandContext { command_id: "c-1", correlation_id: "c-1", causation_id: "c-1", ..Default::default() };
+        let open = rmp_serde::to_vec_named(&serde_json::json!({ "owner": "ada" })).unwrap();
+        let decided = vm.handle(&ctx, "Open", &open).unwrap();
+        assert!(matches!(&decided, HandleResult::Accepted(events) if events.len() == 1), "{decided:?}");
+        let refused = vm.state().unwrap_err();
+        assert!(matches!(&refused, GuestFault::InvalidOutput { call: "state", .. }), "{refused}");
+        assert!(vm.snapshot().is_err() && vm.handle(&ctx, "Deposit", &open).is_err(), "every other call is refused");
+
+        let mut vm = bank.instantiate().unwrap();
+        vm.init("Account", "confirmed").unwrap();
+        vm.handle(&ctx, "Open", &open).unwrap();
+        vm.confirm();
+        let state: bank::Account = rmp_serde::from_slice(&vm.state().unwrap()).unwrap();
+        assert!(state.open, "the confirmed state is the folded one");
+    }
+
     use crate::store::{Provenance, RecordedEvent};
     use std::sync::Arc;
 

@@ -1,0 +1,29 @@
+//! Fixtures for the crate's own unit tests: the example bank, built and
+//! loaded once per engine configuration. Domain authors' tests use the
+//! `aether-testkit` crate instead.
+
+use crate::wasm::{AetherEngine, DomainComponent, EngineConfig};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// One engine per configuration for the whole test binary: each engine
+/// reserves its pool's address space and runs an epoch thread.
+pub(crate) fn shared_engine(config: EngineConfig) -> Arc<AetherEngine> {
+    type Engines = Mutex<Vec<(String, Arc<AetherEngine>)>>;
+    static ENGINES: OnceLock<Engines> = OnceLock::new();
+    let key = format!("{config:?}");
+    let mut engines = ENGINES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, engine)) = engines.iter().find(|(k, _)| *k == key) {
+        return engine.clone();
+    }
+    let engine = AetherEngine::new(config).unwrap_or_else(|e| panic!("cannot build the engine: {e:#}"));
+    engines.push((key, engine.clone()));
+    engine
+}
+
+/// The example bank's component (`examples/bank`), built if needed.
+pub(crate) fn bank() -> DomainComponent {
+    let wasm = aether_devtools::build_component(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/bank"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let engine = shared_engine(EngineConfig::default());
+    DomainComponent::from_file(&engine, &wasm).unwrap_or_else(|e| panic!("cannot load {}: {e}", wasm.display()))
+}
