@@ -116,7 +116,7 @@ pub async fn from_store(
         store.save_snapshot(&actor, snapshot).await?;
     }
     let config =
-        RuntimeConfig { max_live_actors: actors + 64, idle_timeout: Duration::from_secs(3600), ..Default::default() };
+        RuntimeConfig::default().with_max_live_actors(actors + 64).with_idle_timeout(Duration::from_secs(3600));
     let runtime = Runtime::new(component.clone(), store, config);
     let (mut p50, mut p99) = (vec![], vec![]);
     // The first round warms the store's caches of the stream and the pool's slots.

@@ -91,7 +91,7 @@ async fn node(server: &NatsServer, component: &DomainComponent, id: &str, actors
     let domain = component.model().name.clone();
     let store = JetStreamEventStore::connect(client.clone(), &domain, JetStreamConfig::default()).await?;
     let config =
-        RuntimeConfig { max_live_actors: actors + 1024, idle_timeout: Duration::from_secs(3600), ..Default::default() };
+        RuntimeConfig::default().with_max_live_actors(actors + 1024).with_idle_timeout(Duration::from_secs(3600));
     let runtime = Runtime::new(component.clone(), Arc::new(store), config);
     let requests = ShardServer::new(runtime.clone(), client.clone(), 4096, false);
     let names = NatsNames::new(None).cluster(&domain);

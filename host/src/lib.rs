@@ -36,13 +36,14 @@ pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod runtime;
+mod setters;
 pub mod store;
+#[cfg(test)]
+mod test_support;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod upgrade;
 pub mod verify;
-#[cfg(test)]
-mod test_support;
 pub mod wasm;
 
 pub use actor::{ActorConfig, ActorError, CommandOutcome};

@@ -64,7 +64,7 @@ fn command(id: &str, command: &str, payload: serde_json::Value, key: &str) -> Co
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_halted_node_is_expelled_and_its_shards_answer_through_the_survivor() {
     let server = NatsServer::start();
-    let engine = AetherEngine::new(EngineConfig { max_instances: 256, ..EngineConfig::default() }).unwrap();
+    let engine = AetherEngine::new(EngineConfig::default().with_max_instances(256)).unwrap();
     let component = DomainComponent::from_file(&engine, &support::component("examples/bank")).unwrap();
     let a = node(&server, &component, "a").await;
     let b = node(&server, &component, "b").await;

@@ -5,7 +5,7 @@ use aether_host::{AetherEngine, DomainComponent, EngineConfig, LoadError};
 use std::sync::Arc;
 
 fn engine() -> Arc<AetherEngine> {
-    AetherEngine::new(EngineConfig { max_instances: 16, ..EngineConfig::default() }).unwrap()
+    AetherEngine::new(EngineConfig::default().with_max_instances(16)).unwrap()
 }
 
 fn load(bytes: &[u8]) -> LoadError {
@@ -83,10 +83,7 @@ fn a_component_built_against_the_previous_contract_is_told_to_rebuild() {
     assert!(matches!(&err, LoadError::ContractVersion { found, .. } if found == "0.4.0"), "{err}");
     let message = err.to_string();
     assert!(message.contains("rebuild it against aether-guest"), "{message}");
-    assert!(
-        message.contains(aether_host::wasm::contract_version()),
-        "names the contract it needs: {message}"
-    );
+    assert!(message.contains(aether_host::wasm::contract_version()), "names the contract it needs: {message}");
 }
 
 #[test]

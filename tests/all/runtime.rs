@@ -142,10 +142,8 @@ async fn state_survives_passivation_and_reactivation() {
 
 #[tokio::test]
 async fn snapshot_plus_tail_replay_equals_full_replay() {
-    let config = RuntimeConfig {
-        actor: ActorConfig { snapshot_every: 10, replay_batch: 7, ..ActorConfig::default() },
-        ..RuntimeConfig::default()
-    };
+    let config =
+        RuntimeConfig::default().with_actor(ActorConfig::default().with_snapshot_every(10).with_replay_batch(7));
     let kit = support::bank_with(config).await;
     kit.send("Account", "s", &Open { owner: "ada".into() }, None).await.unwrap();
     for amount in 1..=34 {
@@ -180,7 +178,7 @@ async fn time_travel_replays_to_each_earlier_version() {
 
 #[tokio::test]
 async fn the_least_recently_used_actors_beyond_the_cap_are_passivated() {
-    let config = RuntimeConfig { max_live_actors: 5, ..RuntimeConfig::default() };
+    let config = RuntimeConfig::default().with_max_live_actors(5);
     let kit = support::bank_with(config).await;
     for i in 0..20 {
         kit.send("Account", &format!("lru-{i}"), &Open { owner: format!("o{i}") }, None).await.unwrap();
@@ -194,7 +192,7 @@ async fn the_least_recently_used_actors_beyond_the_cap_are_passivated() {
 
 #[tokio::test]
 async fn idle_actors_are_passivated() {
-    let config = RuntimeConfig { idle_timeout: Duration::from_millis(50), ..RuntimeConfig::default() };
+    let config = RuntimeConfig::default().with_idle_timeout(Duration::from_millis(50));
     let kit = support::bank_with(config).await;
     kit.send("Account", "idle", &Open { owner: "ada".into() }, None).await.unwrap();
     assert_eq!(kit.runtime().live_actors(), 1);
@@ -265,7 +263,7 @@ async fn the_shop_example_runs_on_the_same_host() {
 async fn two_hosts_on_one_store_resolve_conflicts_without_losing_a_deposit() {
     use aether_host::{AetherEngine, DomainComponent, EngineConfig, MemoryStore, Runtime};
     use std::sync::Arc;
-    let engine = AetherEngine::new(EngineConfig { max_instances: 64, ..EngineConfig::default() }).unwrap();
+    let engine = AetherEngine::new(EngineConfig::default().with_max_instances(64)).unwrap();
     let wasm = support::component("examples/bank");
     let store: Arc<dyn aether_host::EventStore> = Arc::new(MemoryStore::new());
     let hosts: Vec<Runtime> = (0..2)

@@ -26,7 +26,7 @@ pub async fn bank_with(runtime: RuntimeConfig) -> TestKit {
 
 /// Faults need a short deadline and a small memory cap to be quick.
 pub fn fault_engine() -> EngineConfig {
-    EngineConfig { call_timeout: Duration::from_millis(200), max_memory_bytes: 8 << 20, ..EngineConfig::default() }
+    EngineConfig::default().with_call_timeout(Duration::from_millis(200)).with_max_memory_bytes(8 << 20)
 }
 
 pub async fn faulty() -> TestKit {

@@ -11,8 +11,7 @@ use std::sync::atomic::Ordering;
 
 async fn kit() -> aether_host::testkit::TestKit {
     // A snapshot every two events.
-    let config =
-        RuntimeConfig { actor: ActorConfig { snapshot_every: 2, ..ActorConfig::default() }, ..Default::default() };
+    let config = RuntimeConfig::default().with_actor(ActorConfig::default().with_snapshot_every(2));
     aether_host::testkit::TestKit::with_config(&support::component("examples/bank"), EngineConfig::default(), config)
         .await
 }

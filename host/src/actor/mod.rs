@@ -40,6 +40,7 @@ mod recent;
 
 /// How actors replay, snapshot and retry.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ActorConfig {
     /// Take a snapshot after this many events since the last one (0: never).
     pub snapshot_every: u64,
@@ -104,6 +105,7 @@ pub enum CommandOutcome {
 
 /// Why a command or a read failed. Distinct from a rejection.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ActorError {
     #[error("unknown aggregate `{name}`; the model has: {}", known.join(", "))]
     UnknownAggregate { name: String, known: Vec<String> },

@@ -152,6 +152,7 @@ pub struct Snapshot {
 
 /// What a store operation can fail with.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The stream is not at the expected version: another writer got there
     /// first. Reload and decide again.

@@ -17,6 +17,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 
 /// Why a component cannot be loaded. Each message names the problem.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     #[error("cannot read {path}: {cause}")]
     Read { path: String, cause: std::io::Error },

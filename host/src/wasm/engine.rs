@@ -38,6 +38,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 /// How the engine sizes and bounds actors' VMs.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct EngineConfig {
     /// The most linear memory one actor's VM may use. A guest that grows past
     /// it traps; that command fails and the VM is rebuilt.

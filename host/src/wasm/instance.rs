@@ -16,6 +16,7 @@ use wasmtime::Store;
 
 /// A guest fault: the call failed in a way that is not a business decision.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum GuestFault {
     /// The guest trapped (a panic, `unreachable`, an out-of-bounds access).
     #[error("guest trapped in `{call}`: {message}")]
@@ -56,6 +57,7 @@ pub enum GuestFault {
 
 /// Why a guest refused a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RefusalKind {
     UnknownAggregate,
     UnknownCommand,
@@ -377,7 +379,8 @@ mod tests {
         let bank = crate::test_support::bank();
         let mut vm = bank.instantiate().unwrap();
         vm.init("Account", "tentative").unwrap();
-        let ctx = CommandContext { command_id: "c-1", correlation_id: "c-1", causation_id: "c-1", ..Default::default() };
+        let ctx =
+            CommandContext { command_id: "c-1", correlation_id: "c-1", causation_id: "c-1", ..Default::default() };
         let open = rmp_serde::to_vec_named(&serde_json::json!({ "owner": "ada" })).unwrap();
         let decided = vm.handle(&ctx, "Open", &open).unwrap();
         assert!(matches!(&decided, HandleResult::Accepted(events) if events.len() == 1), "{decided:?}");

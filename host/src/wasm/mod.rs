@@ -25,10 +25,10 @@ mod replica;
 pub(crate) mod sandbox;
 
 pub use component::{DomainComponent, LoadError, contract_version};
-pub use engine::{AetherEngine, EngineConfig, MemoryLayout};
 pub(crate) use engine::Placement;
-pub use instance::{GuestFault, RefusalKind};
+pub use engine::{AetherEngine, EngineConfig, MemoryLayout};
 pub(crate) use instance::{CommandContext, GuestInstance, HandleResult};
+pub use instance::{GuestFault, RefusalKind};
 pub use policy::{CommandToSend, LoggedEvent, PolicyInput, PolicyVm, Reaction, RejectedCommand};
 pub use read_model::{ReadModelVm, RowKeys};
 pub use replica::Replica;
