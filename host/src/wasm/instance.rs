@@ -308,46 +308,15 @@ impl GuestInstance {
     }
 }
 
-/// Packs events as the contract's `packed-events` (the guest SDK's
-/// `codec::unpack` reads them): for each, the
-/// length (u32, little endian) of the event as MessagePack in the shape the
-/// guest decodes (the name as a string if the payload is `nil`, else a map
-/// of the name to the payload), then those bytes.
+/// Packs events as the contract's `packed-events`, with the code the guest
+/// SDK unpacks them with (`aether-codec`), in one buffer sized up front.
 fn pack(events: &[RecordedEvent]) -> Vec<u8> {
     let size = events.iter().map(|e| 10 + e.name.len() + e.payload.len()).sum();
     let mut out = Vec::with_capacity(size);
     for e in events {
-        let unit = e.payload.is_empty() || e.payload == [0xc0];
-        let at = out.len();
-        out.extend_from_slice(&[0; 4]);
-        if !unit {
-            out.push(0x81);
-        }
-        write_str(&mut out, &e.name);
-        if !unit {
-            out.extend_from_slice(&e.payload);
-        }
-        let len = (out.len() - at - 4) as u32;
-        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        aether_codec::pack_into(&mut out, &e.name, &e.payload);
     }
     out
-}
-
-/// A MessagePack string.
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    match s.len() {
-        n if n < 32 => out.push(0xa0 | n as u8),
-        n if n <= 0xff => out.extend_from_slice(&[0xd9, n as u8]),
-        n if n <= 0xffff => {
-            out.push(0xda);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0xdb);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(s.as_bytes());
 }
 
 pub(super) fn refused(call: &'static str, err: wit::GuestError) -> GuestFault {
@@ -399,8 +368,12 @@ mod tests {
     use crate::store::{Provenance, RecordedEvent};
     use std::sync::Arc;
 
+    /// What the host packs for `apply`, the guest's codec unpacks into the
+    /// events that were stored: struct and unit variants, a unit variant's
+    /// payload stored as `nil` or as nothing, a boxed variant.
     #[test]
-    fn packing_matches_the_guest_sdk() {
+    fn packed_events_unpack_as_the_stored_events() {
+        use bank::{AccountEvent, TransferDebit};
         let provenance = Arc::new(Provenance {
             command_id: "c".into(),
             correlation_id: "c".into(),
@@ -409,21 +382,27 @@ mod tests {
             component_hash: "".into(),
             command: None,
         });
-        let event = |version, name: &str, payload: &[u8]| RecordedEvent {
-            version,
-            name: name.into(),
-            payload: payload.to_vec(),
-            provenance: provenance.clone(),
-        };
-        let long = "L".repeat(40);
-        let events = [
-            event(1, "Opened", &[0x81, 0xa1, b'o', 0xa1, b'x']),
-            event(2, "Closed", &[0xc0]),
-            event(3, &long, &[0x80]),
-            event(4, "Empty", &[]),
+        let debit = TransferDebit { transfer: "t-1".into(), amount: 3, to: "acc-2".into() };
+        let events = vec![
+            AccountEvent::Opened { owner: "ada".into() },
+            AccountEvent::Deposited { amount: 5 },
+            AccountEvent::Debited(Box::new(debit)),
+            AccountEvent::Closed,
+            AccountEvent::Closed,
         ];
-        let packed = super::pack(&events);
-        let expected = aether_guest::codec::pack(events.iter().map(|e| (e.name.as_str(), e.payload.as_slice())));
-        assert_eq!(packed, expected);
+        let mut stored: Vec<RecordedEvent> = (1..)
+            .zip(&events)
+            .map(|(version, event)| {
+                let (name, payload) = aether_codec::split(event).unwrap();
+                RecordedEvent { version, name, payload, provenance: provenance.clone() }
+            })
+            .collect();
+        stored[4].payload.clear();
+        let packed = super::pack(&stored);
+        let back: Vec<AccountEvent> = aether_codec::unpack(&packed)
+            .map(|item| item.and_then(aether_codec::unpack_one))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(back, events);
     }
 }
