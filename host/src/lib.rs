@@ -7,7 +7,8 @@
 //!   hold ([`Replica`], policy and read-model VMs); the sandbox and the actor's own VM stay inside.
 //! - [`store`]: the [`EventStore`] trait; in-memory, embedded and JetStream stores.
 //! - [`actor`]: one actor: activation (snapshot + replay), commands, snapshots.
-//! - [`runtime`]: the registry of live actors, routing, passivation.
+//! - [`runtime`]: the registry of live actors, routing, passivation; typed commands
+//!   ([`Runtime::execute_typed`]) beside raw ones.
 //! - [`admission`]: bounds on activations and time travel; overload is `503`, not a queue.
 //! - [`bus`]: stored events published in process and on NATS.
 //! - [`cluster`]: membership, leader, shard map and handoff as an I/O-free state machine.
@@ -38,6 +39,7 @@ pub mod names;
 pub mod runtime;
 mod setters;
 pub mod store;
+mod typed;
 #[cfg(test)]
 mod test_support;
 #[cfg(feature = "testkit")]
@@ -49,5 +51,6 @@ pub mod wasm;
 pub use actor::{ActorConfig, ActorError, CommandOutcome};
 pub use admission::AdmissionConfig;
 pub use runtime::{CommandRequest, Runtime, RuntimeConfig};
+pub use typed::{Decided, TypedError};
 pub use store::{ActorId, EventStore, MemoryStore};
 pub use wasm::{AetherEngine, DomainComponent, EngineConfig, GuestFault, LoadError, Replica};
