@@ -26,7 +26,7 @@ use aether_host::api::{ClusterDoor, Door, ShardServer};
 use aether_host::cluster::{Cluster, DriverConfig, NodeId, ShardId, shard_of};
 use aether_host::names::NatsNames;
 use aether_host::store::{JetStreamConfig, JetStreamEventStore};
-use aether_host::testkit::nats::NatsServer;
+use aether_testkit::nats::NatsServer;
 use aether_host::{CommandRequest, DomainComponent, Runtime, RuntimeConfig};
 use bank::AccountCommand;
 use std::sync::Arc;

@@ -14,7 +14,7 @@ use crate::load::LoadResult;
 use crate::nats::{self, RawPublisher};
 use crate::util;
 use aether_host::store::{JetStreamConfig, JetStreamEventStore};
-use aether_host::testkit::nats::NatsServer;
+use aether_testkit::nats::NatsServer;
 use aether_host::{DomainComponent, EventStore};
 use std::future::Future;
 use std::sync::Arc;

@@ -32,7 +32,7 @@ pub mod util;
 pub mod verify;
 
 use aether_host::store::{EmbeddedStore, JetStreamConfig, JetStreamEventStore};
-use aether_host::testkit::nats::NatsServer;
+use aether_testkit::nats::NatsServer;
 use aether_host::{EngineConfig, EventStore, MemoryStore};
 use commands::Shape;
 use fixtures::GuestProfile;

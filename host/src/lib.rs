@@ -16,11 +16,12 @@
 //! - [`api`]: the front doors, HTTP and NATS (JSON in and out), and their clients.
 //! - [`upgrade`]: a new component swapped into a running host, and which snapshots it trusts.
 //! - [`verify`]: a new component against stored history: replay and re-decide every recorded command.
-//! - [`testkit`]: given/when/then against a real `.wasm` (feature `testkit`, on by default).
 //!
 //! # Cargo features
 //!
-//! - `testkit` (default): the [`testkit`] module for domain authors' tests.
+//! - `cli` (default): the `aether-host` binary's own dependencies (clap,
+//!   mimalloc, tracing-subscriber, the OTLP exporter); the library needs none
+//!   of them. Depend on `aether-host` with `default-features = false`.
 //! - `fuzzing`: a hidden `fuzz` module with one entry per decoder of outside
 //!   bytes, for the fuzz targets in `fuzz/` (see `docs/fuzzing.md`); not API.
 
@@ -42,8 +43,6 @@ pub mod store;
 mod typed;
 #[cfg(test)]
 mod test_support;
-#[cfg(feature = "testkit")]
-pub mod testkit;
 pub mod upgrade;
 pub mod verify;
 pub mod wasm;

@@ -2,8 +2,35 @@
 //! loaded once per engine configuration. Domain authors' tests use the
 //! `aether-testkit` crate instead.
 
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::store::MemoryStore;
 use crate::wasm::{AetherEngine, DomainComponent, EngineConfig};
 use std::sync::{Arc, Mutex, OnceLock};
+
+pub(crate) use aether_devtools::build_component;
+
+/// A component's runtime on a fresh in-memory store: the part of
+/// `aether_testkit::TestKit` the crate's own tests use (a unit test cannot
+/// use the test kit, which links its own copy of this crate).
+#[derive(Debug)]
+pub(crate) struct TestKit {
+    runtime: Runtime,
+}
+
+impl TestKit {
+    /// Builds (if needed) and loads the component of the crate at `manifest_dir`.
+    pub(crate) async fn for_crate(manifest_dir: &str) -> Self {
+        let wasm = build_component(manifest_dir).unwrap_or_else(|e| panic!("{e}"));
+        let engine = shared_engine(EngineConfig::default());
+        let component = DomainComponent::from_file(&engine, &wasm)
+            .unwrap_or_else(|e| panic!("cannot load {}: {e}", wasm.display()));
+        Self { runtime: Runtime::new(component, Arc::new(MemoryStore::new()), RuntimeConfig::default()) }
+    }
+
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+}
 
 /// One engine per configuration for the whole test binary: each engine
 /// reserves its pool's address space and runs an epoch thread.
@@ -22,7 +49,7 @@ pub(crate) fn shared_engine(config: EngineConfig) -> Arc<AetherEngine> {
 
 /// The example bank's component (`examples/bank`), built if needed.
 pub(crate) fn bank() -> DomainComponent {
-    let wasm = aether_devtools::build_component(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/bank"))
+    let wasm = build_component(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/bank"))
         .unwrap_or_else(|e| panic!("{e}"));
     let engine = shared_engine(EngineConfig::default());
     DomainComponent::from_file(&engine, &wasm).unwrap_or_else(|e| panic!("cannot load {}: {e}", wasm.display()))

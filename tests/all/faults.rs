@@ -5,7 +5,7 @@
 
 use crate::support;
 use aether_host::api::{self, ApiConfig};
-use aether_host::testkit::TestKit;
+use aether_testkit::TestKit;
 use aether_host::wasm::GuestFault;
 use aether_host::{ActorError, CommandOutcome};
 use aether_host::RuntimeConfig;

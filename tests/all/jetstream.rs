@@ -5,13 +5,13 @@
 
 use super::support;
 use aether_host::names::NatsNames;
-use aether_host::store::contract;
+use aether_testkit::contract;
 use aether_host::store::jetstream::{EPOCH_HEADER, JetStreamStorage, subject};
 use aether_host::store::{
     ActorId, AppendRequest, EventStore, JetStreamConfig, JetStreamEventStore, NewEvent, Provenance, Snapshot,
     StoreError,
 };
-use aether_host::testkit::nats::NatsServer;
+use aether_testkit::nats::NatsServer;
 use aether_host::{
     AetherEngine, CommandOutcome, CommandRequest, DomainComponent, EngineConfig, Runtime, RuntimeConfig,
 };

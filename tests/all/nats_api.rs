@@ -10,7 +10,7 @@ use aether_host::bus::nats::NatsSubscription;
 use aether_host::bus::{Bus, BusConfig, Filter};
 use aether_host::names::NatsNames;
 use aether_host::store::{JetStreamConfig, JetStreamEventStore};
-use aether_host::testkit::nats::NatsServer;
+use aether_testkit::nats::NatsServer;
 use aether_host::{AetherEngine, DomainComponent, EngineConfig, Runtime, RuntimeConfig};
 use serde_json::{Value, json};
 use std::sync::Arc;

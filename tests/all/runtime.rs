@@ -57,7 +57,7 @@ async fn a_hundred_concurrent_deposits_give_the_exact_balance() {
 #[tokio::test]
 async fn a_command_accepted_with_no_events_is_recorded_and_its_retry_answers_the_same() {
     use clocked::StampCommand;
-    let kit = aether_host::testkit::TestKit::from_file(&support::component("tests/guests/clocked")).await;
+    let kit = aether_testkit::TestKit::from_file(&support::component("tests/guests/clocked")).await;
     let none = StampCommand::Stamp { events: 0 };
     let first = kit.send("Stamps", "s", &none, Some("nothing")).await.unwrap();
     let CommandOutcome::Accepted { version: 0, events, duplicate: false, command_id } = &first else {
@@ -250,7 +250,7 @@ async fn every_event_records_its_provenance() {
 
 #[tokio::test]
 async fn the_shop_example_runs_on_the_same_host() {
-    let kit = aether_host::testkit::TestKit::from_file(&support::component("examples/shop")).await;
+    let kit = aether_testkit::TestKit::from_file(&support::component("examples/shop")).await;
     let model = kit.runtime().model();
     let names: Vec<_> = model.aggregates.iter().map(|a| a.name.as_str()).collect();
     assert!(names.len() >= 2, "several aggregates: {names:?}");

@@ -3,7 +3,7 @@
 //! event it does not know.
 
 use super::support;
-use aether_host::testkit::TestKit;
+use aether_testkit::TestKit;
 use aether_host::verify::{VerifyConfig, verify};
 use aether_host::{AetherEngine, DomainComponent, EngineConfig};
 use bank::AccountCommand::*;

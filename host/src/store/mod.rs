@@ -12,9 +12,10 @@
 //! - [`memory`]: the in-memory store for tests and benchmarks.
 //! - [`embedded`]: the crash-safe file store (redb) for one machine.
 //! - [`jetstream`]: NATS JetStream, for hosts that share actors over a cluster.
-//! - [`contract`]: the behaviour every store must show, as reusable checks.
+//!
+//! The behaviour every store must show is checked by the `aether-testkit`
+//! crate's `contract` module, against each store.
 
-pub mod contract;
 pub mod embedded;
 pub mod jetstream;
 pub mod memory;
@@ -248,13 +249,5 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     async fn actors(&self, aggregate: Option<&str>) -> Result<Vec<ActorId>, StoreError> {
         let _ = aggregate;
         Err(StoreError::Unavailable(format!("{self:?} cannot list its actors")))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn memory_store_keeps_the_contract() {
-        super::contract::check_all(&super::MemoryStore::new()).await;
     }
 }
