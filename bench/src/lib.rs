@@ -32,8 +32,8 @@ pub mod util;
 pub mod verify;
 
 use aether_host::store::{EmbeddedStore, JetStreamConfig, JetStreamEventStore};
-use aether_testkit::nats::NatsServer;
 use aether_host::{EngineConfig, EventStore, MemoryStore};
+use aether_testkit::nats::NatsServer;
 use commands::Shape;
 use fixtures::GuestProfile;
 use report::Report;

@@ -509,7 +509,7 @@ mod tests {
     use super::*;
     use crate::cluster::{ShardGate, ShardId};
     use crate::store::{AppendRequest, Appended, Snapshot, StoreError};
-    use crate::test_support::TestKit;
+    use crate::testkit::TestKit;
 
     fn command(name: &str, payload: serde_json::Value, fence: &crate::cluster::ShardFence) -> CommandRequest {
         CommandRequest {
@@ -580,8 +580,8 @@ mod tests {
     /// same command again, with its id, answers the stored outcome.
     #[tokio::test]
     async fn a_command_whose_node_lost_its_lease_during_the_append_is_not_confirmed() {
-        let bank = crate::test_support::build_component(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/bank")).unwrap();
-        let engine = crate::test_support::shared_engine(crate::EngineConfig::default());
+        let bank = crate::testkit::build_component(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/bank")).unwrap();
+        let engine = crate::testkit::shared_engine(crate::EngineConfig::default());
         let component = DomainComponent::from_file(&engine, &bank).unwrap();
         let gate = Arc::new(ShardGate::new(Instant::now()));
         assert!(gate.size(1));

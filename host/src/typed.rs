@@ -126,7 +126,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_typed_command_answers_typed_events_and_rejections() {
-        let runtime = Runtime::new(crate::test_support::bank(), Arc::new(MemoryStore::new()), RuntimeConfig::default());
+        let runtime = Runtime::new(crate::testkit::bank(), Arc::new(MemoryStore::new()), RuntimeConfig::default());
         let open = AccountCommand::Open { owner: "ada".into() };
         let opened = runtime.execute_typed::<_, AccountEvent>("Account", "typed", &open).await.unwrap();
         assert!(

@@ -3,8 +3,8 @@
 //! would), and the commands it sends are checked against the model.
 
 use super::TestKit;
-use aether_host::wasm::{CommandToSend, GuestFault, LoggedEvent, PolicyInput, PolicyVm, RejectedCommand};
 use aether_guest::{Messages, SendCommand};
+use aether_host::wasm::{CommandToSend, GuestFault, LoggedEvent, PolicyInput, PolicyVm, RejectedCommand};
 use serde::Serialize;
 use std::fmt::Debug;
 

@@ -8,8 +8,8 @@ use aether_host::api::{ClusterDoor, Door, ShardServer};
 use aether_host::cluster::{Cluster, DriverConfig, NodeId, ShardId};
 use aether_host::names::NatsNames;
 use aether_host::store::{JetStreamConfig, JetStreamEventStore};
-use aether_testkit::nats::NatsServer;
 use aether_host::{AetherEngine, CommandRequest, DomainComponent, EngineConfig, Runtime, RuntimeConfig};
+use aether_testkit::nats::NatsServer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -4,11 +4,11 @@
 //! cannot be applied stops its actor with an error naming the version.
 
 use crate::support;
+use aether_host::RuntimeConfig;
 use aether_host::api::{self, ApiConfig};
-use aether_testkit::TestKit;
 use aether_host::wasm::GuestFault;
 use aether_host::{ActorError, CommandOutcome};
-use aether_host::RuntimeConfig;
+use aether_testkit::TestKit;
 use faulty::State;
 use std::time::Duration;
 

@@ -5,16 +5,16 @@
 
 use super::support;
 use aether_host::names::NatsNames;
-use aether_testkit::contract;
 use aether_host::store::jetstream::{EPOCH_HEADER, JetStreamStorage, subject};
 use aether_host::store::{
     ActorId, AppendRequest, EventStore, JetStreamConfig, JetStreamEventStore, NewEvent, Provenance, Snapshot,
     StoreError,
 };
-use aether_testkit::nats::NatsServer;
 use aether_host::{
     AetherEngine, CommandOutcome, CommandRequest, DomainComponent, EngineConfig, Runtime, RuntimeConfig,
 };
+use aether_testkit::contract;
+use aether_testkit::nats::NatsServer;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,8 +1,8 @@
 //! Building and loading the test components, once per process.
 
 use aether_host::store::{AppendRequest, Appended, RecordedEvent, Snapshot, StoreError};
-use aether_testkit::{TestKit, build_component};
 use aether_host::{ActorId, EngineConfig, EventStore, MemoryStore, RuntimeConfig};
+use aether_testkit::{TestKit, build_component};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::Semaphore;

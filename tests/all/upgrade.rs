@@ -12,8 +12,7 @@ use std::sync::atomic::Ordering;
 async fn kit() -> aether_testkit::TestKit {
     // A snapshot every two events.
     let config = RuntimeConfig::default().with_actor(ActorConfig::default().with_snapshot_every(2));
-    aether_testkit::TestKit::with_config(&support::component("examples/bank"), EngineConfig::default(), config)
-        .await
+    aether_testkit::TestKit::with_config(&support::component("examples/bank"), EngineConfig::default(), config).await
 }
 
 fn load(kit: &aether_testkit::TestKit, crate_dir: &str) -> DomainComponent {

@@ -3,9 +3,9 @@
 //! event it does not know.
 
 use super::support;
-use aether_testkit::TestKit;
 use aether_host::verify::{VerifyConfig, verify};
 use aether_host::{AetherEngine, DomainComponent, EngineConfig};
+use aether_testkit::TestKit;
 use bank::AccountCommand::*;
 
 /// Bank v2 (a fee on withdrawals over 100) writes commands of two events.

@@ -345,7 +345,7 @@ mod tests {
     /// snapshot a state the store may not have.
     #[test]
     fn a_vm_holding_unconfirmed_events_refuses_other_calls_until_confirmed() {
-        let bank = crate::test_support::bank();
+        let bank = crate::testkit::bank();
         let mut vm = bank.instantiate().unwrap();
         vm.init("Account", "tentative").unwrap();
         let ctx =

@@ -1,6 +1,7 @@
-//! Fixtures for the crate's own unit tests: the example bank, built and
-//! loaded once per engine configuration. Domain authors' tests use the
-//! `aether-testkit` crate instead.
+//! The part of the test kit the crate's own unit tests use: the example
+//! bank, engines shared per configuration, a runtime on a memory store.
+//! Unit tests cannot use the `aether-testkit` crate, which links its own
+//! copy of this crate; domain authors and integration tests use that.
 
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::MemoryStore;
@@ -9,9 +10,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 pub(crate) use aether_devtools::build_component;
 
-/// A component's runtime on a fresh in-memory store: the part of
-/// `aether_testkit::TestKit` the crate's own tests use (a unit test cannot
-/// use the test kit, which links its own copy of this crate).
+/// A component's runtime on a fresh in-memory store, as
+/// `aether_testkit::TestKit` has it.
 #[derive(Debug)]
 pub(crate) struct TestKit {
     runtime: Runtime,
@@ -49,8 +49,8 @@ pub(crate) fn shared_engine(config: EngineConfig) -> Arc<AetherEngine> {
 
 /// The example bank's component (`examples/bank`), built if needed.
 pub(crate) fn bank() -> DomainComponent {
-    let wasm = build_component(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/bank"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let wasm =
+        build_component(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/bank")).unwrap_or_else(|e| panic!("{e}"));
     let engine = shared_engine(EngineConfig::default());
     DomainComponent::from_file(&engine, &wasm).unwrap_or_else(|e| panic!("cannot load {}: {e}", wasm.display()))
 }
