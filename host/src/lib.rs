@@ -17,6 +17,11 @@
 //! - [`upgrade`]: a new component swapped into a running host, and which snapshots it trusts.
 //! - [`verify`]: a new component against stored history: replay and re-decide every recorded command.
 //!
+//! Configs are values: `XxxConfig::default()` with `with_*` setters. Public
+//! configs and errors are `#[non_exhaustive]`, so fields and variants can be
+//! added without breaking an embedder. To test a domain component against
+//! this host, use the `aether-testkit` crate.
+//!
 //! # Cargo features
 //!
 //! - `cli` (default): the `aether-host` binary's own dependencies (clap,

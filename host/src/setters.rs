@@ -15,6 +15,20 @@
 //! They live here, apart from the configs, so each config's file keeps to
 //! its concern; a field without a setter here is one somebody forgot.
 
+use crate::actor::ActorConfig;
+use crate::admission::AdmissionConfig;
+use crate::api::client::HttpClientConfig;
+use crate::api::nats::NatsApiConfig;
+use crate::api::{ApiConfig, ClusterDoor, HttpToken, TlsConfig};
+use crate::bus::BusConfig;
+use crate::cluster::{ClusterConfig, ClusterNames, DriverConfig, NodeId, Rollout};
+use crate::runtime::RuntimeConfig;
+use crate::store::embedded::EmbeddedConfig;
+use crate::store::jetstream::{JetStreamConfig, JetStreamStorage};
+use crate::verify::VerifyConfig;
+use crate::wasm::{EngineConfig, MemoryLayout};
+use std::time::Duration;
+
 /// A `with_<field>` setter, by value, for each field named.
 macro_rules! with_setters {
     ($config:ty { $($setter:ident => $field:ident: $ty:ty),* $(,)? }) => {
@@ -30,20 +44,6 @@ macro_rules! with_setters {
         }
     };
 }
-
-use crate::actor::ActorConfig;
-use crate::admission::AdmissionConfig;
-use crate::api::client::HttpClientConfig;
-use crate::api::nats::NatsApiConfig;
-use crate::api::{ApiConfig, ClusterDoor, HttpToken, TlsConfig};
-use crate::bus::BusConfig;
-use crate::cluster::{ClusterConfig, ClusterNames, DriverConfig, NodeId, Rollout};
-use crate::runtime::RuntimeConfig;
-use crate::store::embedded::EmbeddedConfig;
-use crate::store::jetstream::{JetStreamConfig, JetStreamStorage};
-use crate::verify::VerifyConfig;
-use crate::wasm::{EngineConfig, MemoryLayout};
-use std::time::Duration;
 
 with_setters!(BusConfig {
     with_local_capacity => local_capacity: usize,
