@@ -30,8 +30,7 @@ pub fn run(component: &DomainComponent, per_round: usize, rounds: usize) -> anyh
     let snapshot = fixtures::snapshot_1k();
     let ids: Vec<String> = (0..per_round).map(|i| format!("acc-{i}")).collect();
     let activate = |id: &str| -> anyhow::Result<()> {
-        let mut vm = component.instantiate()?;
-        vm.init("Account", id)?;
+        let mut vm = component.replica("Account", id)?;
         vm.restore(&snapshot)?;
         Ok(())
     };
@@ -44,8 +43,7 @@ pub fn run(component: &DomainComponent, per_round: usize, rounds: usize) -> anyh
         let mut samples = Vec::with_capacity(per_round);
         for id in &ids {
             let started = Instant::now();
-            let mut vm = component.instantiate()?;
-            vm.init("Account", id)?;
+            let mut vm = component.replica("Account", id)?;
             vm.restore(&snapshot)?;
             samples.push(started.elapsed().as_nanos() as u64);
             // Returning the slot to the pool is not part of activation.
@@ -118,7 +116,7 @@ pub async fn from_store(
         store.save_snapshot(&actor, snapshot).await?;
     }
     let config =
-        RuntimeConfig { max_live_actors: actors + 64, idle_timeout: Duration::from_secs(3600), ..Default::default() };
+        RuntimeConfig::default().with_max_live_actors(actors + 64).with_idle_timeout(Duration::from_secs(3600));
     let runtime = Runtime::new(component.clone(), store, config);
     let (mut p50, mut p99) = (vec![], vec![]);
     // The first round warms the store's caches of the stream and the pool's slots.

@@ -26,8 +26,8 @@ use aether_host::api::{ClusterDoor, Door, ShardServer};
 use aether_host::cluster::{Cluster, DriverConfig, NodeId, ShardId, shard_of};
 use aether_host::names::NatsNames;
 use aether_host::store::{JetStreamConfig, JetStreamEventStore};
-use aether_host::testkit::nats::NatsServer;
 use aether_host::{CommandRequest, DomainComponent, Runtime, RuntimeConfig};
+use aether_testkit::nats::NatsServer;
 use bank::AccountCommand;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,7 +91,7 @@ async fn node(server: &NatsServer, component: &DomainComponent, id: &str, actors
     let domain = component.model().name.clone();
     let store = JetStreamEventStore::connect(client.clone(), &domain, JetStreamConfig::default()).await?;
     let config =
-        RuntimeConfig { max_live_actors: actors + 1024, idle_timeout: Duration::from_secs(3600), ..Default::default() };
+        RuntimeConfig::default().with_max_live_actors(actors + 1024).with_idle_timeout(Duration::from_secs(3600));
     let runtime = Runtime::new(component.clone(), Arc::new(store), config);
     let requests = ShardServer::new(runtime.clone(), client.clone(), 4096, false);
     let names = NatsNames::new(None).cluster(&domain);

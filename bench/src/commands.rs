@@ -87,11 +87,9 @@ impl Accounts {
         shape: Shape,
         command_ids: CommandIds,
     ) -> anyhow::Result<Self> {
-        let config = RuntimeConfig {
-            max_live_actors: shape.actors + 1024,
-            idle_timeout: Duration::from_secs(3600),
-            ..Default::default()
-        };
+        let config = RuntimeConfig::default()
+            .with_max_live_actors(shape.actors + 1024)
+            .with_idle_timeout(Duration::from_secs(3600));
         let runtime = Runtime::new(component.clone(), store, config);
         let ids = ids(shape.actors, if command_ids == CommandIds::Minted { "acc" } else { "cid" });
         let open = fixtures::command(&AccountCommand::Open { owner: "ada lovelace".into() });

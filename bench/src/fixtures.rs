@@ -31,7 +31,7 @@ pub enum GuestProfile {
 pub fn bank_wasm(profile: GuestProfile) -> anyhow::Result<PathBuf> {
     let crate_dir = root().join("examples/bank");
     if profile == GuestProfile::Release {
-        return aether_host::testkit::build_component(crate_dir).map_err(anyhow::Error::msg);
+        return aether_testkit::build_component(crate_dir).map_err(anyhow::Error::msg);
     }
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
     let target = target.join("aether-guests");

@@ -14,8 +14,8 @@ use crate::load::LoadResult;
 use crate::nats::{self, RawPublisher};
 use crate::util;
 use aether_host::store::{JetStreamConfig, JetStreamEventStore};
-use aether_host::testkit::nats::NatsServer;
 use aether_host::{DomainComponent, EventStore};
+use aether_testkit::nats::NatsServer;
 use std::future::Future;
 use std::sync::Arc;
 

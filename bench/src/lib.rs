@@ -34,8 +34,8 @@ pub mod util;
 pub mod verify;
 
 use aether_host::store::{EmbeddedStore, JetStreamConfig, JetStreamEventStore};
-use aether_host::testkit::nats::NatsServer;
 use aether_host::{EngineConfig, EventStore, MemoryStore};
+use aether_testkit::nats::NatsServer;
 use commands::Shape;
 use fixtures::GuestProfile;
 use report::Report;
@@ -174,7 +174,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     let wasm = fixtures::bank_wasm(profile)?;
     let bytes = std::fs::read(&wasm)?;
     // The JetStream phase keeps two sets of accounts live at once.
-    let engine = EngineConfig { max_instances: (2 * sizes.actors + 2048) as u32, ..EngineConfig::default() };
+    let engine = EngineConfig::default().with_max_instances((2 * sizes.actors + 2048) as u32);
     let t = Instant::now();
     let component = fixtures::load(&bytes, engine)?;
     note(&format!("bank component loaded in {:.1} s ({} KiB)", t.elapsed().as_secs_f64(), bytes.len() / 1024));

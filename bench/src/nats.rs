@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Whether a `nats-server` can be found, where the test kit looks for one
 /// (`AETHER_NATS_SERVER`, `cargo xtask install-nats`'s cache, `PATH`).
 pub fn server_available() -> bool {
-    std::panic::catch_unwind(aether_host::testkit::nats::find_binary).is_ok()
+    std::panic::catch_unwind(aether_testkit::nats::find_binary).is_ok()
 }
 
 /// Publishes `size`-byte messages on one subject per actor, each waiting

@@ -26,11 +26,10 @@ pub fn run(component: &DomainComponent, events: usize, batch: usize, rounds: usi
     let (mut wasm, mut native) = (vec![], vec![]);
     let mut expected = None;
     for _ in 0..rounds {
-        let mut vm = component.instantiate()?;
-        vm.init("Account", "replayed")?;
+        let mut vm = component.replica("Account", "replayed")?;
         let started = Instant::now();
         for chunk in stored.chunks(batch) {
-            vm.apply(chunk).map_err(|(_, fault)| fault)?;
+            vm.apply(chunk)?;
         }
         wasm.push(stored.len() as f64 / started.elapsed().as_secs_f64());
         let state = vm.state()?;

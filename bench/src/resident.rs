@@ -138,15 +138,12 @@ pub fn probe(out: &mut dyn Write, wasm: &Path, sample_at: usize, cap: usize) -> 
         Ok("guarded") => MemoryLayout::Guarded,
         _ => MemoryLayout::Dense,
     };
-    let config = EngineConfig { max_instances: (cap + 64) as u32, layout, ..EngineConfig::default() };
+    let config = EngineConfig::default().with_max_instances((cap + 64) as u32).with_layout(layout);
     let component = fixtures::load(&bytes, config)?;
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     tokio.block_on(async move {
-        let config = RuntimeConfig {
-            max_live_actors: cap + 64,
-            idle_timeout: Duration::from_secs(24 * 3600),
-            ..RuntimeConfig::default()
-        };
+        let config =
+            RuntimeConfig::default().with_max_live_actors(cap + 64).with_idle_timeout(Duration::from_secs(24 * 3600));
         let runtime = Runtime::new(component, Arc::new(MemoryStore::new()), config);
         let (name, payload) = fixtures::command(&AccountCommand::Open { owner: "ada lovelace".into() });
         let open = |i: usize| CommandRequest {

@@ -87,13 +87,12 @@ pub async fn run(
 
 /// An actor's events through a fresh VM's `apply`, in batches of 512.
 async fn replay(component: &DomainComponent, store: &dyn EventStore, actor: &ActorId) -> anyhow::Result<u64> {
-    let mut vm = component.instantiate()?;
-    vm.init(&actor.aggregate, &actor.id)?;
+    let mut vm = component.replica(&actor.aggregate, &actor.id)?;
     let mut version = 0;
     loop {
         let batch = store.read(actor, version, 512).await?;
         let Some(last) = batch.last() else { return Ok(version) };
         version = last.version;
-        vm.apply(&batch).map_err(|(_, fault)| fault)?;
+        vm.apply(&batch)?;
     }
 }

@@ -84,7 +84,8 @@
 //! Build the component with
 //! `cargo build --target wasm32-wasip2 --profile guest` (or `--release`) and
 //! load the `.wasm` with `aether-host`. To test it as the host runs it, use
-//! `aether_host::testkit` from your crate's dev-dependencies.
+//! `aether_testkit::TestKit` (crate `aether-testkit`) from your crate's
+//! dev-dependencies.
 //!
 //! # Layout
 //!

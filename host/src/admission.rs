@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// The bounds.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct AdmissionConfig {
     /// Actors being activated (VM built, snapshot restored, events
     /// replayed) at once.

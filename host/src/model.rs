@@ -74,6 +74,7 @@ impl ReadModelModel {
 /// Why a model is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid model `{domain}`: {problem}")]
+#[non_exhaustive]
 pub struct ModelError {
     pub domain: String,
     pub problem: String,

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How the runtime holds actors.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RuntimeConfig {
     pub actor: ActorConfig,
     /// Live actors kept at most; beyond it the least recently used is passivated.

@@ -99,6 +99,7 @@ pub struct UpgradeReport {
 
 /// Why a component is not swapped in; the old one keeps serving.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum UpgradeError {
     /// It does not load: not a component, another contract, a failing
     /// `describe()`, an invalid model.

@@ -40,6 +40,7 @@ const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What to verify and how much to report.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct VerifyConfig {
     /// Only this aggregate's actors.
     pub aggregate: Option<String>,
@@ -161,6 +162,7 @@ impl VerifyReport {
 
 /// Why a verification could not run.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum VerifyError {
     #[error("{0}")]
     Store(#[from] StoreError),

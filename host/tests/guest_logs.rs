@@ -4,7 +4,7 @@
 //! so a scoped subscriber in a binary where other tests create the same spans
 //! concurrently on other threads sees them only sometimes.
 
-use aether_host::testkit::TestKit;
+use aether_testkit::TestKit;
 
 /// Collects formatted log lines.
 #[derive(Clone, Default)]
@@ -33,7 +33,7 @@ async fn guest_logs_appear_under_the_actors_span() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let wasm = aether_host::testkit::build_component(root.join("examples/bank")).unwrap_or_else(|e| panic!("{e}"));
+    let wasm = aether_testkit::build_component(root.join("examples/bank")).unwrap_or_else(|e| panic!("{e}"));
     let kit = TestKit::from_file(&wasm).await;
     kit.send("Account", "logged", &bank::AccountCommand::Open { owner: "ada".into() }, None).await.unwrap();
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();

@@ -14,7 +14,7 @@ use std::time::Duration;
 fn bank(engine: EngineConfig, store: Arc<GatedStore>, admission: AdmissionConfig) -> Runtime {
     let engine = AetherEngine::new(engine).unwrap();
     let component = DomainComponent::from_file(&engine, &support::component("examples/bank")).unwrap();
-    Runtime::new(component, store, RuntimeConfig { admission, ..RuntimeConfig::default() })
+    Runtime::new(component, store, RuntimeConfig::default().with_admission(admission))
 }
 
 fn open(id: &str) -> CommandRequest {
@@ -28,7 +28,7 @@ fn open(id: &str) -> CommandRequest {
 }
 
 fn short_wait() -> AdmissionConfig {
-    AdmissionConfig { max_activations: 1, max_time_travels: 1, wait: Duration::from_millis(100) }
+    AdmissionConfig::default().with_max_activations(1).with_max_time_travels(1).with_wait(Duration::from_millis(100))
 }
 
 fn is_overloaded(result: &Result<impl std::fmt::Debug, ActorError>, limit_of: &str) -> bool {
@@ -38,7 +38,7 @@ fn is_overloaded(result: &Result<impl std::fmt::Debug, ActorError>, limit_of: &s
 #[tokio::test]
 async fn activations_beyond_the_bound_are_turned_away() {
     let store = Arc::new(GatedStore::default());
-    let runtime = bank(EngineConfig { max_instances: 16, ..EngineConfig::default() }, store.clone(), short_wait());
+    let runtime = bank(EngineConfig::default().with_max_instances(16), store.clone(), short_wait());
     store.close_reads();
     // Holds the only activation slot: its replay waits on the store.
     let stuck = tokio::spawn({
@@ -60,7 +60,7 @@ async fn activations_beyond_the_bound_are_turned_away() {
 #[tokio::test]
 async fn time_travel_beyond_the_bound_is_turned_away() {
     let store = Arc::new(GatedStore::default());
-    let runtime = bank(EngineConfig { max_instances: 16, ..EngineConfig::default() }, store.clone(), short_wait());
+    let runtime = bank(EngineConfig::default().with_max_instances(16), store.clone(), short_wait());
     store.appends.add_permits(1000);
     runtime.execute(open("travelled")).await.unwrap();
     store.close_reads();
@@ -81,7 +81,7 @@ async fn time_travel_beyond_the_bound_is_turned_away() {
 async fn a_full_vm_pool_is_overload_not_a_fault() {
     let store = Arc::new(GatedStore::default());
     store.appends.add_permits(1000);
-    let runtime = bank(EngineConfig { max_instances: 2, ..EngineConfig::default() }, store, AdmissionConfig::default());
+    let runtime = bank(EngineConfig::default().with_max_instances(2), store, AdmissionConfig::default());
     runtime.execute(open("a")).await.unwrap();
     runtime.execute(open("b")).await.unwrap();
     let turned_away = runtime.execute(open("c")).await;
@@ -94,11 +94,11 @@ async fn a_full_vm_pool_is_overload_not_a_fault() {
 #[tokio::test]
 async fn http_commands_beyond_the_bound_get_503_with_retry_after() {
     let store = Arc::new(GatedStore::default());
-    let runtime = bank(EngineConfig { max_instances: 16, ..EngineConfig::default() }, store.clone(), short_wait());
+    let runtime = bank(EngineConfig::default().with_max_instances(16), store.clone(), short_wait());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/actors/Account", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = ApiConfig { max_in_flight_commands: 1, ..ApiConfig::default() };
+    let config = ApiConfig::default().with_max_in_flight_commands(1);
     let server = tokio::spawn(api::serve(listener, runtime, config, async {
         let _ = stopped.await;
     }));

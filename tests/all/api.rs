@@ -12,14 +12,11 @@ use std::sync::Arc;
 
 #[tokio::test]
 async fn an_unresolved_conflict_answers_409_and_the_retry_succeeds() {
-    let engine = AetherEngine::new(EngineConfig { max_instances: 64, ..EngineConfig::default() }).unwrap();
+    let engine = AetherEngine::new(EngineConfig::default().with_max_instances(64)).unwrap();
     let wasm = support::component("examples/bank");
     let store: Arc<dyn aether_host::EventStore> = Arc::new(MemoryStore::new());
     let runtime = |retries| {
-        let config = RuntimeConfig {
-            actor: ActorConfig { conflict_retries: retries, ..ActorConfig::default() },
-            ..RuntimeConfig::default()
-        };
+        let config = RuntimeConfig::default().with_actor(ActorConfig::default().with_conflict_retries(retries));
         Runtime::new(DomainComponent::from_file(&engine, &wasm).unwrap(), store.clone(), config)
     };
     // The served host gives up at the first conflict; the other writes behind its back.

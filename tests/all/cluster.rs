@@ -8,8 +8,8 @@ use aether_host::api::{ClusterDoor, Door, ShardServer};
 use aether_host::cluster::{Cluster, DriverConfig, NodeId, ShardId};
 use aether_host::names::NatsNames;
 use aether_host::store::{JetStreamConfig, JetStreamEventStore};
-use aether_host::testkit::nats::NatsServer;
 use aether_host::{AetherEngine, CommandRequest, DomainComponent, EngineConfig, Runtime, RuntimeConfig};
+use aether_testkit::nats::NatsServer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,7 +64,7 @@ fn command(id: &str, command: &str, payload: serde_json::Value, key: &str) -> Co
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_halted_node_is_expelled_and_its_shards_answer_through_the_survivor() {
     let server = NatsServer::start();
-    let engine = AetherEngine::new(EngineConfig { max_instances: 256, ..EngineConfig::default() }).unwrap();
+    let engine = AetherEngine::new(EngineConfig::default().with_max_instances(256)).unwrap();
     let component = DomainComponent::from_file(&engine, &support::component("examples/bank")).unwrap();
     let a = node(&server, &component, "a").await;
     let b = node(&server, &component, "b").await;

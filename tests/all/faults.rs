@@ -4,11 +4,11 @@
 //! cannot be applied stops its actor with an error naming the version.
 
 use crate::support;
+use aether_host::RuntimeConfig;
 use aether_host::api::{self, ApiConfig};
-use aether_host::testkit::TestKit;
 use aether_host::wasm::GuestFault;
 use aether_host::{ActorError, CommandOutcome};
-use aether_host::{EngineConfig, RuntimeConfig};
+use aether_testkit::TestKit;
 use faulty::State;
 use std::time::Duration;
 
@@ -129,7 +129,7 @@ async fn an_event_that_cannot_be_applied_stops_its_actor_naming_the_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spinning_guests_cannot_starve_other_actors_or_the_api() {
     const SPINNERS: usize = 8;
-    let engine = EngineConfig { call_timeout: Duration::from_secs(1), ..support::fault_engine() };
+    let engine = support::fault_engine().with_call_timeout(Duration::from_secs(1));
     let kit = TestKit::with_config(&support::component("tests/guests/faulty"), engine, RuntimeConfig::default()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let healthz = format!("http://{}/healthz", listener.local_addr().unwrap());

@@ -3,7 +3,7 @@
 
 use crate::support;
 use aether_host::flow::{FlowConfig, Flows, Kind, MemoryViews, ViewStore};
-use aether_host::testkit::TestKit;
+use aether_testkit::TestKit;
 use bank::{Account, AccountCommand, AccountRow, Transfer, TransferCommand, TransferStatus};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +24,7 @@ impl Lcg {
 
 fn start(kit: &TestKit, views: Arc<dyn ViewStore>) -> (Flows, CancellationToken) {
     let stop = CancellationToken::new();
-    let config = FlowConfig { poll: Duration::from_millis(5), ..FlowConfig::default() };
+    let config = FlowConfig::default().with_poll(Duration::from_millis(5));
     (Flows::start(kit.runtime().clone(), views, config, stop.clone()), stop)
 }
 
@@ -257,7 +257,7 @@ async fn every_views_store_keeps_the_contract() {
     views_keep_their_contract(&MemoryViews::default()).await;
     let dir = tempfile::tempdir().unwrap();
     views_keep_their_contract(&aether_host::flow::EmbeddedViews::open(dir.path()).unwrap()).await;
-    let server = aether_host::testkit::nats::NatsServer::start();
+    let server = aether_testkit::nats::NatsServer::start();
     let js = async_nats::jetstream::new(server.client().await);
     let names = aether_host::names::NatsNames::new(None);
     let open = |domain| aether_host::flow::JetStreamViews::open(&js, &names, domain, 1);

@@ -5,16 +5,16 @@
 
 use super::support;
 use aether_host::names::NatsNames;
-use aether_host::store::contract;
 use aether_host::store::jetstream::{EPOCH_HEADER, JetStreamStorage, subject};
 use aether_host::store::{
     ActorId, AppendRequest, EventStore, JetStreamConfig, JetStreamEventStore, NewEvent, Provenance, Snapshot,
     StoreError,
 };
-use aether_host::testkit::nats::NatsServer;
 use aether_host::{
     AetherEngine, CommandOutcome, CommandRequest, DomainComponent, EngineConfig, Runtime, RuntimeConfig,
 };
+use aether_testkit::contract;
+use aether_testkit::nats::NatsServer;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ mod command_index;
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 fn config(storage: JetStreamStorage) -> JetStreamConfig {
-    JetStreamConfig { storage, request_timeout: TIMEOUT, ..JetStreamConfig::default() }
+    JetStreamConfig::default().with_storage(storage).with_request_timeout(TIMEOUT)
 }
 
 async fn store(server: &NatsServer, config: JetStreamConfig) -> JetStreamEventStore {
@@ -59,7 +59,7 @@ fn versions(events: &[aether_host::store::RecordedEvent]) -> Vec<u64> {
 async fn keep_the_contract(storage: JetStreamStorage) {
     let server = NatsServer::start();
     let window = Duration::from_millis(500);
-    let config = JetStreamConfig { duplicate_window: window, ..config(storage) };
+    let config = (config(storage)).with_duplicate_window(window);
     contract::check_all_beyond(&store(&server, config).await, window).await;
 }
 
@@ -84,7 +84,7 @@ async fn hosts_starting_together_create_the_stream_once() {
         connect.await.unwrap().expect("every host connects");
     }
     // And a host configured differently uses the stream as it is.
-    let other = JetStreamConfig { duplicate_window: Duration::from_secs(30), ..config(JetStreamStorage::File) };
+    let other = (config(JetStreamStorage::File)).with_duplicate_window(Duration::from_secs(30));
     let store = JetStreamEventStore::connect(client, "bank", other).await.expect("connects to the existing stream");
     store.append(&ActorId::new("Account", "a"), request(0, "c", 1)).await.unwrap();
 }
@@ -170,8 +170,7 @@ async fn collect_subjects(mut info: async_nats::jetstream::stream::InfoWithSubje
 #[tokio::test]
 async fn namespaces_never_see_each_other() {
     let server = NatsServer::start();
-    let tenant =
-        |ns: Option<&str>| JetStreamConfig { namespace: ns.map(String::from), ..config(JetStreamStorage::File) };
+    let tenant = |ns: Option<&str>| (config(JetStreamStorage::File)).with_namespace(ns.map(String::from));
     let (default, acme, globex) = (
         store(&server, tenant(None)).await,
         store(&server, tenant(Some("acme"))).await,
@@ -239,7 +238,7 @@ async fn a_command_id_is_per_actor() {
 async fn a_retried_command_returns_the_original_inside_and_beyond_the_duplicate_window() {
     let server = NatsServer::start();
     let window = Duration::from_secs(1);
-    let short = JetStreamConfig { duplicate_window: window, ..config(JetStreamStorage::File) };
+    let short = (config(JetStreamStorage::File)).with_duplicate_window(window);
     let writer = store(&server, short.clone()).await;
     let actor = ActorId::new("Account", "retried");
     writer.append(&actor, request(0, "c1", 1)).await.unwrap();
@@ -371,7 +370,7 @@ async fn corrupt_data_is_reported_with_its_version_never_skipped() {
 async fn a_stopped_server_is_unavailable_within_the_timeout_and_then_recovers() {
     let mut server = NatsServer::start();
     let timeout = Duration::from_millis(500);
-    let store = store(&server, JetStreamConfig { request_timeout: timeout, ..config(JetStreamStorage::File) }).await;
+    let store = store(&server, (config(JetStreamStorage::File)).with_request_timeout(timeout)).await;
     let actor = ActorId::new("Account", "outage");
     store.append(&actor, request(0, "before", 1)).await.unwrap();
     store.save_snapshot(&actor, Snapshot { version: 1, component_hash: "h".into(), state: vec![1] }).await.unwrap();
@@ -519,7 +518,7 @@ async fn a_long_replay_streams_in_order_and_stops_at_corruption() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bank_runs_on_jetstream_and_rebuilds_from_it() {
     let server = NatsServer::start();
-    let engine = AetherEngine::new(EngineConfig { max_instances: 16, ..EngineConfig::default() }).unwrap();
+    let engine = AetherEngine::new(EngineConfig::default().with_max_instances(16)).unwrap();
     let wasm = support::component("examples/bank");
     let mut runtime_config = RuntimeConfig::default();
     runtime_config.actor.snapshot_every = 4;

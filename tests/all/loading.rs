@@ -5,7 +5,7 @@ use aether_host::{AetherEngine, DomainComponent, EngineConfig, LoadError};
 use std::sync::Arc;
 
 fn engine() -> Arc<AetherEngine> {
-    AetherEngine::new(EngineConfig { max_instances: 16, ..EngineConfig::default() }).unwrap()
+    AetherEngine::new(EngineConfig::default().with_max_instances(16)).unwrap()
 }
 
 fn load(bytes: &[u8]) -> LoadError {
@@ -54,7 +54,7 @@ fn a_component_with_mistyped_exports() {
           (instance $agg (export "describe" (func $describe)))
           (export "aether:domain/aggregate@VERSION" (instance $agg)))
     "#
-    .replace("VERSION", aether_host::wasm::component::contract_version());
+    .replace("VERSION", aether_host::wasm::contract_version());
     let err = load(&wat::parse_str(wat).unwrap());
     assert!(matches!(err, LoadError::Contract(_)), "{err}");
     assert!(err.to_string().contains("describe") || err.to_string().contains("init"), "names the export: {err}");
@@ -83,10 +83,7 @@ fn a_component_built_against_the_previous_contract_is_told_to_rebuild() {
     assert!(matches!(&err, LoadError::ContractVersion { found, .. } if found == "0.4.0"), "{err}");
     let message = err.to_string();
     assert!(message.contains("rebuild it against aether-guest"), "{message}");
-    assert!(
-        message.contains(aether_host::wasm::component::contract_version()),
-        "names the contract it needs: {message}"
-    );
+    assert!(message.contains(aether_host::wasm::contract_version()), "names the contract it needs: {message}");
 }
 
 #[test]

@@ -10,8 +10,8 @@ use aether_host::bus::nats::NatsSubscription;
 use aether_host::bus::{Bus, BusConfig, Filter};
 use aether_host::names::NatsNames;
 use aether_host::store::{JetStreamConfig, JetStreamEventStore};
-use aether_host::testkit::nats::NatsServer;
 use aether_host::{AetherEngine, DomainComponent, EngineConfig, Runtime, RuntimeConfig};
+use aether_testkit::nats::NatsServer;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -29,10 +29,10 @@ impl Drop for NatsHost {
 }
 
 async fn host(server: &NatsServer, namespace: Option<&str>) -> NatsHost {
-    let engine = AetherEngine::new(EngineConfig { max_instances: 256, ..EngineConfig::default() }).unwrap();
+    let engine = AetherEngine::new(EngineConfig::default().with_max_instances(256)).unwrap();
     let component = DomainComponent::from_file(&engine, &support::component("examples/bank")).unwrap();
     let client = server.client().await;
-    let config = JetStreamConfig { namespace: namespace.map(str::to_owned), ..JetStreamConfig::default() };
+    let config = JetStreamConfig::default().with_namespace(namespace.map(str::to_owned));
     let store = JetStreamEventStore::connect(client.clone(), "bank", config).await.unwrap();
     let names = NatsNames::new(namespace);
     let bus = Bus::with_nats("bank", &BusConfig::default(), client.clone(), names.clone());

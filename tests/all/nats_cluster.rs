@@ -2,7 +2,7 @@
 //! stream with three replicas takes and keeps acknowledged writes while any
 //! one server is killed, and a restarted server catches up.
 
-use aether_host::testkit::nats::NatsCluster;
+use aether_testkit::nats::NatsCluster;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream};
 use std::time::{Duration, Instant};

@@ -57,7 +57,7 @@ async fn a_hundred_concurrent_deposits_give_the_exact_balance() {
 #[tokio::test]
 async fn a_command_accepted_with_no_events_is_recorded_and_its_retry_answers_the_same() {
     use clocked::StampCommand;
-    let kit = aether_host::testkit::TestKit::from_file(&support::component("tests/guests/clocked")).await;
+    let kit = aether_testkit::TestKit::from_file(&support::component("tests/guests/clocked")).await;
     let none = StampCommand::Stamp { events: 0 };
     let first = kit.send("Stamps", "s", &none, Some("nothing")).await.unwrap();
     let CommandOutcome::Accepted { version: 0, events, duplicate: false, command_id, .. } = &first else {
@@ -142,10 +142,8 @@ async fn state_survives_passivation_and_reactivation() {
 
 #[tokio::test]
 async fn snapshot_plus_tail_replay_equals_full_replay() {
-    let config = RuntimeConfig {
-        actor: ActorConfig { snapshot_every: 10, replay_batch: 7, ..ActorConfig::default() },
-        ..RuntimeConfig::default()
-    };
+    let config =
+        RuntimeConfig::default().with_actor(ActorConfig::default().with_snapshot_every(10).with_replay_batch(7));
     let kit = support::bank_with(config).await;
     kit.send("Account", "s", &Open { owner: "ada".into() }, None).await.unwrap();
     for amount in 1..=34 {
@@ -180,7 +178,7 @@ async fn time_travel_replays_to_each_earlier_version() {
 
 #[tokio::test]
 async fn the_least_recently_used_actors_beyond_the_cap_are_passivated() {
-    let config = RuntimeConfig { max_live_actors: 5, ..RuntimeConfig::default() };
+    let config = RuntimeConfig::default().with_max_live_actors(5);
     let kit = support::bank_with(config).await;
     for i in 0..20 {
         kit.send("Account", &format!("lru-{i}"), &Open { owner: format!("o{i}") }, None).await.unwrap();
@@ -194,7 +192,7 @@ async fn the_least_recently_used_actors_beyond_the_cap_are_passivated() {
 
 #[tokio::test]
 async fn idle_actors_are_passivated() {
-    let config = RuntimeConfig { idle_timeout: Duration::from_millis(50), ..RuntimeConfig::default() };
+    let config = RuntimeConfig::default().with_idle_timeout(Duration::from_millis(50));
     let kit = support::bank_with(config).await;
     kit.send("Account", "idle", &Open { owner: "ada".into() }, None).await.unwrap();
     assert_eq!(kit.runtime().live_actors(), 1);
@@ -252,7 +250,7 @@ async fn every_event_records_its_provenance() {
 
 #[tokio::test]
 async fn the_shop_example_runs_on_the_same_host() {
-    let kit = aether_host::testkit::TestKit::from_file(&support::component("examples/shop")).await;
+    let kit = aether_testkit::TestKit::from_file(&support::component("examples/shop")).await;
     let model = kit.runtime().model();
     let names: Vec<_> = model.aggregates.iter().map(|a| a.name.as_str()).collect();
     assert!(names.len() >= 2, "several aggregates: {names:?}");
@@ -265,7 +263,7 @@ async fn the_shop_example_runs_on_the_same_host() {
 async fn two_hosts_on_one_store_resolve_conflicts_without_losing_a_deposit() {
     use aether_host::{AetherEngine, DomainComponent, EngineConfig, MemoryStore, Runtime};
     use std::sync::Arc;
-    let engine = AetherEngine::new(EngineConfig { max_instances: 64, ..EngineConfig::default() }).unwrap();
+    let engine = AetherEngine::new(EngineConfig::default().with_max_instances(64)).unwrap();
     let wasm = support::component("examples/bank");
     let store: Arc<dyn aether_host::EventStore> = Arc::new(MemoryStore::new());
     let hosts: Vec<Runtime> = (0..2)
@@ -328,32 +326,6 @@ async fn two_hosts_on_one_store_resolve_conflicts_without_losing_a_deposit() {
 }
 
 struct AccountCommandJson(&'static str, serde_json::Value);
-
-/// One crossing per command: `handle` folds the events it accepts, and the
-/// VM holds them tentatively. Until the host confirms them (after a durable
-/// append) the VM refuses every other call, so a host bug cannot read or
-/// snapshot a state the store may not have.
-#[tokio::test]
-async fn a_vm_holding_unconfirmed_events_refuses_other_calls_until_confirmed() {
-    use aether_host::wasm::{CommandContext, GuestFault, HandleResult};
-    let kit = support::bank().await;
-    let mut vm = kit.runtime().component().instantiate().unwrap();
-    vm.init("Account", "tentative").unwrap();
-    let ctx = CommandContext { command_id: "c-1", correlation_id: "c-1", causation_id: "c-1", ..Default::default() };
-    let open = rmp_serde::to_vec_named(&serde_json::json!({ "owner": "ada" })).unwrap();
-    let decided = vm.handle(&ctx, "Open", &open).unwrap();
-    assert!(matches!(&decided, HandleResult::Accepted(events) if events.len() == 1), "{decided:?}");
-    let refused = vm.state().unwrap_err();
-    assert!(matches!(&refused, GuestFault::InvalidOutput { call: "state", .. }), "{refused}");
-    assert!(vm.snapshot().is_err() && vm.handle(&ctx, "Deposit", &open).is_err(), "every other call is refused");
-
-    let mut vm = kit.runtime().component().instantiate().unwrap();
-    vm.init("Account", "confirmed").unwrap();
-    vm.handle(&ctx, "Open", &open).unwrap();
-    vm.confirm();
-    let state: Account = rmp_serde::from_slice(&vm.state().unwrap()).unwrap();
-    assert!(state.open, "the confirmed state is the folded one");
-}
 
 /// `Runtime::execute` is cancel safe: a caller that gives up on a command
 /// while its append is in flight leaves the actor able to serve the next

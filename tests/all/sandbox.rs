@@ -10,7 +10,7 @@ enum Cmd {
     ReadFile,
 }
 
-async fn probe(kit: &aether_host::testkit::TestKit, id: &str) -> (Probe, u64) {
+async fn probe(kit: &aether_testkit::TestKit, id: &str) -> (Probe, u64) {
     let outcome = kit.send("Prober", id, &Cmd::Probe, None).await.unwrap();
     let CommandOutcome::Accepted { events, version, .. } = outcome else { panic!("{outcome:?}") };
     (rmp_serde::from_slice(&events[0].payload).unwrap(), version)
@@ -73,11 +73,9 @@ async fn replaying_the_same_events_twice_gives_byte_identical_state() {
 async fn apply_reads_each_events_own_time_and_randomness_on_every_path() {
     use aether_host::{ActorConfig, EngineConfig, RuntimeConfig};
     use clocked::{StampCommand, Stamps};
-    let config = RuntimeConfig {
-        actor: ActorConfig { snapshot_every: 4, replay_batch: 3, ..ActorConfig::default() },
-        ..RuntimeConfig::default()
-    };
-    let kit = aether_host::testkit::TestKit::with_config(
+    let config =
+        RuntimeConfig::default().with_actor(ActorConfig::default().with_snapshot_every(4).with_replay_batch(3));
+    let kit = aether_testkit::TestKit::with_config(
         &support::component("tests/guests/clocked"),
         EngineConfig::default(),
         config,

@@ -1,8 +1,8 @@
 //! Building and loading the test components, once per process.
 
 use aether_host::store::{AppendRequest, Appended, RecordedEvent, Snapshot, StoreError};
-use aether_host::testkit::{TestKit, build_component};
 use aether_host::{ActorId, EngineConfig, EventStore, MemoryStore, RuntimeConfig};
+use aether_testkit::{TestKit, build_component};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -26,7 +26,7 @@ pub async fn bank_with(runtime: RuntimeConfig) -> TestKit {
 
 /// Faults need a short deadline and a small memory cap to be quick.
 pub fn fault_engine() -> EngineConfig {
-    EngineConfig { call_timeout: Duration::from_millis(200), max_memory_bytes: 8 << 20, ..EngineConfig::default() }
+    EngineConfig::default().with_call_timeout(Duration::from_millis(200)).with_max_memory_bytes(8 << 20)
 }
 
 pub async fn faulty() -> TestKit {

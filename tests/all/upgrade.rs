@@ -9,15 +9,13 @@ use aether_host::{ActorConfig, ActorError, CommandOutcome, DomainComponent, Engi
 use bank::AccountCommand::*;
 use std::sync::atomic::Ordering;
 
-async fn kit() -> aether_host::testkit::TestKit {
+async fn kit() -> aether_testkit::TestKit {
     // A snapshot every two events.
-    let config =
-        RuntimeConfig { actor: ActorConfig { snapshot_every: 2, ..ActorConfig::default() }, ..Default::default() };
-    aether_host::testkit::TestKit::with_config(&support::component("examples/bank"), EngineConfig::default(), config)
-        .await
+    let config = RuntimeConfig::default().with_actor(ActorConfig::default().with_snapshot_every(2));
+    aether_testkit::TestKit::with_config(&support::component("examples/bank"), EngineConfig::default(), config).await
 }
 
-fn load(kit: &aether_host::testkit::TestKit, crate_dir: &str) -> DomainComponent {
+fn load(kit: &aether_testkit::TestKit, crate_dir: &str) -> DomainComponent {
     let engine = kit.runtime().component().engine().clone();
     DomainComponent::from_file(&engine, &support::component(crate_dir)).unwrap()
 }
@@ -99,7 +97,7 @@ async fn a_node_follows_the_current_component_and_reports_what_it_cannot_run() {
     use aether_host::names::NatsNames;
     use std::time::{Duration, Instant};
 
-    let server = aether_host::testkit::nats::NatsServer::start();
+    let server = aether_testkit::nats::NatsServer::start();
     let kit = kit().await;
     let runtime = kit.runtime().clone();
     let names = NatsNames::new(Some("rollout-test"));

@@ -3,9 +3,9 @@
 //! event it does not know.
 
 use super::support;
-use aether_host::testkit::TestKit;
 use aether_host::verify::{VerifyConfig, verify};
 use aether_host::{AetherEngine, DomainComponent, EngineConfig};
+use aether_testkit::TestKit;
 use bank::AccountCommand::*;
 
 /// Bank v2 (a fee on withdrawals over 100) writes commands of two events.
@@ -27,7 +27,7 @@ async fn fee_history() -> TestKit {
 async fn commands_of_several_events_are_decided_whole_whatever_the_read_size() {
     let kit = fee_history().await;
     for replay_batch in [1, 2, 3, 512] {
-        let config = VerifyConfig { replay_batch, ..VerifyConfig::default() };
+        let config = VerifyConfig::default().with_replay_batch(replay_batch);
         let report = verify(&kit.runtime().component(), &**kit.store(), &config).await.unwrap();
         let totals = report.totals();
         assert_eq!(
@@ -42,7 +42,7 @@ async fn commands_of_several_events_are_decided_whole_whatever_the_read_size() {
 #[tokio::test]
 async fn an_older_component_stops_at_the_first_event_it_does_not_know() {
     let kit = fee_history().await;
-    let engine = AetherEngine::new(EngineConfig { max_instances: 8, ..EngineConfig::default() }).unwrap();
+    let engine = AetherEngine::new(EngineConfig::default().with_max_instances(8)).unwrap();
     let v1 = DomainComponent::from_file(&engine, &support::component("examples/bank")).unwrap();
     let report = verify(&v1, &**kit.store(), &VerifyConfig::default()).await.unwrap();
     assert_eq!(report.unreadable.len(), 1);

@@ -1,7 +1,7 @@
 //! The bank component as the host runs it: built to wasm, loaded on the
 //! in-memory store, driven with given/when/then.
 
-use aether_host::testkit::TestKit;
+use aether_testkit::TestKit;
 use bank::{Account, AccountCommand::*, AccountEvent::*, codes};
 
 async fn kit() -> TestKit {

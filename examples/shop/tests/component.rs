@@ -1,7 +1,7 @@
 //! The shop component as the host runs it: several aggregates in one
 //! component, each actor in its own VM.
 
-use aether_host::testkit::TestKit;
+use aether_testkit::TestKit;
 
 async fn kit() -> TestKit {
     TestKit::for_crate(env!("CARGO_MANIFEST_DIR")).await
@@ -29,10 +29,10 @@ async fn a_cart_checks_out_at_the_recorded_time() {
         .await
         .when(CheckOut)
         .await;
-    let Ok(aether_host::CommandOutcome::Accepted { events, .. }) = then.outcome() else {
+    let Ok(aether_testkit::CommandOutcome::Accepted { events, .. }) = then.outcome() else {
         panic!("{:?}", then.outcome())
     };
-    let decoded: Vec<shop::CartEvent> = aether_host::testkit::decode_events(events);
+    let decoded: Vec<shop::CartEvent> = aether_testkit::decode_events(events);
     let CheckedOut { total_cents, at_ms } = decoded[0] else { panic!("{decoded:?}") };
     assert_eq!(total_cents, 700);
     assert_eq!(at_ms, events[0].provenance.timestamp_ms, "the guest's clock is the command's recorded time");
@@ -52,7 +52,7 @@ async fn inventory_reserves_only_what_is_on_hand() {
         .await
         .when(Reserve { quantity: 2, order_id: "o-1".into() })
         .await;
-    assert!(matches!(then.outcome(), Ok(aether_host::CommandOutcome::Accepted { .. })), "{:?}", then.outcome());
+    assert!(matches!(then.outcome(), Ok(aether_testkit::CommandOutcome::Accepted { .. })), "{:?}", then.outcome());
     let state: shop::Inventory = then.state().await;
     assert_eq!(state.reservations["o-1"].quantity, 2);
     kit.given::<shop::InventoryEvent>("Inventory", "tea", [])

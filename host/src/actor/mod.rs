@@ -18,9 +18,9 @@
 //! error naming its version (invariant: nothing-skipped).
 //!
 //! Guest calls run on the caller's thread, a Tokio worker, for at most the
-//! engine's inline budget ([`Placement::Inline`]). A call that needs longer
+//! engine's inline budget (`Placement::Inline`). A call that needs longer
 //! is interrupted; the actor discards the VM, moves its calls off the
-//! workers for as long as it stays live ([`Placement::Offloaded`]) and does
+//! workers for as long as it stays live (`Placement::Offloaded`) and does
 //! the operation again from the start (nothing was appended yet: a call
 //! after the append, the snapshot, is not redone). So one slow or spinning
 //! guest holds a worker for a few milliseconds, not for its whole deadline.
@@ -40,6 +40,7 @@ mod recent;
 
 /// How actors replay, snapshot and retry.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ActorConfig {
     /// Take a snapshot after this many events since the last one (0: never).
     pub snapshot_every: u64,
@@ -99,9 +100,9 @@ pub enum CommandOutcome {
     /// retry is a duplicate too.
     ///
     /// `position`: where the store's log holds the events (see
-    /// [`EventStore::read_log`](crate::store::EventStore::read_log)), for a
-    /// reader to wait until policies and read models have seen them; 0 when
-    /// the command appended nothing now (a duplicate, or no events).
+    /// [`EventStore::read_log`]), for a reader to wait until policies and
+    /// read models have seen them; 0 when the command appended nothing now
+    /// (a duplicate, or no events).
     Accepted { version: u64, events: Vec<RecordedEvent>, duplicate: bool, command_id: Arc<str>, position: u64 },
     /// A business rejection: nothing was appended.
     Rejected { code: String, message: String },
@@ -109,6 +110,7 @@ pub enum CommandOutcome {
 
 /// Why a command or a read failed. Distinct from a rejection.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ActorError {
     #[error("unknown aggregate `{name}`; the model has: {}", known.join(", "))]
     UnknownAggregate { name: String, known: Vec<String> },

@@ -24,6 +24,7 @@ pub struct HttpToken {
 
 /// Why a token is refused.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TokenError {
     #[error("the HTTP token is empty")]
     Empty,

@@ -14,6 +14,7 @@ pub struct HttpClient {
 
 /// Why a request did not get a successful answer.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     #[error("`{0}` is not an http:// or https:// URL")]
     BadUrl(String),
@@ -59,6 +60,7 @@ pub struct CommandIds<'a> {
 
 /// How to reach a host that asks for more than a URL.
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub struct HttpClientConfig {
     /// Sent as `Authorization: Bearer <token>` with every request.
     pub token: Option<String>,

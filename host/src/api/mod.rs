@@ -92,6 +92,7 @@ use tokio_util::task::TaskTracker;
 
 /// Limits of the HTTP API.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ApiConfig {
     /// Command bodies above this many bytes are refused with `413`.
     pub max_body_bytes: usize,

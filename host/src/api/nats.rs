@@ -43,6 +43,7 @@ pub const QUEUE_GROUP: &str = "aether-hosts";
 
 /// Limits of the NATS command API.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct NatsApiConfig {
     /// Request bodies above this many bytes are answered `413`.
     pub max_body_bytes: usize,

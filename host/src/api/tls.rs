@@ -32,6 +32,7 @@ pub struct TlsConfig {
 
 /// Why a certificate or key cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
     #[error("cannot read {}: {cause}", path.display())]
     Read { path: PathBuf, cause: io::Error },

@@ -111,6 +111,7 @@ pub struct BusStats {
 
 /// Sizes of the bus's queues.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct BusConfig {
     /// Events an in-process subscriber may fall behind before it loses the oldest.
     pub local_capacity: usize,

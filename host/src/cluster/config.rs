@@ -8,6 +8,7 @@ use std::time::Duration;
 /// should use the same values; see the [module docs](super) for what each
 /// timeout trades.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ClusterConfig {
     /// Shards of a new cluster (the first map fixes it; later maps keep theirs).
     pub shards: u32,
@@ -48,6 +49,7 @@ impl Default for ClusterConfig {
 
 /// A setting that would break the protocol's timing argument.
 #[derive(Debug, thiserror::Error, PartialEq)]
+#[non_exhaustive]
 pub enum ConfigError {
     #[error("shards must be between 1 and {MAX_SHARDS}, not {0}")]
     Shards(u32),

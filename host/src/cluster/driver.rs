@@ -43,6 +43,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// How a node joins: the protocol's settings and the driver's own.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct DriverConfig {
     pub protocol: ClusterConfig,
     pub node_id: NodeId,
@@ -79,6 +80,7 @@ pub trait ShardRequests: Send + Sync + std::fmt::Debug + 'static {
 
 /// Why a node could not join.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum JoinError {
     #[error(transparent)]
     Config(#[from] ConfigError),

@@ -39,6 +39,7 @@ pub const MAX_MAP_NODES: usize = 4096;
 
 /// Why a map read from the bucket was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MapError {
     #[error("a shard map of {len} bytes is over the {MAX_MAP_BYTES}-byte limit")]
     TooLong { len: usize },

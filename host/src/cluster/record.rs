@@ -66,6 +66,7 @@ pub struct Member {
 
 /// Why a record from the bucket was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RecordError {
     #[error("a node id must have 1 to {MAX_NODE_ID_BYTES} bytes, not {len}")]
     NodeId { len: usize },

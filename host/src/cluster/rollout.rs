@@ -66,6 +66,7 @@ pub struct NodeComponent {
 
 /// Why a rollout step failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RolloutError {
     #[error("cannot use the components bucket {bucket}: {cause}")]
     Bucket { bucket: String, cause: String },

@@ -25,7 +25,7 @@ pub struct CheckCommand {
 
 impl CheckCommand {
     pub fn execute(self) -> anyhow::Result<()> {
-        let engine = AetherEngine::new(EngineConfig { max_instances: 4, ..EngineConfig::default() })?;
+        let engine = AetherEngine::new(EngineConfig::default().with_max_instances(4))?;
         let component = DomainComponent::from_file(&engine, &self.model)
             .map_err(|e| anyhow::anyhow!("{}: {e}", self.model.display()))?;
         let model = component.model();

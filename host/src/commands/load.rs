@@ -175,16 +175,20 @@ impl LoadCommand {
             self.cluster_config()?;
         }
         let max_live_actors = self.max_live_actors.max(1);
-        let engine = AetherEngine::new(EngineConfig {
-            max_memory_bytes: self.guest_memory_mib << 20,
-            // Room for every live actor plus scratch VMs (time travel, fault isolation).
-            max_instances: u32::try_from(max_live_actors + 256).context("--max-live-actors is too large")?,
-            call_timeout: Duration::from_millis(self.guest_timeout_ms.max(1)),
-            inline_budget: Duration::from_millis(self.guest_inline_ms.max(1)),
-            max_offloaded_calls: self.guest_threads.max(1),
-            layout: if self.guest_memory_layout == "guarded" { MemoryLayout::Guarded } else { MemoryLayout::Dense },
-            ..EngineConfig::default()
-        })?;
+        let engine = AetherEngine::new(
+            EngineConfig::default()
+                .with_max_memory_bytes(self.guest_memory_mib << 20)
+                // Room for every live actor plus scratch VMs (time travel, fault isolation).
+                .with_max_instances(u32::try_from(max_live_actors + 256).context("--max-live-actors is too large")?)
+                .with_call_timeout(Duration::from_millis(self.guest_timeout_ms.max(1)))
+                .with_inline_budget(Duration::from_millis(self.guest_inline_ms.max(1)))
+                .with_max_offloaded_calls(self.guest_threads.max(1))
+                .with_layout(if self.guest_memory_layout == "guarded" {
+                    MemoryLayout::Guarded
+                } else {
+                    MemoryLayout::Dense
+                }),
+        )?;
         let component = compile(&engine, &self.model).await?;
         println!("{}\nsha-256 {}", self.model.display(), component.hash());
         print!("{}", component.model());
@@ -196,21 +200,20 @@ impl LoadCommand {
             Some(client) => Bus::with_nats(&domain, &BusConfig::default(), client.clone(), names.clone()),
             None => Bus::local(&domain, &BusConfig::default()),
         };
-        let config = RuntimeConfig {
-            actor: ActorConfig {
-                snapshot_every: self.snapshot_every,
-                conflict_retries: self.conflict_retries,
-                record_commands: self.record_commands,
-                ..ActorConfig::default()
-            },
-            max_live_actors,
-            idle_timeout: Duration::from_secs(self.idle_timeout_s.max(1)),
-            admission: AdmissionConfig {
-                max_activations: self.max_activations,
-                max_time_travels: self.max_time_travels,
-                ..AdmissionConfig::default()
-            },
-        };
+        let config = RuntimeConfig::default()
+            .with_actor(
+                ActorConfig::default()
+                    .with_snapshot_every(self.snapshot_every)
+                    .with_conflict_retries(self.conflict_retries)
+                    .with_record_commands(self.record_commands),
+            )
+            .with_max_live_actors(max_live_actors)
+            .with_idle_timeout(Duration::from_secs(self.idle_timeout_s.max(1)))
+            .with_admission(
+                AdmissionConfig::default()
+                    .with_max_activations(self.max_activations)
+                    .with_max_time_travels(self.max_time_travels),
+            );
         let runtime = Runtime::with_bus(component, store.clone(), config, bus);
         let (cluster, rollout) = match &nats {
             Some(client) if !self.no_cluster => {
@@ -250,12 +253,11 @@ impl LoadCommand {
         let nats_api = nats.clone().map(|client| {
             let cluster = cluster.clone();
             let (runtime, stop, names) = (runtime.clone(), stop.clone(), names.clone());
-            let config = NatsApiConfig {
-                max_body_bytes: self.max_body_bytes,
-                max_in_flight: self.max_in_flight_commands,
-                cluster: cluster.as_ref().map(|(door, _)| door.clone()),
-                trace_spans: self.otlp.otlp_endpoint.is_some(),
-            };
+            let config = NatsApiConfig::default()
+                .with_max_body_bytes(self.max_body_bytes)
+                .with_max_in_flight(self.max_in_flight_commands)
+                .with_cluster(cluster.as_ref().map(|(door, _)| door.clone()))
+                .with_trace_spans(self.otlp.otlp_endpoint.is_some());
             tokio::spawn(async move { api::nats::serve(client, names, runtime, config, stop.cancelled_owned()).await })
         });
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -263,17 +265,15 @@ impl LoadCommand {
         if nats.is_some() {
             println!("commands over NATS on {}", names.commands(&domain, "<aggregate>"));
         }
-        let api = ApiConfig {
-            max_body_bytes: self.max_body_bytes,
-            max_in_flight_commands: self.max_in_flight_commands,
-            token,
-            tls,
-            cluster: cluster.as_ref().map(|(door, _)| door.clone()),
-            rollout,
-            trace_spans: self.otlp.otlp_endpoint.is_some(),
-            flows: Some(flows.clone()),
-            ..ApiConfig::default()
-        };
+        let api = ApiConfig::default()
+            .with_max_body_bytes(self.max_body_bytes)
+            .with_max_in_flight_commands(self.max_in_flight_commands)
+            .with_token(token)
+            .with_tls(tls)
+            .with_cluster(cluster.as_ref().map(|(door, _)| door.clone()))
+            .with_rollout(rollout)
+            .with_trace_spans(self.otlp.otlp_endpoint.is_some())
+            .with_flows(Some(flows.clone()));
         let http = api::serve(listener, runtime.clone(), api, stop.clone().cancelled_owned()).await;
         stop.cancel();
         if let Some(nats_api) = nats_api {
@@ -359,16 +359,14 @@ impl LoadCommand {
     /// The cluster's settings from the flags, checked.
     fn cluster_config(&self) -> anyhow::Result<ClusterConfig> {
         let ms = Duration::from_millis;
-        let config = ClusterConfig {
-            shards: self.shards,
-            heartbeat_interval: ms(self.heartbeat_ms),
-            member_lease: ms(self.lease_ms),
-            failure_timeout: ms(self.failure_timeout_ms),
-            leader_renew: ms(self.heartbeat_ms),
-            leader_lease: ms(self.lease_ms),
-            leader_timeout: ms(self.failure_timeout_ms),
-            ..ClusterConfig::default()
-        };
+        let config = ClusterConfig::default()
+            .with_shards(self.shards)
+            .with_heartbeat_interval(ms(self.heartbeat_ms))
+            .with_member_lease(ms(self.lease_ms))
+            .with_failure_timeout(ms(self.failure_timeout_ms))
+            .with_leader_renew(ms(self.heartbeat_ms))
+            .with_leader_lease(ms(self.lease_ms))
+            .with_leader_timeout(ms(self.failure_timeout_ms));
         config
             .validate()
             .context("the cluster's settings (--shards, --heartbeat-ms, --lease-ms, --failure-timeout-ms)")?;

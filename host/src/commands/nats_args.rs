@@ -64,15 +64,13 @@ pub struct NatsArgs {
 impl NatsArgs {
     /// The event store's settings from the flags.
     pub fn store_config(&self) -> JetStreamConfig {
-        JetStreamConfig {
-            namespace: self.namespace.clone(),
-            replicas: self.js_replicas,
-            storage: if self.js_storage == "memory" { JetStreamStorage::Memory } else { JetStreamStorage::File },
-            max_message_bytes: self.js_max_message_bytes,
-            duplicate_window: Duration::from_secs(self.js_duplicate_window_s.max(1)),
-            request_timeout: Duration::from_millis(self.js_timeout_ms.max(1)),
-            ..JetStreamConfig::default()
-        }
+        JetStreamConfig::default()
+            .with_namespace(self.namespace.clone())
+            .with_replicas(self.js_replicas)
+            .with_storage(if self.js_storage == "memory" { JetStreamStorage::Memory } else { JetStreamStorage::File })
+            .with_max_message_bytes(self.js_max_message_bytes)
+            .with_duplicate_window(Duration::from_secs(self.js_duplicate_window_s.max(1)))
+            .with_request_timeout(Duration::from_millis(self.js_timeout_ms.max(1)))
     }
 
     /// Connects, failing fast if no server answers; once connected, the

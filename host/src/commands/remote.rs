@@ -28,7 +28,7 @@ impl Remote {
             ),
             None => None,
         };
-        let config = HttpClientConfig { token: self.token.clone(), ca_cert };
+        let config = HttpClientConfig::default().with_token(self.token.clone()).with_ca_cert(ca_cert);
         Ok(HttpClient::with_config(&self.url, config)?)
     }
 }

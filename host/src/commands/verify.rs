@@ -67,7 +67,7 @@ impl VerifyCommand {
     }
 
     async fn run(self) -> anyhow::Result<i32> {
-        let engine = AetherEngine::new(EngineConfig { max_instances: 16, ..EngineConfig::default() })?;
+        let engine = AetherEngine::new(EngineConfig::default().with_max_instances(16))?;
         let component = DomainComponent::from_file(&engine, &self.model)
             .map_err(|e| anyhow::anyhow!("{}: {e}", self.model.display()))?;
         let domain = component.model().name.clone();
@@ -99,13 +99,11 @@ impl VerifyCommand {
                 (store.clone() as Arc<dyn EventStore>, Some(store), format!("the store at {}", self.data.display()))
             }
         };
-        let config = VerifyConfig {
-            aggregate: self.aggregate.clone(),
-            actors: self.actors.clone(),
-            limit: self.limit,
-            max_reported: self.show,
-            ..VerifyConfig::default()
-        };
+        let config = VerifyConfig::default()
+            .with_aggregate(self.aggregate.clone())
+            .with_actors(self.actors.clone())
+            .with_limit(self.limit)
+            .with_max_reported(self.show);
         let report = aether_host::verify::verify(&component, &*store, &config).await;
         drop(store);
         if let Some(store) = embedded.and_then(|s| Arc::try_unwrap(s).ok()) {

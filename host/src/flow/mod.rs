@@ -1,7 +1,7 @@
 //! Policies and read models, hosted: each runs as a task of its own that
 //! reads the store's ordered log of appends from its durable checkpoint.
 //!
-//! - **Feed.** A runner reads [`EventStore::read_log`] after its checkpoint,
+//! - **Feed.** A runner reads [`EventStore::read_log`](crate::store::EventStore::read_log) after its checkpoint,
 //!   keeps the events its model lists (`reacts-to` / `consumes`), calls its
 //!   guest on the batch, makes the effects durable, then writes the
 //!   checkpoint. A crash in between reads the batch again: every effect is
@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 /// What became of a command a policy sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Sent {
     Accepted {
         duplicate: bool,
@@ -89,6 +90,7 @@ impl CommandSink for Runtime {
 
 /// Tunables of the runners.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct FlowConfig {
     /// Log entries read per batch.
     pub batch: usize,
@@ -217,6 +219,7 @@ impl RunnerStatus {
 
 /// Why [`Flows::wait_for`] or a query failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FlowError {
     #[error("the model has no {kind} `{name}` (it has: {known})")]
     Unknown { kind: &'static str, name: String, known: String },

@@ -4,7 +4,7 @@
 //! A [`ViewStore`] holds ordered key spaces of bytes. One per event store
 //! kind: in memory beside the [`MemoryStore`](crate::store::MemoryStore),
 //! a redb file (`views.redb`) beside the embedded store's, and a key-value
-//! bucket (`aether_views`, [`NatsNames::views_bucket`]) on JetStream,
+//! bucket (`aether_views`, [`NatsNames::views_bucket`](crate::names::NatsNames::views_bucket)) on JetStream,
 //! shared by every host of a cluster so a runner can move between them.
 //!
 //! Writes of one call need not be atomic together: runners make every

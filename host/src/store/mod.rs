@@ -12,9 +12,10 @@
 //! - [`memory`]: the in-memory store for tests and benchmarks.
 //! - [`embedded`]: the crash-safe file store (redb) for one machine.
 //! - [`jetstream`]: NATS JetStream, for hosts that share actors over a cluster.
-//! - [`contract`]: the behaviour every store must show, as reusable checks.
+//!
+//! The behaviour every store must show is checked by the `aether-testkit`
+//! crate's `contract` module, against each store.
 
-pub mod contract;
 pub mod embedded;
 pub mod jetstream;
 pub mod memory;
@@ -166,6 +167,7 @@ pub struct Snapshot {
 
 /// What a store operation can fail with.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The stream is not at the expected version: another writer got there
     /// first. Reload and decide again.
@@ -286,13 +288,5 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// As [`read_log`](Self::read_log).
     async fn log_head(&self) -> Result<u64, StoreError> {
         Err(StoreError::Unavailable(format!("{self:?} keeps no log of its appends")))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn memory_store_keeps_the_contract() {
-        super::contract::check_all(&super::MemoryStore::new()).await;
     }
 }

@@ -17,6 +17,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 
 /// Why a component cannot be loaded. Each message names the problem.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     #[error("cannot read {path}: {cause}")]
     Read { path: String, cause: std::io::Error },
@@ -130,7 +131,7 @@ impl DomainComponent {
     ///
     /// [`GuestFault::PoolExhausted`] if every slot of the pool is in use,
     /// [`GuestFault::Instantiate`] if the guest's start-up fails.
-    pub fn instantiate(&self) -> Result<GuestInstance, GuestFault> {
+    pub(crate) fn instantiate(&self) -> Result<GuestInstance, GuestFault> {
         let config = self.engine.config();
         let mut store = Store::new(self.engine.engine(), Sandbox::new(config.max_memory_bytes));
         store.limiter(|s| s.limiter());
@@ -150,7 +151,7 @@ impl DomainComponent {
     /// # Errors
     ///
     /// [`GuestFault::Refused`] if the model has no such policy; otherwise as
-    /// [`instantiate`](Self::instantiate).
+    /// [`replica`](Self::replica).
     pub fn policy_vm(&self, name: &str) -> Result<PolicyVm, GuestFault> {
         let policy = self.model.policy(name).cloned().ok_or_else(|| {
             unknown(
@@ -169,7 +170,7 @@ impl DomainComponent {
     /// # Errors
     ///
     /// [`GuestFault::Refused`] if the model has no such read model; otherwise
-    /// as [`instantiate`](Self::instantiate).
+    /// as [`replica`](Self::replica).
     pub fn read_model_vm(&self, name: &str) -> Result<ReadModelVm, GuestFault> {
         let read_model = self.model.read_model(name).cloned().ok_or_else(|| {
             unknown(

@@ -38,6 +38,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 /// How the engine sizes and bounds actors' VMs.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct EngineConfig {
     /// The most linear memory one actor's VM may use. A guest that grows past
     /// it traps; that command fails and the VM is rebuilt.
@@ -53,7 +54,7 @@ pub struct EngineConfig {
     /// The longest an actor's call may run on the thread that made it (a
     /// Tokio worker, which also serves I/O). A call that needs longer is
     /// interrupted, its VM rebuilt, and the actor's calls run off the
-    /// workers from then on (see [`Placement::Offloaded`]). Rounded up to
+    /// workers from then on (bounded by `max_offloaded_calls`). Rounded up to
     /// whole epoch ticks, at least two.
     pub inline_budget: Duration,
     /// Guest calls that may run off the workers at once; more wait their
@@ -184,7 +185,7 @@ impl AetherEngine {
         Ok(Arc::new(Self { engine, config, stop, offloaded }))
     }
 
-    pub fn engine(&self) -> &Engine {
+    pub(crate) fn engine(&self) -> &Engine {
         &self.engine
     }
 
@@ -214,7 +215,7 @@ impl AetherEngine {
 
 /// Where a VM's calls run, and so how long each may hold its thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Placement {
+pub(crate) enum Placement {
     /// On the caller's thread, up to the call timeout: for tools, tests and
     /// benchmarks that own their thread.
     #[default]

@@ -16,6 +16,7 @@ use wasmtime::Store;
 
 /// A guest fault: the call failed in a way that is not a business decision.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum GuestFault {
     /// The guest trapped (a panic, `unreachable`, an out-of-bounds access).
     #[error("guest trapped in `{call}`: {message}")]
@@ -23,17 +24,17 @@ pub enum GuestFault {
     /// The call ran past the deadline and was interrupted.
     #[error("guest ran past its {limit:?} deadline in `{call}` and was interrupted")]
     Timeout { call: &'static str, limit: Duration },
-    /// A call of a VM placed [`Inline`](Placement::Inline) ran past the
-    /// engine's inline budget and was interrupted: not the guest's fault.
-    /// The VM is left mid-call; rebuild it [`Offloaded`](Placement::Offloaded)
-    /// and do the work again there.
+    /// A call made on a Tokio worker ran past the engine's inline budget
+    /// ([`EngineConfig::inline_budget`](super::EngineConfig::inline_budget))
+    /// and was interrupted: not the guest's fault. The runtime rebuilds the
+    /// VM off the workers and does the work again there.
     #[error("guest ran past its {limit:?} inline budget in `{call}`; its calls move off the I/O threads")]
     Preempted { call: &'static str, limit: Duration },
     /// A fold read the clocks or randomness after the host had asked the
-    /// guest to announce no more events (see [`super::sandbox`]): not the
-    /// guest's fault. The VM is left mid-call; rebuild it with
-    /// [`announce_folds`](GuestInstance::announce_folds) and do the work
-    /// again.
+    /// guest to announce no more events: not the guest's fault. The VM is
+    /// left mid-call; rebuild it with every fold announced (for a
+    /// [`Replica`](super::Replica), [`announce_folds`](super::Replica::announce_folds))
+    /// and do the work again.
     #[error("a fold in `{call}` read the clock or randomness unannounced; folding again with every event announced")]
     Unannounced { call: &'static str },
     /// The guest grew its memory past the cap.
@@ -56,6 +57,7 @@ pub enum GuestFault {
 
 /// Why a guest refused a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RefusalKind {
     UnknownAggregate,
     UnknownCommand,
@@ -69,14 +71,14 @@ pub enum RefusalKind {
 
 /// What `handle` decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HandleResult {
+pub(crate) enum HandleResult {
     Accepted(Vec<NewEvent>),
     Rejected { code: String, message: String },
 }
 
 /// What `handle` is told about the command (the actor's id went to `init`).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct CommandContext<'a> {
+pub(crate) struct CommandContext<'a> {
     pub command_id: &'a str,
     pub correlation_id: &'a str,
     pub causation_id: &'a str,
@@ -84,8 +86,9 @@ pub struct CommandContext<'a> {
     pub version: u64,
 }
 
-/// One actor's VM.
-pub struct GuestInstance {
+/// One actor's VM. Crate-private: its calls must follow the actor's
+/// protocol (a `handle` is confirmed only after a durable append).
+pub(crate) struct GuestInstance {
     store: Store<Sandbox>,
     bindings: DomainHost,
     deadline_ticks: u64,
@@ -305,46 +308,15 @@ impl GuestInstance {
     }
 }
 
-/// Packs events as the contract's `packed-events` (the guest SDK's
-/// `codec::unpack` reads them): for each, the
-/// length (u32, little endian) of the event as MessagePack in the shape the
-/// guest decodes (the name as a string if the payload is `nil`, else a map
-/// of the name to the payload), then those bytes.
+/// Packs events as the contract's `packed-events`, with the code the guest
+/// SDK unpacks them with (`aether-codec`), in one buffer sized up front.
 fn pack(events: &[RecordedEvent]) -> Vec<u8> {
     let size = events.iter().map(|e| 10 + e.name.len() + e.payload.len()).sum();
     let mut out = Vec::with_capacity(size);
     for e in events {
-        let unit = e.payload.is_empty() || e.payload == [0xc0];
-        let at = out.len();
-        out.extend_from_slice(&[0; 4]);
-        if !unit {
-            out.push(0x81);
-        }
-        write_str(&mut out, &e.name);
-        if !unit {
-            out.extend_from_slice(&e.payload);
-        }
-        let len = (out.len() - at - 4) as u32;
-        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        aether_codec::pack_into(&mut out, &e.name, &e.payload);
     }
     out
-}
-
-/// A MessagePack string.
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    match s.len() {
-        n if n < 32 => out.push(0xa0 | n as u8),
-        n if n <= 0xff => out.extend_from_slice(&[0xd9, n as u8]),
-        n if n <= 0xffff => {
-            out.push(0xda);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0xdb);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(s.as_bytes());
 }
 
 pub(super) fn refused(call: &'static str, err: wit::GuestError) -> GuestFault {
@@ -363,13 +335,45 @@ pub(super) fn refused(call: &'static str, err: wit::GuestError) -> GuestFault {
     GuestFault::Refused { call, kind, reason }
 }
 
-#[cfg(all(test, feature = "testkit"))]
+#[cfg(test)]
 mod tests {
+    use super::{CommandContext, GuestFault, HandleResult};
+
+    /// One crossing per command: `handle` folds the events it accepts, and the
+    /// VM holds them tentatively. Until the host confirms them (after a durable
+    /// append) the VM refuses every other call, so a host bug cannot read or
+    /// snapshot a state the store may not have.
+    #[test]
+    fn a_vm_holding_unconfirmed_events_refuses_other_calls_until_confirmed() {
+        let bank = crate::testkit::bank();
+        let mut vm = bank.instantiate().unwrap();
+        vm.init("Account", "tentative").unwrap();
+        let ctx =
+            CommandContext { command_id: "c-1", correlation_id: "c-1", causation_id: "c-1", ..Default::default() };
+        let open = rmp_serde::to_vec_named(&serde_json::json!({ "owner": "ada" })).unwrap();
+        let decided = vm.handle(&ctx, "Open", &open).unwrap();
+        assert!(matches!(&decided, HandleResult::Accepted(events) if events.len() == 1), "{decided:?}");
+        let refused = vm.state().unwrap_err();
+        assert!(matches!(&refused, GuestFault::InvalidOutput { call: "state", .. }), "{refused}");
+        assert!(vm.snapshot().is_err() && vm.handle(&ctx, "Deposit", &open).is_err(), "every other call is refused");
+
+        let mut vm = bank.instantiate().unwrap();
+        vm.init("Account", "confirmed").unwrap();
+        vm.handle(&ctx, "Open", &open).unwrap();
+        vm.confirm();
+        let state: bank::Account = rmp_serde::from_slice(&vm.state().unwrap()).unwrap();
+        assert!(state.open, "the confirmed state is the folded one");
+    }
+
     use crate::store::{Provenance, RecordedEvent};
     use std::sync::Arc;
 
+    /// What the host packs for `apply`, the guest's codec unpacks into the
+    /// events that were stored: struct and unit variants, a unit variant's
+    /// payload stored as `nil` or as nothing, a boxed variant.
     #[test]
-    fn packing_matches_the_guest_sdk() {
+    fn packed_events_unpack_as_the_stored_events() {
+        use bank::{AccountEvent, TransferDebit};
         let provenance = Arc::new(Provenance {
             command_id: "c".into(),
             correlation_id: "c".into(),
@@ -378,21 +382,27 @@ mod tests {
             component_hash: "".into(),
             command: None,
         });
-        let event = |version, name: &str, payload: &[u8]| RecordedEvent {
-            version,
-            name: name.into(),
-            payload: payload.to_vec(),
-            provenance: provenance.clone(),
-        };
-        let long = "L".repeat(40);
-        let events = [
-            event(1, "Opened", &[0x81, 0xa1, b'o', 0xa1, b'x']),
-            event(2, "Closed", &[0xc0]),
-            event(3, &long, &[0x80]),
-            event(4, "Empty", &[]),
+        let debit = TransferDebit { transfer: "t-1".into(), amount: 3, to: "acc-2".into() };
+        let events = vec![
+            AccountEvent::Opened { owner: "ada".into() },
+            AccountEvent::Deposited { amount: 5 },
+            AccountEvent::Debited(Box::new(debit)),
+            AccountEvent::Closed,
+            AccountEvent::Closed,
         ];
-        let packed = super::pack(&events);
-        let expected = aether_guest::codec::pack(events.iter().map(|e| (e.name.as_str(), e.payload.as_slice())));
-        assert_eq!(packed, expected);
+        let mut stored: Vec<RecordedEvent> = (1..)
+            .zip(&events)
+            .map(|(version, event)| {
+                let (name, payload) = aether_codec::split(event).unwrap();
+                RecordedEvent { version, name, payload, provenance: provenance.clone() }
+            })
+            .collect();
+        stored[4].payload.clear();
+        let packed = super::pack(&stored);
+        let back: Vec<AccountEvent> = aether_codec::unpack(&packed)
+            .map(|item| item.and_then(aether_codec::unpack_one))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(back, events);
     }
 }

@@ -74,7 +74,8 @@ impl PolicyVm {
     }
 
     /// The VM, to place it or to have every input announced (as for an actor).
-    pub fn vm(&mut self) -> &mut GuestInstance {
+    #[allow(dead_code)] // for the runners that host policies and read models
+    pub(crate) fn vm(&mut self) -> &mut GuestInstance {
         &mut self.vm
     }
 

@@ -31,7 +31,8 @@ impl ReadModelVm {
     }
 
     /// The VM, to place it or to have every event announced (as for an actor).
-    pub fn vm(&mut self) -> &mut GuestInstance {
+    #[allow(dead_code)] // for the runners that host policies and read models
+    pub(crate) fn vm(&mut self) -> &mut GuestInstance {
         &mut self.vm
     }
 

@@ -277,7 +277,8 @@ impl SplitMix64 {
 }
 
 /// A seed for an actor at a version: the same on every replay.
-pub fn seed(actor: &str, version: u64) -> u64 {
+#[cfg(test)]
+fn seed(actor: &str, version: u64) -> u64 {
     SeedKey::new(actor).at(version)
 }
 

@@ -33,7 +33,7 @@ use super::harness::{
 use super::netns::NetNs;
 use super::support::{Host, Http};
 use aether_host::cluster::{ShardId, shard_of};
-use aether_host::testkit::nats::NatsServer;
+use aether_testkit::nats::NatsServer;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -687,7 +687,7 @@ fn longest_silence(history: &History, from: Instant, to: Instant) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_a_nats_server_of_three_under_load_loses_nothing() {
     use aether_host::names::NatsNames;
-    use aether_host::testkit::nats::NatsCluster;
+    use aether_testkit::nats::NatsCluster;
     let _turn = TURN.lock().await;
     let name = "nats";
     let started = Instant::now();

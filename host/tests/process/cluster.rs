@@ -9,7 +9,7 @@ use aether_host::api::nats::NatsClient;
 use aether_host::cluster::shard_of;
 use aether_host::names::NatsNames;
 use aether_host::store::jetstream::EPOCH_HEADER;
-use aether_host::testkit::nats::NatsServer;
+use aether_testkit::nats::NatsServer;
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! SIGKILL; read-your-writes with a command's position.
 
 use super::support::{Host, Http};
-use aether_host::testkit::nats::NatsServer;
+use aether_testkit::nats::NatsServer;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

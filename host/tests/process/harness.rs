@@ -9,7 +9,7 @@ use aether_host::api::client::CommandIds;
 use aether_host::api::nats::NatsClient;
 use aether_host::cluster::{Key, ShardMap};
 use aether_host::names::NatsNames;
-use aether_host::testkit::nats::NatsServer;
+use aether_testkit::nats::NatsServer;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

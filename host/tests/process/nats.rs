@@ -1,7 +1,7 @@
 //! `aether-host load --nats`: hosts on one JetStream, as separate processes.
 
 use super::support::{Host, Http};
-use aether_host::testkit::nats::NatsServer;
+use aether_testkit::nats::NatsServer;
 use serde_json::json;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -116,7 +116,7 @@ impl ConfiguredNats {
     fn start(options: &[&std::ffi::OsStr]) -> Self {
         let store = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = std::process::Command::new(aether_host::testkit::nats::find_binary())
+        let child = std::process::Command::new(aether_testkit::nats::find_binary())
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "--store_dir"])
             .arg(store.path())
             .args(options)

@@ -7,7 +7,7 @@ use super::harness::{SHARDS, map, settled};
 use super::support::{Host, Http};
 use aether_host::cluster::shard_of;
 use aether_host::names::NatsNames;
-use aether_host::testkit::nats::NatsServer;
+use aether_testkit::nats::NatsServer;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, header};

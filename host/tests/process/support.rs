@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 pub fn component(crate_dir: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    aether_host::testkit::build_component(root.join(crate_dir)).unwrap_or_else(|e| panic!("{e}"))
+    aether_testkit::build_component(root.join(crate_dir)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn bank() -> PathBuf {

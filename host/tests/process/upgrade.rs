@@ -303,7 +303,7 @@ async fn every_node_of_a_cluster_moves_to_the_new_component_and_back() {
     use super::harness::{Load, Outcome, Target, check, node, open_accounts, settled};
     let (v1, v2) = (bank(), component("tests/guests/bank-v2-fee"));
     let (v1_hash, v2_hash) = (hash_of(&v1), hash_of(&v2));
-    let server = aether_host::testkit::nats::NatsServer::start();
+    let server = aether_testkit::nats::NatsServer::start();
     let url = server.url();
     let (a, b) = (node(&url, "a"), node(&url, "b"));
     settled(&[&a, &b], 2).await;

@@ -157,7 +157,7 @@ fn verify_refuses_a_directory_without_a_store() {
 /// the stream's subjects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_reads_a_jetstream_history_beside_a_running_host() {
-    let server = aether_host::testkit::nats::NatsServer::start();
+    let server = aether_testkit::nats::NatsServer::start();
     let url = server.url();
     let host = Host::load(&["--nats", &url, "--no-cluster"]);
     let http = Http::new(&host);

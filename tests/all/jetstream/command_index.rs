@@ -9,7 +9,7 @@ use super::{config, publish_raw, request, store, subject_of, versions};
 use aether_host::names::NatsNames;
 use aether_host::store::jetstream::{JetStreamStorage, subject};
 use aether_host::store::{ActorId, AppendRequest, Appended, EventStore, JetStreamEventStore, StoreError};
-use aether_host::testkit::nats::NatsServer;
+use aether_testkit::nats::NatsServer;
 use async_nats::HeaderMap;
 use async_nats::jetstream::stream::Stream;
 use std::collections::BTreeMap;

@@ -72,6 +72,7 @@ pub const FILE_NAME: &str = "events.redb";
 
 /// Tunables of the [`EmbeddedStore`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct EmbeddedConfig {
     /// The most writes logged in one record (one fsync).
     pub max_batch: usize,

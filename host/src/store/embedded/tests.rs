@@ -1,10 +1,11 @@
-//! The embedded store: the contract, restarts, crashes (as copies of the
-//! directory taken while the store runs), damaged logs and older layouts.
+//! The embedded store: restarts, crashes (as copies of the directory taken
+//! while the store runs), damaged logs and older layouts. The contract's
+//! checks run from `aether-testkit`'s tests.
 
 use super::tables::{META, SEGMENTS};
 use super::writer::{CheckpointPolicy, Job, Writer};
 use super::*;
-use crate::store::{NewEvent, Provenance, contract};
+use crate::store::{NewEvent, Provenance};
 
 fn request(expected_version: u64, command_id: &str, names: &[&str]) -> AppendRequest {
     AppendRequest {
@@ -61,19 +62,6 @@ fn refused(dir: &Path) -> String {
         Err(StoreError::Unavailable(message)) => message,
         other => panic!("the open must be refused, got {other:?}"),
     }
-}
-
-#[tokio::test]
-async fn keeps_the_contract() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path()).unwrap();
-    contract::check_all(&store).await;
-    store.close().await.unwrap();
-
-    // Batches of one and a queue of one: the backpressure path.
-    let dir = tempfile::tempdir().unwrap();
-    let tiny = EmbeddedConfig { max_batch: 1, queue_capacity: 1, cache_size_bytes: 1024 * 1024, ..checkpoint_always() };
-    contract::check_all(&EmbeddedStore::open_with(dir.path(), tiny).unwrap()).await;
 }
 
 #[tokio::test]

@@ -43,6 +43,7 @@ pub enum JetStreamStorage {
 ///   the command index before its events are appended, and a retry is
 ///   recognised however late it comes (see the [module docs](super)).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct JetStreamConfig {
     /// A tenant: stores in different namespaces use different streams,
     /// buckets and subjects, and never see each other's data. `None` is the

@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # async fn demo() {
-//! use aether_host::testkit::nats::NatsServer;
+//! use aether_testkit::nats::NatsServer;
 //! let mut server = NatsServer::start();
 //! let client = server.client().await;
 //! server.restart(); // same port, same store directory
@@ -207,7 +207,7 @@ impl Drop for NatsServer {
 ///
 /// ```no_run
 /// # async fn demo() {
-/// use aether_host::testkit::nats::NatsCluster;
+/// use aether_testkit::nats::NatsCluster;
 /// let mut cluster = NatsCluster::start(3);
 /// let client = cluster.client().await; // JetStream ready
 /// cluster.stop(0); // SIGKILL one server of three

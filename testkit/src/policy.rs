@@ -3,8 +3,8 @@
 //! would), and the commands it sends are checked against the model.
 
 use super::TestKit;
-use crate::wasm::{CommandToSend, GuestFault, LoggedEvent, PolicyInput, PolicyVm, RejectedCommand};
 use aether_guest::{Messages, SendCommand};
+use aether_host::wasm::{CommandToSend, GuestFault, LoggedEvent, PolicyInput, PolicyVm, RejectedCommand};
 use serde::Serialize;
 use std::fmt::Debug;
 
@@ -31,7 +31,7 @@ impl<'a> PolicyKit<'a> {
     /// If an event does not serialise as an enum variant.
     pub async fn given<E: Serialize>(mut self, aggregate: &str, id: &str, events: impl IntoIterator<Item = E>) -> Self {
         let stored = self.kit.store_events(aggregate, id, events).await;
-        let actor = crate::store::ActorId::new(aggregate, id);
+        let actor = aether_host::store::ActorId::new(aggregate, id);
         let inputs: Vec<PolicyInput<'_>> = stored
             .iter()
             .filter(|e| self.vm.model().reacts_to(aggregate, &e.name))
@@ -61,7 +61,7 @@ impl<'a> PolicyKit<'a> {
         self
     }
 
-    fn record(&mut self, reactions: Result<Vec<crate::wasm::Reaction>, GuestFault>) {
+    fn record(&mut self, reactions: Result<Vec<aether_host::wasm::Reaction>, GuestFault>) {
         match reactions {
             Ok(reactions) => {
                 for reaction in reactions {

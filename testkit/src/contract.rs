@@ -6,7 +6,9 @@
 //! runs [`check_all_beyond`] with that while, so idempotency is checked
 //! after it has passed.
 
-use super::{ActorId, AppendRequest, EventStore, NewEvent, Provenance, RecordedCommand, Snapshot, StoreError};
+use aether_host::store::{
+    ActorId, AppendRequest, EventStore, NewEvent, Provenance, RecordedCommand, Snapshot, StoreError,
+};
 use std::sync::Arc;
 use std::time::Duration;
 

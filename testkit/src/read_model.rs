@@ -3,8 +3,8 @@
 //! one `keys` call, then one `fold` per key touched, rows kept here.
 
 use super::TestKit;
-use crate::store::ActorId;
-use crate::wasm::{GuestFault, LoggedEvent, ReadModelVm};
+use aether_host::store::ActorId;
+use aether_host::wasm::{GuestFault, LoggedEvent, ReadModelVm};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;

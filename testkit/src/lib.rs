@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # async fn demo() {
-//! use aether_host::testkit::TestKit;
+//! use aether_testkit::TestKit;
 //! # #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)] enum AccountEvent { Opened { owner: String }, Deposited { amount: u64 } }
 //! # #[derive(serde::Serialize, serde::Deserialize)] enum AccountCommand { Deposit { amount: u64 } }
 //! // Builds the calling crate's component if it is missing or stale, then loads it.
@@ -24,7 +24,23 @@
 //! Building uses `cargo build --release --target wasm32-wasip2` in a target
 //! directory of its own (next to the test binary's), so it never waits on
 //! the lock of the `cargo test` that runs it; Cargo decides what is stale.
+//!
+//! A domain crate takes this crate as its one dev-dependency: it brings the
+//! host's library (`aether-host` without default features), not the
+//! binary's command line, allocator, log output or OTLP exporter.
+//!
+//! # Layout
+//!
+//! - [`TestKit`]: a component on a fresh in-memory store; [`Given`] /
+//!   [`Then`] for aggregates, [`PolicyKit`] and [`ReadModelKit`] for
+//!   policies and read models.
+//! - [`nats`]: a real `nats-server` (or a cluster of three) on ephemeral
+//!   ports, killed on drop.
+//! - [`contract`]: the behaviour every `EventStore` must show, as checks a
+//!   store's tests run.
+//! - [`build_component`]: a domain crate built as a component (`aether-devtools`).
 
+pub mod contract;
 pub mod nats;
 mod policy;
 mod read_model;
@@ -32,10 +48,9 @@ mod read_model;
 pub use policy::PolicyKit;
 pub use read_model::ReadModelKit;
 
-use crate::actor::{ActorError, CommandOutcome};
-use crate::runtime::{CommandRequest, Runtime, RuntimeConfig};
-use crate::store::{ActorId, AppendRequest, EventStore, MemoryStore, NewEvent, Provenance, RecordedEvent};
-use crate::wasm::{AetherEngine, DomainComponent, EngineConfig};
+use aether_host::runtime::{CommandRequest, Runtime, RuntimeConfig};
+use aether_host::store::{ActorId, AppendRequest, EventStore, MemoryStore, NewEvent, Provenance, RecordedEvent};
+use aether_host::wasm::{AetherEngine, DomainComponent, EngineConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
@@ -43,6 +58,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use aether_devtools::{build_component, guest_target_dir};
+/// The answer and the error a command gets, as [`Then::outcome`] gives them.
+pub use aether_host::{ActorError, CommandOutcome};
 
 /// A component loaded on a fresh in-memory store.
 #[derive(Debug, Clone)]
