@@ -117,8 +117,8 @@ pub(super) async fn handle(
         }
     }
     let space = rows_space(&status.name);
-    let mut writes = Vec::with_capacity(by_key.len());
-    let mut index_writes: BTreeMap<String, Vec<super::views::ViewWrite>> = BTreeMap::new();
+    // Each row with the events it has not seen, in log order.
+    let mut jobs: Vec<FoldJob> = Vec::with_capacity(by_key.len());
     for (key, events) in by_key {
         let stored = flows.views().get(&space, &key).await?;
         let (seen, row) = match stored.as_deref().map(decode) {
@@ -133,8 +133,27 @@ pub(super) async fn handle(
             }
         };
         let due: Vec<Logged> = events.into_iter().filter(|e| e.position > seen).cloned().collect();
-        let Some(newest) = due.last().map(|e| e.position) else { continue };
-        let folded = fold(flows, status, slot, &key, row.clone(), due).await?;
+        if !due.is_empty() {
+            jobs.push(FoldJob { key, row, events: due });
+        }
+    }
+    // Every row's fold in one hand-off to the blocking pool (a hand-off costs
+    // more than a fold); if one faults, row by row, event by event.
+    let folded = match slot.call(&jobs, fold_all).await {
+        Ok(folded) => folded,
+        Err(_) => {
+            let mut folded = Vec::with_capacity(jobs.len());
+            for job in &jobs {
+                folded.push(fold(flows, status, slot, &job.key, job.row.clone(), job.events.clone()).await?);
+            }
+            folded
+        }
+    };
+    let mut writes = Vec::with_capacity(jobs.len());
+    let mut index_writes: BTreeMap<String, Vec<super::views::ViewWrite>> = BTreeMap::new();
+    for (job, folded) in jobs.into_iter().zip(folded) {
+        let FoldJob { key, row, events } = job;
+        let newest = events.last().map_or(0, |e| e.position);
         for index in &model.indexes {
             let (old, new) = (field_text(row.as_deref(), index), field_text(folded.as_deref(), index));
             if old != new {
@@ -206,6 +225,24 @@ async fn keys(slot: &mut Slot, events: &[Logged]) -> Vec<Result<Vec<String>, Str
             out
         }
     }
+}
+
+/// A row to fold: its key, the row as stored, the events it has not seen.
+#[derive(Debug, Clone)]
+struct FoldJob {
+    key: String,
+    row: Option<Vec<u8>>,
+    events: Vec<Logged>,
+}
+
+/// Folds every job's events into its row, in one call of the blocking pool.
+fn fold_all(vm: &mut ReadModelVm, jobs: &[FoldJob]) -> Result<Vec<Option<Vec<u8>>>, GuestFault> {
+    jobs.iter()
+        .map(|job| {
+            let refs: Vec<_> = job.events.iter().map(Logged::as_logged).collect();
+            vm.fold(&job.key, job.row.as_deref(), &refs).map_err(|(_, fault)| fault)
+        })
+        .collect()
 }
 
 /// Folds `events` into `row`; if that faults, folds them one at a time,
