@@ -33,7 +33,32 @@ pub struct MemoryStore {
     /// Every append with events, in the order taken: position `i + 1` is
     /// `log[i]`. Pushed while the actor's shard is locked (shard, then log:
     /// the one lock order), so one actor's commands enter it in version order.
-    log: Mutex<Vec<LogEntry>>,
+    log: Mutex<Log>,
+}
+
+/// The log in chunks of fixed size: a push never moves what is there (a
+/// single `Vec` of millions of entries copied itself whole, under the lock,
+/// each time it grew).
+#[derive(Debug, Default)]
+struct Log {
+    chunks: Vec<Vec<LogEntry>>,
+    len: usize,
+}
+
+const LOG_CHUNK: usize = 1 << 14;
+
+impl Log {
+    fn push(&mut self, entry: LogEntry) {
+        if self.chunks.last().is_none_or(|c| c.len() == LOG_CHUNK) {
+            self.chunks.push(Vec::with_capacity(LOG_CHUNK));
+        }
+        self.chunks.last_mut().expect("pushed above").push(entry);
+        self.len += 1;
+    }
+
+    fn get(&self, i: usize) -> &LogEntry {
+        &self.chunks[i / LOG_CHUNK][i % LOG_CHUNK]
+    }
 }
 
 /// Where a command's events sit: the actor and their versions.
@@ -117,7 +142,7 @@ impl MemoryStore {
         }
     }
 
-    fn log(&self) -> std::sync::MutexGuard<'_, Vec<LogEntry>> {
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
         // Every mutation is one push: a poisoned lock is safe to keep using.
         self.log.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -185,7 +210,7 @@ impl EventStore for MemoryStore {
                 let mut log = self.log();
                 let logged_as = stream.logged_as.get_or_insert_with(|| Arc::new(actor.clone())).clone();
                 log.push(LogEntry { actor: logged_as, first_version, last_version });
-                log.len() as u64
+                log.len as u64
             };
             let appended = Appended { first_version, last_version, duplicate: false, position };
             if request.id_from_caller {
@@ -242,11 +267,11 @@ impl EventStore for MemoryStore {
     async fn read_log(&self, after: u64, max: usize) -> Result<Vec<LoggedCommand>, StoreError> {
         let entries: Vec<(u64, Arc<ActorId>, u64, u64)> = {
             let log = self.log();
-            let start = usize::try_from(after).unwrap_or(usize::MAX).min(log.len());
-            let end = start.saturating_add(max.max(1)).min(log.len());
+            let start = usize::try_from(after).unwrap_or(usize::MAX).min(log.len);
+            let end = start.saturating_add(max.max(1)).min(log.len);
             (start..end)
                 .map(|i| {
-                    let e = &log[i];
+                    let e = log.get(i);
                     (i as u64 + 1, e.actor.clone(), e.first_version, e.last_version)
                 })
                 .collect()
@@ -263,6 +288,6 @@ impl EventStore for MemoryStore {
     }
 
     async fn log_head(&self) -> Result<u64, StoreError> {
-        Ok(self.log().len() as u64)
+        Ok(self.log().len as u64)
     }
 }
